@@ -1,0 +1,38 @@
+/* config.c: what the build and the running process offer, for show_config() and the thread
+ * helper. FASTMLP_CFLAGS is set by setup.py to the flags this file was compiled with. */
+#include "fastmlp.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef FASTMLP_CFLAGS
+#define FASTMLP_CFLAGS "unknown"
+#endif
+
+const char *fm_build_flags(void) { return FASTMLP_CFLAGS; }
+
+int fm_openmp_enabled(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The OpenMP default team size of the calling thread: OMP_NUM_THREADS, or the last limit set by
+ * omp_set_num_threads (which threadpoolctl uses), else the number of processors. */
+int fm_omp_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int fm_omp_num_procs(void) {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,69 @@
+/* Included by dense.c with T (element type) and S(name) (dtype suffix) defined. */
+
+/* A (n) = act(Z (n)); A may alias Z. */
+int S(fm_act_forward)(T *A, const T *Z, ptrdiff_t n, int act) {
+    if (n < 0 || act < 0 || act >= FM_ACT_COUNT) return FM_EARG;
+    for (ptrdiff_t i = 0; i < n; i++) A[i] = S(fm_act)(act, Z[i]);
+    return FM_OK;
+}
+
+/* dZ (n) = dA (n) * act'(.) read from the forward output A (n); dZ may alias dA. */
+int S(fm_act_backward)(T *dZ, const T *dA, const T *A, ptrdiff_t n, int act) {
+    if (n < 0 || act < 0 || act >= FM_ACT_COUNT) return FM_EARG;
+    if (act == FM_ACT_IDENTITY) {
+        if (dZ != dA) memmove(dZ, dA, (size_t)n * sizeof(T));
+        return FM_OK;
+    }
+    for (ptrdiff_t i = 0; i < n; i++) dZ[i] = dA[i] * S(fm_dact)(act, A[i]);
+    return FM_OK;
+}
+
+/* Forward: A_out (N x O) = act(A_in (N x I) . W (I x O) + b (O)), the bias and the activation
+ * applied by the product's epilogue while each tile is still hot. */
+int S(fm_dense_forward)(T *A_out, const T *A_in, const T *W, const T *b,
+                        ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt) {
+    if (N < 0 || I < 0 || O < 0 || act < 0 || act >= FM_ACT_COUNT) return FM_EARG;
+    fm_epilogue epi = {FM_EPI_BIAS_ACT, act, b, NULL, 0};
+    return S(fm_gemm)(0, 0, N, O, I, A_in, I, W, O, 0, A_out, O, &epi, work, nt) ? FM_EARG : FM_OK;
+}
+
+/* db (O) (+)= column sums of dZ (N x O), summed over rows in order (thread-count independent). */
+static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int nt) {
+    int par = nt > 1 && N * O >= FM_PAR_MIN && O >= 64;
+    #pragma omp parallel num_threads(nt) if (par)
+    {
+        /* Each thread owns a contiguous block of columns. */
+        ptrdiff_t j0 = 0, j1 = O;
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), p = omp_get_num_threads();
+        j0 = O * t / p;
+        j1 = O * (t + 1) / p;
+#endif
+        if (!acc)
+            for (ptrdiff_t j = j0; j < j1; j++) db[j] = 0;
+        for (ptrdiff_t i = 0; i < N; i++) {
+            const T *row = dZ + i * O;
+            for (ptrdiff_t j = j0; j < j1; j++) db[j] += row[j];
+        }
+    }
+}
+
+/* Backward of the forward above, given dZ = dL/dZ (N x O) of this layer:
+ *   dW (I x O) = A_in^T dZ,  db (O) = sum over rows of dZ,
+ *   dA_in (N x I) = (dZ W^T) * act_in'(A_in)   (skipped when dA_in is NULL, e.g. layer 0).
+ * Multiplying by the lower layer's activation derivative here, in the product's epilogue, hands
+ * the layer below its dZ directly. */
+int S(fm_dense_backward)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
+                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act_in, int accumulate,
+                         void *work, int nt) {
+    if (N < 0 || I < 0 || O < 0 || act_in < 0 || act_in >= FM_ACT_COUNT) return FM_EARG;
+    T beta = accumulate ? 1 : 0;
+    if (S(fm_gemm)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt)) return FM_EARG;
+    S(colsum)(db, dZ, N, O, accumulate, nt);
+    if (dA_in) {
+        fm_epilogue epi = {act_in == FM_ACT_IDENTITY ? FM_EPI_NONE : FM_EPI_DACT, act_in,
+                           NULL, A_in, I};
+        if (S(fm_gemm)(0, 1, N, I, O, dZ, O, W, O, 0, dA_in, I, &epi, work, nt)) return FM_EARG;
+    }
+    return FM_OK;
+}

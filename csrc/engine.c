@@ -1,0 +1,73 @@
+/* engine.c: training steps, inference and full-batch gradients over a network plan.
+ *
+ * Design notes
+ * 1. One call runs many steps without the GIL: gather the batch rows through the shuffled
+ *    index, forward, loss gradient, backward, global norm, clipping and update. Python sees only
+ *    the plan, the optimizer settings and the figures in fm_stats.
+ * 2. Workspace (one block of bytes from the caller, sized by fm_workspace_bytes, laid out the
+ *    same way on every call): the gathered batch X_b (B x I0) and Y_b, each layer's output A_l
+ *    (B x O_l), two dZ buffers (B x max O) used in turn as backward walks down the layers, and
+ *    the product's scratch. Every region starts on a 64-byte boundary. Nothing is allocated here.
+ * 3. The cache is the activation output alone: act'(z) follows from a = act(z) (act.h), and the
+ *    derivative of the layer below is applied in the epilogue of its dA product (dense.c).
+ * 4. Clipping never rewrites the gradient: the update uses lr * c with c = min(1, tau/||g||),
+ *    which is the same step as scaling g first, in one pass instead of two.
+ * 5. A step whose loss or gradient norm is not finite is not applied: the call returns at once
+ *    with the step's index, so the parameters are those after the last good step.
+ */
+#include <math.h>
+#include <string.h>
+#include "fastmlp.h"
+
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params) {
+    if (L < 1 || L > FM_MAX_LAYERS || n_params < 0) return FM_EARG;
+    for (int64_t l = 0; l < L; l++) {
+        const fm_layer *p = plan + l;
+        if (p->fan_in < 1 || p->fan_out < 1) return FM_EARG;
+        if (l > 0 && p->fan_in != plan[l - 1].fan_out) return FM_EARG;
+        if (p->act < 0 || p->act >= FM_ACT_COUNT || p->skip != FM_SKIP_NONE) return FM_EARG;
+        if (p->w_off < 0 || p->b_off < 0) return FM_EARG;
+        /* Both blocks inside the buffer; written so that no product can overflow int64. */
+        if (p->fan_in > n_params || p->fan_out > n_params) return FM_EARG;
+        if (p->w_off > n_params - p->fan_in * p->fan_out) return FM_EARG;
+        if (p->b_off > n_params - p->fan_out) return FM_EARG;
+    }
+    return FM_OK;
+}
+
+static int64_t max_width(const fm_layer *plan, int64_t L) {
+    int64_t m = plan[0].fan_in;
+    for (int64_t l = 0; l < L; l++) m = plan[l].fan_out > m ? plan[l].fan_out : m;
+    return m;
+}
+
+/* Room for one gathered target row: an int64 label or K values (the larger, so that one
+ * workspace serves every loss). */
+static size_t target_row_bytes(const fm_layer *plan, int64_t L, size_t elem) {
+    size_t k = (size_t)plan[L - 1].fan_out * elem;
+    return k > sizeof(int64_t) ? k : sizeof(int64_t);
+}
+
+size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
+                          int nt) {
+    size_t B = (size_t)max_batch;
+    size_t n = round64(B * (size_t)plan[0].fan_in * elem);
+    n += round64(B * target_row_bytes(plan, L, elem));
+    for (int64_t l = 0; l < L; l++) n += round64(B * (size_t)plan[l].fan_out * elem);
+    n += 2 * round64(B * (size_t)max_width(plan, L) * elem);
+    n += round64(fm_gemm_work_bytes(nt));
+    return n + 64;  /* room to align the start */
+}
+
+#define T float
+#define S(name) name##_f32
+#include "engine_t.h"
+#undef T
+#undef S
+#define T double
+#define S(name) name##_f64
+#include "engine_t.h"
+#undef T
+#undef S

@@ -1,0 +1,157 @@
+/* fastmlp.h: the C API of the training core.
+ *
+ * Design notes
+ * 1. Three layers: these C kernels and the engine (no Python headers, no allocation inside a
+ *    step, status codes instead of printing), one Cython bridge (_core.pyx) that checks shapes and
+ *    dtypes once and releases the GIL, and the Python classes that hold the policy.
+ * 2. Dimension letters used in every file: N rows of the batch, I inputs of a layer (fan_in),
+ *    O outputs of a layer (fan_out), K outputs of the network (classes or targets).
+ *    All matrices are row-major; W has shape I x O (as scikit-learn's coefs_).
+ * 3. Parameters of a network live in one buffer: layer l's W at params + w_off (I x O), its b at
+ *    params + b_off (O). Gradients use a second buffer with the same layout, so the global norm,
+ *    clipping and the update are passes over one array.
+ * 4. Gradient convention: every kernel OVERWRITES the gradients it writes (dW, db, dA, dG),
+ *    unless it is called with accumulate = 1 (dense backward, to sum a batch chunk by chunk).
+ * 5. The network plan is an array of fm_layer records, six int64 each, written by Python once.
+ *    Layer 0 reads the input X; the last layer's output is what the loss sees (the logits for
+ *    softmax/sigmoid cross-entropy, whose last layer therefore has the identity activation).
+ * 6. Sizes and index arithmetic use ptrdiff_t/int64_t throughout; nothing is an int product.
+ */
+#ifndef FASTMLP_H
+#define FASTMLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "act.h"
+#include "gemm.h"
+
+enum {
+    FM_OK = 0,
+    FM_EARG = 1,              /* a size or plan record is out of range */
+    FM_ELABEL = 2,            /* a class label is outside [0, K) */
+    FM_ENONFINITE_LOSS = 3,   /* the loss of a batch is NaN or infinite */
+    FM_ENONFINITE_GRAD = 4,   /* a gradient is NaN or infinite */
+};
+
+enum { FM_LOSS_SQUARED = 0, FM_LOSS_SOFTMAX_CE = 1, FM_LOSS_SIGMOID_BCE = 2 };
+enum { FM_SKIP_NONE = 0 };
+
+#define FM_MAX_LAYERS 256
+
+typedef struct {
+    int64_t fan_in, fan_out;  /* I, O */
+    int64_t w_off, b_off;     /* element offsets of W (I x O) and b (O) in the parameter buffer */
+    int64_t act;              /* FM_ACT_* */
+    int64_t skip;             /* FM_SKIP_* */
+} fm_layer;
+
+/* Optimizer settings of one call: plain SGD, W <- W - lr * c * grad with the clipping factor
+ * c = min(1, clip_norm / ||grad||) when clip_norm > 0 (the global norm over all parameters). */
+typedef struct {
+    double lr;
+    double clip_norm;         /* <= 0: no clipping */
+} fm_sgd;
+
+/* Figures the engine adds up over the steps of one call (Python zeroes them per epoch). */
+typedef struct {
+    double loss_sum;          /* sum over rows of the per-row loss L */
+    double norm_sum;          /* sum over steps of the pre-clip global gradient norm */
+    double norm_max;
+    int64_t rows;             /* rows seen */
+    int64_t steps;            /* steps completed (updates applied) */
+    int64_t clipped;          /* steps whose gradient was clipped */
+    int64_t bad_step;         /* on FM_ENONFINITE_*: the step that failed (not applied) */
+    int64_t bad_layer;        /* on FM_ENONFINITE_GRAD: the first layer with a non-finite norm */
+} fm_stats;
+
+/* ---- element-wise and layer kernels (kernels.c, loss.c, optim.c) ---- */
+int fm_act_forward_f32(float *A, const float *Z, ptrdiff_t n, int act);
+int fm_act_forward_f64(double *A, const double *Z, ptrdiff_t n, int act);
+/* dZ = dA * act'(z), with act' taken from the output A (act.h). dZ may alias dA. */
+int fm_act_backward_f32(float *dZ, const float *dA, const float *A, ptrdiff_t n, int act);
+int fm_act_backward_f64(double *dZ, const double *dA, const double *A, ptrdiff_t n, int act);
+
+/* A_out (N x O) = act(A_in (N x I) W (I x O) + b (O)). */
+int fm_dense_forward_f32(float *A_out, const float *A_in, const float *W, const float *b,
+                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt);
+int fm_dense_forward_f64(double *A_out, const double *A_in, const double *W, const double *b,
+                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt);
+/* From dZ (N x O) of this layer: dW = A_in^T dZ, db = column sums of dZ, and when dA_in is not
+ * NULL, dA_in = (dZ W^T) * act_in'(A_in), the layer below's dZ (act_in = FM_ACT_IDENTITY gives
+ * the plain dL/dA_in). accumulate = 1 adds to dW and db instead of overwriting them (used to
+ * sum a large batch chunk by chunk); dA_in is always overwritten. */
+int fm_dense_backward_f32(float *dW, float *db, float *dA_in, const float *dZ,
+                          const float *A_in, const float *W, ptrdiff_t N, ptrdiff_t I,
+                          ptrdiff_t O, int act_in, int accumulate, void *work, int nt);
+int fm_dense_backward_f64(double *dW, double *db, double *dA_in, const double *dZ,
+                          const double *A_in, const double *W, ptrdiff_t N, ptrdiff_t I,
+                          ptrdiff_t O, int act_in, int accumulate, void *work, int nt);
+
+/* Loss of outputs G (N x K) against targets Y: for FM_LOSS_SOFTMAX_CE an int64 label per row,
+ * otherwise an N x K matrix of the same dtype. Writes dG = scale * dL/dG (N x K), the per-row
+ * losses into row_loss when it is not NULL, and their sum into *loss_sum.
+ *   squared   L = sum_k (g_k - y_k)^2                       dL/dg = 2 (g - y)
+ *   softmax   L = logsumexp(g) - g_y                         dL/dg = softmax(g) - onehot(y)
+ *   sigmoid   L = sum_k max(g,0) - g y + log1p(exp(-|g|))    dL/dg = sigmoid(g) - y  */
+int fm_loss_f32(float *dG, double *row_loss, double *loss_sum, const float *G, const void *Y,
+                ptrdiff_t N, ptrdiff_t K, int kind, double scale);
+int fm_loss_f64(double *dG, double *row_loss, double *loss_sum, const double *G, const void *Y,
+                ptrdiff_t N, ptrdiff_t K, int kind, double scale);
+
+/* Sum of squares of g (n values) in double, overflow-safe for float64 (rescaled when needed). */
+double fm_sumsq_f32(const float *g, ptrdiff_t n);
+double fm_sumsq_f64(const double *g, ptrdiff_t n);
+/* Scale g in place by min(1, tau / ||g||) when tau > 0; returns ||g|| before clipping. */
+double fm_clip_f32(float *g, ptrdiff_t n, double tau);
+double fm_clip_f64(double *g, ptrdiff_t n, double tau);
+/* p <- p - lr * g over n values. */
+void fm_sgd_update_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
+void fm_sgd_update_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
+
+/* ---- the engine (engine.c) ---- */
+/* Check a plan: sizes positive, consecutive layers chained, offsets inside n_params, codes known.
+ * Returns FM_OK or FM_EARG. Every engine entry point trusts a plan that passed this check. */
+int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params);
+/* Bytes of workspace for batches of up to max_batch rows with up to nt threads. */
+size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
+                          int nt);
+
+/* Train steps [step_begin, step_end) of an epoch: step s takes the rows idx[s*B .. s*B+B-1]
+ * (the last batch may be shorter; idx NULL means the identity order) of X (n x I0) and Y, runs
+ * forward, loss, backward, global norm, clipping and the SGD update. Statistics are added to
+ * *st and, per layer l, to layer_stats[4l..4l+3] = (sum ||dW||, max ||dW||, sum ||db||,
+ * max ||db||), all before clipping. Stops before applying a step with a non-finite loss or
+ * gradient (FM_ENONFINITE_*; parameters keep the previous step's values). */
+int fm_train_steps_f32(const fm_layer *plan, int64_t L, int loss, float *params, float *grads,
+                       void *ws, int64_t max_batch, const float *X, const void *Y,
+                       const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
+                       int64_t step_end, const fm_sgd *opt, fm_stats *st, double *layer_stats,
+                       int nt);
+int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params, double *grads,
+                       void *ws, int64_t max_batch, const double *X, const void *Y,
+                       const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
+                       int64_t step_end, const fm_sgd *opt, fm_stats *st, double *layer_stats,
+                       int nt);
+
+/* Forward of X (n x I0) in chunks of max_batch rows; writes the last layer's output (n x K). */
+int fm_forward_f32(const fm_layer *plan, int64_t L, const float *params, void *ws,
+                   int64_t max_batch, const float *X, int64_t n, float *out, int nt);
+int fm_forward_f64(const fm_layer *plan, int64_t L, const double *params, void *ws,
+                   int64_t max_batch, const double *X, int64_t n, double *out, int nt);
+
+/* Mean loss J = (1/n) sum_i L_i over all n rows and its gradient into grads (overwritten), in
+ * chunks of max_batch rows (the chunks' gradients are summed). */
+int fm_loss_and_grad_f32(const fm_layer *plan, int64_t L, int loss, const float *params,
+                         float *grads, void *ws, int64_t max_batch, const float *X,
+                         const void *Y, int64_t n, double *loss_out, int nt);
+int fm_loss_and_grad_f64(const fm_layer *plan, int64_t L, int loss, const double *params,
+                         double *grads, void *ws, int64_t max_batch, const double *X,
+                         const void *Y, int64_t n, double *loss_out, int nt);
+
+/* ---- the build and the process (config.c) ---- */
+const char *fm_build_flags(void);
+int fm_openmp_enabled(void);
+int fm_omp_max_threads(void);
+int fm_omp_num_procs(void);
+
+#endif

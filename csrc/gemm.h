@@ -1,0 +1,65 @@
+/* gemm.h: the matrix product every dense layer runs on, with a fused epilogue.
+ *
+ * All matrices are row-major: element (i, j) of a matrix with leading dimension ld is p[i*ld + j].
+ *
+ *   C (M x N) = beta * C + op(A) (M x K) * op(B) (K x N),   then the epilogue on each element.
+ *
+ *   trans_a = 0: A is stored M x K (lda >= K);   trans_a = 1: A is stored K x M, op(A) = A^T.
+ *   trans_b = 0: B is stored K x N (ldb >= N);   trans_b = 1: B is stored N x K, op(B) = B^T.
+ *   beta is 0 or 1. With beta = 0, C is never read (it may hold NaN from np.empty).
+ *   K = 0 is legal: the product is zero. M = 0 or N = 0: nothing is written.
+ *
+ * The three uses in training (W has shape fan_in x fan_out):
+ *   forward   Z = A_in W            trans_a 0, trans_b 0, epilogue BIAS_ACT
+ *   weights   dW = A_in^T dZ        trans_a 1, trans_b 0, no epilogue
+ *   input     dA_in = dZ W^T        trans_a 0, trans_b 1, epilogue DACT with H = A_in
+ *
+ * Epilogue (applied exactly once per element, after the whole K sum):
+ *   FM_EPI_NONE      C[i,j] unchanged
+ *   FM_EPI_BIAS_ACT  C[i,j] = act(C[i,j] + bias[j])           (bias may be NULL: no bias)
+ *   FM_EPI_DACT      C[i,j] = C[i,j] * act'(H[i,j])           (act' from the output, act.h)
+ *
+ * work: scratch of at least fm_gemm_work_bytes(nthreads) bytes, allocated once by the caller
+ * (the engine's workspace); the product itself never allocates. Any alignment of work is
+ * accepted (the implementation aligns inside it). nthreads >= 1 is the most threads to use;
+ * small products use one. Results are bitwise independent of nthreads.
+ * Returns 0 on success, nonzero (FM_GEMM_EARG) on a bad argument (negative size, bad ld).
+ */
+#ifndef FASTMLP_GEMM_H
+#define FASTMLP_GEMM_H
+
+#include <stddef.h>
+
+enum { FM_EPI_NONE = 0, FM_EPI_BIAS_ACT = 1, FM_EPI_DACT = 2 };
+enum { FM_GEMM_OK = 0, FM_GEMM_EARG = 1 };
+
+typedef struct {
+    int kind;          /* FM_EPI_* */
+    int act;           /* FM_ACT_* (act.h) */
+    const void *bias;  /* BIAS_ACT: N values of the GEMM's dtype, or NULL */
+    const void *h;     /* DACT: M x N activation outputs of the GEMM's dtype */
+    ptrdiff_t ldh;     /* DACT: leading dimension of h */
+} fm_epilogue;
+
+int fm_gemm_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+                float beta, float *C, ptrdiff_t ldc, const fm_epilogue *epi,
+                void *work, int nthreads);
+int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
+                double beta, double *C, ptrdiff_t ldc, const fm_epilogue *epi,
+                void *work, int nthreads);
+
+/* Bytes of scratch one call needs at most, for any shape, with up to nthreads threads. */
+size_t fm_gemm_work_bytes(int nthreads);
+
+/* The instruction set the kernels run on: "avx512", "avx2", or "portable". Chosen once, on the
+ * first call of fm_gemm_init(); FASTMLP_ISA=portable|avx2|avx512 in the environment overrides
+ * (a request the CPU cannot run falls back to the best it can). */
+void fm_gemm_init(void);
+const char *fm_gemm_isa(void);
+/* Force an ISA by name at run time (tests run every path on one machine); returns 0 if taken,
+ * nonzero if the CPU cannot run it (then nothing changes). */
+int fm_gemm_set_isa(const char *name);
+
+#endif

@@ -1,0 +1,28 @@
+/* optim.c: global gradient norm, clipping by that norm, and the SGD update.
+ *
+ * Design notes
+ * 1. Squares are summed in double. For float32 gradients this cannot overflow (even 3.4e38^2
+ *    times 2^60 values fits a double). For float64 a sum that overflows while every value is
+ *    finite is redone scaled by the largest magnitude, so the norm of [1e200, 1e200] is
+ *    1.414e200, not inf. A NaN or infinite value gives a non-finite norm, which callers treat
+ *    as an error and never apply.
+ * 2. `omp simd reduction` lets the compiler vectorise the sum without -ffast-math; the order of
+ *    the additions is then fixed by the build, not by the thread count.
+ * 3. Clipping scales by tau / ||g|| only when ||g|| > tau, so all-zero gradients stay zero and a
+ *    gradient already inside the ball is left bit-identical.
+ */
+#include <math.h>
+#include "fastmlp.h"
+
+#define FM_PAR_MIN 65536
+
+#define T float
+#define S(name) name##_f32
+#include "optim_t.h"
+#undef T
+#undef S
+#define T double
+#define S(name) name##_f64
+#include "optim_t.h"
+#undef T
+#undef S

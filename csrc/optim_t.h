@@ -1,0 +1,42 @@
+/* Included by optim.c with T and S(name) defined for one dtype. */
+
+static double S(sumsq_plain)(const T *g, ptrdiff_t n) {
+    double s = 0.0;
+    #pragma omp simd reduction(+:s)
+    for (ptrdiff_t i = 0; i < n; i++) s += (double)g[i] * (double)g[i];
+    return s;
+}
+
+double S(fm_sumsq)(const T *g, ptrdiff_t n) {
+    double s = S(sumsq_plain)(g, n);
+    if (isfinite(s)) return s;
+    /* Overflow or a non-finite value: find the largest magnitude (NaN and inf propagate). */
+    double m = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double a = fabs((double)g[i]);
+        if (!(a <= m)) m = a;  /* also catches NaN */
+        if (isnan(m)) return m;
+    }
+    if (!isfinite(m)) return m;
+    double r = 0.0, inv = 1.0 / m;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double x = (double)g[i] * inv;
+        r += x * x;
+    }
+    return r * m * m;  /* may be inf when the norm itself exceeds the double range */
+}
+
+double S(fm_clip)(T *g, ptrdiff_t n, double tau) {
+    double norm = sqrt(S(fm_sumsq)(g, n));
+    if (tau > 0.0 && isfinite(norm) && norm > tau) {
+        T c = (T)(tau / norm);
+        for (ptrdiff_t i = 0; i < n; i++) g[i] *= c;
+    }
+    return norm;
+}
+
+void S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
+    const T a = (T)lr;
+    #pragma omp parallel for simd schedule(static) num_threads(nt) if (nt > 1 && n >= FM_PAR_MIN)
+    for (ptrdiff_t i = 0; i < n; i++) p[i] -= a * g[i];
+}

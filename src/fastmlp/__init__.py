@@ -1,0 +1,35 @@
+"""fastmlp: fast training of fully-connected neural networks on the CPU.
+
+The hot path (dense forward and backward, losses, global-norm clipping, the SGD update, whole
+training steps) runs in C with OpenMP; these Python classes describe the network and the
+optimizer and hand them to that core.
+"""
+from fastmlp import _core
+from fastmlp._threads import get_num_threads, set_num_threads
+from fastmlp.network import MLP, History, load
+from fastmlp.optim import SGD
+
+__version__ = "0.1.0"
+__all__ = ["MLP", "SGD", "History", "load", "show_config", "set_num_threads",
+           "get_num_threads", "__version__"]
+
+
+def show_config(file=None):
+    """Print (and return) how this fastmlp was built and what it will run on."""
+    import platform
+    import sys
+
+    import numpy as np
+
+    lines = [
+        f"fastmlp {__version__}",
+        f"python {platform.python_version()}, numpy {np.__version__}",
+        f"platform {platform.system()} {platform.machine()}",
+        f"openmp {'on' if _core.openmp_enabled() else 'off (single-threaded build)'}",
+        f"threads {get_num_threads()} (processors {_core.omp_num_procs()})",
+        f"matrix kernels: fastmlp's own ({_core.gemm_isa()} path); no BLAS in the hot path",
+        f"compile flags {_core.build_flags()}",
+    ]
+    text = "\n".join(lines)
+    print(text, file=file or sys.stdout)
+    return text

@@ -1,0 +1,94 @@
+# Declarations of the C core (csrc/fastmlp.h, csrc/gemm.h) for the Cython bridge.
+from libc.stdint cimport int64_t
+
+cdef extern from "fastmlp.h" nogil:
+    enum:
+        FM_OK, FM_EARG, FM_ELABEL, FM_ENONFINITE_LOSS, FM_ENONFINITE_GRAD
+        FM_LOSS_SQUARED, FM_LOSS_SOFTMAX_CE, FM_LOSS_SIGMOID_BCE
+        FM_MAX_LAYERS
+        FM_ACT_COUNT
+
+    ctypedef struct fm_layer:
+        int64_t fan_in, fan_out, w_off, b_off, act, skip
+
+    ctypedef struct fm_sgd:
+        double lr
+        double clip_norm
+
+    ctypedef struct fm_stats:
+        double loss_sum, norm_sum, norm_max
+        int64_t rows, steps, clipped, bad_step, bad_layer
+
+    int fm_act_forward_f32(float *A, const float *Z, Py_ssize_t n, int act)
+    int fm_act_forward_f64(double *A, const double *Z, Py_ssize_t n, int act)
+    int fm_act_backward_f32(float *dZ, const float *dA, const float *A, Py_ssize_t n, int act)
+    int fm_act_backward_f64(double *dZ, const double *dA, const double *A, Py_ssize_t n, int act)
+    int fm_dense_forward_f32(float *A_out, const float *A_in, const float *W, const float *b,
+                             Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, int act, void *work, int nt)
+    int fm_dense_forward_f64(double *A_out, const double *A_in, const double *W, const double *b,
+                             Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, int act, void *work, int nt)
+    int fm_dense_backward_f32(float *dW, float *db, float *dA_in, const float *dZ,
+                              const float *A_in, const float *W, Py_ssize_t N, Py_ssize_t I,
+                              Py_ssize_t O, int act_in, int accumulate, void *work, int nt)
+    int fm_dense_backward_f64(double *dW, double *db, double *dA_in, const double *dZ,
+                              const double *A_in, const double *W, Py_ssize_t N, Py_ssize_t I,
+                              Py_ssize_t O, int act_in, int accumulate, void *work, int nt)
+    int fm_loss_f32(float *dG, double *row_loss, double *loss_sum, const float *G, const void *Y,
+                    Py_ssize_t N, Py_ssize_t K, int kind, double scale)
+    int fm_loss_f64(double *dG, double *row_loss, double *loss_sum, const double *G,
+                    const void *Y, Py_ssize_t N, Py_ssize_t K, int kind, double scale)
+    double fm_sumsq_f32(const float *g, Py_ssize_t n)
+    double fm_sumsq_f64(const double *g, Py_ssize_t n)
+    double fm_clip_f32(float *g, Py_ssize_t n, double tau)
+    double fm_clip_f64(double *g, Py_ssize_t n, double tau)
+    void fm_sgd_update_f32(float *p, const float *g, Py_ssize_t n, double lr, int nt)
+    void fm_sgd_update_f64(double *p, const double *g, Py_ssize_t n, double lr, int nt)
+
+    int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params)
+    size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
+                              int nt)
+    int fm_train_steps_f32(const fm_layer *plan, int64_t L, int loss, float *params,
+                           float *grads, void *ws, int64_t max_batch, const float *X,
+                           const void *Y, const int64_t *idx, int64_t n, int64_t B,
+                           int64_t step_begin, int64_t step_end, const fm_sgd *opt,
+                           fm_stats *st, double *layer_stats, int nt)
+    int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params,
+                           double *grads, void *ws, int64_t max_batch, const double *X,
+                           const void *Y, const int64_t *idx, int64_t n, int64_t B,
+                           int64_t step_begin, int64_t step_end, const fm_sgd *opt,
+                           fm_stats *st, double *layer_stats, int nt)
+    int fm_forward_f32(const fm_layer *plan, int64_t L, const float *params, void *ws,
+                       int64_t max_batch, const float *X, int64_t n, float *out, int nt)
+    int fm_forward_f64(const fm_layer *plan, int64_t L, const double *params, void *ws,
+                       int64_t max_batch, const double *X, int64_t n, double *out, int nt)
+    int fm_loss_and_grad_f32(const fm_layer *plan, int64_t L, int loss, const float *params,
+                             float *grads, void *ws, int64_t max_batch, const float *X,
+                             const void *Y, int64_t n, double *loss_out, int nt)
+    int fm_loss_and_grad_f64(const fm_layer *plan, int64_t L, int loss, const double *params,
+                             double *grads, void *ws, int64_t max_batch, const double *X,
+                             const void *Y, int64_t n, double *loss_out, int nt)
+
+    const char *fm_build_flags()
+    int fm_openmp_enabled()
+    int fm_omp_max_threads()
+    int fm_omp_num_procs()
+
+cdef extern from "gemm.h" nogil:
+    ctypedef struct fm_epilogue:
+        int kind
+        int act
+        const void *bias
+        const void *h
+        Py_ssize_t ldh
+    int fm_gemm_f32(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    const float *A, Py_ssize_t lda, const float *B, Py_ssize_t ldb,
+                    float beta, float *C, Py_ssize_t ldc, const fm_epilogue *epi,
+                    void *work, int nthreads)
+    int fm_gemm_f64(int trans_a, int trans_b, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    const double *A, Py_ssize_t lda, const double *B, Py_ssize_t ldb,
+                    double beta, double *C, Py_ssize_t ldc, const fm_epilogue *epi,
+                    void *work, int nthreads)
+    size_t fm_gemm_work_bytes(int nthreads)
+    void fm_gemm_init()
+    const char *fm_gemm_isa()
+    int fm_gemm_set_isa(const char *name)

@@ -1,0 +1,425 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: cdivision=True
+"""The one bridge between Python and the C core (csrc/).
+
+Design notes
+1. This module checks what C cannot (dtype, contiguity, shapes) once per call, releases the GIL
+   around every C call, and turns C status codes into Python exceptions. It does no numerical
+   work of its own. Outputs are passed in by the caller, already allocated.
+2. Arrays arrive as C-contiguous typed memoryviews of one float type (``floating``: float32 or
+   float64); the Python classes convert user input once, at their boundary. ``# IN`` / ``# OUT``
+   mark which buffers a call reads and which it writes.
+3. The network plan is an int64 array of shape (n_layers, 6) whose rows are the C struct
+   fm_layer (fan_in, fan_out, w_off, b_off, act, skip); it is checked by fm_plan_check on every
+   engine call, so no C loop can index outside the parameter buffer.
+4. Compiler directives are set once at the top; building with FASTMLP_DEBUG=1 turns bounds
+   checks back on (setup.py).
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+import numpy as np
+
+from fastmlp._core cimport *
+
+fm_gemm_init()
+
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3}
+LOSSES = {"squared": FM_LOSS_SQUARED, "cross_entropy": FM_LOSS_SOFTMAX_CE,
+          "binary_cross_entropy": FM_LOSS_SIGMOID_BCE}
+MAX_LAYERS = FM_MAX_LAYERS
+
+
+class NonFiniteError(FloatingPointError):
+    """A batch's loss or gradient is NaN or infinite; the step was not applied.
+
+    Attributes: ``what`` ('loss' or 'gradient'), ``step`` (index within the epoch), ``layer``
+    (first layer with a non-finite gradient, or -1), ``stats`` (figures of the steps done).
+    """
+
+    def __init__(self, what, step, layer, stats):
+        where = f" in layer {layer}" if layer >= 0 else ""
+        super().__init__(f"non-finite {what}{where} at step {step}")
+        self.what, self.step, self.layer, self.stats = what, step, layer, stats
+
+
+cdef int _check(int rc, str where) except -1:
+    if rc == FM_OK:
+        return 0
+    if rc == FM_ELABEL:
+        raise ValueError(f"{where}: a class label is outside [0, n_outputs)")
+    raise ValueError(f"{where}: invalid sizes or arguments (status {rc})")
+
+
+def _work(int nt):
+    return np.empty(fm_gemm_work_bytes(nt) + 64, dtype=np.uint8)
+
+
+cdef int _act_code(act) except -1:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[act]
+
+
+# ---------------------------------------------------------------- configuration
+
+def build_flags():
+    return fm_build_flags().decode()
+
+
+def openmp_enabled():
+    return bool(fm_openmp_enabled())
+
+
+def omp_max_threads():
+    """OpenMP's default team size for the calling thread (OMP_NUM_THREADS, threadpoolctl)."""
+    return fm_omp_max_threads()
+
+
+def omp_num_procs():
+    return fm_omp_num_procs()
+
+
+def gemm_isa():
+    return fm_gemm_isa().decode()
+
+
+def set_gemm_isa(str name):
+    """Force the matrix kernels onto one instruction set; False if the CPU cannot run it."""
+    return fm_gemm_set_isa(name.encode()) == 0
+
+
+# ---------------------------------------------------------------- kernels
+
+def gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
+         bint trans_a=False, bint trans_b=False, int nthreads=1):
+    """C = op(A) op(B), op = transpose where asked.  # IN A, B  # OUT C"""
+    cdef Py_ssize_t M = A.shape[1] if trans_a else A.shape[0]
+    cdef Py_ssize_t K = A.shape[0] if trans_a else A.shape[1]
+    cdef Py_ssize_t Kb = B.shape[1] if trans_b else B.shape[0]
+    cdef Py_ssize_t N = B.shape[0] if trans_b else B.shape[1]
+    if K != Kb or C.shape[0] != M or C.shape[1] != N:
+        raise ValueError(f"gemm: shapes do not chain: op(A) {M}x{K}, op(B) {Kb}x{N}, "
+                         f"C {C.shape[0]}x{C.shape[1]}")
+    cdef unsigned char[::1] work = _work(nthreads)
+    cdef int rc
+    cdef const floating *pa = NULL
+    cdef const floating *pb = NULL
+    cdef floating *pc = NULL
+    if A.shape[0] and A.shape[1]:
+        pa = &A[0, 0]
+    if B.shape[0] and B.shape[1]:
+        pb = &B[0, 0]
+    if M and N:
+        pc = &C[0, 0]
+    with nogil:
+        if floating is float:
+            rc = fm_gemm_f32(trans_a, trans_b, M, N, K, pa, A.shape[1], pb, B.shape[1], 0,
+                             pc, C.shape[1], NULL, &work[0], nthreads)
+        else:
+            rc = fm_gemm_f64(trans_a, trans_b, M, N, K, pa, A.shape[1], pb, B.shape[1], 0,
+                             pc, C.shape[1], NULL, &work[0], nthreads)
+    _check(rc, "gemm")
+
+
+def act_forward(const floating[::1] Z, floating[::1] A, str act):
+    """A = act(Z), element-wise.  # IN Z  # OUT A"""
+    if Z.shape[0] != A.shape[0]:
+        raise ValueError("act_forward: Z and A differ in size")
+    cdef int code = _act_code(act), rc
+    cdef Py_ssize_t n = Z.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = fm_act_forward_f32(&A[0], &Z[0], n, code)
+        else:
+            rc = fm_act_forward_f64(&A[0], &Z[0], n, code)
+    _check(rc, "act_forward")
+
+
+def act_backward(const floating[::1] dA, const floating[::1] A, floating[::1] dZ, str act):
+    """dZ = dA * act'(z), the derivative read from the output A.  # IN dA, A  # OUT dZ"""
+    if not (dA.shape[0] == A.shape[0] == dZ.shape[0]):
+        raise ValueError("act_backward: dA, A and dZ differ in size")
+    cdef int code = _act_code(act), rc
+    cdef Py_ssize_t n = A.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = fm_act_backward_f32(&dZ[0], &dA[0], &A[0], n, code)
+        else:
+            rc = fm_act_backward_f64(&dZ[0], &dA[0], &A[0], n, code)
+    _check(rc, "act_backward")
+
+
+def dense_forward(const floating[:, ::1] A_in, const floating[:, ::1] W,
+                  const floating[::1] b, floating[:, ::1] A_out, str act, int nthreads=1):
+    """A_out = act(A_in W + b).  # IN A_in (N, I), W (I, O), b (O)  # OUT A_out (N, O)"""
+    cdef Py_ssize_t N = A_in.shape[0], I = A_in.shape[1], O = W.shape[1]
+    if W.shape[0] != I or b.shape[0] != O or A_out.shape[0] != N or A_out.shape[1] != O:
+        raise ValueError(f"dense_forward: A_in {N}x{I}, W {W.shape[0]}x{O}, b {b.shape[0]}, "
+                         f"A_out {A_out.shape[0]}x{A_out.shape[1]} do not match")
+    if N == 0 or I == 0 or O == 0:
+        raise ValueError("dense_forward: every dimension must be at least 1")
+    cdef int code = _act_code(act), rc
+    cdef unsigned char[::1] work = _work(nthreads)
+    with nogil:
+        if floating is float:
+            rc = fm_dense_forward_f32(&A_out[0, 0], &A_in[0, 0], &W[0, 0], &b[0], N, I, O, code,
+                                      &work[0], nthreads)
+        else:
+            rc = fm_dense_forward_f64(&A_out[0, 0], &A_in[0, 0], &W[0, 0], &b[0], N, I, O, code,
+                                      &work[0], nthreads)
+    _check(rc, "dense_forward")
+
+
+def dense_backward(const floating[:, ::1] dZ, const floating[:, ::1] A_in,
+                   const floating[:, ::1] W, floating[:, ::1] dW, floating[::1] db,
+                   floating[:, ::1] dA_in=None, str act_in="identity", int nthreads=1):
+    """dW = A_in^T dZ, db = sum_rows dZ, dA_in = (dZ W^T) * act_in'(A_in) when dA_in is given.
+
+    # IN dZ (N, O), A_in (N, I), W (I, O)  # OUT dW (I, O), db (O), dA_in (N, I) or None
+    """
+    cdef Py_ssize_t N = dZ.shape[0], O = dZ.shape[1], I = A_in.shape[1]
+    if (A_in.shape[0] != N or W.shape[0] != I or W.shape[1] != O or dW.shape[0] != I
+            or dW.shape[1] != O or db.shape[0] != O):
+        raise ValueError("dense_backward: shapes of dZ, A_in, W, dW, db do not match")
+    if dA_in is not None and (dA_in.shape[0] != N or dA_in.shape[1] != I):
+        raise ValueError("dense_backward: dA_in must have the shape of A_in")
+    if N == 0 or I == 0 or O == 0:
+        raise ValueError("dense_backward: every dimension must be at least 1")
+    cdef int code = _act_code(act_in), rc
+    cdef unsigned char[::1] work = _work(nthreads)
+    cdef floating *pdA = NULL
+    if dA_in is not None:
+        pdA = &dA_in[0, 0]
+    with nogil:
+        if floating is float:
+            rc = fm_dense_backward_f32(&dW[0, 0], &db[0], pdA, &dZ[0, 0], &A_in[0, 0], &W[0, 0],
+                                       N, I, O, code, 0, &work[0], nthreads)
+        else:
+            rc = fm_dense_backward_f64(&dW[0, 0], &db[0], pdA, &dZ[0, 0], &A_in[0, 0], &W[0, 0],
+                                       N, I, O, code, 0, &work[0], nthreads)
+    _check(rc, "dense_backward")
+
+
+def loss(const floating[:, ::1] G, Y, floating[:, ::1] dG, double[::1] row_loss, str kind,
+         double scale=1.0):
+    """Per-row losses and dG = scale * dL/dG; returns their sum.
+
+    # IN G (N, K), Y (N,) int64 labels for 'cross_entropy', else (N, K) like G
+    # OUT dG (N, K), row_loss (N)
+    """
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; expected one of {sorted(LOSSES)}")
+    cdef int code = LOSSES[kind], rc
+    cdef Py_ssize_t N = G.shape[0], K = G.shape[1]
+    if dG.shape[0] != N or dG.shape[1] != K or row_loss.shape[0] != N or K == 0:
+        raise ValueError("loss: G, dG and row_loss do not match")
+    cdef const int64_t[::1] lab
+    cdef const floating[:, ::1] tgt
+    cdef const void *py
+    if code == FM_LOSS_SOFTMAX_CE:
+        lab = Y
+        if lab.shape[0] != N:
+            raise ValueError(f"loss: {lab.shape[0]} labels for {N} rows")
+        py = &lab[0] if N else NULL
+    else:
+        tgt = Y
+        if tgt.shape[0] != N or tgt.shape[1] != K:
+            raise ValueError("loss: targets must have the shape of G")
+        py = &tgt[0, 0] if N else NULL
+    cdef double total = 0.0
+    if N == 0:
+        return 0.0
+    with nogil:
+        if floating is float:
+            rc = fm_loss_f32(&dG[0, 0], &row_loss[0], &total, &G[0, 0], py, N, K, code, scale)
+        else:
+            rc = fm_loss_f64(&dG[0, 0], &row_loss[0], &total, &G[0, 0], py, N, K, code, scale)
+    _check(rc, "loss")
+    return total
+
+
+def sumsq(const floating[::1] g):
+    """Sum of squares of g, accumulated in double (overflow-safe)."""
+    if g.shape[0] == 0:
+        return 0.0
+    cdef double s
+    with nogil:
+        if floating is float:
+            s = fm_sumsq_f32(&g[0], g.shape[0])
+        else:
+            s = fm_sumsq_f64(&g[0], g.shape[0])
+    return s
+
+
+def clip(floating[::1] g, double tau):
+    """Scale g in place by min(1, tau/||g||) (tau <= 0: never); returns ||g|| before."""
+    if g.shape[0] == 0:
+        return 0.0
+    cdef double norm
+    with nogil:
+        if floating is float:
+            norm = fm_clip_f32(&g[0], g.shape[0], tau)
+        else:
+            norm = fm_clip_f64(&g[0], g.shape[0], tau)
+    return norm
+
+
+def sgd_update(floating[::1] p, const floating[::1] g, double lr, int nthreads=1):
+    """p -= lr * g.  # IN g  # OUT p"""
+    if p.shape[0] != g.shape[0]:
+        raise ValueError("sgd_update: p and g differ in size")
+    if p.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            fm_sgd_update_f32(&p[0], &g[0], p.shape[0], lr, nthreads)
+        else:
+            fm_sgd_update_f64(&p[0], &g[0], p.shape[0], lr, nthreads)
+
+
+# ---------------------------------------------------------------- engine
+
+cdef const fm_layer *_plan(const int64_t[:, ::1] plan, Py_ssize_t n_params) except NULL:
+    if plan.shape[1] != 6 or plan.shape[0] < 1:
+        raise ValueError("plan must have shape (n_layers, 6)")
+    cdef const fm_layer *p = <const fm_layer *> &plan[0, 0]
+    if fm_plan_check(p, plan.shape[0], n_params) != FM_OK:
+        raise ValueError("invalid network plan")
+    return p
+
+
+def workspace_bytes(const int64_t[:, ::1] plan, int64_t max_batch, int itemsize, int nthreads):
+    """Bytes of engine workspace for batches of up to max_batch rows (any loss)."""
+    cdef const fm_layer *p = _plan(plan, 1 << 62)
+    return fm_workspace_bytes(p, plan.shape[0], max_batch, itemsize, nthreads)
+
+
+cdef const void *_targets(Y, int code, Py_ssize_t n, Py_ssize_t K,
+                         const floating *kind) except NULL:
+    cdef const int64_t[::1] lab
+    cdef const floating[:, ::1] tgt
+    if code == FM_LOSS_SOFTMAX_CE:
+        lab = Y
+        if lab.shape[0] != n:
+            raise ValueError(f"{lab.shape[0]} labels for {n} rows")
+        return &lab[0]
+    tgt = Y
+    if tgt.shape[0] != n or tgt.shape[1] != K:
+        raise ValueError(f"targets of shape ({tgt.shape[0]}, {tgt.shape[1]}), "
+                         f"expected ({n}, {K})")
+    return &tgt[0, 0]
+
+
+def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
+                floating[::1] grads, unsigned char[::1] ws, int64_t max_batch,
+                const floating[:, ::1] X, Y, const int64_t[::1] idx, int64_t batch_size,
+                int64_t step_begin, int64_t step_end, double lr, double clip_norm,
+                double[:, ::1] layer_stats, int nthreads):
+    """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
+
+    # IN plan, X (n, I0), Y, idx (n) or None  # OUT params, grads, ws, layer_stats (L, 4) +=
+    Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped).
+    """
+    cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
+    cdef const fm_layer *p = _plan(plan, params.shape[0])
+    cdef int code = LOSSES[loss], rc
+    if grads.shape[0] != params.shape[0] or X.shape[1] != p[0].fan_in or n < 1:
+        raise ValueError("train_steps: params, grads and X do not match the plan")
+    if layer_stats.shape[0] != L or layer_stats.shape[1] != 4:
+        raise ValueError("train_steps: layer_stats must have shape (n_layers, 4)")
+    if idx is not None and idx.shape[0] != n:
+        raise ValueError("train_steps: idx must have one entry per row")
+    if batch_size < 1 or batch_size > max_batch:
+        raise ValueError("train_steps: batch_size outside [1, max_batch]")
+    if <size_t> ws.shape[0] < fm_workspace_bytes(p, L, max_batch, sizeof(floating), nthreads):
+        raise ValueError("train_steps: workspace too small")
+    cdef const void *py = _targets(Y, code, n, p[L - 1].fan_out, &params[0])
+    cdef const int64_t *pidx = NULL
+    cdef Py_ssize_t i, bad = -1
+    if idx is not None:
+        with nogil:
+            for i in range(n):
+                if idx[i] < 0 or idx[i] >= n:
+                    bad = i
+                    break
+        if bad >= 0:
+            raise ValueError(f"train_steps: idx[{bad}] = {idx[bad]} is outside [0, {n})")
+        pidx = &idx[0]
+    cdef fm_sgd opt
+    opt.lr = lr
+    opt.clip_norm = clip_norm
+    cdef fm_stats st
+    memset(&st, 0, sizeof(st))
+    st.bad_step = -1
+    st.bad_layer = -1
+    with nogil:
+        if floating is float:
+            rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
+                                    &X[0, 0], py, pidx, n, batch_size, step_begin, step_end,
+                                    &opt, &st, &layer_stats[0, 0], nthreads)
+        else:
+            rc = fm_train_steps_f64(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
+                                    &X[0, 0], py, pidx, n, batch_size, step_begin, step_end,
+                                    &opt, &st, &layer_stats[0, 0], nthreads)
+    stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped)
+    if rc == FM_ENONFINITE_LOSS:
+        raise NonFiniteError("loss", st.bad_step, -1, stats)
+    if rc == FM_ENONFINITE_GRAD:
+        raise NonFiniteError("gradient", st.bad_step, st.bad_layer, stats)
+    _check(rc, "train_steps")
+    return stats
+
+
+def forward(const int64_t[:, ::1] plan, const floating[::1] params, unsigned char[::1] ws,
+            int64_t max_batch, const floating[:, ::1] X, floating[:, ::1] out, int nthreads):
+    """The last layer's output for every row of X.  # IN X (n, I0)  # OUT out (n, K)"""
+    cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
+    cdef const fm_layer *p = _plan(plan, params.shape[0])
+    cdef int rc
+    if X.shape[1] != p[0].fan_in or out.shape[0] != n or out.shape[1] != p[L - 1].fan_out:
+        raise ValueError("forward: X or out does not match the plan")
+    if max_batch < 1 or <size_t> ws.shape[0] < fm_workspace_bytes(p, L, max_batch,
+                                                                  sizeof(floating), nthreads):
+        raise ValueError("forward: workspace too small")
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = fm_forward_f32(p, L, &params[0], &ws[0], max_batch, &X[0, 0], n, &out[0, 0],
+                                nthreads)
+        else:
+            rc = fm_forward_f64(p, L, &params[0], &ws[0], max_batch, &X[0, 0], n, &out[0, 0],
+                                nthreads)
+    _check(rc, "forward")
+
+
+def loss_and_grad(const int64_t[:, ::1] plan, str loss, const floating[::1] params,
+                  floating[::1] grads, unsigned char[::1] ws, int64_t max_batch,
+                  const floating[:, ::1] X, Y, int nthreads):
+    """Mean loss over all rows of X and its gradient into grads.  # OUT grads"""
+    cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
+    cdef const fm_layer *p = _plan(plan, params.shape[0])
+    cdef int code = LOSSES[loss], rc
+    if grads.shape[0] != params.shape[0] or X.shape[1] != p[0].fan_in or n < 1:
+        raise ValueError("loss_and_grad: params, grads and X do not match the plan")
+    if max_batch < 1 or <size_t> ws.shape[0] < fm_workspace_bytes(p, L, max_batch,
+                                                                  sizeof(floating), nthreads):
+        raise ValueError("loss_and_grad: workspace too small")
+    cdef const void *py = _targets(Y, code, n, p[L - 1].fan_out, &params[0])
+    cdef double out = 0.0
+    with nogil:
+        if floating is float:
+            rc = fm_loss_and_grad_f32(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
+                                      &X[0, 0], py, n, &out, nthreads)
+        else:
+            rc = fm_loss_and_grad_f64(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
+                                      &X[0, 0], py, n, &out, nthreads)
+    if rc == FM_ENONFINITE_LOSS:
+        raise NonFiniteError("loss", 0, -1, None)
+    _check(rc, "loss_and_grad")
+    return out

@@ -1,0 +1,58 @@
+"""One helper that turns a user's thread request into a number of OpenMP threads.
+
+Order of precedence: the ``n_threads`` argument of a call, then ``fastmlp.set_num_threads``,
+then OpenMP's own default for the calling thread (``OMP_NUM_THREADS``, or a limit set through
+threadpoolctl, which calls ``omp_set_num_threads`` in the OpenMP runtime this module links).
+The result is never more than the processors this process may run on, and never less than 1.
+"""
+import os
+
+from fastmlp import _core
+
+_user_threads = None
+
+
+def _cpus():
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, _core.omp_num_procs()) if _core.openmp_enabled() else n)
+
+
+def _check_request(n, name):
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n == 0:
+        raise ValueError(f"{name} must be None, a positive count or a negative count back "
+                         f"from the number of CPUs (-1 = all), got {n!r}")
+    return n
+
+
+def set_num_threads(n):
+    """Set the default number of threads for fastmlp's kernels (None restores OpenMP's).
+
+    ``n`` > 0 asks for that many threads, ``n`` < 0 for all CPUs but ``-n - 1`` (-1 = all).
+    """
+    global _user_threads
+    _user_threads = _check_request(n, "n")
+
+
+def get_num_threads():
+    """The number of threads fastmlp's kernels will use now."""
+    return resolve_threads(None)
+
+
+def resolve_threads(n_threads):
+    """The thread count for one call, from its ``n_threads`` argument (None: the default)."""
+    n = _check_request(n_threads, "n_threads")
+    if n is None:
+        n = _user_threads
+    cpus = _cpus()
+    if not _core.openmp_enabled():
+        return 1
+    if n is None:
+        n = _core.omp_max_threads()
+    elif n < 0:
+        n = cpus + 1 + n
+    return max(1, min(n, cpus))

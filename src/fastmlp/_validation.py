@@ -1,0 +1,123 @@
+"""Checks and conversions done once at the Python boundary.
+
+Every public entry point converts its arrays here, once, into C-contiguous arrays of the
+network's dtype (int64 for class labels). The C core then trusts what it is given. Each error
+names the argument, what it got and what it needed, and is raised before any work starts.
+"""
+import numbers
+
+import numpy as np
+
+
+def check_positive_int(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_positive_float(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def _first_nonfinite(a):
+    bad = ~np.isfinite(a)
+    pos = np.argwhere(bad)[0]
+    kind = "NaN" if np.isnan(a[tuple(pos)]) else "infinity"
+    return kind, pos
+
+
+def as_float_array(X, name, dtype, n_features=None):
+    """X as a C-contiguous 2-D array of `dtype`, checked: numeric, finite, non-empty."""
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise TypeError(f"{name} is a scipy.sparse matrix, which fastmlp does not accept; "
+                        f"pass {name}.toarray()")
+    arr = np.asarray(X)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got an array of dtype {arr.dtype}")
+    if arr.ndim != 2:
+        hint = (f"; use {name}.reshape(-1, 1) for a single feature or {name}.reshape(1, -1) "
+                f"for a single sample" if arr.ndim == 1 else "")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got {arr.ndim}-D "
+                         f"of shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: 0 rows")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, expected {n_features}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype.kind == "f" and not np.isfinite(out).all():
+        if np.isfinite(arr).all():
+            raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
+        kind, (row, col) = _first_nonfinite(arr)
+        raise ValueError(f"{name} contains {kind} (first at row {row}, column {col})")
+    return out
+
+
+def as_labels(y, name, n_rows, n_classes):
+    """Integer class labels in [0, n_classes) as a contiguous int64 vector."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class labels, got shape {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows, X has {n_rows}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            kind, (row,) = _first_nonfinite(arr)
+            raise ValueError(f"{name} contains {kind} (first at row {row})")
+        if not np.all(arr == np.round(arr)):
+            row = int(np.argmax(arr != np.round(arr)))
+            raise ValueError(f"{name} must hold integer class labels; row {row} is {arr[row]}")
+    elif arr.dtype.kind not in "biu":
+        raise ValueError(f"{name} must hold integer class labels 0..{n_classes - 1}, "
+                         f"got dtype {arr.dtype}")
+    labels = np.ascontiguousarray(arr, dtype=np.int64)
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"{name} holds label {labels[row]} at row {row}, outside the "
+                         f"{n_classes} classes 0..{n_classes - 1}")
+    return labels
+
+
+def as_targets(y, name, n_rows, n_outputs, dtype, binary=False):
+    """Real targets (n_rows, n_outputs) of `dtype`; with binary, each must be 0 or 1."""
+    arr = np.asarray(y)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got an array of dtype {arr.dtype}")
+    if arr.ndim == 1 and n_outputs == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[1] != n_outputs:
+        raise ValueError(f"{name} must have shape (n_samples, {n_outputs}), got {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows, X has {n_rows}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        kind, (row, col) = _first_nonfinite(arr)
+        raise ValueError(f"{name} contains {kind} (first at row {row}, column {col})")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
+    if binary and not np.isin(out, (0, 1)).all():
+        row = int(np.argwhere(~np.isin(out, (0, 1)))[0][0])
+        raise ValueError(f"{name} must hold 0/1 targets for binary_cross_entropy; "
+                         f"row {row} holds {arr[row].tolist()}")
+    return out

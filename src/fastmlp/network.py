@@ -1,0 +1,670 @@
+"""The network: its description, its parameters, and the fit loop's policy.
+
+Design notes
+1. A network is data the C engine can execute: a plan (one int64 record per layer: fan_in,
+   fan_out, offsets of W and b in the parameter buffer, activation, skip) and one contiguous
+   parameter buffer. ``weights[l]`` and ``biases[l]`` are NumPy views into that buffer, so the
+   engine, the optimizer and saving see one array.
+2. The fit loop runs in Python once per block of steps (a whole epoch for small networks, a few
+   steps for large ones, so Ctrl-C is answered quickly); everything per step runs in C.
+3. Input is checked and converted once per call (``_validation``); the engine never converts.
+4. The last layer of a cross-entropy network outputs logits (identity in the plan); softmax or
+   sigmoid is applied only when probabilities are asked for (``forward``, ``predict_proba``).
+"""
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections import namedtuple
+
+import numpy as np
+
+from fastmlp import _core
+from fastmlp._threads import resolve_threads
+from fastmlp._validation import (as_float_array, as_labels, as_targets, check_choice,
+                                 check_positive_int)
+from fastmlp.optim import SGD
+
+FORMAT_VERSION = 1
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
+OUTPUTS = ("identity", "sigmoid", "tanh", "relu", "softmax")
+INITS = ("zeros", "xavier", "he")
+NATURAL_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}
+# Floating-point work of one row of one layer in a training step: forward, dW and dA products.
+_FLOPS_PER_MAC = 6
+# Steps per engine call are chosen so that one call does about this much work (~10-50 ms here),
+# so Python answers Ctrl-C quickly and the per-call cost stays far below the work.
+_BLOCK_FLOPS = 5e8
+_PREDICT_ROWS = 1024
+
+ForwardCache = namedtuple("ForwardCache", ["Z", "A"])
+
+
+class _ParamList:
+    """weights or biases of a network: views into its parameter buffer; assignment copies in."""
+
+    def __init__(self, views, name):
+        self._views, self._name = views, name
+
+    def __len__(self):
+        return len(self._views)
+
+    def __iter__(self):
+        return iter(self._views)
+
+    def __getitem__(self, l):
+        return self._views[l]
+
+    def __setitem__(self, l, value):
+        view = self._views[l]
+        arr = np.asarray(value)
+        if arr.shape != view.shape:
+            raise ValueError(f"{self._name}[{l}] has shape {view.shape}, got {arr.shape}")
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{self._name}[{l}] must be numeric, got dtype {arr.dtype}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{self._name}[{l}] must be finite")
+        view[...] = arr
+
+    def __repr__(self):
+        return f"[{', '.join(repr(v) for v in self._views)}]"
+
+
+class History:
+    """Figures of a fit, one entry per completed epoch.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean training loss over the epoch's steps (J = mean of the per-row loss L, measured on
+        each batch before its update).
+    val_loss, val_accuracy : list of float
+        On the validation data after each epoch (accuracy for classifiers only), when given.
+    grad_norm, grad_norm_max : list of float
+        Mean and largest global gradient norm over the epoch's steps, before clipping.
+    n_clipped : list of int
+        Steps of the epoch whose gradient was clipped.
+    layer_grad_norm : list of ndarray (n_layers, 4)
+        Per layer: mean ||dW||, max ||dW||, mean ||db||, max ||db|| over the epoch's steps.
+    epoch_time : list of float
+        Seconds per epoch.
+    interrupted : bool
+        True when Ctrl-C stopped the fit; the network then holds the weights of the last
+        completed step.
+    """
+
+    _keys = ("loss", "val_loss", "val_accuracy", "grad_norm", "grad_norm_max", "n_clipped",
+             "layer_grad_norm", "epoch_time")
+
+    def __init__(self):
+        for k in self._keys:
+            setattr(self, k, [])
+        self.interrupted = False
+        self.stopped_early = False
+
+    @property
+    def epochs(self):
+        return len(self.loss)
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def as_dict(self):
+        return {k: list(getattr(self, k)) for k in self._keys}
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
+        return f"History({self.epochs} epochs{last})"
+
+
+def _softmax(G):
+    e = np.exp(G - G.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(G):
+    out = np.empty_like(G)
+    pos = G >= 0
+    out[pos] = 1 / (1 + np.exp(-G[pos]))
+    e = np.exp(G[~pos])
+    out[~pos] = e / (1 + e)
+    return out
+
+
+class MLP:
+    """A fully-connected network trained by fastmlp's C core.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Widths from input to output, e.g. ``[64, 128, 64, 10]``: 64 features, two hidden layers
+        and 10 outputs. At least two entries.
+    activation : str or sequence of str
+        Hidden activation, one of 'relu', 'tanh', 'sigmoid', 'identity', or one per hidden
+        layer.
+    output : str
+        Output activation: 'identity', 'softmax', 'sigmoid', 'tanh' or 'relu'. It picks the
+        natural loss: softmax -> 'cross_entropy', sigmoid -> 'binary_cross_entropy', others ->
+        'squared'.
+    loss : str or None
+        Overrides the natural loss where that makes sense: 'squared' with any output but softmax;
+        'cross_entropy' needs softmax; 'binary_cross_entropy' needs sigmoid.
+    init : str
+        'zeros'; 'xavier', W ~ N(0, 1/fan_in); or 'he', W ~ N(0, 2/fan_in). These are the
+        lecture's definitions: some libraries call N(0, 1/fan_in) "LeCun normal" and use
+        2/(fan_in + fan_out) for Xavier (Glorot). Biases start at 0.
+    dtype : 'float32' or 'float64'
+        Precision of parameters and computation.
+    seed : int or None
+        Seeds initialization and the shuffling in ``fit``: the same seed gives the same run.
+
+    Notes
+    -----
+    Losses follow the lecture: ``squared`` is L(g, y) = sum_k (g_k - y_k)^2 (no 1/2), and the
+    training error is J = (1/n) sum_i L. Classification targets are integer class labels.
+    """
+
+    def __init__(self, layer_sizes, activation="relu", output="identity", loss=None,
+                 init="he", dtype="float32", seed=0):
+        sizes = [check_positive_int(s, f"layer_sizes[{i}]") for i, s in
+                 enumerate(_as_list(layer_sizes, "layer_sizes"))]
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least 2 entries (inputs and outputs), "
+                             f"got {sizes}")
+        n_hidden = len(sizes) - 2
+        acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+        if len(acts) != n_hidden:
+            raise ValueError(f"activation lists {len(acts)} entries for {n_hidden} hidden "
+                             f"layers")
+        for i, a in enumerate(acts):
+            check_choice(a, f"activation[{i}]", ACTIVATIONS)
+        check_choice(output, "output", OUTPUTS)
+        loss = NATURAL_LOSS.get(output, "squared") if loss is None else loss
+        check_choice(loss, "loss", tuple(_core.LOSSES))
+        if (loss == "cross_entropy") != (output == "softmax"):
+            raise ValueError(f"loss 'cross_entropy' goes with output 'softmax' only; got "
+                             f"output {output!r} and loss {loss!r}")
+        if loss == "binary_cross_entropy" and output != "sigmoid":
+            raise ValueError(f"loss 'binary_cross_entropy' needs output 'sigmoid', got "
+                             f"{output!r}")
+        if output == "softmax" and sizes[-1] < 2:
+            raise ValueError("output 'softmax' needs at least 2 outputs")
+        check_choice(init, "init", INITS)
+        dt = np.dtype(dtype)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+
+        self.layer_sizes = tuple(sizes)
+        self.activations = tuple(acts)
+        self.output = output
+        self.loss = loss
+        self.init = init
+        self.dtype = dt
+        self.seed = seed
+        self.metadata = {}
+        self._build()
+        self.reset_parameters()
+
+    # ------------------------------------------------------------ structure
+
+    def _build(self):
+        """The plan and the parameter buffer with its views (design note 1)."""
+        L = len(self.layer_sizes) - 1
+        top_act = self.output if self.loss == "squared" else "identity"
+        acts = list(self.activations) + [top_act]
+        plan = np.zeros((L, 6), dtype=np.int64)
+        off = 0
+        for l in range(L):
+            i, o = self.layer_sizes[l], self.layer_sizes[l + 1]
+            plan[l] = (i, o, off, off + i * o, _core.ACTIVATIONS[acts[l]], 0)
+            off += i * o + o
+        self._plan = plan
+        self._params = np.zeros(off, dtype=self.dtype)
+        self._grads = np.zeros(off, dtype=self.dtype)
+        self.weights = _ParamList([self._params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
+                                   for p in plan], "weights")
+        self.biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases")
+        self._dweights = [self._grads[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
+                          for p in plan]
+        self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
+        self._ws = {}
+
+    def reset_parameters(self, seed=None):
+        """Draw the weights again from ``init`` (with ``seed``, else the network's seed)."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        scale = {"zeros": 0.0, "xavier": 1.0, "he": 2.0}[self.init]
+        for W, b in zip(self.weights, self.biases):
+            b[...] = 0
+            if scale == 0.0:
+                W[...] = 0
+            else:
+                W[...] = rng.standard_normal(W.shape) * math.sqrt(scale / W.shape[0])
+
+    @property
+    def n_layers(self):
+        """Number of weight layers (hidden layers + 1)."""
+        return len(self._plan)
+
+    @property
+    def n_features(self):
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.layer_sizes[-1]
+
+    @property
+    def n_params(self):
+        return self._params.size
+
+    @property
+    def is_classifier(self):
+        return self.loss in ("cross_entropy", "binary_cross_entropy")
+
+    def __repr__(self):
+        return (f"MLP({list(self.layer_sizes)}, activation={list(self.activations)!r}, "
+                f"output={self.output!r}, loss={self.loss!r}, init={self.init!r}, "
+                f"dtype={self.dtype.name!r})")
+
+    def _workspace(self, rows, nthreads):
+        """(workspace, capacity in rows) for batches of up to ``rows`` rows.
+
+        One workspace is kept and reused while it is large enough, so fit, validation and
+        predict calls share it; it is replaced (not grown per step) when a call needs more."""
+        cap, nt, ws = self._ws.get("cap", 0), self._ws.get("nt"), self._ws.get("ws")
+        if ws is None or cap < rows or nt != nthreads:
+            cap = max(rows, cap if nt == nthreads else 0)
+            size = _core.workspace_bytes(self._plan, cap, self.dtype.itemsize, nthreads)
+            ws = np.zeros(size, dtype=np.uint8)
+            self._ws = {"cap": cap, "nt": nthreads, "ws": ws}
+        return ws, cap
+
+    # ------------------------------------------------------------ checks at the boundary
+
+    def _X(self, X, name="X"):
+        return as_float_array(X, name, self.dtype, self.n_features)
+
+    def _y(self, y, n, name="y"):
+        if self.loss == "cross_entropy":
+            return as_labels(y, name, n, self.n_outputs)
+        return as_targets(y, name, n, self.n_outputs, self.dtype,
+                          binary=self.loss == "binary_cross_entropy")
+
+    # ------------------------------------------------------------ inference
+
+    def _raw_output(self, X, nthreads):
+        """Last layer's output (logits for cross-entropy networks) of checked X."""
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        ws, cap = self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads)
+        _core.forward(self._plan, self._params, ws, cap, X, out, nthreads)
+        return out
+
+    def _activate_output(self, G):
+        if self.loss == "cross_entropy":
+            return _softmax(G)
+        if self.loss == "binary_cross_entropy":
+            return _sigmoid(G)
+        return G
+
+    def forward(self, X, cache=False, n_threads=None):
+        """The network's output for each row of X.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features)
+        cache : bool
+            Also return each layer's pre-activation Z and activation A.
+
+        Returns
+        -------
+        g : ndarray (n_samples, n_outputs)
+            After the output activation (probabilities for softmax and sigmoid outputs).
+        cache : ForwardCache(Z, A), only with ``cache=True``
+            ``A[0]`` is X; for layer l (0-based), ``Z[l] = A[l] W_l + b_l`` and
+            ``A[l + 1] = act_l(Z[l])``. For cross-entropy networks ``Z[-1]`` holds the logits.
+        """
+        X = self._X(X)
+        nt = resolve_threads(n_threads)
+        if not cache:
+            return self._activate_output(self._raw_output(X, nt))
+        Zs, As = [], [X]
+        for l, p in enumerate(self._plan):
+            Z = np.empty((X.shape[0], p[1]), dtype=self.dtype)
+            _core.dense_forward(As[-1], self.weights[l], self.biases[l], Z, "identity", nt)
+            act = ACTIVATIONS[p[4]]
+            if l == self.n_layers - 1 and self.loss != "squared":
+                A = self._activate_output(Z)
+            else:
+                A = np.empty_like(Z)
+                _core.act_forward(Z.reshape(-1), A.reshape(-1), act)
+            Zs.append(Z)
+            As.append(A)
+        return As[-1], ForwardCache(Zs, As)
+
+    def predict_proba(self, X, n_threads=None):
+        """Class probabilities (n_samples, n_outputs) of a classifier.
+
+        For a single sigmoid output, the two columns P(0), P(1)."""
+        if not self.is_classifier:
+            raise AttributeError("predict_proba is for classifiers (softmax or sigmoid output "
+                                 "with a cross-entropy loss)")
+        P = self.forward(X, n_threads=n_threads)
+        if self.loss == "binary_cross_entropy" and self.n_outputs == 1:
+            P = np.hstack([1 - P, P])
+        return P
+
+    def predict(self, X, n_threads=None):
+        """Class labels (int64) for classifiers, values for regression.
+
+        A network with one output returns shape (n_samples,); a multi-label sigmoid network
+        returns (n_samples, n_outputs) of 0/1."""
+        X = self._X(X)
+        G = self._raw_output(X, resolve_threads(n_threads))
+        if self.loss == "cross_entropy":
+            return G.argmax(axis=1).astype(np.int64)
+        if self.loss == "binary_cross_entropy":
+            labels = (G > 0).astype(np.int64)  # sigmoid(g) > 1/2 exactly when g > 0
+            return labels[:, 0] if self.n_outputs == 1 else labels
+        return G[:, 0] if self.n_outputs == 1 else G
+
+    def score(self, X, y, n_threads=None):
+        """Accuracy for classifiers, R^2 (averaged over outputs) for regression."""
+        Xc = self._X(X)
+        yc = self._y(y, Xc.shape[0])
+        return self._score(Xc, yc, resolve_threads(n_threads))
+
+    def _score(self, X, y, nt):
+        G = self._raw_output(X, nt)
+        if self.loss == "cross_entropy":
+            return float(np.mean(G.argmax(axis=1) == y))
+        if self.loss == "binary_cross_entropy":
+            return float(np.mean((G > 0) == (y > 0.5)))
+        g, t = G.astype(np.float64), y.astype(np.float64)
+        ss_res = ((t - g) ** 2).sum(axis=0)
+        ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, 0.0)
+        return float(r2.mean())
+
+    def _mean_loss(self, X, y, nt):
+        G = self._raw_output(X, nt)
+        dG = np.empty_like(G)
+        rows = np.empty(X.shape[0], dtype=np.float64)
+        return _core.loss(G, y, dG, rows, self.loss, 1.0) / X.shape[0]
+
+    # ------------------------------------------------------------ gradients
+
+    def loss_and_gradients(self, X, y, n_threads=None):
+        """Mean loss J = (1/n) sum_i L(g(x_i), y_i) over all rows and its gradients.
+
+        Returns
+        -------
+        loss : float
+        dW : list of ndarray, dJ/dW_l with the shape of ``weights[l]``
+        db : list of ndarray, dJ/db_l with the shape of ``biases[l]``
+        """
+        X = self._X(X)
+        y = self._y(y, X.shape[0])
+        nt = resolve_threads(n_threads)
+        ws, cap = self._workspace(min(X.shape[0], _PREDICT_ROWS), nt)
+        J = _core.loss_and_grad(self._plan, self.loss, self._params, self._grads, ws, cap, X,
+                                y, nt)
+        return J, [d.copy() for d in self._dweights], [d.copy() for d in self._dbiases]
+
+    # ------------------------------------------------------------ training
+
+    def fit(self, X, y, optimizer=None, epochs=10, shuffle=True, validation=None, tol=None,
+            patience=5, verbose=0, n_threads=None, callback=None):
+        """Train with mini-batch SGD; returns the History of the run.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features)
+        y : array-like
+            Integer class labels (n_samples,) for softmax networks; 0/1 targets for sigmoid
+            cross-entropy ((n_samples,) or (n_samples, n_outputs)); real targets otherwise.
+        optimizer : SGD or None
+            Defaults to ``SGD()``.
+        epochs : int >= 1
+            Passes over the data (at most, with ``tol``).
+        shuffle : bool
+            Visit rows in a new random order every epoch (seeded by the network's seed).
+        validation : (X_val, y_val) or None
+            Scored after every epoch: loss, and accuracy for classifiers.
+        tol, patience : float or None, int
+            Stop when the loss (validation loss if given) has not improved by more than ``tol``
+            for ``patience`` epochs in a row.
+        verbose : int
+            0 silent; 1 a progress bar over epochs (plain lines when stderr is not a terminal).
+        n_threads : int or None
+            Threads for the kernels (see ``fastmlp.set_num_threads``).
+        callback : callable(epoch, history) or None
+            Called after each epoch.
+
+        Raises
+        ------
+        FloatingPointError
+            When a batch's loss or gradient is not finite (divergence). The network keeps the
+            weights of the last finite step; ``self.history_`` holds the epochs before.
+        """
+        opt = SGD() if optimizer is None else optimizer
+        if not isinstance(opt, SGD):
+            raise TypeError(f"optimizer must be a fastmlp.SGD, got {type(opt).__name__}")
+        epochs = check_positive_int(epochs, "epochs")
+        patience = check_positive_int(patience, "patience")
+        if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
+            raise ValueError(f"tol must be None or a number >= 0, got {tol!r}")
+        X = self._X(X)
+        y = self._y(y, X.shape[0])
+        n = X.shape[0]
+        val = None
+        if validation is not None:
+            if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+                raise TypeError("validation must be a pair (X_val, y_val)")
+            Xv = self._X(validation[0], "X_val")
+            val = (Xv, self._y(validation[1], Xv.shape[0], "y_val"))
+        B = n if opt.batch_size is None else opt.batch_size
+        if B > n:
+            warnings.warn(f"batch_size {B} is larger than the {n} rows of X; using {n}",
+                          UserWarning, stacklevel=2)
+            B = n
+        nt = resolve_threads(n_threads)
+        rows = B if val is None else max(B, min(val[0].shape[0], _PREDICT_ROWS))
+        ws, cap = self._workspace(rows, nt)
+        clip = 0.0 if opt.clip_norm is None else opt.clip_norm
+        n_steps = -(-n // B)
+        macs = sum(int(p[0]) * int(p[1]) for p in self._plan)
+        block = max(1, int(_BLOCK_FLOPS // max(1, _FLOPS_PER_MAC * macs * B)))
+        rng = np.random.default_rng(self.seed)
+        idx = np.arange(n, dtype=np.int64)
+        hist = History()
+        self.history_ = hist
+        progress = _Progress(verbose, epochs)
+        best, waited = math.inf, 0
+        try:
+            for epoch in range(epochs):
+                t0 = time.perf_counter()
+                if shuffle:
+                    rng.shuffle(idx)
+                layer_stats = np.zeros((self.n_layers, 4))
+                tot = [0.0, 0.0, 0.0, 0, 0, 0]
+                for s0 in range(0, n_steps, block):
+                    try:
+                        st = _core.train_steps(self._plan, self.loss, self._params,
+                                               self._grads, ws, cap, X, y,
+                                               idx if shuffle else None, B, s0,
+                                               min(n_steps, s0 + block), opt.lr, clip,
+                                               layer_stats, nt)
+                    except _core.NonFiniteError as e:
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch + 1}, step {e.step + 1}: "
+                            f"non-finite {e.what}"
+                            f"{f' in layer {e.layer}' if e.layer >= 0 else ''}. The network "
+                            f"keeps the weights of the last finite step. Try a smaller "
+                            f"learning rate (lr={opt.lr:g}) or set clip_norm.") from None
+                    tot = [tot[0] + st[0], tot[1] + st[1], max(tot[2], st[2]),
+                           tot[3] + st[3], tot[4] + st[4], tot[5] + st[5]]
+                self._record(hist, tot, layer_stats, val, nt, time.perf_counter() - t0)
+                progress.update(hist)
+                if callback is not None:
+                    callback(epoch, hist)
+                if tol is not None:
+                    watched = hist.val_loss[-1] if val else hist.loss[-1]
+                    if watched < best - tol:
+                        best, waited = watched, 0
+                    else:
+                        waited += 1
+                        if waited >= patience:
+                            hist.stopped_early = True
+                            break
+        except KeyboardInterrupt:
+            hist.interrupted = True
+            warnings.warn(f"fit interrupted after {hist.epochs} complete epochs; the network "
+                          f"holds the weights of the last completed step", UserWarning,
+                          stacklevel=2)
+        finally:
+            progress.close()
+        return hist
+
+    def _record(self, hist, tot, layer_stats, val, nt, seconds):
+        loss_sum, norm_sum, norm_max, rows, steps, clipped = tot
+        hist.loss.append(loss_sum / rows)
+        hist.grad_norm.append(norm_sum / steps)
+        hist.grad_norm_max.append(norm_max)
+        hist.n_clipped.append(int(clipped))
+        per_layer = layer_stats.copy()
+        per_layer[:, [0, 2]] /= steps
+        hist.layer_grad_norm.append(per_layer)
+        if val is not None:
+            hist.val_loss.append(self._mean_loss(val[0], val[1], nt))
+            if self.is_classifier:
+                hist.val_accuracy.append(self._score(val[0], val[1], nt))
+        hist.epoch_time.append(seconds)
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, path, metadata=None):
+        """Write the network to ``path`` as a data-only .npz (no pickle), atomically.
+
+        The file holds a JSON header (format version, layer sizes, activations, output, loss,
+        dtype, init, seed, and ``metadata``, a JSON-serializable dict of the caller's) and the
+        parameter buffer. It is written beside the target and renamed over it, so a crash
+        mid-save leaves any previous file intact.
+        """
+        if not np.isfinite(self._params).all():
+            raise ValueError("refusing to save a network with non-finite parameters")
+        meta = self.metadata if metadata is None else metadata
+        header = {"format": "fastmlp", "version": FORMAT_VERSION,
+                  "layer_sizes": list(self.layer_sizes), "activations": list(self.activations),
+                  "output": self.output, "loss": self.loss, "init": self.init,
+                  "dtype": self.dtype.name, "seed": self.seed, "metadata": meta}
+        try:
+            text = json.dumps(header, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"metadata must be JSON-serializable: {e}") from None
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, header=np.frombuffer(text.encode(), dtype=np.uint8),
+                         params=self._params)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        if metadata is not None:
+            self.metadata = metadata
+        return path
+
+
+def _as_list(value, name):
+    try:
+        return list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {value!r}") from None
+
+
+def load(path):
+    """Read a network written by ``MLP.save``. Never unpickles; refuses foreign files."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            if keys != {"header", "params"}:
+                raise ValueError(f"{path} is not a fastmlp model (arrays {sorted(keys)})")
+            raw, params = f["header"], f["params"]
+    except FileNotFoundError:
+        raise
+    except ValueError as e:
+        if "not a fastmlp model" in str(e):
+            raise
+        raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
+    except (OSError, EOFError, KeyError) as e:
+        raise ValueError(f"{path} is not a readable fastmlp model ({type(e).__name__}: {e})"
+                         ) from None
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"{path} is not a fastmlp model (bad header array)")
+    try:
+        h = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path} is not a fastmlp model (header is not JSON)") from None
+    if not isinstance(h, dict) or h.get("format") != "fastmlp":
+        raise ValueError(f"{path} is not a fastmlp model")
+    if h.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has model format version {h.get('version')!r}; this fastmlp "
+                         f"reads version {FORMAT_VERSION} (upgrade fastmlp for newer files)")
+    try:
+        net = MLP(h["layer_sizes"], activation=h["activations"], output=h["output"],
+                  loss=h["loss"], init=h["init"], dtype=h["dtype"], seed=h["seed"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} has an invalid model header: {e}") from None
+    if params.dtype != net.dtype or params.shape != net._params.shape:
+        raise ValueError(f"{path}: parameters of dtype {params.dtype} and shape {params.shape} "
+                         f"do not match the header ({net.dtype}, ({net.n_params},))")
+    if not np.isfinite(params).all():
+        raise ValueError(f"{path} holds non-finite parameters")
+    net._params[...] = params
+    net.metadata = h.get("metadata") or {}
+    return net
+
+
+class _Progress:
+    """A tqdm bar over epochs on a terminal, plain lines otherwise (verbose >= 1)."""
+
+    def __init__(self, verbose, epochs):
+        import sys
+        self.bar, self.lines = None, False
+        if not verbose:
+            return
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=epochs, unit="epoch", leave=True)
+        else:
+            self.lines, self.epochs = True, epochs
+
+    def update(self, hist):
+        text = f"loss {hist.loss[-1]:.4f}"
+        if hist.val_loss:
+            text += f" val_loss {hist.val_loss[-1]:.4f}"
+        if hist.val_accuracy:
+            text += f" val_acc {hist.val_accuracy[-1]:.4f}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+        elif self.lines:
+            import sys
+            print(f"epoch {hist.epochs}/{self.epochs} {text}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
