@@ -30,6 +30,7 @@ int S(fm_dense_forward)(T *A_out, const T *A_in, const T *W, const T *b,
 /* db (O) (+)= column sums of dZ (N x O), summed over rows in order (thread-count independent). */
 static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int nt) {
     int par = nt > 1 && N * O >= FM_PAR_MIN && O >= 64;
+    (void)par;  /* unused in a build without OpenMP */
     #pragma omp parallel num_threads(nt) if (par)
     {
         /* Each thread owns a contiguous block of columns. */

@@ -16,6 +16,7 @@ __all__ = ["MLP", "SGD", "History", "load", "show_config", "set_num_threads",
 
 def show_config(file=None):
     """Print (and return) how this fastmlp was built and what it will run on."""
+    import os
     import platform
     import sys
 
@@ -26,7 +27,7 @@ def show_config(file=None):
         f"python {platform.python_version()}, numpy {np.__version__}",
         f"platform {platform.system()} {platform.machine()}",
         f"openmp {'on' if _core.openmp_enabled() else 'off (single-threaded build)'}",
-        f"threads {get_num_threads()} (processors {_core.omp_num_procs()})",
+        f"threads {get_num_threads()} (CPUs {os.cpu_count()})",
         f"matrix kernels: fastmlp's own ({_core.gemm_isa()} path); no BLAS in the hot path",
         f"compile flags {_core.build_flags()}",
     ]
