@@ -1,0 +1,565 @@
+"""Each C kernel, through the Cython bridge, against a plain-NumPy float64 reference.
+
+Tolerances (atol + rtol * scale, element-wise; eps = the dtype's machine epsilon):
+- Sums of K products (gemm, dense layers, column sums): the classical bound for a dot product,
+  |fl(sum) - sum| <= K u sum_k |a_k b_k|, taken with rtol = 2 (K + 2) eps (covering the rounding
+  of the float64 reference too) and scale = |op(A)| |op(B)|, the sum of the magnitudes of the
+  terms. A product of small integers is exact in every dtype and must match bit for bit.
+- Element-wise functions (activations, losses, the update): rtol of a few eps, stated per test.
+- Thread counts 1 and 2 must give bitwise identical results (the kernels never split a sum).
+"""
+import math
+
+import numpy as np
+import pytest
+
+from fastmlp import _core
+from reference import (ACTIVATIONS, act, assert_close, dact, dact_from_output, eps, f64,
+                       loss_rows, softmax_rows)
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+CASES = {"NN": (False, False), "TN": (True, False), "NT": (False, True), "TT": (True, True)}
+# (M, N, K): C is M x N, the sum runs over K. Sizes avoid multiples of 4, 8 and 16 on purpose.
+SHAPES = [(1, 1, 1), (1, 1, 0), (3, 7, 0), (0, 5, 3), (4, 0, 3), (1, 17, 33), (1, 130, 65),
+          (3, 7, 5), (7, 3, 17), (17, 33, 65), (33, 65, 130), (65, 130, 7), (130, 1, 33),
+          (1, 1, 130), (5, 1, 1), (8, 16, 4), (16, 16, 16), (64, 64, 64)]
+LARGE = [(128, 512, 784), (257, 259, 263), (130, 65, 130)]
+# Threads: above the cut-off of the product (M N K >= 2^19); the biggest one only in slow runs.
+THREADED = [pytest.param((128, 512, 784), marks=pytest.mark.slow), (257, 259, 263),
+            (130, 65, 130)]
+
+
+def shape_id(s):
+    return "x".join(map(str, s))
+
+
+def operands(rng, M, N, K, case, dtype, integers=False):
+    """Stored A and B for C = op(A) op(B) and the float64 op(A), op(B)."""
+    ta, tb = CASES[case]
+    a_shape = (K, M) if ta else (M, K)
+    b_shape = (N, K) if tb else (K, N)
+    if integers:
+        A = rng.integers(-8, 9, a_shape).astype(dtype)
+        B = rng.integers(-8, 9, b_shape).astype(dtype)
+    else:
+        A = rng.standard_normal(a_shape).astype(dtype)
+        B = rng.standard_normal(b_shape).astype(dtype)
+    opA, opB = (f64(A).T if ta else f64(A)), (f64(B).T if tb else f64(B))
+    return A, B, opA, opB
+
+
+def run_gemm(A, B, M, N, case, dtype, nthreads=1):
+    ta, tb = CASES[case]
+    C = np.full((M, N), np.nan, dtype=dtype)  # beta = 0: C must never be read
+    _core.gemm(A, B, C, trans_a=ta, trans_b=tb, nthreads=nthreads)
+    return C
+
+
+# ------------------------------------------------------------------ gemm
+
+def test_isa_names():
+    assert _core.gemm_isa() in ("portable", "avx2", "avx512")
+    before = _core.gemm_isa()
+    assert _core.set_gemm_isa("no-such-isa") is False
+    assert _core.gemm_isa() == before
+    assert _core.set_gemm_isa("portable") is True
+    assert _core.set_gemm_isa(before) is True
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("shape", SHAPES + LARGE, ids=shape_id)
+def test_gemm_small_integers_exact(isa, dtype, case, shape, rng):
+    """Products and sums of integers in [-8, 8] are exact in both dtypes (|C| < 2^24), so every
+    correct kernel, FMA or not, in any order, returns exactly the integer product."""
+    M, N, K = shape
+    A, B, opA, opB = operands(rng, M, N, K, case, dtype, integers=True)
+    C = run_gemm(A, B, M, N, case, dtype)
+    exact = opA @ opB  # float64 sums of integers below 2^53: exact
+    assert C.dtype == dtype
+    assert np.array_equal(C, exact.astype(dtype)), (
+        f"{np.sum(C != exact)} of {C.size} elements differ from the exact product")
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("shape", SHAPES + LARGE, ids=shape_id)
+def test_gemm_random_vs_float64(isa, dtype, case, shape, rng):
+    """Normal random data: |C - C_ref| <= 2 (K + 2) eps (|op(A)| |op(B)|)."""
+    M, N, K = shape
+    A, B, opA, opB = operands(rng, M, N, K, case, dtype)
+    C = run_gemm(A, B, M, N, case, dtype)
+    assert_close(C, opA @ opB, rtol=2 * (K + 2) * eps(dtype), scale=np.abs(opA) @ np.abs(opB),
+                 what=f"gemm {case} {shape}")
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("shape", THREADED, ids=shape_id)
+def test_gemm_threads_bitwise(isa, dtype, case, shape, rng):
+    """1 and 2 threads give the same bits (shapes above the threading cut-off), and 2 threads
+    are as accurate as the reference demands."""
+    M, N, K = shape
+    A, B, opA, opB = operands(rng, M, N, K, case, dtype)
+    C1 = run_gemm(A, B, M, N, case, dtype, nthreads=1)
+    C2 = run_gemm(A, B, M, N, case, dtype, nthreads=2)
+    assert np.array_equal(C1.view(np.uint8), C2.view(np.uint8))
+    assert_close(C2, opA @ opB, rtol=2 * (K + 2) * eps(dtype),
+                 scale=np.abs(opA) @ np.abs(opB), what=f"gemm {case} {shape} 2 threads")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gemm_k_zero_writes_zeros(isa, dtype, case):
+    """K = 0: the product is the zero matrix, written over whatever C held (NaN here)."""
+    M, N = 5, 3
+    ta, tb = CASES[case]
+    A = np.empty((0, M) if ta else (M, 0), dtype=dtype)
+    B = np.empty((N, 0) if tb else (0, N), dtype=dtype)
+    C = run_gemm(A, B, M, N, case, dtype)
+    assert np.array_equal(C, np.zeros((M, N)))
+    assert not np.signbit(C).any()
+
+
+def test_gemm_rejects_mismatched_shapes(dtype):
+    A = np.ones((3, 4), dtype=dtype)
+    B = np.ones((5, 2), dtype=dtype)
+    with pytest.raises(ValueError):
+        _core.gemm(A, B, np.empty((3, 2), dtype=dtype))
+    with pytest.raises(ValueError):
+        _core.gemm(A, np.ones((4, 2), dtype=dtype), np.empty((3, 3), dtype=dtype))
+
+
+def test_gemm_handles_inf_and_nan_like_ieee(isa, dtype):
+    """IEEE propagation (no fast-math): a NaN or inf in A reaches exactly its row of C."""
+    A = np.ones((3, 5), dtype=dtype)
+    B = np.ones((5, 4), dtype=dtype)
+    A[1, 2] = np.nan
+    A[2, 0] = np.inf
+    C = run_gemm(A, B, 3, 4, "NN", dtype)
+    assert np.array_equal(C[0], np.full(4, 5.0))
+    assert np.isnan(C[1]).all()
+    assert np.isposinf(C[2]).all()
+
+
+# ------------------------------------------------------------------ activations
+
+def act_fwd(name, z, dtype):
+    z = np.ascontiguousarray(z, dtype=dtype)
+    a = np.full_like(z, np.nan)
+    _core.act_forward(z, a, name)
+    return a
+
+
+def act_bwd(name, dA, A, dtype):
+    dA = np.ascontiguousarray(dA, dtype=dtype)
+    A = np.ascontiguousarray(A, dtype=dtype)
+    dZ = np.full_like(A, np.nan)
+    _core.act_backward(dA, A, dZ, name)
+    return dZ
+
+
+def ordinary_inputs(rng, dtype):
+    z = np.concatenate([np.linspace(-30, 30, 601), 3 * rng.standard_normal(1000),
+                        [0.0, 1e-30, -1e-30, 1e-8, -1e-8, 0.5, -0.5]])
+    return z.astype(dtype)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_act_forward_ordinary(name, dtype, rng):
+    """|z| <= 30: within rtol 4 eps of the float64 value of the same (rounded) input."""
+    z = ordinary_inputs(rng, dtype)
+    a = act_fwd(name, z, dtype)
+    assert a.dtype == dtype
+    assert_close(a, act(name, z), rtol=4 * eps(dtype), what=f"{name} forward")
+    if name in ("relu", "identity"):
+        assert np.array_equal(a, act(name, z).astype(dtype))
+
+
+def test_sigmoid_extremes_float64():
+    z = np.array([-40.0, 1234.1, -1234.1, 0.0, 40.0, -745.0, 710.0, -710.0])
+    a = act_fwd("sigmoid", z, np.float64)
+    assert_close(a[0], 4.248354255291589e-18, rtol=1e-15)
+    assert a[1] == 1.0 and a[2] == 0.0 and a[3] == 0.5
+    assert_close(a[4], 1.0 - 4.248354255291589e-18, rtol=1e-16)
+    # e^-745 is the smallest subnormal double; sigmoid(-710) = e^-710 to full accuracy.
+    assert 0.0 <= a[5] <= 5e-324
+    assert_close(a[7], math.exp(-710.0), rtol=4e-16)
+    assert a[6] == 1.0
+
+
+def test_sigmoid_extremes_float32():
+    z = np.array([100.0, -100.0, 0.0, 88.0, -88.0, -20.0], dtype=np.float32)
+    a = act_fwd("sigmoid", z, np.float32)
+    assert a[0] == np.float32(1.0)
+    assert 0.0 < a[1] <= 4e-44  # e^-100 = 3.7e-44 is a float32 subnormal, not rounded to 0
+    assert a[2] == np.float32(0.5) and a[3] == np.float32(1.0)
+    assert_close(a[4], math.exp(-88.0), rtol=4 * eps(np.float32))
+    assert_close(a[5], 1.0 / (1.0 + math.exp(20.0)), rtol=4 * eps(np.float32))
+
+
+def test_tanh_extremes(dtype):
+    big = 800.0 if dtype == np.float64 else 50.0
+    a = act_fwd("tanh", np.array([big, -big, 0.0, 20.0, -20.0]), dtype)
+    assert list(a) == [1.0, -1.0, 0.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_act_sweep_finite_and_monotone(name, dtype):
+    """Every finite input up to the dtype's largest gives a finite, monotone output in range,
+    and a finite derivative in range; never NaN."""
+    mags = [0.0, 1e-300, 1e-30, 1e-8, 1.0, 10.0, 20.0, 50.0, 88.0, 89.0, 100.0, 104.0, 500.0,
+            709.0, 710.0, 745.0, 800.0, 1234.1, 1e10, 1e30, 1e300]
+    top = float(np.finfo(dtype).max)
+    mags = [m for m in mags if m < top] + [top]
+    z = np.sort(np.array([-m for m in mags] + mags, dtype=dtype))
+    a = act_fwd(name, z, dtype)
+    assert np.isfinite(a).all()
+    assert np.all(np.diff(f64(a)) >= 0), "not monotone"
+    if name == "sigmoid":
+        assert np.all((a >= 0) & (a <= 1))
+    if name == "tanh":
+        assert np.all((a >= -1) & (a <= 1))
+    d = act_bwd(name, np.ones_like(a), a, dtype)
+    assert np.isfinite(d).all()
+    bound = {"identity": 1.0, "sigmoid": 0.25, "tanh": 1.0, "relu": 1.0}[name]
+    assert np.all((d >= 0) & (d <= bound))
+    if name in ("sigmoid", "tanh"):
+        assert d[0] == 0 and d[-1] == 0  # saturated ends: the derivative is exactly 0
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_act_backward_from_output(name, dtype, rng):
+    """dZ = dA * f'(z) with f' read from the output A: against the same formula in float64 on
+    the kernel's own A, rtol 4 eps on |dA| (|f'| + a^2) (the a^2 term: tanh's 1 - a a cancels
+    when |a| is near 1, so its rounding counts relative to a^2); relu and identity exactly."""
+    z = ordinary_inputs(rng, dtype)
+    a = act_fwd(name, z, dtype)
+    dA = rng.standard_normal(z.size).astype(dtype)
+    dZ = act_bwd(name, dA, a, dtype)
+    d = dact_from_output(name, a)
+    ref = f64(dA) * d
+    scale = np.abs(f64(dA)) * (np.abs(d) + f64(a) ** 2)
+    assert_close(dZ, ref, rtol=4 * eps(dtype), scale=scale, what=f"{name} backward")
+    if name in ("relu", "identity"):
+        assert np.array_equal(dZ, ref.astype(dtype))
+    if name == "relu":
+        assert act_bwd("relu", [1.0], [0.0], dtype)[0] == 0  # relu'(0) = 0
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_act_backward_true_derivative(name, dtype, rng):
+    """Forward then backward reproduce the true f'(z) for |z| <= 10, within rtol 4 eps on
+    |f'(z)| + a^2: the output a carries a rounding of eps a, which f' = a (1 - a) or 1 - a^2
+    turns into an absolute error of about eps a^2 (large relative to f' where f saturates)."""
+    z = np.concatenate([np.linspace(-10, 10, 401), rng.uniform(-10, 10, 500)]).astype(dtype)
+    z = z[z != 0]
+    a = act_fwd(name, z, dtype)
+    d = act_bwd(name, np.ones_like(z), a, dtype)
+    ref = dact(name, z)
+    assert_close(d, ref, rtol=4 * eps(dtype), scale=np.abs(ref) + act(name, z) ** 2,
+                 what=f"{name}'")
+
+
+def test_act_backward_in_place(dtype, rng):
+    """dZ may alias dA (fastmlp.h)."""
+    a = act_fwd("tanh", rng.standard_normal(50), dtype)
+    buf = rng.standard_normal(50).astype(dtype)
+    ref = f64(buf) * (1 - f64(a) ** 2)
+    _core.act_backward(buf, a, buf, "tanh")
+    assert_close(buf, ref, rtol=4 * eps(dtype))
+
+
+def test_act_unknown_name_raises(dtype):
+    z = np.zeros(3, dtype=dtype)
+    with pytest.raises(ValueError, match="activation"):
+        _core.act_forward(z, z.copy(), "gelu")
+
+
+# ------------------------------------------------------------------ dense layer
+
+DENSE_SHAPES = [(1, 1, 1), (1, 3, 7), (5, 17, 3), (33, 65, 130), (130, 7, 33), (64, 200, 64)]
+
+
+def layer_data(rng, N, I, O, act_in, dtype):
+    """A_in as the output of act_in (so its derivative is meaningful), W, b, dZ."""
+    A_in = act(act_in, 2 * rng.standard_normal((N, I))).astype(dtype)
+    W = (rng.standard_normal((I, O)) / math.sqrt(I)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    dZ = rng.standard_normal((N, O)).astype(dtype)
+    return A_in, W, b, dZ
+
+
+def dense_fwd(A_in, W, b, name, dtype, nthreads=1):
+    out = np.full((A_in.shape[0], W.shape[1]), np.nan, dtype=dtype)
+    _core.dense_forward(A_in, W, b, out, name, nthreads)
+    return out
+
+
+def dense_bwd(dZ, A_in, W, act_in, dtype, with_dA=True, nthreads=1):
+    N, I = A_in.shape
+    dW = np.full(W.shape, np.nan, dtype=dtype)  # overwritten, never read
+    db = np.full(W.shape[1], np.nan, dtype=dtype)
+    dA = np.full((N, I), np.nan, dtype=dtype) if with_dA else None
+    _core.dense_backward(dZ, A_in, W, dW, db, dA, act_in, nthreads)
+    return dW, db, dA
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=shape_id)
+def test_dense_forward(isa, dtype, name, shape, rng):
+    """act(A W + b): the pre-activation within 2 (I + 2) eps (|A||W| + |b|), carried through
+    the activation (Lipschitz <= 1), plus 4 eps |ref| for the activation's own rounding."""
+    N, I, O = shape
+    A_in, W, b, _ = layer_data(rng, N, I, O, "identity", dtype)
+    out = dense_fwd(A_in, W, b, name, dtype)
+    Z = f64(A_in) @ f64(W) + f64(b)
+    ref = act(name, Z)
+    zscale = np.abs(f64(A_in)) @ np.abs(f64(W)) + np.abs(f64(b))
+    tol = 2 * (I + 2) * eps(dtype) * zscale + 4 * eps(dtype) * np.abs(ref)
+    assert_close(out, ref, rtol=1.0, scale=tol, what=f"dense forward {name}")
+
+
+@pytest.mark.parametrize("act_in", ACTIVATIONS)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=shape_id)
+def test_dense_backward(isa, dtype, act_in, shape, rng):
+    """dW = A_in^T dZ, db = column sums of dZ, dA_in = (dZ W^T) * act_in'(A_in); every output
+    overwritten (the buffers start as NaN)."""
+    N, I, O = shape
+    A_in, W, b, dZ = layer_data(rng, N, I, O, act_in, dtype)
+    dW, db, dA = dense_bwd(dZ, A_in, W, act_in, dtype)
+    A64, W64, dZ64 = f64(A_in), f64(W), f64(dZ)
+    e = eps(dtype)
+    assert_close(dW, A64.T @ dZ64, rtol=2 * (N + 2) * e, scale=np.abs(A64).T @ np.abs(dZ64),
+                 what="dW")
+    assert_close(db, dZ64.sum(axis=0), rtol=2 * (N + 2) * e, scale=np.abs(dZ64).sum(axis=0),
+                 what="db")
+    d = dact_from_output(act_in, A64)
+    P = dZ64 @ W64.T
+    ref = P * d
+    # The derivative from the output cancels (1 - a^2, a (1 - a)) where the unit saturates:
+    # its rounding is about eps a^2 in absolute terms (see test_act_backward_true_derivative).
+    cancel = A64 ** 2 if act_in in ("sigmoid", "tanh") else 0.0
+    tol = (2 * (O + 2) * e * (np.abs(dZ64) @ np.abs(W64).T) * d
+           + 4 * e * np.abs(P) * (d + cancel))
+    assert_close(dA, ref, rtol=1.0, scale=tol, what=f"dA_in ({act_in}')")
+    if act_in == "relu":
+        assert np.all(dA[A64 == 0] == 0)
+
+    dW2, db2, none = dense_bwd(dZ, A_in, W, act_in, dtype, with_dA=False)
+    assert none is None
+    assert np.array_equal(dW2, dW) and np.array_equal(db2, db)
+
+
+def test_dense_threads_bitwise(isa, dtype, rng):
+    """Above every threading cut-off (N O >= 32768, M N K >= 2^19): 1 and 2 threads agree."""
+    N, I, O = 256, 300, 200
+    A_in, W, b, dZ = layer_data(rng, N, I, O, "sigmoid", dtype)
+    f1 = dense_fwd(A_in, W, b, "tanh", dtype, nthreads=1)
+    f2 = dense_fwd(A_in, W, b, "tanh", dtype, nthreads=2)
+    assert np.array_equal(f1, f2)
+    g1 = dense_bwd(dZ, A_in, W, "sigmoid", dtype, nthreads=1)
+    g2 = dense_bwd(dZ, A_in, W, "sigmoid", dtype, nthreads=2)
+    for x, y in zip(g1, g2):
+        assert np.array_equal(x, y)
+
+
+# ------------------------------------------------------------------ losses
+
+def run_loss(G, Y, kind, dtype, scale=1.0):
+    G = np.ascontiguousarray(G, dtype=dtype)
+    dG = np.full_like(G, np.nan)
+    rows = np.full(G.shape[0], np.nan)
+    total = _core.loss(G, Y, dG, rows, kind, scale)
+    return total, rows, dG
+
+
+def labels(*y):
+    return np.array(y, dtype=np.int64)
+
+
+def test_softmax_ce_extreme_logits(dtype):
+    """Logits [1000, 0, -1000]: probabilities [1, 0, 0]; losses 0 / 1000 / 2000 for targets
+    0 / 1 / 2; dG = softmax - onehot. All exact (s = 1 exactly)."""
+    G = np.tile([1000.0, 0.0, -1000.0], (3, 1))
+    total, rows, dG = run_loss(G, labels(0, 1, 2), "cross_entropy", dtype)
+    assert list(rows) == [0.0, 1000.0, 2000.0]
+    assert total == 3000.0
+    onehot = np.eye(3)
+    assert np.array_equal(dG, np.array([[1.0, 0, 0]] * 3) - onehot)
+    assert np.array_equal(dG + onehot, np.tile([1.0, 0.0, 0.0], (3, 1)))
+
+
+def test_softmax_ce_shifted_logits(dtype):
+    """Logits [-1000, -1001, -1002]: probabilities e^-k / (1 + e^-1 + e^-2), k = 0, 1, 2."""
+    G = np.tile([-1000.0, -1001.0, -1002.0], (3, 1))
+    total, rows, dG = run_loss(G, labels(0, 1, 2), "cross_entropy", dtype)
+    s = 1 + math.exp(-1) + math.exp(-2)
+    p = np.array([1 / s, math.exp(-1) / s, math.exp(-2) / s])
+    P = f64(dG) + np.eye(3)
+    for row in P:
+        # The 8 printed digits, to half a unit in their last place or 2 eps of the dtype.
+        assert_close(row, [0.66524096, 0.24472847, 0.09003057], rtol=0,
+                     atol=max(5e-9, 2 * eps(dtype)))
+        assert_close(row, p, rtol=8 * eps(dtype), what="softmax")
+    assert_close(rows, [math.log(s) + k for k in range(3)], rtol=4 * eps(dtype), what="loss")
+
+
+def test_softmax_ce_float32_equal_logits_ln4():
+    """A float32 row of four logits -200 gives ln 4 to float32 accuracy (loss.c note 2)."""
+    G = np.full((4, 4), -200.0, dtype=np.float32)
+    total, rows, dG = run_loss(G, labels(0, 1, 2, 3), "cross_entropy", np.float32)
+    assert_close(rows, np.full(4, math.log(4)), rtol=2 * eps(np.float32), what="ln 4")
+    assert_close(dG, np.full((4, 4), 0.25) - np.eye(4), rtol=0, atol=eps(np.float32))
+
+
+def test_bce_extreme_logits(dtype):
+    """L = log(1 + e^g) - g y from the logit: finite at +-1000, exact where it can be."""
+    g = np.array([[1000.0], [-1000.0], [1000.0], [-1000.0], [0.0], [40.0], [-40.0]])
+    y = np.array([[1.0], [0.0], [0.0], [1.0], [1.0], [1.0], [1.0]], dtype=dtype)
+    total, rows, dG = run_loss(g, y, "binary_cross_entropy", dtype)
+    assert np.isfinite(rows).all() and np.isfinite(dG).all()
+    assert list(rows[:4]) == [0.0, 0.0, 1000.0, 1000.0]
+    assert list(dG[:4, 0]) == [0.0, 0.0, 1.0, -1.0]
+    ref_L, ref_d = loss_rows("binary_cross_entropy", g, y)
+    assert_close(rows, ref_L, rtol=4 * eps(dtype), what="bce loss")
+    assert_close(dG, ref_d, rtol=4 * eps(dtype), atol=eps(dtype) / 2, what="bce dG")
+    assert_close(rows[4], math.log(2), rtol=4 * eps(dtype))
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 10, 17])
+@pytest.mark.parametrize("kind", ["squared", "cross_entropy", "binary_cross_entropy"])
+def test_loss_random_vs_reference(kind, K, dtype, rng):
+    """Random outputs in [-6, 6], scale 1/7. Loss: rtol 2 (K + 2) eps on |L| + |g|max + 1
+    (log-sum-exp of K terms and the subtraction g_y - m in the dtype); squared rtol 4 eps.
+    dG = scale * dL/dG: rtol 2 (K + 4) eps on |dG| + scale."""
+    if kind == "cross_entropy" and K == 1:
+        K = 2
+    N = 23
+    G = rng.uniform(-6, 6, (N, K)).astype(dtype)
+    if kind == "cross_entropy":
+        Y = rng.integers(0, K, N).astype(np.int64)
+    elif kind == "binary_cross_entropy":
+        Y = rng.integers(0, 2, (N, K)).astype(dtype)
+    else:
+        Y = rng.standard_normal((N, K)).astype(dtype)
+    sc = 1.0 / 7.0
+    total, rows, dG = run_loss(G, Y, kind, dtype, scale=sc)
+    ref_L, ref_d = loss_rows(kind, G, Y)
+    e = eps(dtype)
+    if kind == "squared":
+        assert_close(rows, ref_L, rtol=4 * e, what="loss")
+        assert_close(dG, sc * ref_d, rtol=4 * e, what="dG")
+    else:
+        gmax = np.abs(f64(G)).max(axis=1)
+        assert_close(rows, ref_L, rtol=2 * (K + 2) * e, scale=np.abs(ref_L) + gmax + 1,
+                     what="loss")
+        assert_close(dG, sc * ref_d, rtol=2 * (K + 4) * e, scale=np.abs(sc * ref_d) + sc,
+                     what="dG")
+    assert_close(total, math.fsum(rows), rtol=N * 1.2e-16)
+
+
+def test_squared_loss_lecture_convention(dtype):
+    """L = sum_k (g_k - y_k)^2 with no 1/2, so dL/dg = 2 (g - y)."""
+    G = np.array([[3.0, -1.0], [0.5, 0.5]])
+    Y = np.array([[1.0, 1.0], [0.5, -0.5]], dtype=dtype)
+    total, rows, dG = run_loss(G, Y, "squared", dtype)
+    assert list(rows) == [8.0, 1.0]
+    assert total == 9.0
+    assert np.array_equal(dG, [[4.0, -4.0], [0.0, 2.0]])
+
+
+def test_ce_label_out_of_range(dtype):
+    G = np.zeros((2, 3), dtype=dtype)
+    for bad in (3, -1):
+        with pytest.raises(ValueError, match="label"):
+            run_loss(G, labels(0, bad), "cross_entropy", dtype)
+
+
+def test_softmax_probabilities_sum_to_one(dtype, rng):
+    G = rng.uniform(-50, 50, (40, 10))
+    _, _, dG = run_loss(G, np.zeros(40, dtype=np.int64), "cross_entropy", dtype)
+    P = f64(dG)
+    P[:, 0] += 1
+    assert_close(P, softmax_rows(G.astype(dtype)), rtol=24 * eps(dtype), atol=eps(dtype),
+                 what="softmax")
+
+
+# ------------------------------------------------------------------ norm, clipping, update
+
+def test_sumsq_random(dtype, rng):
+    """Accumulated in double for both dtypes: rtol n eps(float64) against an exact sum."""
+    g = rng.standard_normal(1001).astype(dtype)
+    ref = math.fsum(float(x) ** 2 for x in f64(g))
+    assert_close(_core.sumsq(g), ref, rtol=1001 * eps(np.float64))
+
+
+def test_clip_inside_ball_unchanged(dtype):
+    g = np.array([3.0, 4.0], dtype=dtype)
+    assert _core.clip(g, 5.0) == 5.0
+    assert list(g) == [3.0, 4.0]
+    assert _core.clip(g, 0.0) == 5.0  # tau <= 0: never clips
+    assert list(g) == [3.0, 4.0]
+
+
+def test_clip_scales_to_tau(dtype):
+    g = np.array([3.0, 4.0], dtype=dtype)
+    assert _core.clip(g, 2.5) == 5.0
+    assert_close(g, [1.5, 2.0], rtol=eps(dtype))
+
+
+def test_clip_zero_gradient_stays_zero(dtype):
+    g = np.zeros(7, dtype=dtype)
+    assert _core.sumsq(g) == 0.0
+    assert _core.clip(g, 1.0) == 0.0
+    assert np.array_equal(g, np.zeros(7)) and not np.isnan(g).any()
+
+
+def test_clip_float32_near_max_is_finite():
+    """Squares summed in double: values near 3e38 (near float32's max) give a finite norm."""
+    g = np.array([3e38, -3e38, 2e38], dtype=np.float32)
+    ref = math.sqrt(sum(float(x) ** 2 for x in f64(g)))
+    assert math.isfinite(_core.sumsq(g))
+    norm = _core.clip(g, 1.0)
+    assert_close(norm, ref, rtol=4 * eps(np.float64))
+    assert np.isfinite(g).all()
+    assert_close(math.sqrt(_core.sumsq(g)), 1.0, rtol=4 * eps(np.float32))
+
+
+def test_clip_float64_overflow_safe_norm():
+    """The norm of [1e200, 1e200] is 1.4142135623730951e200 although its square overflows;
+    clipping it to tau = 1 gives [1/sqrt 2, 1/sqrt 2]."""
+    g = np.array([1e200, 1e200])
+    norm = _core.clip(g, 1.0)
+    assert_close(norm, 1.4142135623730951e200, rtol=2 * eps(np.float64))
+    assert_close(g, [1 / math.sqrt(2)] * 2, rtol=4 * eps(np.float64))
+
+
+def test_clip_float64_large_random_vector(rng):
+    v = rng.standard_normal(100)
+    g = v * 1e250
+    norm = _core.clip(g, 3.0)
+    assert_close(norm, 1e250 * math.sqrt(math.fsum(v * v)), rtol=8 * eps(np.float64))
+    assert_close(g, 3.0 * v / np.linalg.norm(v), rtol=8 * eps(np.float64))
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000])
+def test_sgd_update(dtype, n, rng):
+    """p <- p - lr g: rtol eps on |p| + 2 |lr g| (the rounding of lr, of lr g and of the
+    difference)."""
+    p = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    lr = 0.037
+    ref = f64(p) - lr * f64(g)
+    before = p.copy()
+    _core.sgd_update(p, g, lr)
+    assert_close(p, ref, rtol=eps(dtype), scale=np.abs(f64(before)) + 2 * np.abs(lr * f64(g)))
+
+
+def test_sgd_update_threads_bitwise(dtype, rng):
+    n = 200_003  # above the update's threading cut-off
+    p = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    p1, p2 = p.copy(), p.copy()
+    _core.sgd_update(p1, g, 0.1, 1)
+    _core.sgd_update(p2, g, 0.1, 2)
+    assert np.array_equal(p1, p2)
+    assert_close(p2, f64(p) - 0.1 * f64(g), rtol=eps(dtype),
+                 scale=np.abs(f64(p)) + 2 * np.abs(0.1 * f64(g)))
