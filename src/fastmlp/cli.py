@@ -1,0 +1,578 @@
+"""The ``fastmlp`` command: train a network on the digits or a CSV file, predict, show the build.
+
+Usage::
+
+    fastmlp train [DATA.csv --target COLUMN] [--hidden 128,64] [--activation relu]
+                  [--epochs N] [--batch-size N|full] [--lr LR] [--clip-norm TAU] [--seed N]
+                  [--task auto|classification|regression] [--test-size F] [--threads N]
+                  [--out MODEL.npz] [--quiet]
+    fastmlp predict MODEL.npz DATA.csv [--out PREDICTIONS.csv] [--threads N]
+    fastmlp config                      (the same as fastmlp --version --verbose)
+    fastmlp --version
+
+Exit codes: 0 success; 1 training diverged (the message suggests a smaller ``--lr`` or a
+``--clip-norm``); 2 a user error (bad option value, missing or malformed file, bad data), told
+in one line on stderr that starts with ``fastmlp: error:``; 130 Ctrl-C (``train`` first saves the
+model of the last completed step).
+
+Design notes
+1. The task of a CSV target, with ``--task auto``: classification when any value is not a
+   number, or when every value is an integer and there are at most ``MAX_AUTO_CLASSES``
+   distinct values; regression otherwise. The choice and its reason are printed.
+2. Everything ``predict`` needs travels in the model's metadata: feature names, the feature
+   scaling ``x' = (x - x_mean) / x_scale`` fitted on the training split (a constant column
+   gets scale 1), the class labels as read (class k of the network is ``classes[k]``), and
+   for regression the target scaling ``y' = (y - y_mean) / y_scale``, undone on the way out.
+   The digits model stores ``x_mean = 0`` and ``x_scale = 16``, so it predicts from raw pixel
+   columns named ``pixel_0_0`` ... ``pixel_7_7``.
+3. Default settings, found by trying: hidden layers 128,64, batch 32, 40 epochs; lr 0.1 for
+   classification (held-out accuracy on the digits 0.967-0.98 over 20 seeds) and 0.02 for
+   regression, whose squared loss (no 1/2) diverged at 0.1 on standardized toy targets.
+4. Options are checked while parsing, the output folder before training, so a user error costs
+   no training time. Errors from the core are caught only where they answer the user's input
+   (building the network, loading a model); anything else is a bug and shows its traceback.
+"""
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+import warnings
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+import fastmlp
+from fastmlp import datasets
+from fastmlp.network import ACTIVATIONS
+
+MAX_AUTO_CLASSES = 20
+DEFAULT_HIDDEN = (128, 64)
+DEFAULT_EPOCHS = 40
+DEFAULT_LR = {"classification": 0.1, "regression": 0.02}
+DEFAULT_BATCH = 32
+METADATA_VERSION = 1
+
+
+class UsageError(Exception):
+    """A user error: reported as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+@dataclass
+class _Data:
+    """A training set after splitting and scaling, with the metadata predict will need."""
+
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    meta: dict
+
+
+# ---------------------------------------------------------------- option types
+
+def _type(check):
+    """An argparse type from check(text) that raises ValueError with a short reason."""
+    def convert(text):
+        try:
+            return check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e}, got {text!r}") from None
+    return convert
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+
+
+def _integer(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be an integer") from None
+
+
+def _positive_int(text):
+    n = _integer(text)
+    if n < 1:
+        raise ValueError("must be a positive integer")
+    return n
+
+
+def _positive_float(text):
+    x = _number(text)
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError("must be a positive number")
+    return x
+
+
+def _hidden_sizes(text):
+    """'128,64' -> [128, 64]; 'none' -> [] (no hidden layer)."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ValueError("must be comma-separated layer widths such as 128,64 "
+                         "(or none)") from None
+    if any(s < 1 for s in sizes):
+        raise ValueError("layer widths must be positive integers")
+    return sizes
+
+
+def _batch_size(text):
+    """A positive row count, or 'full' (None: the whole training set per step)."""
+    if text.strip().lower() == "full":
+        return None
+    try:
+        return _positive_int(text)
+    except ValueError:
+        raise ValueError("must be a positive integer or 'full'") from None
+
+
+def _test_size(text):
+    x = _number(text)
+    if not 0 <= x < 1:
+        raise ValueError("must be a fraction in [0, 1)")
+    return x
+
+
+def _threads(text):
+    n = _integer(text)
+    if n == 0:
+        raise ValueError("must be a positive count, or negative for all CPUs but -N-1")
+    return n
+
+
+def _seed(text):
+    n = _integer(text)
+    if n < 0:
+        raise ValueError("must be a non-negative integer")
+    return n
+
+
+# ---------------------------------------------------------------- parser
+
+def _build_parser():
+    parser = _Parser(prog="fastmlp", description="Train multi-layer perceptrons on the CPU.")
+    parser.add_argument("-V", "--version", action="store_true",
+                        help="print the version (with --verbose: the build configuration)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="with --version, print fastmlp.show_config()")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_predict(sub)
+    sub.add_parser("config", help="print the build configuration (fastmlp.show_config())")
+    return parser
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a network (on the digits without a CSV file)",
+                       description="Train a network on scikit-learn's digits, or on a CSV "
+                       "file with --target. CSV features are standardized with the training "
+                       "split's mean and std. With --task auto, a target is classified when "
+                       "it is non-numeric, or integer-valued with at most "
+                       f"{MAX_AUTO_CLASSES} distinct values; else regressed.")
+    p.add_argument("data", nargs="?", metavar="DATA.csv",
+                   help="a CSV file with a header line (default: the digits)")
+    p.add_argument("--target", metavar="COLUMN", help="the target column of DATA.csv")
+    p.add_argument("--task", choices=("auto", "classification", "regression"),
+                   default="auto", help="what to learn (default: auto)")
+    p.add_argument("--hidden", type=_type(_hidden_sizes), default=list(DEFAULT_HIDDEN),
+                   metavar="W1,W2,...", help="hidden layer widths (default: 128,64)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="hidden activation (default: relu)")
+    p.add_argument("--epochs", type=_type(_positive_int), default=DEFAULT_EPOCHS,
+                   help=f"passes over the training data (default: {DEFAULT_EPOCHS})")
+    p.add_argument("--batch-size", type=_type(_batch_size), default=DEFAULT_BATCH,
+                   metavar="N|full", help=f"rows per step (default: {DEFAULT_BATCH})")
+    p.add_argument("--lr", type=_type(_positive_float), default=None,
+                   help="learning rate (default: 0.1 classification, 0.02 regression)")
+    p.add_argument("--clip-norm", type=_type(_positive_float), default=None, metavar="TAU",
+                   help="clip the global gradient norm to TAU (default: no clipping)")
+    p.add_argument("--seed", type=_type(_seed), default=0,
+                   help="seed of the split, initialization and shuffling (default: 0)")
+    p.add_argument("--test-size", type=_type(_test_size), default=None, metavar="F",
+                   help="share of rows held out (default: 0.25 digits, 0.2 CSV; 0: none)")
+    p.add_argument("--threads", type=_type(_threads), default=None, metavar="N",
+                   help="threads for the kernels (default: OpenMP's)")
+    p.add_argument("--out", metavar="MODEL.npz",
+                   help="where to save the model (default: fastmlp-<data>.npz here)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="predict with a model saved by fastmlp train",
+                       description="Predict for each row of a CSV file. The feature columns "
+                       "are found by name; other columns (such as the target) are ignored.")
+    p.add_argument("model", metavar="MODEL.npz")
+    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("--out", metavar="PREDICTIONS.csv",
+                   help="write the predictions here (default: standard output)")
+    p.add_argument("--threads", type=_type(_threads), default=None, metavar="N",
+                   help="threads for the kernels (default: OpenMP's)")
+
+
+# ---------------------------------------------------------------- entry point
+
+def main(argv=None):
+    """Run the ``fastmlp`` command.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments after the program name; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 success, 1 divergence, 2 user error, 130 interrupted.
+    """
+    try:
+        args = _build_parser().parse_args(argv)
+        return _dispatch(args)
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except (UsageError, datasets.DataError) as e:
+        print(f"fastmlp: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"fastmlp: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fastmlp: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args):
+    if args.version:
+        print(_config_text() if args.verbose else f"fastmlp {fastmlp.__version__}")
+        return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "predict":
+        return _predict(args)
+    if args.command == "config":
+        print(_config_text())
+        return 0
+    raise UsageError("a command is needed: train, predict or config (see fastmlp --help)")
+
+
+def _config_text():
+    return fastmlp.show_config(file=io.StringIO())
+
+
+# ---------------------------------------------------------------- train
+
+def _train(args):
+    out = args.out or _default_out(args.data)
+    _check_writable(out, "the model")
+    data = _digits(args) if args.data is None else _csv_data(args)
+    n_out = len(data.meta["classes"]) if data.meta["task"] == "classification" else 1
+    net = _network(data.X_train.shape[1], args, n_out)
+    opt = _optimizer(args, len(data.y_train), data.meta["task"])
+    print(f"network: {'-'.join(map(str, net.layer_sizes))}, {args.activation} hidden, "
+          f"{net.output} output; {opt!r}, {args.epochs} epochs", flush=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fit interrupted", category=UserWarning)
+        hist = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=args.epochs,
+                       verbose=0 if args.quiet else 1, n_threads=args.threads)
+    data.meta["metrics"] = _report(net, data, args.threads)
+    net.save(out, metadata=data.meta)
+    if hist.interrupted:
+        print(f"training interrupted after {hist.epochs} of {args.epochs} epochs")
+        print(f"model of the last completed step saved to {out}")
+        return 130
+    print(f"model saved to {out}")
+    return 0
+
+
+def _default_out(data):
+    stem = "digits" if data is None else os.path.splitext(os.path.basename(data))[0]
+    return f"fastmlp-{stem}.npz"
+
+
+def _check_writable(path, what):
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write {what} to {path}: it is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"cannot write {what} to {path}: folder {folder} does not exist")
+
+
+def _network(n_features, args, n_outputs):
+    output = "softmax" if n_outputs > 1 else "identity"
+    try:
+        return fastmlp.MLP([n_features, *args.hidden, n_outputs], activation=args.activation,
+                           output=output, init="he", seed=args.seed)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"cannot build the network: {e}") from None
+
+
+def _optimizer(args, n_train, task):
+    lr = DEFAULT_LR[task] if args.lr is None else args.lr
+    batch = args.batch_size
+    if batch is not None and batch > n_train:
+        print(f"note: --batch-size {batch} is more than the {n_train} training rows; "
+              f"using full batches")
+        batch = None
+    return fastmlp.SGD(lr=lr, batch_size=batch, clip_norm=args.clip_norm)
+
+
+def _digits(args):
+    if args.target is not None:
+        raise UsageError("--target needs a CSV file (fastmlp train DATA.csv --target COLUMN)")
+    if args.task == "regression":
+        raise UsageError("the digits are a classification task; --task regression needs a "
+                         "CSV file")
+    test_size = 0.25 if args.test_size is None else args.test_size
+    X, y, info = datasets.load_builtin("digits")
+    if test_size == 0:
+        X_train, X_test, y_train, y_test = X / 16.0, X[:0], y, y[:0]
+    else:
+        X_train, X_test, y_train, y_test = datasets.load_digits(args.seed, test_size)
+    n = X_train.shape[1]
+    meta = _metadata("digits", "digit", "classification", info["feature_names"],
+                     np.zeros(n), np.full(n, 16.0), classes=info["target_names"])
+    print(f"data: digits (8x8 images from scikit-learn), {len(y_train)} training rows, "
+          f"{len(y_test)} held out")
+    return _Data(X_train, X_test, y_train, y_test, meta)
+
+
+def _metadata(source, target, task, feature_names, x_mean, x_scale, classes=None,
+              y_mean=None, y_scale=None):
+    """What predict needs to use the model on a CSV file (design note 2), JSON-ready."""
+    return {"fastmlp_cli": METADATA_VERSION, "source": source, "target": target,
+            "task": task, "feature_names": list(feature_names),
+            "x_mean": [float(v) for v in x_mean], "x_scale": [float(v) for v in x_scale],
+            "classes": classes, "y_mean": y_mean, "y_scale": y_scale}
+
+
+def _csv_data(args):
+    if args.target is None:
+        columns = ", ".join(datasets.read_columns(args.data))
+        raise UsageError(f"--target is needed with a CSV file: name the column to predict "
+                         f"(columns of {args.data}: {columns})")
+    table = datasets.read_csv(args.data, target=args.target)
+    task = _choose_task(table, args.task)
+    test_size = 0.2 if args.test_size is None else args.test_size
+    if task == "classification":
+        y, classes = _encode_classes(table)
+    else:
+        y, classes = table.y, None
+    X_train, X_test, y_train, y_test = _split(table.X, y, test_size, args.seed,
+                                              stratify=classes is not None)
+    x_mean, x_scale = _scaling(X_train)
+    meta = _metadata(os.path.basename(args.data), args.target, task, table.feature_names,
+                     x_mean, x_scale, classes=classes)
+    if task == "regression":
+        y_mean, y_scale = (float(v[0]) for v in _scaling(y_train[:, None]))
+        meta.update(y_mean=y_mean, y_scale=y_scale)
+        y_train, y_test = (y_train - y_mean) / y_scale, (y_test - y_mean) / y_scale
+    print(f"data: {args.data}, {len(y_train)} training rows, {len(y_test)} held out, "
+          f"{X_train.shape[1]} features")
+    return _Data((X_train - x_mean) / x_scale, (X_test - x_mean) / x_scale, y_train,
+                 y_test, meta)
+
+
+def _encode_classes(table):
+    """Class indices 0..K-1 of the target, and the labels they stand for (sorted)."""
+    values, y = np.unique(table.y, return_inverse=True)
+    classes = _labels(values)
+    if len(classes) < 2:
+        raise UsageError(f"{table.path}: the target column {table.target!r} holds one value "
+                         f"only ({classes[0]!r}); nothing to classify")
+    return y, classes
+
+
+def _choose_task(table, task):
+    """The task for the target column (design note 1); prints the choice and its reason."""
+    y, name = table.y, table.target
+    numeric = y.dtype.kind == "f"
+    if task == "regression" and not numeric:
+        bad = next(v for v in y if not _is_number(v))
+        raise UsageError(f"{table.path}: --task regression needs a numeric target, but "
+                         f"column {name!r} holds {str(bad)!r}")
+    if task != "auto":
+        print(f"task: {task} (--task {task})")
+        return task
+    if not numeric:
+        print(f"task: classification (target {name!r} is not numeric)")
+        return "classification"
+    distinct = np.unique(y)
+    if np.all(distinct == np.round(distinct)) and len(distinct) <= MAX_AUTO_CLASSES:
+        print(f"task: classification (target {name!r} holds {len(distinct)} distinct "
+              f"integers; use --task regression to regress)")
+        return "classification"
+    print(f"task: regression (target {name!r} is numeric with {len(distinct)} distinct "
+          f"values; use --task classification to classify)")
+    return "regression"
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _labels(classes):
+    """Class labels as JSON values: text stays text, integer-valued numbers become ints."""
+    if classes.dtype.kind != "f":
+        return [str(c) for c in classes]
+    if np.all(classes == np.round(classes)):
+        return [int(c) for c in classes]
+    return [float(c) for c in classes]
+
+
+def _split(X, y, test_size, seed, stratify):
+    """Train and held-out rows; stratified by class when every class allows it."""
+    if test_size == 0:
+        return X, X[:0], y, y[:0]
+    n_test = math.ceil(test_size * len(y))
+    if n_test >= len(y):
+        raise UsageError(f"--test-size {test_size} leaves no training rows out of {len(y)}")
+    from sklearn.model_selection import train_test_split
+
+    if stratify:
+        try:
+            return train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
+        except ValueError:
+            pass  # a class too small to appear on both sides: split at random instead
+    return train_test_split(X, y, test_size=test_size, random_state=seed)
+
+
+def _scaling(X):
+    """Mean and std of each column; a constant column gets scale 1."""
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[np.ptp(X, axis=0) == 0] = 1.0
+    return mean, scale
+
+
+def _report(net, data, n_threads):
+    """Print the held-out score (the training score with --test-size 0) and return it."""
+    X, y, which = data.X_test, data.y_test, "held-out"
+    if len(y) == 0:
+        X, y, which = data.X_train, data.y_train, "training (no rows held out)"
+    pred = net.predict(X, n_threads=n_threads)
+    if data.meta["task"] == "classification":
+        hits = int(np.sum(pred == y))
+        print(f"{which} accuracy: {hits / len(y):.4f} ({hits} of {len(y)} rows)")
+        return {"accuracy": hits / len(y)}
+    scale, mean = data.meta["y_scale"], data.meta["y_mean"]
+    pred, y = pred * scale + mean, y * scale + mean
+    rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((pred - y) ** 2)) / ss_tot if ss_tot > 0 else None
+    shown = "n/a (constant target)" if r2 is None else f"{r2:.4f}"
+    print(f"{which} R^2: {shown}, RMSE: {rmse:.6g} ({len(y)} rows)")
+    return {"r2": r2, "rmse": rmse}
+
+
+# ---------------------------------------------------------------- predict
+
+def _predict(args):
+    net = _load_model(args.model)
+    meta = net.metadata if isinstance(net.metadata, dict) else {}
+    names = meta.get("feature_names")
+    table = datasets.read_csv(args.data, features=names)
+    if table.X.shape[1] != net.n_features:
+        raise UsageError(f"{args.data} has {table.X.shape[1]} columns; {args.model} takes "
+                         f"{net.n_features} features (it has no feature names, so all "
+                         f"columns are used in order)")
+    X = table.X
+    if "x_mean" in meta:
+        X = (X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])
+    pred = net.predict(X, n_threads=args.threads)
+    _write_table(args.out, _header(meta, pred), _decode(pred, meta, net))
+    if args.out:
+        print(f"{len(pred)} predictions written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _load_model(path):
+    """The model at path, with its CLI metadata checked against the network."""
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        raise UsageError(f"{path} is not a fastmlp model (not an .npz file)")
+    try:
+        net = fastmlp.load(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    meta = net.metadata if isinstance(net.metadata, dict) else {}
+    if "fastmlp_cli" in meta:
+        _check_metadata(path, net, meta)
+    return net
+
+
+def _check_metadata(path, net, meta):
+    try:
+        n_names = len(meta["feature_names"])
+        sizes = {len(meta["x_mean"]), len(meta["x_scale"]), net.n_features}
+        classes = meta["classes"]
+        ok = n_names == net.n_features and len(sizes) == 1
+        if meta["task"] == "classification":
+            ok = ok and len(classes) == net.n_outputs
+        else:
+            ok = ok and float(meta["y_scale"]) != 0 and meta["y_mean"] is not None
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(f"{path}: the model's metadata does not match its network "
+                         f"({net.n_features} inputs, {net.n_outputs} outputs)")
+
+
+def _header(meta, pred):
+    """The output column: the target's name; prediction_k for each output of a bare model."""
+    name = meta.get("target") or "prediction"
+    if pred.ndim == 1:
+        return [name]
+    return [f"{name}_{k}" for k in range(pred.shape[1])]
+
+
+def _decode(pred, meta, net):
+    """Rows of CSV cells: the original class labels, or de-standardized values."""
+    if net.is_classifier:
+        classes = meta.get("classes")
+        if classes and pred.ndim == 1:
+            return [[str(classes[k])] for k in pred]
+        return [[str(int(k)) for k in row] for row in pred.reshape(len(pred), -1)]
+    values = np.asarray(pred, dtype=np.float64)
+    if meta.get("y_scale") is not None:
+        values = values * meta["y_scale"] + meta["y_mean"]
+    digits = 7 if net.dtype == np.float32 else 15
+    return [[f"{v:.{digits}g}" for v in row] for row in values.reshape(len(values), -1)]
+
+
+def _write_table(path, header, rows):
+    """Write a CSV file to path, or to standard output when path is None."""
+    if path is None:
+        _write_rows(sys.stdout, header, rows)
+        return
+    _check_writable(path, "the predictions")
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            _write_rows(f, header, rows)
+    except OSError as e:
+        raise UsageError(f"cannot write the predictions to {path}: {e.strerror}") from None
+
+
+def _write_rows(f, header, rows):
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)

@@ -1,0 +1,315 @@
+"""Data for fastmlp: scikit-learn's bundled toy data sets and the user's CSV files.
+
+Nothing here downloads: the toy sets ship inside scikit-learn. CSV files are read with the
+standard library's ``csv`` module and NumPy only.
+
+Errors in a CSV file raise :class:`DataError` (a ``ValueError``) with a one-line message that
+names the file and, where it applies, the column and the row. Rows are numbered the way a user
+finds them: ``row 1`` is the first data row after the header, and ``line N`` is the line of the
+file on which that row starts, which is also the row number a spreadsheet shows (the header is
+line 1, so the first data row is line 2 unless blank lines come before it). Messages give both,
+for example ``data.csv, row 3 (line 4), column 'x': empty cell``.
+"""
+import csv
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+
+_BUILTIN = {
+    "digits": "classification",
+    "iris": "classification",
+    "breast_cancer": "classification",
+    "wine": "classification",
+    "diabetes": "regression",
+}
+_MAX_LISTED = 20
+
+
+class DataError(ValueError):
+    """A problem in the user's data, with a one-line message naming the file, column and row."""
+
+
+@dataclasses.dataclass
+class CSVData:
+    """A CSV file read by :func:`read_csv`.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, n_features), float64
+        The feature columns, finite.
+    y : ndarray of shape (n_rows,) or None
+        The target column as read: float64 when every value is a number, else the cells'
+        text (str); None when no target was asked for.
+    feature_names : list of str
+        The names of the columns of ``X``, in order.
+    target : str or None
+        The name of the target column.
+    path : str
+        The file, as given.
+    """
+
+    X: np.ndarray
+    y: object
+    feature_names: list
+    target: object
+    path: str
+
+
+def load_builtin(name):
+    """One of scikit-learn's bundled toy data sets, as raw arrays with a description.
+
+    Parameters
+    ----------
+    name : {"digits", "iris", "breast_cancer", "wine", "diabetes"}
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features), float64
+        The features as scikit-learn ships them, unscaled (digits: pixels 0..16).
+    y : ndarray of shape (n_samples,)
+        Class labels 0..K-1 (int64) for classification, values (float64) for regression.
+    meta : dict
+        ``task`` ("classification" or "regression"), ``feature_names`` (list of str) and
+        ``target_names`` (list naming classes 0..K-1, or None for regression).
+    """
+    if name not in _BUILTIN:
+        raise ValueError(f"name must be one of {sorted(_BUILTIN)}, got {name!r}")
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{name}")()
+    task = _BUILTIN[name]
+    X = np.asarray(bunch.data, dtype=np.float64)
+    y = bunch.target.astype(np.int64 if task == "classification" else np.float64)
+    names = getattr(bunch, "feature_names", None)
+    if names is None or len(names) != X.shape[1]:
+        names = [f"x{j}" for j in range(X.shape[1])]
+    target_names = None
+    if task == "classification":
+        target_names = [_plain(v) for v in bunch.target_names]
+    meta = {"task": task, "feature_names": [str(n) for n in names],
+            "target_names": target_names}
+    return X, y, meta
+
+
+def load_digits(seed=0, test_size=0.25):
+    """The 8x8 handwritten digits, pixels scaled to [0, 1], split in a fixed stratified way.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the split: the same seed gives the same split.
+    test_size : float in (0, 1)
+        Share of the 1797 images held out for testing.
+
+    Returns
+    -------
+    X_train, X_test : ndarray of shape (n, 64), float64
+        Pixel intensities divided by 16.
+    y_train, y_test : ndarray of shape (n,), int64
+        Digits 0..9.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real) \
+            or not 0 < test_size < 1:
+        raise ValueError(f"test_size must be a number between 0 and 1 (exclusive), "
+                         f"got {test_size!r}")
+    X, y, _ = load_builtin("digits")
+    return train_test_split(X / 16.0, y, test_size=test_size, random_state=seed, stratify=y)
+
+
+def read_csv(path, target=None, features=None):
+    """Read a CSV file with a header line into numeric features and a raw target column.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A comma-separated file, UTF-8 (a byte-order mark is allowed), whose first line names
+        the columns. Blank lines are skipped; cells are stripped of surrounding spaces.
+    target : str or None
+        The name of the target column; None reads no target.
+    features : list of str or None
+        The feature columns, in the order wanted; None takes every column but the target.
+        Columns that are neither are ignored.
+
+    Returns
+    -------
+    CSVData
+        ``X`` float64 (n_rows, n_features), ``y`` (see :class:`CSVData`), the names.
+
+    Raises
+    ------
+    DataError
+        With a one-line message naming the file, column and row (see the module notes).
+    """
+    name = str(path)
+    rows = _read_records(path, name)
+    columns = _check_header(name, rows[0][1])
+    records = rows[1:]
+    if not records:
+        raise DataError(f"{name}: the header has no data rows after it")
+    t = None if target is None else _column_index(name, columns, target, "target column")
+    if features is None:
+        cols = [j for j in range(len(columns)) if j != t]
+        if not cols:
+            raise DataError(f"{name}: no feature columns besides the target {target!r}")
+    else:
+        cols = _feature_indices(name, columns, features)
+    X = _parse_features(name, records, columns, cols)
+    y = None if t is None else _parse_target(name, records, columns[t], t)
+    return CSVData(X=X, y=y, feature_names=[columns[j] for j in cols], target=target,
+                   path=name)
+
+
+def read_columns(path):
+    """The column names in the header line of a CSV file (checked as in :func:`read_csv`)."""
+    name = str(path)
+    return _check_header(name, _read_records(path, name)[0][1])
+
+
+def _plain(v):
+    """A NumPy scalar as the plain Python value JSON can hold."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _read_records(path, name):
+    """(line number, stripped cells) for each non-blank record of the file, header first."""
+    records = []
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            line = 1
+            for cells in reader:
+                if len(cells) > 1 or (cells and cells[0].strip()):
+                    records.append((line, [c.strip() for c in cells]))
+                line = reader.line_num + 1
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{name}: is a directory, not a CSV file") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} "
+                        f"at offset {e.start}); is it a CSV file?") from None
+    except csv.Error as e:
+        raise DataError(f"{name}, line {reader.line_num}: {e}") from None
+    except OSError as e:
+        raise DataError(f"{name}: cannot read the file ({e.strerror or e})") from None
+    if not records:
+        raise DataError(f"{name}: the file is empty")
+    return records
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_header(name, cells):
+    """The column names of the first line, checked to be a header: named, distinct."""
+    if all(_is_number(c) for c in cells):
+        shown = ", ".join(cells[:3]) + (", ..." if len(cells) > 3 else "")
+        raise DataError(f"{name}: the header is missing: the first line holds numbers "
+                        f"({shown}), not column names")
+    seen = {}
+    for j, c in enumerate(cells):
+        if not c:
+            raise DataError(f"{name}: column {j + 1} of the header has no name")
+        if c in seen:
+            raise DataError(f"{name}: the header names column {c!r} twice "
+                            f"(columns {seen[c] + 1} and {j + 1})")
+        seen[c] = j
+    return cells
+
+
+def _listing(columns):
+    shown = ", ".join(columns[:_MAX_LISTED])
+    if len(columns) > _MAX_LISTED:
+        shown += f", ... ({len(columns) - _MAX_LISTED} more)"
+    return shown
+
+
+def _column_index(name, columns, column, what):
+    if column in columns:
+        return columns.index(column)
+    hint = ""
+    if len(columns) == 1 and any(s in columns[0] for s in ";\t|"):
+        hint = "; the file may not be comma-separated"
+    raise DataError(f"{name}: no {what} {column!r}; the columns are: "
+                    f"{_listing(columns)}{hint}")
+
+
+def _feature_indices(name, columns, features):
+    missing = [f for f in features if f not in columns]
+    if missing:
+        raise DataError(f"{name}: missing feature column(s) "
+                        f"{', '.join(repr(m) for m in missing[:_MAX_LISTED])}"
+                        f"{', ...' if len(missing) > _MAX_LISTED else ''}; "
+                        f"the columns are: {_listing(columns)}")
+    return [columns.index(f) for f in features]
+
+
+def _cells(n):
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
+def _where(name, i, line, column):
+    """The place of a cell in messages: file, data row (1-based), file line, column."""
+    return f"{name}, row {i + 1} (line {line}), column {column!r}"
+
+
+def _parse_features(name, records, columns, cols):
+    """The feature cells as a float64 array; the first bad cell raises DataError."""
+    X = np.empty((len(records), len(cols)), dtype=np.float64)
+    width = len(columns)
+    for i, (line, cells) in enumerate(records):
+        if len(cells) != width:
+            raise DataError(f"{name}, row {i + 1} (line {line}): {_cells(len(cells))}, but "
+                            f"the header names {width} columns")
+        try:
+            values = [float(cells[j]) for j in cols]
+        except ValueError:
+            values = None
+        if values is None or not all(map(math.isfinite, values)):
+            _raise_bad_cell(name, i, line, cells, columns, cols)
+        X[i] = values
+    return X
+
+
+def _raise_bad_cell(name, i, line, cells, columns, cols):
+    for j in cols:
+        text = cells[j]
+        where = _where(name, i, line, columns[j])
+        if not text:
+            raise DataError(f"{where}: empty cell")
+        if not _is_number(text):
+            raise DataError(f"{where}: {text!r} is not a number")
+        if not math.isfinite(float(text)):
+            raise DataError(f"{where}: {text!r} is not a finite number")
+
+
+def _parse_target(name, records, column, t):
+    """The target cells: float64 when all are numbers, else their text; none empty or NaN."""
+    values = []
+    numeric = True
+    for i, (line, cells) in enumerate(records):
+        text = cells[t]
+        where = _where(name, i, line, column)
+        if not text:
+            raise DataError(f"{where} (the target): empty cell")
+        try:
+            v = float(text)
+        except ValueError:
+            numeric = False
+            continue
+        if not math.isfinite(v):
+            raise DataError(f"{where} (the target): {text!r} is not a finite number")
+        values.append(v)
+    if numeric:
+        return np.asarray(values, dtype=np.float64)
+    return np.asarray([cells[t] for _, cells in records], dtype=str)

@@ -1,0 +1,355 @@
+"""The fastmlp command end to end: train, predict, version and config, and its user errors.
+
+Most runs call ``fastmlp.cli.main`` in-process; a few start ``python -m fastmlp`` for real.
+"""
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.cli import main
+from fastmlp.datasets import load_builtin
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_column(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], [r[0] for r in rows[1:]]
+
+
+@pytest.fixture
+def iris_csv(tmp_path):
+    """Iris with text labels, the target in the middle, and a constant column."""
+    X, y, meta = load_builtin("iris")
+    names = meta["feature_names"]
+    rows = [[*x[:2], meta["target_names"][t], *x[2:], 1.0] for x, t in zip(X, y)]
+    return write_csv(tmp_path / "iris.csv", [*names[:2], "species", *names[2:], "const"],
+                     rows)
+
+
+@pytest.fixture
+def linear_csv(tmp_path):
+    """y = 3 x1 - 2 x2 + 100 plus a little noise; x3 is irrelevant."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = 3 * X[:, 0] - 2 * X[:, 1] + 100 + 0.05 * rng.normal(size=400)
+    return write_csv(tmp_path / "linear.csv", ["x1", "x2", "x3", "y"],
+                     [[*x, t] for x, t in zip(X, y)])
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def accuracy(out):
+    return float(re.search(r"held-out accuracy: ([0-9.]+)", out).group(1))
+
+
+# ---------------------------------------------------------------- train on the digits
+
+def test_train_digits_few_epochs(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    code, out, _ = run(capsys, "train", "--epochs", 3, "--out", model, "-q")
+    assert code == 0
+    assert "64-128-64-10" in out and "1347 training rows, 450 held out" in out
+    assert accuracy(out) > 0.8
+    assert f"model saved to {model}" in out
+    net = fastmlp.load(model)
+    assert net.layer_sizes == (64, 128, 64, 10)
+    assert net.metadata["classes"] == list(range(10))
+    assert len(net.metadata["feature_names"]) == 64
+    assert net.metadata["metrics"]["accuracy"] == pytest.approx(accuracy(out), abs=1e-4)
+
+
+def test_train_digits_defaults_reach_95_percent(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    code, out, err = run(capsys, "train")
+    assert code == 0
+    assert accuracy(out) >= 0.95
+    assert (tmp_path / "fastmlp-digits.npz").is_file()
+    assert "model saved to fastmlp-digits.npz" in out
+    # stderr is not a terminal here: the progress is one line per epoch with the loss
+    assert re.search(r"epoch 40/40 loss [0-9.]+", err)
+    assert time.perf_counter() - start < 30
+
+
+def test_train_options_full_batch_no_hidden_layer_no_test(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    code, out, _ = run(capsys, "train", "--hidden", "none", "--batch-size", "full",
+                       "--epochs", 5, "--lr", 0.5, "--test-size", 0, "--threads", 1,
+                       "--activation", "tanh", "--out", model, "-q")
+    assert code == 0
+    assert "64-10," in out and "batch_size=None" in out
+    assert "training (no rows held out) accuracy" in out
+    assert fastmlp.load(model).layer_sizes == (64, 10)
+
+
+def test_digits_model_predicts_from_raw_pixel_csv(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert run(capsys, "train", "--epochs", 10, "--out", model, "-q")[0] == 0
+    X, y, meta = load_builtin("digits")
+    data = write_csv(tmp_path / "pixels.csv", meta["feature_names"], X[:300].astype(int))
+    preds = tmp_path / "p.csv"
+    assert run(capsys, "predict", model, data, "--out", preds)[0] == 0
+    header, labels = read_column(preds)
+    assert header == ["digit"] and len(labels) == 300
+    assert np.mean(np.array(labels, dtype=int) == y[:300]) > 0.9
+
+
+# ---------------------------------------------------------------- CSV round trips
+
+def test_csv_classification_round_trip(iris_csv, tmp_path, capsys):
+    model, preds = tmp_path / "iris.npz", tmp_path / "preds.csv"
+    code, out, _ = run(capsys, "train", iris_csv, "--target", "species", "--epochs", 60,
+                       "--out", model, "-q")
+    assert code == 0
+    assert "task: classification (target 'species' is not numeric)" in out
+    assert "120 training rows, 30 held out, 5 features" in out
+    assert accuracy(out) >= 0.8
+    meta = fastmlp.load(model).metadata
+    assert meta["classes"] == ["setosa", "versicolor", "virginica"]
+    assert meta["x_scale"][-1] == 1.0  # the constant column
+    code, _, _ = run(capsys, "predict", model, iris_csv, "--out", preds)
+    assert code == 0
+    header, labels = read_column(preds)
+    assert header == ["species"] and len(labels) == 150
+    assert set(labels) <= {"setosa", "versicolor", "virginica"}
+    _, y, iris = load_builtin("iris")
+    assert np.mean(np.array(labels) == np.array(iris["target_names"])[y]) > 0.85
+
+
+def test_predict_finds_features_by_name_and_ignores_other_columns(iris_csv, tmp_path,
+                                                                  capsys):
+    model = tmp_path / "iris.npz"
+    assert run(capsys, "train", iris_csv, "--target", "species", "--epochs", 20,
+               "--out", model, "-q")[0] == 0
+    code, first, _ = run(capsys, "predict", model, iris_csv)
+    assert code == 0
+    with open(iris_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    order = [5, 4, 3, 1, 0]  # reversed, and no species column
+    shuffled = write_csv(tmp_path / "shuffled.csv", [rows[0][j] for j in order] + ["note"],
+                         [[r[j] for j in order] + ["x"] for r in rows[1:]])
+    code, second, _ = run(capsys, "predict", model, shuffled)
+    assert code == 0
+    assert second == first and first.startswith("species\nsetosa\n")
+
+
+def test_csv_regression_round_trip(linear_csv, tmp_path, capsys):
+    model = tmp_path / "linear.npz"
+    code, out, _ = run(capsys, "train", linear_csv, "--target", "y", "--out", model, "-q")
+    assert code == 0
+    assert "task: regression" in out
+    r2 = float(re.search(r"held-out R\^2: ([-0-9.]+), RMSE: ([0-9.]+)", out).group(1))
+    assert r2 > 0.95
+    meta = fastmlp.load(model).metadata
+    assert meta["task"] == "regression" and meta["y_mean"] == pytest.approx(100, abs=1)
+    code, out, _ = run(capsys, "predict", model, linear_csv)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "y" and len(lines) == 401
+    pred = np.array(lines[1:], dtype=float)
+    with open(linear_csv, newline="") as f:
+        truth = np.array([r[3] for r in list(csv.reader(f))[1:]], dtype=float)
+    assert 1 - np.sum((pred - truth) ** 2) / np.sum((truth - truth.mean()) ** 2) > 0.95
+
+
+def test_integer_targets_task_rule(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 2))
+    few = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] > 0) + 1  # 1..4
+    many = np.round(10 * X[:, 0] + 50).astype(int)  # integers with > 20 distinct values
+    data = write_csv(tmp_path / "ints.csv", ["a", "b", "few", "many"],
+                     [[*x, f, m] for x, f, m in zip(X, few, many)])
+    model = tmp_path / "m.npz"
+    code, out, _ = run(capsys, "train", data, "--target", "few", "--epochs", 5, "--out",
+                       model, "-q")
+    assert code == 0 and "task: classification (target 'few' holds 4 distinct" in out
+    code, out, _ = run(capsys, "predict", model, data)
+    assert code == 0 and set(out.splitlines()[1:]) <= {"1", "2", "3", "4"}
+    code, out, _ = run(capsys, "train", data, "--target", "many", "--epochs", 2, "--out",
+                       model, "-q")
+    assert code == 0 and "task: regression (target 'many'" in out
+    code, out, _ = run(capsys, "train", data, "--target", "few", "--task", "regression",
+                       "--epochs", 2, "--out", model, "-q")
+    assert code == 0 and "task: regression (--task regression)" in out
+    assert fastmlp.load(model).n_outputs == 1
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+def test_interrupted_training_saves_model_and_exits_130(tmp_path, capsys, monkeypatch):
+    class Interrupted(fastmlp.MLP):
+        def fit(self, *args, **kwargs):
+            def stop(epoch, history):
+                if epoch == 1:
+                    raise KeyboardInterrupt
+            return super().fit(*args, callback=stop, **kwargs)
+
+    monkeypatch.setattr(fastmlp, "MLP", Interrupted)
+    model = tmp_path / "m.npz"
+    code, out, err = run(capsys, "train", "--epochs", 50, "--out", model, "-q")
+    assert code == 130
+    assert "training interrupted after 2 of 50 epochs" in out
+    assert "Warning" not in err
+    assert fastmlp.load(model).layer_sizes == (64, 128, 64, 10)
+
+
+def python_m(*argv, cwd, **kwargs):
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.Popen([sys.executable, "-m", "fastmlp", *map(str, argv)], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def test_sigint_in_a_real_process(tmp_path):
+    proc = python_m("train", "--epochs", 100000, "-q", cwd=tmp_path)
+    try:
+        while "network:" not in proc.stdout.readline():
+            assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "training interrupted after" in out
+    assert fastmlp.load(tmp_path / "fastmlp-digits.npz").n_features == 64
+
+
+# ---------------------------------------------------------------- python -m, version, config
+
+def test_python_m_train_and_version(tmp_path):
+    proc = python_m("train", "--epochs", 2, "-q", "--out", "m.npz", cwd=tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "held-out accuracy" in out and (tmp_path / "m.npz").is_file()
+    proc = python_m("--version", cwd=tmp_path)
+    assert proc.communicate(timeout=60)[0].strip() == f"fastmlp {fastmlp.__version__}"
+
+
+def test_python_m_user_error_is_one_line_exit_2(tmp_path):
+    proc = python_m("train", "nothere.csv", "--target", "y", cwd=tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err == "fastmlp: error: nothere.csv: no such file\n"
+
+
+def test_version_and_config(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out == f"fastmlp {fastmlp.__version__}\n"
+    code, verbose, _ = run(capsys, "--version", "--verbose")
+    assert code == 0 and verbose.startswith(f"fastmlp {fastmlp.__version__}\n")
+    assert "openmp" in verbose and verbose.count("\n") > 2
+    code, config, _ = run(capsys, "config")
+    assert code == 0 and config == verbose
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0 and "--batch-size" in out and "--target" in out
+
+
+# ---------------------------------------------------------------- user errors
+
+@pytest.fixture
+def bad_files(tmp_path, iris_csv):
+    write_csv(tmp_path / "text.csv", ["a", "b", "y"], [[1, 2, 0], [3, "abc", 1], [4, 5, 0]])
+    write_csv(tmp_path / "nan.csv", ["a", "b", "y"], [[1, 2, 0], [3, 4, 1], ["nan", 5, 0]])
+    write_csv(tmp_path / "inf.csv", ["a", "b", "y"], [[1, 2, 0], [3, "inf", 1]])
+    write_csv(tmp_path / "notarget.csv", ["a", "b", "y"], [[1, 2, 0], [3, 4, ""]])
+    write_csv(tmp_path / "ragged.csv", ["a", "b", "y"], [[1, 2, 0], [3, 4]])
+    write_csv(tmp_path / "one.csv", ["a", "y"], [[1, "k"], [2, "k"], [3, "k"]])
+    write_csv(tmp_path / "nofeat.csv", ["sepal length (cm)", "species"], [[1, "x"]])
+    (tmp_path / "empty.csv").write_text("")
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    return tmp_path
+
+
+USER_ERRORS = [
+    (["train", "missing.csv", "--target", "y"], ["missing.csv: no such file"]),
+    (["train", "empty.csv", "--target", "y"], ["empty.csv: the file is empty"]),
+    (["train", "iris.csv", "--target", "kind"],
+     ["iris.csv: no target column 'kind'", "species", "petal width (cm)"]),
+    (["train", "iris.csv"], ["--target is needed", "species"]),
+    (["train", "text.csv", "--target", "y"],
+     ["text.csv, row 2 (line 3), column 'b': 'abc' is not a number"]),
+    (["train", "nan.csv", "--target", "y"],
+     ["nan.csv, row 3 (line 4), column 'a': 'nan' is not a finite number"]),
+    (["train", "inf.csv", "--target", "y"], ["inf.csv, row 2 (line 3), column 'b'"]),
+    (["train", "notarget.csv", "--target", "y"],
+     ["notarget.csv, row 2 (line 3), column 'y' (the target): empty cell"]),
+    (["train", "ragged.csv", "--target", "y"], ["ragged.csv, row 2 (line 3): 2 cells"]),
+    (["train", "one.csv", "--target", "y"], ["one.csv", "'y' holds one value only ('k')"]),
+    (["train", "iris.csv", "--target", "species", "--task", "regression"],
+     ["--task regression needs a numeric target", "'species'", "'setosa'"]),
+    (["train", "--target", "y"], ["--target needs a CSV file"]),
+    (["train", "--task", "regression"], ["digits are a classification task"]),
+    (["train", "--hidden", "0"], ["argument --hidden", "'0'"]),
+    (["train", "--hidden", "64,x"], ["argument --hidden", "'64,x'"]),
+    (["train", "--lr", "-1"], ["argument --lr: must be a positive number, got '-1'"]),
+    (["train", "--lr", "inf"], ["argument --lr"]),
+    (["train", "--epochs", "0"], ["argument --epochs", "'0'"]),
+    (["train", "--epochs", "2.5"], ["argument --epochs: must be an integer"]),
+    (["train", "--batch-size", "-3"], ["argument --batch-size", "'full'"]),
+    (["train", "--clip-norm", "0"], ["argument --clip-norm"]),
+    (["train", "--test-size", "1"], ["argument --test-size", "[0, 1)"]),
+    (["train", "--threads", "0"], ["argument --threads"]),
+    (["train", "--seed", "-1"], ["argument --seed"]),
+    (["train", "--activation", "softplus"], ["argument --activation", "'softplus'"]),
+    (["train", "--out", "nowhere/m.npz"], ["nowhere/m.npz", "does not exist"]),
+    (["train", "--epochs"], ["argument --epochs: expected one argument"]),
+    (["predict", "iris.csv", "iris.csv"], ["iris.csv is not a fastmlp model"]),
+    (["predict", "other.npz", "iris.csv"], ["other.npz is not a fastmlp model"]),
+    (["predict", "absent.npz", "iris.csv"], ["absent.npz: no such file"]),
+    (["predict", "model.npz", "nofeat.csv"],
+     ["nofeat.csv: missing feature column(s) 'sepal width (cm)', 'petal length (cm)'"]),
+    (["predict", "model.npz", "missing.csv"], ["missing.csv: no such file"]),
+    (["predict", "model.npz"], ["required: DATA.csv"]),
+    (["fit"], ["invalid choice: 'fit'"]),
+    ([], ["a command is needed"]),
+]
+
+
+@pytest.mark.parametrize("argv, fragments", USER_ERRORS,
+                         ids=[" ".join(a) or "(none)" for a, _ in USER_ERRORS])
+def test_user_errors_exit_2_with_one_line(bad_files, capsys, monkeypatch, argv, fragments):
+    monkeypatch.chdir(bad_files)
+    if "model.npz" in argv:
+        assert main(["train", "iris.csv", "--target", "species", "--epochs", "1", "-q",
+                     "--out", "model.npz"]) == 0
+        capsys.readouterr()
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("fastmlp: error: ") and err.count("\n") == 1
+    for fragment in fragments:
+        assert fragment in err
+    assert "model saved" not in out
+
+
+def test_divergence_exits_1_with_advice(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", "--lr", "1e6", "--epochs", 3, "--out", model, "-q")
+    assert code == 1
+    assert err.startswith("fastmlp: error: training diverged") and err.count("\n") == 1
+    assert "learning rate" in err and not model.exists()

@@ -1,0 +1,159 @@
+"""fastmlp.datasets: the bundled toy sets and the CSV reader with its error messages."""
+import numpy as np
+import pytest
+
+from fastmlp import datasets
+from fastmlp.datasets import DataError, load_builtin, load_digits, read_columns, read_csv
+
+
+def write(tmp_path, text, name="data.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+# ---------------------------------------------------------------- toy data sets
+
+def test_load_digits_is_scaled_stratified_and_fixed_by_seed():
+    X_train, X_test, y_train, y_test = load_digits()
+    assert X_train.shape == (1347, 64) and X_test.shape == (450, 64)
+    assert X_train.min() == 0.0 and X_train.max() == 1.0
+    assert y_train.dtype == np.int64 and set(np.unique(y_test)) == set(range(10))
+    # stratified: each digit's share of the test set is within one image of its overall share
+    counts_all = np.bincount(np.concatenate([y_train, y_test]), minlength=10)
+    counts_test = np.bincount(y_test, minlength=10)
+    assert np.all(np.abs(counts_test - counts_all * 450 / 1797) <= 1)
+    again = load_digits(seed=0)
+    other = load_digits(seed=1)
+    assert np.array_equal(again[1], X_test) and np.array_equal(again[3], y_test)
+    assert not np.array_equal(other[1], X_test)
+
+
+def test_load_digits_test_size():
+    _, X_test, _, _ = load_digits(test_size=0.5)
+    assert X_test.shape[0] == 899
+    for bad in (0, 1, 1.5, -0.1, "0.2", True):
+        with pytest.raises(ValueError, match="test_size"):
+            load_digits(test_size=bad)
+
+
+@pytest.mark.parametrize("name, task, shape, n_classes", [
+    ("digits", "classification", (1797, 64), 10),
+    ("iris", "classification", (150, 4), 3),
+    ("breast_cancer", "classification", (569, 30), 2),
+    ("wine", "classification", (178, 13), 3),
+    ("diabetes", "regression", (442, 10), None),
+])
+def test_load_builtin(name, task, shape, n_classes):
+    X, y, meta = load_builtin(name)
+    assert X.shape == shape and X.dtype == np.float64 and np.isfinite(X).all()
+    assert y.shape == (shape[0],)
+    assert meta["task"] == task
+    assert len(meta["feature_names"]) == shape[1]
+    assert all(isinstance(n, str) for n in meta["feature_names"])
+    if n_classes is None:
+        assert meta["target_names"] is None and y.dtype == np.float64
+    else:
+        assert len(meta["target_names"]) == n_classes
+        assert y.dtype == np.int64 and set(np.unique(y)) == set(range(n_classes))
+
+
+def test_load_builtin_digits_is_raw_and_iris_names_classes():
+    X, _, _ = load_builtin("digits")
+    assert X.max() == 16.0
+    assert load_builtin("iris")[2]["target_names"] == ["setosa", "versicolor", "virginica"]
+
+
+def test_load_builtin_unknown_name():
+    with pytest.raises(ValueError, match="name must be one of .*'iris'.*got 'mnist'"):
+        load_builtin("mnist")
+
+
+# ---------------------------------------------------------------- reading CSV
+
+def test_read_csv_numeric_and_text_targets(tmp_path):
+    path = write(tmp_path, "a,b,label,size\n1,2.5,cat,3\n-4e2, 5 ,dog,4\n")
+    text = read_csv(path, target="label")
+    assert text.feature_names == ["a", "b", "size"] and text.target == "label"
+    assert text.X.dtype == np.float64
+    np.testing.assert_array_equal(text.X, [[1, 2.5, 3], [-400, 5, 4]])
+    assert text.y.tolist() == ["cat", "dog"]
+    num = read_csv(path, target="size", features=["b", "a"])
+    assert num.feature_names == ["b", "a"]
+    np.testing.assert_array_equal(num.X, [[2.5, 1], [5, -400]])
+    assert num.y.dtype == np.float64 and num.y.tolist() == [3.0, 4.0]
+    assert read_csv(str(path), features=["a"]).y is None
+
+
+def test_read_csv_bom_quotes_blank_lines(tmp_path):
+    text = '"x, first",y\n\n1,"a, b"\n   \n2,c\n\n'
+    path = write(tmp_path, text, encoding="utf-8-sig")
+    data = read_csv(path, target="y")
+    assert data.feature_names == ["x, first"]
+    assert data.X[:, 0].tolist() == [1.0, 2.0]
+    assert data.y.tolist() == ["a, b", "c"]
+    assert read_columns(path) == ["x, first", "y"]
+
+
+def test_read_csv_mixed_target_stays_text(tmp_path):
+    path = write(tmp_path, "x,y\n1,2\n2,b\n")
+    assert read_csv(path, target="y").y.tolist() == ["2", "b"]
+
+
+ERROR_CASES = [
+    # (file content or None for no file, target, features, expected fragments)
+    (None, "y", None, ["missing.csv: no such file"]),
+    ("", "y", None, ["data.csv: the file is empty"]),
+    ("\n  \n", "y", None, ["data.csv: the file is empty"]),
+    ("a,y\n", "y", None, ["data.csv: the header has no data rows"]),
+    ("1,2,3\n4,5,6\n", None, None, ["data.csv: the header is missing", "(1, 2, 3)"]),
+    ("a,,y\n1,2,3\n", "y", None, ["data.csv: column 2 of the header has no name"]),
+    ("a,b,a\n1,2,3\n", None, None, ["column 'a' twice (columns 1 and 3)"]),
+    ("a,b,y\n1,2,3\n4,5\n", "y", None,
+     ["data.csv, row 2 (line 3): 2 cells, but the header names 3 columns"]),
+    ("a,b,y\n1,2,3\n", "target", None,
+     ["data.csv: no target column 'target'; the columns are: a, b, y"]),
+    ("a;b;y\n1;2;3\n", "y", None, ["no target column 'y'", "may not be comma-separated"]),
+    ("a,b,y\n1,2,3\n4,x5,6\n", "y", None,
+     ["data.csv, row 2 (line 3), column 'b': 'x5' is not a number"]),
+    ("a,b,y\n1,2,3\n\n4,,6\n", "y", None, ["data.csv, row 2 (line 4), column 'b': empty cell"]),
+    ("a,b,y\n1,2,3\n4,5,6\n7,nan,9\n", "y", None,
+     ["data.csv, row 3 (line 4), column 'b': 'nan' is not a finite number"]),
+    ("a,b,y\n-inf,2,3\n", "y", None, ["row 1 (line 2), column 'a': '-inf' is not a finite"]),
+    ("a,b,y\n1,2,3\n4,5,\n", "y", None,
+     ["data.csv, row 2 (line 3), column 'y' (the target): empty cell"]),
+    ("a,b,y\n1,2,cat\n4,5,NaN\n", "y", None,
+     ["row 2 (line 3), column 'y' (the target): 'NaN' is not a finite number"]),
+    ("a,b,y\n1,2,3\n", None, ["a", "c", "d"],
+     ["data.csv: missing feature column(s) 'c', 'd'; the columns are: a, b, y"]),
+    ("y\n1\n", "y", None, ["no feature columns besides the target 'y'"]),
+]
+
+
+@pytest.mark.parametrize("content, target, features, fragments", ERROR_CASES)
+def test_read_csv_errors_name_file_column_row(tmp_path, monkeypatch, content, target,
+                                               features, fragments):
+    monkeypatch.chdir(tmp_path)
+    name = "missing.csv" if content is None else "data.csv"
+    if content is not None:
+        write(tmp_path, content)
+    with pytest.raises(DataError) as info:
+        read_csv(name, target=target, features=features)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_read_csv_not_text_and_directory(tmp_path):
+    binary = tmp_path / "model.npz"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00\x01")
+    with pytest.raises(DataError, match="model.npz: not a UTF-8 text file"):
+        read_csv(binary)
+    with pytest.raises(DataError, match="is a directory"):
+        read_csv(tmp_path)
+
+
+def test_data_error_is_a_value_error():
+    assert issubclass(DataError, ValueError)
+    assert datasets.DataError is DataError
