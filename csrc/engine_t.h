@@ -6,6 +6,7 @@ typedef struct {
     T *a[FM_MAX_LAYERS];       /* B x O_l outputs of each layer */
     T *d0, *d1;                /* B x max width: dZ of the current and of the next layer down */
     void *gemm;                /* scratch of the product */
+    double norms[2 * FM_MAX_LAYERS];  /* ||dW_l||, ||db_l|| of the current step */
 } S(fm_ws);
 
 static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t L, int64_t B) {
@@ -112,22 +113,22 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
             st->bad_step = s;
             return rc;
         }
-        /* Global norm from per-layer sums of squares (their per-layer norms are diagnostics). */
-        double total = 0.0;
+        /* Global norm from the per-layer norms (which are diagnostics of their own). */
         int64_t bad = -1;
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
-            double sw = S(fm_sumsq)(grads + p->w_off, p->fan_in * p->fan_out);
-            double sb = S(fm_sumsq)(grads + p->b_off, p->fan_out);
-            if (bad < 0 && !(isfinite(sw) && isfinite(sb))) bad = l;
-            double nw = sqrt(sw), nbias = sqrt(sb), *ls = layer_stats + 4 * l;
+            double nw = S(fm_norm)(grads + p->w_off, p->fan_in * p->fan_out);
+            double nbias = S(fm_norm)(grads + p->b_off, p->fan_out);
+            if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
+            double *ls = layer_stats + 4 * l;
             ls[0] += nw;
             ls[1] = nw > ls[1] ? nw : ls[1];
             ls[2] += nbias;
             ls[3] = nbias > ls[3] ? nbias : ls[3];
-            total += sw + sb;
+            w.norms[2 * l] = nw;
+            w.norms[2 * l + 1] = nbias;
         }
-        double norm = sqrt(total);
+        double norm = fm_norm_combine(w.norms, 2 * L);
         if (bad >= 0) {
             st->bad_step = s;
             st->bad_layer = bad;

@@ -98,9 +98,11 @@ int fm_loss_f32(float *dG, double *row_loss, double *loss_sum, const float *G, c
 int fm_loss_f64(double *dG, double *row_loss, double *loss_sum, const double *G, const void *Y,
                 ptrdiff_t N, ptrdiff_t K, int kind, double scale);
 
-/* Sum of squares of g (n values) in double, overflow-safe for float64 (rescaled when needed). */
-double fm_sumsq_f32(const float *g, ptrdiff_t n);
-double fm_sumsq_f64(const double *g, ptrdiff_t n);
+/* L2 norm of g (n values), summed in double; overflow-safe (finite whenever the norm is). */
+double fm_norm_f32(const float *g, ptrdiff_t n);
+double fm_norm_f64(const double *g, ptrdiff_t n);
+/* sqrt(sum v_i^2) of n non-negative norms without overflow; NaN or inf if any v_i is. */
+double fm_norm_combine(const double *v, ptrdiff_t n);
 /* Scale g in place by min(1, tau / ||g||) when tau > 0; returns ||g|| before clipping. */
 double fm_clip_f32(float *g, ptrdiff_t n, double tau);
 double fm_clip_f64(double *g, ptrdiff_t n, double tau);

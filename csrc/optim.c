@@ -3,9 +3,10 @@
  * Design notes
  * 1. Squares are summed in double. For float32 gradients this cannot overflow (even 3.4e38^2
  *    times 2^60 values fits a double). For float64 a sum that overflows while every value is
- *    finite is redone scaled by the largest magnitude, so the norm of [1e200, 1e200] is
- *    1.414e200, not inf. A NaN or infinite value gives a non-finite norm, which callers treat
- *    as an error and never apply.
+ *    finite is redone scaled by the largest magnitude m, and the norm returned as m sqrt(r),
+ *    so the norm of [1e200, 1e200] is 1.414e200, not inf. Norms of several blocks are combined
+ *    the same way (fm_norm_combine). A NaN or infinite value gives a non-finite norm, which
+ *    callers treat as an error and never apply.
  * 2. `omp simd reduction` lets the compiler vectorise the sum without -ffast-math; the order of
  *    the additions is then fixed by the build, not by the thread count.
  * 3. Clipping scales by tau / ||g|| only when ||g|| > tau, so all-zero gradients stay zero and a
@@ -15,6 +16,19 @@
 #include "fastmlp.h"
 
 #define FM_PAR_MIN 65536
+
+/* sqrt(sum_i v_i^2) of n norms, scaled by the largest so that no square overflows. */
+double fm_norm_combine(const double *v, ptrdiff_t n) {
+    double m = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (!isfinite(v[i])) return v[i] != v[i] ? v[i] : INFINITY;
+        m = v[i] > m ? v[i] : m;
+    }
+    if (m == 0.0) return 0.0;
+    double r = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) r += (v[i] / m) * (v[i] / m);
+    return m * sqrt(r);
+}
 
 #define T float
 #define S(name) name##_f32

@@ -7,9 +7,9 @@ static double S(sumsq_plain)(const T *g, ptrdiff_t n) {
     return s;
 }
 
-double S(fm_sumsq)(const T *g, ptrdiff_t n) {
+double S(fm_norm)(const T *g, ptrdiff_t n) {
     double s = S(sumsq_plain)(g, n);
-    if (isfinite(s)) return s;
+    if (isfinite(s)) return sqrt(s);
     /* Overflow or a non-finite value: find the largest magnitude (NaN and inf propagate). */
     double m = 0.0;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -23,11 +23,11 @@ double S(fm_sumsq)(const T *g, ptrdiff_t n) {
         double x = (double)g[i] * inv;
         r += x * x;
     }
-    return r * m * m;  /* may be inf when the norm itself exceeds the double range */
+    return m * sqrt(r);  /* r in [1, n]: finite unless the norm exceeds the double range */
 }
 
 double S(fm_clip)(T *g, ptrdiff_t n, double tau) {
-    double norm = sqrt(S(fm_sumsq)(g, n));
+    double norm = S(fm_norm)(g, n);
     if (tau > 0.0 && isfinite(norm) && norm > tau) {
         T c = (T)(tau / norm);
         for (ptrdiff_t i = 0; i < n; i++) g[i] *= c;

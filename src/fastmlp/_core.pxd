@@ -37,8 +37,9 @@ cdef extern from "fastmlp.h" nogil:
                     Py_ssize_t N, Py_ssize_t K, int kind, double scale)
     int fm_loss_f64(double *dG, double *row_loss, double *loss_sum, const double *G,
                     const void *Y, Py_ssize_t N, Py_ssize_t K, int kind, double scale)
-    double fm_sumsq_f32(const float *g, Py_ssize_t n)
-    double fm_sumsq_f64(const double *g, Py_ssize_t n)
+    double fm_norm_f32(const float *g, Py_ssize_t n)
+    double fm_norm_f64(const double *g, Py_ssize_t n)
+    double fm_norm_combine(const double *v, Py_ssize_t n)
     double fm_clip_f32(float *g, Py_ssize_t n, double tau)
     double fm_clip_f64(double *g, Py_ssize_t n, double tau)
     void fm_sgd_update_f32(float *p, const float *g, Py_ssize_t n, double lr, int nt)

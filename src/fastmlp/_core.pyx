@@ -243,16 +243,16 @@ def loss(const floating[:, ::1] G, Y, floating[:, ::1] dG, double[::1] row_loss,
     return total
 
 
-def sumsq(const floating[::1] g):
-    """Sum of squares of g, accumulated in double (overflow-safe)."""
+def norm(const floating[::1] g):
+    """L2 norm of g, accumulated in double; finite whenever the true norm is."""
     if g.shape[0] == 0:
         return 0.0
     cdef double s
     with nogil:
         if floating is float:
-            s = fm_sumsq_f32(&g[0], g.shape[0])
+            s = fm_norm_f32(&g[0], g.shape[0])
         else:
-            s = fm_sumsq_f64(&g[0], g.shape[0])
+            s = fm_norm_f64(&g[0], g.shape[0])
     return s
 
 

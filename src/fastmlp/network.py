@@ -238,6 +238,9 @@ class MLP:
     def reset_parameters(self, seed=None):
         """Draw the weights again from ``init`` (with ``seed``, else the network's seed)."""
         rng = np.random.default_rng(self.seed if seed is None else seed)
+        # Shuffling draws from its own stream, seeded with the weights: a later fit continues
+        # the stream (a new order every epoch), and the same calls on the same seed repeat.
+        self._shuffle_rng = np.random.default_rng(rng.integers(2**63))
         scale = {"zeros": 0.0, "xavier": 1.0, "he": 2.0}[self.init]
         for W, b in zip(self.weights, self.biases):
             b[...] = 0
@@ -481,7 +484,7 @@ class MLP:
         n_steps = -(-n // B)
         macs = sum(int(p[0]) * int(p[1]) for p in self._plan)
         block = max(1, int(_BLOCK_FLOPS // max(1, _FLOPS_PER_MAC * macs * B)))
-        rng = np.random.default_rng(self.seed)
+        rng = self._shuffle_rng
         idx = np.arange(n, dtype=np.int64)
         hist = History()
         self.history_ = hist
@@ -608,8 +611,12 @@ def load(path):
     except ValueError as e:
         if "not a fastmlp model" in str(e):
             raise
+        if "pickle" in str(e):  # np.load's word for a file that is not .npy/.npz
+            raise ValueError(f"{path} is not a fastmlp model (not an .npz file)") from None
         raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
     except (OSError, EOFError, KeyError) as e:
+        if isinstance(e, OSError) and "pickle" in str(e):
+            raise ValueError(f"{path} is not a fastmlp model (not an .npz file)") from None
         raise ValueError(f"{path} is not a readable fastmlp model ({type(e).__name__}: {e})"
                          ) from None
     if raw.dtype != np.uint8 or raw.ndim != 1:
@@ -659,7 +666,7 @@ class _Progress:
         if hist.val_accuracy:
             text += f" val_acc {hist.val_accuracy[-1]:.4f}"
         if self.bar is not None:
-            self.bar.set_postfix_str(text)
+            self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
         elif self.lines:
             import sys
