@@ -1,0 +1,456 @@
+/* gemm_avx2_t.h: the AVX2 + FMA product for one dtype. Included twice by gemm_avx2.c, under
+ * `#pragma GCC target("avx2,fma")`, with these defined:
+ *   T, S(name)         element type and dtype suffix (_f32, _f64)
+ *   V, VL              the 256-bit vector type and its lane count (8 floats, 4 doubles)
+ *   MR, NR             micro-tile of C: MR rows x NR = 2 VL columns (6 x 16 f32, 6 x 8 f64)
+ *   KC, MC, NC         cache blocking of K, M, N (gemm_avx2.c says why)
+ *   VZERO VSET1 VLOAD VLOADU VSTORE VSTOREU VBCAST VFMA VADD VSUB VMUL VMAX VAND VGT
+ *   VMASK(n)           an __m256i with the first n lanes set (0 <= n <= VL)
+ *   VMLOAD VMSTORE     masked load / store: masked-out lanes are neither read nor written
+ *   VHSUM(v)           sum of the lanes of v, as a T
+ *   TRB, TRANSPOSE(d, ldd, s, lds)  d[q*ldd + r] = s[r*lds + q] for r, q < TRB (in registers)
+ *
+ * Letters: C (M x N) = beta C + op(A) (M x K) op(B) (K x N), all row-major (gemm.h).
+ * op(A)(i, k) is A[i*lda + k] (trans_a 0) or A[k*lda + i] (trans_a 1); op(B)(k, j) is
+ * B[k*ldb + j] (trans_b 0) or B[j*ldb + k] (trans_b 1).
+ *
+ * Design notes
+ * 1. Every element of C is one chain of FMAs in increasing k, started from 0 (or from C when
+ *    beta = 1), whichever thread computes it and wherever its tile lies: tiles sit on a grid of
+ *    MR x NR anchored at (0, 0), threads split C only on that grid, edge tiles run the same
+ *    micro-kernel on a padded copy, and KC depends on K alone. So results are bitwise the same
+ *    for any thread count.
+ * 2. The epilogue runs once per element in the last K block, on the accumulators, before the
+ *    store: bias add, relu and every derivative are exact in SIMD (same operations as act.h).
+ *    sigmoid and tanh need libm: after the store the tile (still in L1) goes through act.h.
+ * 3. C, A, B, bias and H are read and written with unaligned or masked accesses only: NumPy
+ *    gives no alignment, and a masked lane is never touched, so nothing past an array is read.
+ */
+
+/* The epilogue of one tile, its pointers already offset to the tile's (row, column). */
+typedef struct {
+    int kind, act;
+    const T *bias;  /* BIAS_ACT: NR values (or NULL) */
+    const T *h;     /* DACT: rows of H, leading dimension ldh */
+    ptrdiff_t ldh;
+} S(tile_epi);
+
+/* act'(a) from the activation output a, as in act.h: sigmoid a (1 - a), tanh 1 - a^2, relu
+ * [a > 0] (1.0 or 0.0, so a NaN or infinite gradient still propagates as in the scalar form). */
+static inline V S(vdact)(int act, V a) {
+    const V one = VSET1((T)1);
+    switch (act) {
+    case FM_ACT_SIGMOID: return VMUL(a, VSUB(one, a));
+    case FM_ACT_TANH: return VSUB(one, VMUL(a, a));
+    case FM_ACT_RELU: return VAND(VGT(a, VZERO()), one);
+    default: return one;
+    }
+}
+
+/* One vector of C through the epilogue (note 2): z = c + bias then relu (identity, sigmoid and
+ * tanh leave z for the scalar pass), or c * act'(h). */
+static inline V S(vepi)(const S(tile_epi) *e, V c, V bias, V h) {
+    if (e->kind == FM_EPI_BIAS_ACT) {
+        c = VADD(c, bias);
+        return e->act == FM_ACT_RELU ? VMAX(c, VZERO()) : c;  /* max(z, 0) = z > 0 ? z : 0 */
+    }
+    if (e->kind == FM_EPI_DACT && e->act != FM_ACT_IDENTITY) return VMUL(c, S(vdact)(e->act, h));
+    return c;
+}
+
+/* The scalar part of the epilogue (note 2) on rows x cols of C after the store. */
+static inline void S(scalar_act)(const S(tile_epi) *e, T *c, ptrdiff_t ldc, int rows, int cols) {
+    if (e->kind != FM_EPI_BIAS_ACT || (e->act != FM_ACT_SIGMOID && e->act != FM_ACT_TANH)) return;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) c[r * ldc + j] = S(fm_act)(e->act, c[r * ldc + j]);
+}
+
+/* ---- packed path ------------------------------------------------------------------------ */
+
+/* Micro-kernel: C tile (MR x NR at c, leading dimension ldc) = [C +] pa . pb over kc steps.
+ *   pa: kc x MR, k-major (MR values of one column of op(A) per k), from S(pack_a)
+ *   pb: kc x NR, k-major (NR values of one row of op(B) per k), 32-byte aligned, from S(pack_b)
+ * 2 x MR = 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers. On Zen 1 a
+ * 256-bit FMA issues once per cycle with latency 5, so 12 independent chains keep it busy; per k
+ * the 2 loads + 6 broadcasts fit the 2 load ports. e is NULL except in the last K block. */
+static inline void S(kern)(ptrdiff_t kc, const T *restrict pa, const T *restrict pb, T *c,
+                           ptrdiff_t ldc, int load_c, const S(tile_epi) *e) {
+    V c0[MR], c1[MR];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++) {
+        c0[r] = load_c ? VLOADU(c + r * ldc) : VZERO();
+        c1[r] = load_c ? VLOADU(c + r * ldc + VL) : VZERO();
+    }
+    for (ptrdiff_t k = 0; k < kc; k++) {
+        V b0 = VLOAD(pb), b1 = VLOAD(pb + VL);
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) {
+            V a = VBCAST(pa + r);
+            c0[r] = VFMA(a, b0, c0[r]);
+            c1[r] = VFMA(a, b1, c1[r]);
+        }
+        pa += MR;
+        pb += NR;
+    }
+    if (e && e->kind != FM_EPI_NONE) {
+        V bias0 = VZERO(), bias1 = VZERO(), h0 = VZERO(), h1 = VZERO();
+        if (e->kind == FM_EPI_BIAS_ACT && e->bias) {
+            bias0 = VLOADU(e->bias);
+            bias1 = VLOADU(e->bias + VL);
+        }
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) {
+            if (e->kind == FM_EPI_DACT) {
+                h0 = VLOADU(e->h + r * e->ldh);
+                h1 = VLOADU(e->h + r * e->ldh + VL);
+            }
+            c0[r] = S(vepi)(e, c0[r], bias0, h0);
+            c1[r] = S(vepi)(e, c1[r], bias1, h1);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++) {
+        VSTOREU(c + r * ldc, c0[r]);
+        VSTOREU(c + r * ldc + VL, c1[r]);
+    }
+    if (e) S(scalar_act)(e, c, ldc, MR, NR);
+}
+
+/* An edge tile (mr < MR or nr < NR): the same micro-kernel on a zero-padded copy of the C tile,
+ * bias and H (note 1), then the mr x nr valid part copied back. Nothing outside it is touched. */
+static void S(kern_edge)(ptrdiff_t kc, const T *pa, const T *pb, T *c, ptrdiff_t ldc,
+                         int mr, int nr, int load_c, const S(tile_epi) *e) {
+    T ct[MR * NR] __attribute__((aligned(32)));
+    T bt[NR] __attribute__((aligned(32)));
+    T ht[MR * NR] __attribute__((aligned(32)));
+    S(tile_epi) el;
+    memset(ct, 0, sizeof ct);
+    if (load_c)
+        for (int r = 0; r < mr; r++) memcpy(ct + r * NR, c + r * ldc, (size_t)nr * sizeof(T));
+    if (e) {
+        el = *e;
+        if (e->kind == FM_EPI_BIAS_ACT && e->bias) {
+            memset(bt, 0, sizeof bt);
+            memcpy(bt, e->bias, (size_t)nr * sizeof(T));
+            el.bias = bt;
+        }
+        if (e->kind == FM_EPI_DACT) {
+            memset(ht, 0, sizeof ht);
+            for (int r = 0; r < mr; r++) memcpy(ht + r * NR, e->h + r * e->ldh, (size_t)nr * sizeof(T));
+            el.h = ht;
+            el.ldh = NR;
+        }
+    }
+    S(kern)(kc, pa, pb, ct, NR, load_c, e ? &el : NULL);
+    for (int r = 0; r < mr; r++) memcpy(c + r * ldc, ct + r * NR, (size_t)nr * sizeof(T));
+}
+
+/* Pack op(A)[i0 : i0+mc, p0 : p0+kc] into ceil(mc / MR) micro-panels of kc x MR (k-major), rows
+ * past mc zero. trans_a 1: MR contiguous values per k, a plain copy. trans_a 0: MR rows read in
+ * step, TRB x TRB blocks transposed in registers (the blocks at rows 0, TRB, ... and a last one
+ * ending at row MR, which may overlap the one before: it rewrites the same values). */
+static void S(pack_a)(T *restrict dst, const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t mc,
+                      ptrdiff_t p0, ptrdiff_t kc) {
+    const T *A = (const T *)p->A;
+    ptrdiff_t lda = p->lda;
+    for (ptrdiff_t ir = 0; ir < mc; ir += MR, dst += MR * kc) {
+        int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+        if (p->trans_a) {
+            const T *a = A + p0 * lda + i0 + ir;
+            for (ptrdiff_t k = 0; k < kc; k++) {
+                if (mr == MR) {
+                    memcpy(dst + k * MR, a + k * lda, MR * sizeof(T));
+                } else {
+                    for (int r = 0; r < mr; r++) dst[k * MR + r] = a[k * lda + r];
+                    for (int r = mr; r < MR; r++) dst[k * MR + r] = 0;
+                }
+            }
+            continue;
+        }
+        const T *a = A + (i0 + ir) * lda + p0;
+        ptrdiff_t k = 0;
+        if (mr == MR)
+            for (; k + TRB <= kc; k += TRB)
+                for (int g = 0; g < MR; g += TRB) {
+                    int r = g < MR - TRB ? g : MR - TRB;
+                    TRANSPOSE(dst + k * MR + r, MR, a + r * lda + k, lda);
+                }
+        for (; k < kc; k++) {
+            for (int r = 0; r < mr; r++) dst[k * MR + r] = a[r * lda + k];
+            for (int r = mr; r < MR; r++) dst[k * MR + r] = 0;
+        }
+    }
+}
+
+/* Pack op(B)[p0 : p0+kc, j0 : j0+nc] into ceil(nc / NR) micro-panels of kc x NR (k-major),
+ * columns past nc zero. trans_b 0: row by row, each row read once from left to right (a stream
+ * the prefetchers follow even when ldb is a multiple of 4 KiB) and dealt out to the panels.
+ * trans_b 1: NR rows of B read in step (each contiguous in k), TRB x TRB blocks transposed in
+ * registers. */
+static void S(pack_b)(T *restrict dst, const fm_gemm_prob *p, ptrdiff_t p0, ptrdiff_t kc,
+                      ptrdiff_t j0, ptrdiff_t nc) {
+    const T *B = (const T *)p->B;
+    ptrdiff_t ldb = p->ldb, nfull = nc / NR * NR;
+    if (!p->trans_b) {
+        for (ptrdiff_t k = 0; k < kc; k++) {
+            const T *b = B + (p0 + k) * ldb + j0;
+            T *d = dst + k * NR;
+            for (ptrdiff_t jr = 0; jr < nfull; jr += NR, d += NR * kc) {
+                VSTORE(d, VLOADU(b + jr));
+                VSTORE(d + VL, VLOADU(b + jr + VL));
+            }
+            for (ptrdiff_t j = nfull; j < nfull + NR && nfull < nc; j++) d[j - nfull] = j < nc ? b[j] : 0;
+        }
+        return;
+    }
+    for (ptrdiff_t jr = 0; jr < nc; jr += NR, dst += NR * kc) {
+        int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+        const T *b = B + (j0 + jr) * ldb + p0;
+        ptrdiff_t k = 0;
+        if (nr == NR)
+            for (; k + TRB <= kc; k += TRB)
+                for (int g = 0; g < NR; g += TRB) TRANSPOSE(dst + k * NR + g, NR, b + g * ldb + k, ldb);
+        for (; k < kc; k++) {
+            for (int j = 0; j < nr; j++) dst[k * NR + j] = b[j * ldb + k];
+            for (int j = nr; j < NR; j++) dst[k * NR + j] = 0;
+        }
+    }
+}
+
+/* C[i0:i1, j0:j1], the part of C one thread owns, by the five BLIS loops (GEMM-NOTES section 2):
+ *   jc over N by NC:  pack a kc x nc panel of op(B) into pb (L3-resident, per thread)
+ *   pc over K by kc:  kc = K split into equal blocks of at most KC (depends on K only, note 1)
+ *   ic over M by MC:  pack an mc x kc block of op(A) into pa (L2-resident)
+ *   jr over NR:       one kc x NR micro-panel of pb stays in L1 ...
+ *   ir over MR:       ... while the kc x MR micro-panels of pa stream from L2 through the kernel. */
+static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
+                            ptrdiff_t j1, T *pa, T *pb) {
+    T *C = (T *)p->C;
+    const T *bias = (const T *)p->bias, *h = (const T *)p->h;
+    ptrdiff_t K = p->K, ldc = p->ldc;
+    ptrdiff_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+    ptrdiff_t nmb = (i1 - i0 + MC - 1) / MC, mcb = ((i1 - i0 + nmb - 1) / nmb + MR - 1) / MR * MR;
+    for (ptrdiff_t jc = j0; jc < j1; jc += NC) {
+        ptrdiff_t nc = j1 - jc < NC ? j1 - jc : NC;
+        for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+            ptrdiff_t kc = K - pc < kcb ? K - pc : kcb;
+            int load_c = pc > 0 || p->beta, last = pc + kc == K;
+            S(pack_b)(pb, p, pc, kc, jc, nc);
+            for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
+                ptrdiff_t mc = i1 - ic < mcb ? i1 - ic : mcb;
+                S(pack_a)(pa, p, ic, mc, pc, kc);
+                for (ptrdiff_t jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                    for (ptrdiff_t ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+                        ptrdiff_t i = ic + ir, j = jc + jr;
+                        S(tile_epi) e = {p->epi, p->act, bias ? bias + j : NULL,
+                                         h ? h + i * p->ldh + j : NULL, p->ldh};
+                        const S(tile_epi) *ep = last && p->epi != FM_EPI_NONE ? &e : NULL;
+                        if (mr == MR && nr == NR)
+                            S(kern)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc, load_c, ep);
+                        else
+                            S(kern_edge)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc, mr, nr,
+                                         load_c, ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Thread tid of nth takes an equal share of NR-wide column panels (when C is at least as wide
+ * as tall: each thread then packs only its own columns of op(B), the larger operand in the
+ * forward and dA products) or else of MR-tall row panels. Shares start on the tile grid. */
+void S(fm_gemm_avx2_packed)(const fm_gemm_prob *p, int tid, int nth) {
+    ptrdiff_t i0 = 0, i1 = p->M, j0 = 0, j1 = p->N;
+    if (p->N >= p->M) {
+        ptrdiff_t u = (p->N + NR - 1) / NR;
+        j0 = u * tid / nth * NR;
+        j1 = u * (tid + 1) / nth * NR;
+        j1 = j1 < p->N ? j1 : p->N;
+    } else {
+        ptrdiff_t u = (p->M + MR - 1) / MR;
+        i0 = u * tid / nth * MR;
+        i1 = u * (tid + 1) / nth * MR;
+        i1 = i1 < p->M ? i1 : p->M;
+    }
+    if (i0 >= i1 || j0 >= j1) return;
+    char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
+    S(packed_block)(p, i0, i1, j0, j1, (T *)slot, (T *)(slot + PACK_A_BYTES));
+}
+
+/* ---- direct path (small products: no packing, one thread) ------------------------------ */
+
+/* Row-vector tile for trans_b = 0 (NN, TN): C[i : i+ROWS, j : j+NV*VL] from op(A) elements
+ * broadcast in place (stride 1 or lda along k) and rows of B loaded in place. MASKED: the tile
+ * is the right edge of C, nlast valid columns in all; lanes past them are masked out of every
+ * load and store (B, C, bias, H). Always inlined with constant ROWS, NV, MASKED, so acc lives
+ * in registers (ROWS x NV <= 12). */
+static inline __attribute__((always_inline)) void
+S(rv_tile)(const int ROWS, const int NV, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i,
+           ptrdiff_t j, int nlast) {
+    const T *A = (const T *)p->A, *B = (const T *)p->B + j;
+    T *C = (T *)p->C + i * p->ldc + j;
+    ptrdiff_t si = p->trans_a ? 1 : p->lda, sk = p->trans_a ? p->lda : 1, ldb = p->ldb;
+    const T *a = A + i * si;
+    __m256i m[4];
+    V acc[6][4];
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV; v++) {
+        int n = nlast - v * VL;
+        m[v] = VMASK(MASKED ? (n < 0 ? 0 : n > VL ? VL : n) : VL);
+    }
+#define RV_LOAD(ptr, v) (MASKED ? VMLOAD((ptr), m[v]) : VLOADU(ptr))
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < ROWS; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) acc[r][v] = p->beta ? RV_LOAD(C + r * p->ldc + v * VL, v) : VZERO();
+    for (ptrdiff_t k = 0; k < p->K; k++, a += sk, B += ldb) {
+        V b[4];
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) b[v] = RV_LOAD(B + v * VL, v);
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < ROWS; r++) {
+            V ar = VSET1(a[r * si]);
+            _Pragma("GCC unroll 8")
+            for (int v = 0; v < NV; v++) acc[r][v] = VFMA(ar, b[v], acc[r][v]);
+        }
+    }
+    S(tile_epi) e = {p->epi, p->act, p->bias ? (const T *)p->bias + j : NULL,
+                     p->h ? (const T *)p->h + i * p->ldh + j : NULL, p->ldh};
+    if (e.kind != FM_EPI_NONE) {
+        V bias[4], h[4];
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) {
+            bias[v] = e.kind == FM_EPI_BIAS_ACT && e.bias ? RV_LOAD(e.bias + v * VL, v) : VZERO();
+            h[v] = VZERO();
+        }
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < ROWS; r++) {
+            if (e.kind == FM_EPI_DACT)
+                _Pragma("GCC unroll 8")
+                for (int v = 0; v < NV; v++) h[v] = RV_LOAD(e.h + r * e.ldh + v * VL, v);
+            _Pragma("GCC unroll 8")
+            for (int v = 0; v < NV; v++) acc[r][v] = S(vepi)(&e, acc[r][v], bias[v], h[v]);
+        }
+    }
+#undef RV_LOAD
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < ROWS; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) {
+            if (MASKED) VMSTORE(C + r * p->ldc + v * VL, m[v], acc[r][v]);
+            else VSTOREU(C + r * p->ldc + v * VL, acc[r][v]);
+        }
+    S(scalar_act)(&e, C, p->ldc, ROWS, MASKED ? nlast : NV * VL);
+}
+
+/* All columns of rows i : i+ROWS: full tiles of NV vectors, then one masked tile. */
+static inline __attribute__((always_inline)) void
+S(rv_rows)(const int ROWS, const int NV, const fm_gemm_prob *p, ptrdiff_t i) {
+    ptrdiff_t j = 0;
+    for (; j + NV * VL <= p->N; j += NV * VL) S(rv_tile)(ROWS, NV, 0, p, i, j, 0);
+    if (j < p->N) S(rv_tile)(ROWS, NV, 1, p, i, j, (int)(p->N - j));
+}
+
+/* trans_b = 0: blocks of 6 rows x 16 (f32) / 8 (f64) columns; a last block of 1 or 2 rows
+ * takes 4 vectors of columns instead, so its FMAs still form 4 to 8 independent chains. */
+static void S(direct_rv)(const fm_gemm_prob *p) {
+    ptrdiff_t i = 0;
+    for (; i + 6 <= p->M; i += 6) S(rv_rows)(6, 2, p, i);
+    switch (p->M - i) {
+    case 5: S(rv_rows)(5, 2, p, i); break;
+    case 4: S(rv_rows)(4, 2, p, i); break;
+    case 3: S(rv_rows)(3, 2, p, i); break;
+    case 2: S(rv_rows)(2, 4, p, i); break;
+    case 1: S(rv_rows)(1, 4, p, i); break;
+    default: break;
+    }
+}
+
+/* Dot-product tile for trans_a = 0, trans_b = 1 (NT): C[i : i+ROWS, j : j+COLS], each element
+ * the dot product of row i of A and row j of B, both contiguous in k. Vectors run along k
+ * (the last partial vector masked), ROWS x COLS accumulators, then a horizontal sum; the
+ * epilogue is scalar (one value per element). 3 x 4: 12 accumulators + 3 A rows + 1 B. */
+static inline __attribute__((always_inline)) void
+S(rd_tile)(const int ROWS, const int COLS, const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j) {
+    const T *A = (const T *)p->A + i * p->lda, *B = (const T *)p->B + j * p->ldb;
+    T *C = (T *)p->C + i * p->ldc + j;
+    ptrdiff_t K = p->K, lda = p->lda, ldb = p->ldb, k = 0;
+    V acc[3][4];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < ROWS; r++)
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < COLS; c++) acc[r][c] = VZERO();
+    for (; k + VL <= K; k += VL) {
+        V a[3];
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < ROWS; r++) a[r] = VLOADU(A + r * lda + k);
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < COLS; c++) {
+            V b = VLOADU(B + c * ldb + k);
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
+        }
+    }
+    if (k < K) {
+        __m256i m = VMASK((int)(K - k));
+        V a[3];
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < ROWS; r++) a[r] = VMLOAD(A + r * lda + k, m);
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < COLS; c++) {
+            V b = VMLOAD(B + c * ldb + k, m);
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
+        }
+    }
+    const T *bias = (const T *)p->bias, *h = (const T *)p->h;
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < ROWS; r++)
+        _Pragma("GCC unroll 8")
+        for (int c = 0; c < COLS; c++) {
+            T s = VHSUM(acc[r][c]);
+            T *cc = C + r * p->ldc + c;
+            if (p->beta) s = *cc + s;
+            if (p->epi == FM_EPI_BIAS_ACT) s = S(fm_act)(p->act, bias ? s + bias[j + c] : s);
+            else if (p->epi == FM_EPI_DACT) s *= S(fm_dact)(p->act, h[(i + r) * p->ldh + j + c]);
+            *cc = s;
+        }
+}
+
+static void S(rd_any)(int rows, int cols, const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j) {
+    switch (rows * 4 + cols) {
+    case 1 * 4 + 1: S(rd_tile)(1, 1, p, i, j); break;
+    case 1 * 4 + 2: S(rd_tile)(1, 2, p, i, j); break;
+    case 1 * 4 + 3: S(rd_tile)(1, 3, p, i, j); break;
+    case 1 * 4 + 4: S(rd_tile)(1, 4, p, i, j); break;
+    case 2 * 4 + 1: S(rd_tile)(2, 1, p, i, j); break;
+    case 2 * 4 + 2: S(rd_tile)(2, 2, p, i, j); break;
+    case 2 * 4 + 3: S(rd_tile)(2, 3, p, i, j); break;
+    case 2 * 4 + 4: S(rd_tile)(2, 4, p, i, j); break;
+    case 3 * 4 + 1: S(rd_tile)(3, 1, p, i, j); break;
+    case 3 * 4 + 2: S(rd_tile)(3, 2, p, i, j); break;
+    case 3 * 4 + 3: S(rd_tile)(3, 3, p, i, j); break;
+    default: S(rd_tile)(3, 4, p, i, j); break;
+    }
+}
+
+/* trans_a = 0, trans_b = 1: 3 x 4 dot-product tiles, smaller ones on the bottom and right. */
+static void S(direct_rd)(const fm_gemm_prob *p) {
+    for (ptrdiff_t i = 0; i < p->M; i += 3) {
+        int rows = p->M - i < 3 ? (int)(p->M - i) : 3;
+        ptrdiff_t j = 0;
+        for (; j + 4 <= p->N; j += 4) {
+            if (rows == 3) S(rd_tile)(3, 4, p, i, j);
+            else S(rd_any)(rows, 4, p, i, j);
+        }
+        if (j < p->N) S(rd_any)(rows, (int)(p->N - j), p, i, j);
+    }
+}
+
+void S(fm_gemm_avx2_direct)(const fm_gemm_prob *p) {
+    if (!p->trans_b) S(direct_rv)(p);
+    else S(direct_rd)(p);  /* gemm.c sends TT to the packed path */
+}

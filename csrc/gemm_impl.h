@@ -1,0 +1,54 @@
+/* gemm_impl.h: private interface between gemm.c (argument checks, ISA dispatch, threads) and the
+ * kernel files (gemm_avx2.c; the portable path lives in gemm.c itself). Not part of the API.
+ *
+ * gemm.c validates the arguments of a call once, folds them into one fm_gemm_prob, picks the path
+ * and the thread count from the shape alone, and then calls either the direct (unpacked,
+ * single-thread) worker, or the packed worker once per thread inside its own
+ * `#pragma omp parallel` (the parallel region stays in baseline-compiled code; see gemm.c).
+ */
+#ifndef FASTMLP_GEMM_IMPL_H
+#define FASTMLP_GEMM_IMPL_H
+
+#include <stddef.h>
+
+/* The AVX2 kernels exist where GCC's x86 intrinsics and __builtin_cpu_supports do. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FM_GEMM_HAVE_AVX2 1
+#else
+#define FM_GEMM_HAVE_AVX2 0
+#endif
+
+/* One validated product. Sizes are > 0 except K, which may be 0 only for the portable worker
+ * (gemm.c handles K = 0 itself). Pointers are typed by the caller's dtype. */
+typedef struct {
+    int trans_a, trans_b;
+    ptrdiff_t M, N, K;
+    const void *A;
+    ptrdiff_t lda;
+    const void *B;
+    ptrdiff_t ldb;
+    int beta;          /* 0: C is only written; 1: C += op(A) op(B) */
+    void *C;
+    ptrdiff_t ldc;
+    int epi, act;      /* FM_EPI_* (NONE when the caller passed no epilogue), FM_ACT_* */
+    const void *bias;  /* BIAS_ACT: N values or NULL */
+    const void *h;     /* DACT: M x N, leading dimension ldh */
+    ptrdiff_t ldh;
+    char *work;        /* 64-byte aligned; FM_GEMM_SLOT_BYTES per thread, slot t for thread t */
+} fm_gemm_prob;
+
+/* Scratch per thread: the packed A block and B panel of the AVX2 path (gemm_avx2.c checks its
+ * blocking fits), or the transposed op(B) tile of the portable path. A multiple of 4 KiB so every
+ * slot starts page-aligned when the first one does. */
+#define FM_GEMM_SLOT_BYTES ((size_t)1536 * 1024)
+
+/* AVX2 + FMA kernels (gemm_avx2.c). direct: one thread, no packing, trans_a = 0 or trans_b = 0
+ * (not TT). packed: any transposes; thread tid of nth computes its own block of C. */
+#if FM_GEMM_HAVE_AVX2
+void fm_gemm_avx2_direct_f32(const fm_gemm_prob *p);
+void fm_gemm_avx2_direct_f64(const fm_gemm_prob *p);
+void fm_gemm_avx2_packed_f32(const fm_gemm_prob *p, int tid, int nth);
+void fm_gemm_avx2_packed_f64(const fm_gemm_prob *p, int tid, int nth);
+#endif
+
+#endif
