@@ -27,26 +27,33 @@ int S(fm_dense_forward)(T *A_out, const T *A_in, const T *W, const T *b,
     return S(fm_gemm)(0, 0, N, O, I, A_in, I, W, O, 0, A_out, O, &epi, work, nt) ? FM_EARG : FM_OK;
 }
 
-/* db (O) (+)= column sums of dZ (N x O), summed over rows in order (thread-count independent). */
-static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int nt) {
-    int par = nt > 1 && N * O >= FM_PAR_MIN && O >= 64;
-    (void)par;  /* unused in a build without OpenMP */
-    #pragma omp parallel num_threads(nt) if (par)
-    {
-        /* Each thread owns a contiguous block of columns. */
-        ptrdiff_t j0 = 0, j1 = O;
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), p = omp_get_num_threads();
-        j0 = O * t / p;
-        j1 = O * (t + 1) / p;
-#endif
-        if (!acc)
-            for (ptrdiff_t j = j0; j < j1; j++) db[j] = 0;
-        for (ptrdiff_t i = 0; i < N; i++) {
-            const T *row = dZ + i * O;
-            for (ptrdiff_t j = j0; j < j1; j++) db[j] += row[j];
-        }
+/* db[j0:j1] (+)= column sums of dZ (N x O) over those columns, rows summed in order. */
+static void S(colsum_range)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, ptrdiff_t j0,
+                            ptrdiff_t j1, int acc) {
+    if (!acc)
+        for (ptrdiff_t j = j0; j < j1; j++) db[j] = 0;
+    for (ptrdiff_t i = 0; i < N; i++) {
+        const T *row = dZ + i * O;
+        for (ptrdiff_t j = j0; j < j1; j++) db[j] += row[j];
     }
+}
+
+/* db (O) (+)= column sums of dZ (N x O). Threads own blocks of columns, so every sum runs in
+ * the same order whatever the thread count; small sums never touch the OpenMP runtime. */
+static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int nt) {
+    if (nt < 2 || N * O < FM_PAR_MIN || O < 64) {
+        S(colsum_range)(db, dZ, N, O, 0, O, acc);
+        return;
+    }
+#ifdef _OPENMP
+    #pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), p = omp_get_num_threads();
+        S(colsum_range)(db, dZ, N, O, O * t / p, O * (t + 1) / p, acc);
+    }
+#else
+    S(colsum_range)(db, dZ, N, O, 0, O, acc);
+#endif
 }
 
 /* Backward of the forward above, given dZ = dL/dZ (N x O) of this layer:

@@ -37,6 +37,10 @@ double S(fm_clip)(T *g, ptrdiff_t n, double tau) {
 
 void S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
     const T a = (T)lr;
-    #pragma omp parallel for simd schedule(static) num_threads(nt) if (nt > 1 && n >= FM_PAR_MIN)
+    if (nt < 2 || n < FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        for (ptrdiff_t i = 0; i < n; i++) p[i] -= a * g[i];
+        return;
+    }
+    #pragma omp parallel for simd schedule(static) num_threads(nt)
     for (ptrdiff_t i = 0; i < n; i++) p[i] -= a * g[i];
 }
