@@ -66,7 +66,8 @@ int S(fm_dense_backward)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, con
                          void *work, int nt) {
     if (N < 0 || I < 0 || O < 0 || act_in < 0 || act_in >= FM_ACT_COUNT) return FM_EARG;
     T beta = accumulate ? 1 : 0;
-    if (S(fm_gemm)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt)) return FM_EARG;
+    if (dW && S(fm_gemm)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt))
+        return FM_EARG;
     S(colsum)(db, dZ, N, O, accumulate, nt);
     if (dA_in) {
         fm_epilogue epi = {act_in == FM_ACT_IDENTITY ? FM_EPI_NONE : FM_EPI_DACT, act_in,

@@ -14,6 +14,10 @@
  *    which is the same step as scaling g first, in one pass instead of two.
  * 5. A step whose loss or gradient norm is not finite is not applied: the call returns at once
  *    with the step's index, so the parameters are those after the last good step.
+ * 6. A step of one row (single-sample SGD) has dW = a dz^T of rank one. Writing it, reading it
+ *    for the norm and again for the update would triple the memory traffic of a step whose
+ *    arithmetic is tiny, so it is never stored: ||dW||_F = ||a|| ||dz|| exactly (up to
+ *    rounding), and fm_sgd_rank1 applies W -= lr a dz^T in the one pass over W the update needs.
  */
 #include <math.h>
 #include <string.h>

@@ -46,7 +46,7 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
  * the per-row losses. */
 static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *params,
                             T *grads, S(fm_ws) *w, const T *x, const void *y, int64_t nb,
-                            double scale, int acc, double *loss_sum, int nt) {
+                            double scale, int acc, int skip_dw, double *loss_sum, int nt) {
     const fm_layer *top = plan + L - 1;
     int rc = S(fm_loss)(w->d0, NULL, loss_sum, w->a[L - 1], y, nb, top->fan_out, loss, scale);
     if (rc) return rc;
@@ -60,7 +60,8 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
         const fm_layer *p = plan + l;
         const T *in = l ? w->a[l - 1] : x;
         int act_in = l ? (int)plan[l - 1].act : FM_ACT_IDENTITY;
-        S(fm_dense_backward)(grads + p->w_off, grads + p->b_off, l ? dnext : NULL, dz, in,
+        S(fm_dense_backward)(skip_dw ? NULL : grads + p->w_off, grads + p->b_off,
+                             l ? dnext : NULL, dz, in,
                              params + p->w_off, nb, p->fan_in, p->fan_out, act_in, acc,
                              w->gemm, nt);
         T *t = dz; dz = dnext; dnext = t;
@@ -106,9 +107,12 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
                                            : (const void *)((const T *)Y + r0 * K);
         }
         S(forward_rows)(plan, L, params, &w, x, nb, NULL, nt);
+        /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
+         * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. */
+        int rank1 = nb == 1;
         double lsum = 0.0;
         int rc = S(backward_rows)(plan, L, loss, params, grads, &w, x, y, nb, 1.0 / (double)nb,
-                                  0, &lsum, nt);
+                                  0, rank1, &lsum, nt);
         if (rc) {
             st->bad_step = s;
             return rc;
@@ -117,8 +121,9 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         int64_t bad = -1;
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
-            double nw = S(fm_norm)(grads + p->w_off, p->fan_in * p->fan_out);
             double nbias = S(fm_norm)(grads + p->b_off, p->fan_out);
+            double nw = rank1 ? S(fm_norm)(l ? w.a[l - 1] : x, p->fan_in) * nbias
+                              : S(fm_norm)(grads + p->w_off, p->fan_in * p->fan_out);
             if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
             double *ls = layer_stats + 4 * l;
             ls[0] += nw;
@@ -141,7 +146,12 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         }
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
-            S(fm_sgd_update)(params + p->w_off, grads + p->w_off, p->fan_in * p->fan_out, lr, nt);
+            if (rank1)
+                S(fm_sgd_rank1)(params + p->w_off, l ? w.a[l - 1] : x, grads + p->b_off,
+                                p->fan_in, p->fan_out, lr, nt);
+            else
+                S(fm_sgd_update)(params + p->w_off, grads + p->w_off, p->fan_in * p->fan_out,
+                                 lr, nt);
             S(fm_sgd_update)(params + p->b_off, grads + p->b_off, p->fan_out, lr, nt);
         }
         st->loss_sum += lsum;
@@ -182,7 +192,7 @@ int S(fm_loss_and_grad)(const fm_layer *plan, int64_t L, int loss, const T *para
         S(forward_rows)(plan, L, params, &w, x, nb, NULL, nt);
         double lsum = 0.0;
         int rc = S(backward_rows)(plan, L, loss, params, grads, &w, x, y, nb, 1.0 / (double)n,
-                                  r0 > 0, &lsum, nt);
+                                  r0 > 0, 0, &lsum, nt);
         if (rc) return rc;
         total += lsum;
     }

@@ -79,7 +79,8 @@ int fm_dense_forward_f64(double *A_out, const double *A_in, const double *W, con
 /* From dZ (N x O) of this layer: dW = A_in^T dZ, db = column sums of dZ, and when dA_in is not
  * NULL, dA_in = (dZ W^T) * act_in'(A_in), the layer below's dZ (act_in = FM_ACT_IDENTITY gives
  * the plain dL/dA_in). accumulate = 1 adds to dW and db instead of overwriting them (used to
- * sum a large batch chunk by chunk); dA_in is always overwritten. */
+ * sum a large batch chunk by chunk); dA_in is always overwritten. dW NULL skips dW (the
+ * engine's single-row steps apply the rank-1 dW = a dz^T inside the update instead). */
 int fm_dense_backward_f32(float *dW, float *db, float *dA_in, const float *dZ,
                           const float *A_in, const float *W, ptrdiff_t N, ptrdiff_t I,
                           ptrdiff_t O, int act_in, int accumulate, void *work, int nt);
@@ -109,6 +110,11 @@ double fm_clip_f64(double *g, ptrdiff_t n, double tau);
 /* p <- p - lr * g over n values. */
 void fm_sgd_update_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
 void fm_sgd_update_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
+/* W (I x O) <- W - lr * a dz^T: the SGD step of a single-row gradient, never stored. */
+void fm_sgd_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t I, ptrdiff_t O,
+                      double lr, int nt);
+void fm_sgd_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t I, ptrdiff_t O,
+                      double lr, int nt);
 
 /* ---- the engine (engine.c) ---- */
 /* Check a plan: sizes positive, consecutive layers chained, offsets inside n_params, codes known.

@@ -44,3 +44,17 @@ void S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
     #pragma omp parallel for simd schedule(static) num_threads(nt)
     for (ptrdiff_t i = 0; i < n; i++) p[i] -= a * g[i];
 }
+
+/* W[i, j] -= lr * (a[i] dz[j]): the same rounding as forming dW = a dz^T and then the update
+ * above, without writing dW and reading it back. Threads own blocks of rows. */
+void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
+                     int nt) {
+    const T r = (T)lr;
+    int par = nt > 1 && I * O >= FM_PAR_MIN;
+    (void)par;  /* unused in a build without OpenMP */
+    #pragma omp parallel for schedule(static) num_threads(nt) if (par)
+    for (ptrdiff_t i = 0; i < I; i++) {
+        T ai = a[i], *w = W + i * O;
+        for (ptrdiff_t j = 0; j < O; j++) w[j] -= r * (ai * dz[j]);
+    }
+}
