@@ -125,13 +125,15 @@ def small_problem(rng, config, dtype, n=23, sizes=(5, 7, 4, 3), seed=4):
     return net, X, y
 
 
+@pytest.mark.parametrize("B", [8, 11, 1])
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
-def test_minibatch_trajectory_matches_reference(config, dtype, rng):
-    """3 epochs, 23 rows in batches of 8 (the last one of 7), no shuffling: the weights, the
-    epoch losses and the gradient norms follow the float64 reference SGD."""
+def test_minibatch_trajectory_matches_reference(config, B, dtype, rng):
+    """3 epochs, 23 rows in batches of B (8: the last one of 7; 11: the last one a single row;
+    1: single-sample SGD, the engine's rank-one path), no shuffling: the weights, the epoch
+    losses and the gradient norms follow the float64 reference SGD."""
     net, X, y = small_problem(rng, config, dtype)
     ref = RefMLP.like(net)
-    B, epochs, lr = 8, 3, 0.1
+    epochs, lr = 3, 0.1
     hist = net.fit(X, y, optimizer=sgd(lr=lr, batch_size=B), epochs=epochs, shuffle=False)
     Y = y if y.ndim == 2 or net.loss == "cross_entropy" else y[:, None]
     steps = 0
