@@ -10,19 +10,34 @@
  *    settled before the first product even if nobody called it.
  * 2. Paths, chosen from the shape alone (never from nthreads, so results stay bitwise equal
  *    for any thread count):
- *      direct  M N K <= DIRECT_MAX, not TT: unpacked register tiles, one thread, no scratch.
- *      packed  everything else: BLIS-style packing and blocking, threads when M N K >= PAR_MIN.
+ *      direct  unpacked register tiles on the operands in place, one thread, no scratch:
+ *              NN and TN when M N K <= DIRECT_MAX; NT when M N K <= NT_DIRECT_MAX (its
+ *              dot-product tiles pay a horizontal sum per tile, so packing wins sooner);
+ *              any non-TT product with M <= 4 (batch 1 to 4: B is streamed once, and packing
+ *              it would double the memory traffic).
+ *      packed  everything else (and all TT): packing and blocking, threads when
+ *              M N K >= PAR_MIN.
  *      K = 0   the portable loop (C zeroed or kept, then the epilogue); no product to speed up.
  * 3. Threads: the `#pragma omp parallel` stays here, in code compiled for the baseline ISA, and
  *    each thread calls the ISA worker with its id; the worker takes its own block of C on the
  *    tile grid (gemm_avx2_t.h note 1). K is never split.
- * 4. Cut-offs, measured with a standalone harness on a 2-core AMD EPYC (Zen 1, 2.0 GHz, shared
- *    and noisy; medians of >= 200 repetitions), f32 / f64, time per call:
- *      direct vs packed (1 thread): direct is as fast or faster up to M N K ~ 2^18 for
- *        every transpose case (64 x 128 x 32: 1.8 us vs 2.9 us f32), then packing pays (128^3:
- *        direct 150 us, packed 125 us f32); DIRECT_MAX = 2^18.
- *      1 vs 2 threads (packed): 2 threads win from M N K ~ 2^19 (128 x 64 x 64 f32); at 2^18
- *        they tie, below they lose to the fork/join; PAR_MIN = 2^19.
+ * 4. Cut-offs, measured with a standalone harness on the 2-core AMD EPYC (Zen 1) this was
+ *    written on, interleaving the variants call by call (medians; the machine was shared and
+ *    noisy, so the figures are indicative). Time per call in us, f32 (f64), 1 thread:
+ *                          direct       packed        packed, 2 threads (quiet machine)
+ *      NN 32x128x64       15.0 (29.8)  18.5 (37.7)
+ *      NN 64x64x64        14.4 (28.8)  18.2 (35.3)   10.4 (25.2)
+ *      NN 128x64x64       29.9 (59.3)  34.5 (66.2)   17.7 (48.5)
+ *      NN 128x128x128    129  (222)   125  (246)     69  (133)
+ *      NT 10x8x8           0.34 (0.25)  1.07 (0.39)
+ *      NT 32x64x10         6.8  (6.8)   2.8  (4.9)
+ *      NT 32x128x64       23.9 (41.9)  21.3 (41.5)
+ *      NT 64x64x64        23.3 (41.6)  18.8 (35.5)   13.4 (25.0)
+ *      NN 1x512x784       53.6 (184)  185   (398)
+ *      NT 1x784x512       40.6 (167)  263   (483)
+ *    So: direct beats packed on one thread for NN and TN up to M N K ~ 2^22, but two threads
+ *    beat it from 2^18 on; DIRECT_MAX = PAR_MIN = 2^18 (OpenBLAS also threads above 2^18).
+ *    For NT the packed path wins from a few thousand M N K; NT_DIRECT_MAX = 2^13.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,7 +51,8 @@
 #include "gemm_impl.h"
 
 #define DIRECT_MAX ((double)(1 << 18))
-#define PAR_MIN ((double)(1 << 19))
+#define NT_DIRECT_MAX ((double)(1 << 13))
+#define PAR_MIN ((double)(1 << 18))
 
 /* ---- the portable kernels, once per dtype ---- */
 #define T float
@@ -133,13 +149,20 @@ static void run_threads(const fm_gemm_prob *p, worker_fn worker, int nt) {
 #endif
 }
 
+/* Note 2: does the direct path take this product (K > 0)? */
+static int take_direct(const fm_gemm_prob *p, double mnk) {
+    if (p->trans_a && p->trans_b) return 0;
+    if (p->M <= 4) return 1;
+    return mnk <= (p->trans_b ? NT_DIRECT_MAX : DIRECT_MAX);
+}
+
 /* Note 2: the path and thread count from the shape. direct is NULL for the portable ISA. */
 static void dispatch(const fm_gemm_prob *p, int nthreads, direct_fn direct, worker_fn packed,
                      worker_fn portable) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
     if (p->K == 0) {
         portable(p, 0, 1);
-    } else if (direct && mnk <= DIRECT_MAX && !(p->trans_a && p->trans_b)) {
+    } else if (direct && take_direct(p, mnk)) {
         direct(p);
     } else {
         run_threads(p, packed ? packed : portable, mnk >= PAR_MIN ? nthreads : 1);

@@ -6,8 +6,12 @@
  *   KC, MC, NC         cache blocking of K, M, N (gemm_avx2.c says why)
  *   VZERO VSET1 VLOAD VLOADU VSTORE VSTOREU VBCAST VFMA VADD VSUB VMUL VMAX VAND VGT
  *   VMASK(n)           an __m256i with the first n lanes set (0 <= n <= VL)
+ *   VMASKHI(n)         an __m256i with the last n lanes set
+ *   VKEEP(x, m)        x with the lanes where m is clear zeroed
  *   VMLOAD VMSTORE     masked load / store: masked-out lanes are neither read nor written
- *   VHSUM(v)           sum of the lanes of v, as a T
+ *   VBLEND(a, b, m)    lanes of b where m (an __m256i) is set, else lanes of a
+ *   VREDUCE(a)         a vector whose lane c is the sum of the lanes of a[c], c < VL
+ *   RD_ROWS            rows of a dot-product tile (direct NT path)
  *   TRB, TRANSPOSE(d, ldd, s, lds)  d[q*ldd + r] = s[r*lds + q] for r, q < TRB (in registers)
  *
  * Letters: C (M x N) = beta C + op(A) (M x K) op(B) (K x N), all row-major (gemm.h).
@@ -283,33 +287,39 @@ void S(fm_gemm_avx2_packed)(const fm_gemm_prob *p, int tid, int nth) {
 /* ---- direct path (small products: no packing, one thread) ------------------------------ */
 
 /* Row-vector tile for trans_b = 0 (NN, TN): C[i : i+ROWS, j : j+NV*VL] from op(A) elements
- * broadcast in place (stride 1 or lda along k) and rows of B loaded in place. MASKED: the tile
- * is the right edge of C, nlast valid columns in all; lanes past them are masked out of every
- * load and store (B, C, bias, H). Always inlined with constant ROWS, NV, MASKED, so acc lives
- * in registers (ROWS x NV <= 12). */
+ * broadcast in place (stride 1 or lda along k) and rows of B loaded in place. Always inlined
+ * with constant ROWS, NV, MODE, so acc lives in registers (ROWS x NV <= 12). MODE:
+ *   RV_FULL   NV whole vectors at j.
+ *   RV_SHIFT  the right edge, N - j < NV VL columns left, N >= VL: vector v is taken at column
+ *             min(j + v VL, N - VL), so every load stays inside the row without masks (masked
+ *             loads cost ~10 cycles each on Zen 1, too much inside the k loop). Lanes that land
+ *             left of j belong to the previous tile, already final: their sums (possibly from a
+ *             C already overwritten) are discarded by blending the stored value back in. Lanes
+ *             covered twice inside this tile get the same value twice.
+ *   RV_MASK   N < VL: one vector, masked loads and stores (only tiny products get here).
+ * (RV_FULL, RV_SHIFT, RV_MASK are defined once in gemm_avx2.c.) */
 static inline __attribute__((always_inline)) void
-S(rv_tile)(const int ROWS, const int NV, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i,
-           ptrdiff_t j, int nlast) {
-    const T *A = (const T *)p->A, *B = (const T *)p->B + j;
-    T *C = (T *)p->C + i * p->ldc + j;
+S(rv_tile)(const int ROWS, const int NV, const int MODE, const fm_gemm_prob *p, ptrdiff_t i,
+           ptrdiff_t j) {
+    const T *A = (const T *)p->A, *B = (const T *)p->B;
+    T *C = (T *)p->C + i * p->ldc;
     ptrdiff_t si = p->trans_a ? 1 : p->lda, sk = p->trans_a ? p->lda : 1, ldb = p->ldb;
     const T *a = A + i * si;
-    __m256i m[4];
+    __m256i m = VMASK(MODE == RV_MASK ? (int)p->N : VL);
+    ptrdiff_t col[4];
     V acc[6][4];
     _Pragma("GCC unroll 8")
-    for (int v = 0; v < NV; v++) {
-        int n = nlast - v * VL;
-        m[v] = VMASK(MASKED ? (n < 0 ? 0 : n > VL ? VL : n) : VL);
-    }
-#define RV_LOAD(ptr, v) (MASKED ? VMLOAD((ptr), m[v]) : VLOADU(ptr))
+    for (int v = 0; v < NV; v++)
+        col[v] = MODE == RV_SHIFT && j + v * VL > p->N - VL ? p->N - VL : j + v * VL;
+#define RV_LOAD(ptr) (MODE == RV_MASK ? VMLOAD((ptr), m) : VLOADU(ptr))
     _Pragma("GCC unroll 8")
     for (int r = 0; r < ROWS; r++)
         _Pragma("GCC unroll 8")
-        for (int v = 0; v < NV; v++) acc[r][v] = p->beta ? RV_LOAD(C + r * p->ldc + v * VL, v) : VZERO();
+        for (int v = 0; v < NV; v++) acc[r][v] = p->beta ? RV_LOAD(C + r * p->ldc + col[v]) : VZERO();
     for (ptrdiff_t k = 0; k < p->K; k++, a += sk, B += ldb) {
         V b[4];
         _Pragma("GCC unroll 8")
-        for (int v = 0; v < NV; v++) b[v] = RV_LOAD(B + v * VL, v);
+        for (int v = 0; v < NV; v++) b[v] = RV_LOAD(B + col[v]);
         _Pragma("GCC unroll 8")
         for (int r = 0; r < ROWS; r++) {
             V ar = VSET1(a[r * si]);
@@ -317,20 +327,20 @@ S(rv_tile)(const int ROWS, const int NV, const int MASKED, const fm_gemm_prob *p
             for (int v = 0; v < NV; v++) acc[r][v] = VFMA(ar, b[v], acc[r][v]);
         }
     }
-    S(tile_epi) e = {p->epi, p->act, p->bias ? (const T *)p->bias + j : NULL,
-                     p->h ? (const T *)p->h + i * p->ldh + j : NULL, p->ldh};
+    S(tile_epi) e = {p->epi, p->act, (const T *)p->bias, p->h ? (const T *)p->h + i * p->ldh : NULL,
+                     p->ldh};
     if (e.kind != FM_EPI_NONE) {
         V bias[4], h[4];
         _Pragma("GCC unroll 8")
         for (int v = 0; v < NV; v++) {
-            bias[v] = e.kind == FM_EPI_BIAS_ACT && e.bias ? RV_LOAD(e.bias + v * VL, v) : VZERO();
+            bias[v] = e.kind == FM_EPI_BIAS_ACT && e.bias ? RV_LOAD(e.bias + col[v]) : VZERO();
             h[v] = VZERO();
         }
         _Pragma("GCC unroll 8")
         for (int r = 0; r < ROWS; r++) {
             if (e.kind == FM_EPI_DACT)
                 _Pragma("GCC unroll 8")
-                for (int v = 0; v < NV; v++) h[v] = RV_LOAD(e.h + r * e.ldh + v * VL, v);
+                for (int v = 0; v < NV; v++) h[v] = RV_LOAD(e.h + r * e.ldh + col[v]);
             _Pragma("GCC unroll 8")
             for (int v = 0; v < NV; v++) acc[r][v] = S(vepi)(&e, acc[r][v], bias[v], h[v]);
         }
@@ -340,18 +350,25 @@ S(rv_tile)(const int ROWS, const int NV, const int MASKED, const fm_gemm_prob *p
     for (int r = 0; r < ROWS; r++)
         _Pragma("GCC unroll 8")
         for (int v = 0; v < NV; v++) {
-            if (MASKED) VMSTORE(C + r * p->ldc + v * VL, m[v], acc[r][v]);
-            else VSTOREU(C + r * p->ldc + v * VL, acc[r][v]);
+            T *c = C + r * p->ldc + col[v];
+            if (MODE == RV_MASK) VMSTORE(c, m, acc[r][v]);
+            else if (MODE == RV_SHIFT && col[v] < j) VSTOREU(c, VBLEND(acc[r][v], VLOADU(c), VMASK((int)(j - col[v]))));
+            else VSTOREU(c, acc[r][v]);
         }
-    S(scalar_act)(&e, C, p->ldc, ROWS, MASKED ? nlast : NV * VL);
+    S(scalar_act)(&e, C + j, p->ldc, ROWS, (int)(p->N - j < NV * VL ? p->N - j : NV * VL));
 }
 
-/* All columns of rows i : i+ROWS: full tiles of NV vectors, then one masked tile. */
+/* All columns of rows i : i+ROWS: whole tiles of NV vectors, then the edge (RV_SHIFT, or
+ * RV_MASK when the row is narrower than one vector). */
 static inline __attribute__((always_inline)) void
 S(rv_rows)(const int ROWS, const int NV, const fm_gemm_prob *p, ptrdiff_t i) {
     ptrdiff_t j = 0;
-    for (; j + NV * VL <= p->N; j += NV * VL) S(rv_tile)(ROWS, NV, 0, p, i, j, 0);
-    if (j < p->N) S(rv_tile)(ROWS, NV, 1, p, i, j, (int)(p->N - j));
+    if (p->N < VL) {
+        S(rv_tile)(ROWS, 1, RV_MASK, p, i, 0);
+        return;
+    }
+    for (; j + NV * VL <= p->N; j += NV * VL) S(rv_tile)(ROWS, NV, RV_FULL, p, i, j);
+    if (j < p->N) S(rv_tile)(ROWS, NV, RV_SHIFT, p, i, j);
 }
 
 /* trans_b = 0: blocks of 6 rows x 16 (f32) / 8 (f64) columns; a last block of 1 or 2 rows
@@ -369,85 +386,86 @@ static void S(direct_rv)(const fm_gemm_prob *p) {
     }
 }
 
-/* Dot-product tile for trans_a = 0, trans_b = 1 (NT): C[i : i+ROWS, j : j+COLS], each element
- * the dot product of row i of A and row j of B, both contiguous in k. Vectors run along k
- * (the last partial vector masked), ROWS x COLS accumulators, then a horizontal sum; the
- * epilogue is scalar (one value per element). 3 x 4: 12 accumulators + 3 A rows + 1 B. */
+/* Dot-product tile for trans_a = 0, trans_b = 1 (NT): C[i : i+ROWS, j : j+VL], each element
+ * the dot product of row i of A and row j of B, both contiguous in k. Vectors run along k (the
+ * last partial one masked); ROWS x VL accumulators (f32: 1 x 8, f64: 2 x 4, RD_ROWS) are then
+ * folded by VREDUCE into one vector per row, whose lanes are the VL columns: from there the
+ * epilogue is the vector one of the other paths. MASKED: only ncols < VL columns exist; the
+ * others are neither loaded nor stored. */
 static inline __attribute__((always_inline)) void
-S(rd_tile)(const int ROWS, const int COLS, const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j) {
+S(rd_tile)(const int ROWS, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j,
+           int ncols) {
     const T *A = (const T *)p->A + i * p->lda, *B = (const T *)p->B + j * p->ldb;
     T *C = (T *)p->C + i * p->ldc + j;
     ptrdiff_t K = p->K, lda = p->lda, ldb = p->ldb, k = 0;
-    V acc[3][4];
+    V acc[RD_ROWS][VL];
     _Pragma("GCC unroll 8")
     for (int r = 0; r < ROWS; r++)
         _Pragma("GCC unroll 8")
-        for (int c = 0; c < COLS; c++) acc[r][c] = VZERO();
+        for (int c = 0; c < VL; c++) acc[r][c] = VZERO();
     for (; k + VL <= K; k += VL) {
-        V a[3];
+        V a[RD_ROWS];
         _Pragma("GCC unroll 8")
         for (int r = 0; r < ROWS; r++) a[r] = VLOADU(A + r * lda + k);
         _Pragma("GCC unroll 8")
-        for (int c = 0; c < COLS; c++) {
+        for (int c = 0; c < VL; c++) {
+            if (MASKED && c >= ncols) break;
             V b = VLOADU(B + c * ldb + k);
             _Pragma("GCC unroll 8")
             for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
         }
     }
     if (k < K) {
-        __m256i m = VMASK((int)(K - k));
-        V a[3];
+        /* The last K - k values of each row. K >= VL: load the vector ending at K (in bounds)
+         * and zero its lanes before k, already summed, in both operands (so an infinite value
+         * there cannot make 0 x inf = NaN). K < VL: masked loads (tiny products only). */
+        int rem = (int)(K - k);
+        __m256i keep = K >= VL ? VMASKHI(rem) : VMASK(rem);
+        ptrdiff_t k0 = K >= VL ? K - VL : 0;
+#define RD_TAIL(ptr) (K >= VL ? VKEEP(VLOADU(ptr), keep) : VMLOAD((ptr), keep))
+        V a[RD_ROWS];
         _Pragma("GCC unroll 8")
-        for (int r = 0; r < ROWS; r++) a[r] = VMLOAD(A + r * lda + k, m);
+        for (int r = 0; r < ROWS; r++) a[r] = RD_TAIL(A + r * lda + k0);
         _Pragma("GCC unroll 8")
-        for (int c = 0; c < COLS; c++) {
-            V b = VMLOAD(B + c * ldb + k, m);
+        for (int c = 0; c < VL; c++) {
+            if (MASKED && c >= ncols) break;
+            V b = RD_TAIL(B + c * ldb + k0);
             _Pragma("GCC unroll 8")
             for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
         }
+#undef RD_TAIL
     }
-    const T *bias = (const T *)p->bias, *h = (const T *)p->h;
+    __m256i cm = VMASK(MASKED ? ncols : VL);
+#define RD_LOAD(ptr) (MASKED ? VMLOAD((ptr), cm) : VLOADU(ptr))
+    S(tile_epi) e = {p->epi, p->act, p->bias ? (const T *)p->bias + j : NULL,
+                     p->h ? (const T *)p->h + i * p->ldh + j : NULL, p->ldh};
+    V bias = e.kind == FM_EPI_BIAS_ACT && e.bias ? RD_LOAD(e.bias) : VZERO();
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < ROWS; r++)
-        _Pragma("GCC unroll 8")
-        for (int c = 0; c < COLS; c++) {
-            T s = VHSUM(acc[r][c]);
-            T *cc = C + r * p->ldc + c;
-            if (p->beta) s = *cc + s;
-            if (p->epi == FM_EPI_BIAS_ACT) s = S(fm_act)(p->act, bias ? s + bias[j + c] : s);
-            else if (p->epi == FM_EPI_DACT) s *= S(fm_dact)(p->act, h[(i + r) * p->ldh + j + c]);
-            *cc = s;
-        }
-}
-
-static void S(rd_any)(int rows, int cols, const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j) {
-    switch (rows * 4 + cols) {
-    case 1 * 4 + 1: S(rd_tile)(1, 1, p, i, j); break;
-    case 1 * 4 + 2: S(rd_tile)(1, 2, p, i, j); break;
-    case 1 * 4 + 3: S(rd_tile)(1, 3, p, i, j); break;
-    case 1 * 4 + 4: S(rd_tile)(1, 4, p, i, j); break;
-    case 2 * 4 + 1: S(rd_tile)(2, 1, p, i, j); break;
-    case 2 * 4 + 2: S(rd_tile)(2, 2, p, i, j); break;
-    case 2 * 4 + 3: S(rd_tile)(2, 3, p, i, j); break;
-    case 2 * 4 + 4: S(rd_tile)(2, 4, p, i, j); break;
-    case 3 * 4 + 1: S(rd_tile)(3, 1, p, i, j); break;
-    case 3 * 4 + 2: S(rd_tile)(3, 2, p, i, j); break;
-    case 3 * 4 + 3: S(rd_tile)(3, 3, p, i, j); break;
-    default: S(rd_tile)(3, 4, p, i, j); break;
+    for (int r = 0; r < ROWS; r++) {
+        V s = VREDUCE(acc[r]);
+        if (p->beta) s = VADD(RD_LOAD(C + r * p->ldc), s);
+        if (e.kind != FM_EPI_NONE)
+            s = S(vepi)(&e, s, bias, e.kind == FM_EPI_DACT ? RD_LOAD(e.h + r * e.ldh) : VZERO());
+        if (MASKED) VMSTORE(C + r * p->ldc, cm, s);
+        else VSTOREU(C + r * p->ldc, s);
     }
+#undef RD_LOAD
+    S(scalar_act)(&e, C, p->ldc, ROWS, MASKED ? ncols : VL);
 }
 
-/* trans_a = 0, trans_b = 1: 3 x 4 dot-product tiles, smaller ones on the bottom and right. */
+/* All columns of rows i : i+ROWS. */
+static inline __attribute__((always_inline)) void
+S(rd_rows)(const int ROWS, const fm_gemm_prob *p, ptrdiff_t i) {
+    ptrdiff_t j = 0;
+    for (; j + VL <= p->N; j += VL) S(rd_tile)(ROWS, 0, p, i, j, VL);
+    if (j < p->N) S(rd_tile)(ROWS, 1, p, i, j, (int)(p->N - j));
+}
+
+/* trans_a = 0, trans_b = 1: RD_ROWS x VL dot-product tiles, single rows at the bottom. */
 static void S(direct_rd)(const fm_gemm_prob *p) {
-    for (ptrdiff_t i = 0; i < p->M; i += 3) {
-        int rows = p->M - i < 3 ? (int)(p->M - i) : 3;
-        ptrdiff_t j = 0;
-        for (; j + 4 <= p->N; j += 4) {
-            if (rows == 3) S(rd_tile)(3, 4, p, i, j);
-            else S(rd_any)(rows, 4, p, i, j);
-        }
-        if (j < p->N) S(rd_any)(rows, (int)(p->N - j), p, i, j);
-    }
+    ptrdiff_t i = 0;
+    for (; i + RD_ROWS <= p->M; i += RD_ROWS) S(rd_rows)(RD_ROWS, p, i);
+    for (; i < p->M; i++) S(rd_rows)(1, p, i);
 }
 
 void S(fm_gemm_avx2_direct)(const fm_gemm_prob *p) {
