@@ -93,6 +93,31 @@ def blas_info():
     return "; ".join(rows) or "none found"
 
 
+def fastmlp_build():
+    """The fastmlp being measured: its extension's file date and, in a git checkout, the commit
+    (with '+changes' when csrc/ or src/ differ from it)."""
+    import datetime
+    try:
+        from fastmlp import _core
+    except ImportError:
+        return "fastmlp not importable"
+    so = _core.__file__
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(so)).strftime("%Y-%m-%d %H:%M")
+    text = f"extension built {when}"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(so))))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "csrc", "src"],
+                               capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            text += f", source commit {head.stdout.strip()}"
+            text += " +changes" if dirty.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return text
+
+
 def machine_lines():
     import numpy as np
     la = load_average()
@@ -101,6 +126,7 @@ def machine_lines():
              f"numpy {np.__version__}, BLAS: {blas_info()}"]
     removed = os.environ.get("FASTMLP_BENCH_REMOVED")
     lines.append(f"OpenBLAS overrides removed for this process: {removed or 'none were set'}")
+    lines.append(f"fastmlp: {fastmlp_build()}")
     return lines
 
 

@@ -165,12 +165,14 @@ def summarize(res, peak, peak1):
             if peer in rows:
                 ratio = rows[peer]["median"] / fm["median"]
                 checks.append({"what": f"fastmlp vs {peer}", "ratio": ratio, "target": target,
-                               "met": ratio >= target})
+                               "met": ratio >= target,
+                               "min_ratio": rows[peer]["min"] / fm["min"]})
         if "fastmlp-1t" in rows:
             ratio = rows["fastmlp-1t"]["median"] / fm["median"]
             checks.append({"what": "fastmlp N threads vs 1 thread", "ratio": ratio,
                            "target": THREAD_SCALING_TARGET,
-                           "met": ratio >= THREAD_SCALING_TARGET})
+                           "met": ratio >= THREAD_SCALING_TARGET,
+                           "min_ratio": rows["fastmlp-1t"]["min"] / fm["min"]})
     return rows, checks
 
 
@@ -204,7 +206,8 @@ def print_workload(res, rows, checks, peak, out=sys.stdout):
           f"the implementations did not do the same work")
     for c in checks:
         verdict = "met" if c["met"] else "NOT met"
-        p(f"   {c['what']:<32} {c['ratio']:8.2f}x  (target >= {c['target']:g}x: {verdict})")
+        p(f"   {c['what']:<32} {c['ratio']:8.2f}x  (target >= {c['target']:g}x: {verdict}; "
+          f"ratio of the fastest epochs {c['min_ratio']:.2f}x)")
 
 
 def markdown(results, out=sys.stdout):
@@ -235,12 +238,12 @@ def markdown(results, out=sys.stdout):
         cells = ["-" if r["rows"].get(n) is None else f"{r['rows'][n]['final_loss']:.6g}"
                  for n in names]
         p(f"| {r['workload']} | " + " | ".join(cells) + " |")
-    p("\n| workload | check | ratio | target | met |")
-    p("|---|---|---|---|---|")
+    p("\n| workload | check | ratio of medians | target | met | ratio of fastest epochs |")
+    p("|---|---|---|---|---|---|")
     for r in results:
         for c in r["checks"]:
             p(f"| {r['workload']} | {c['what']} | {c['ratio']:.2f}x | >= {c['target']:g}x | "
-              f"{'yes' if c['met'] else 'no'} |")
+              f"{'yes' if c['met'] else 'no'} | {c['min_ratio']:.2f}x |")
 
 
 def main():
