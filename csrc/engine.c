@@ -18,7 +18,13 @@
  *    for the norm and again for the update would triple the memory traffic of a step whose
  *    arithmetic is tiny, so it is never stored: ||dW||_F = ||a|| ||dz|| exactly (up to
  *    rounding), and fm_sgd_rank1 applies W -= lr a dz^T in the one pass over W the update needs.
+ * 7. A finite gradient can still overflow a parameter (a huge rate). Each |g_i| <= ||g||, so
+ *    |p_i - lr g_i| <= max|p| + lr ||g||; a step is refused while that bound is below a quarter
+ *    of the dtype's largest value, and max|p| comes free from the previous update pass (one
+ *    extra pass only at the start of a call that does not know it). No parameter can then
+ *    become infinite, and a refused step leaves every parameter as it was.
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include "fastmlp.h"
@@ -66,12 +72,16 @@ size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, si
 }
 
 #define T float
+#define TMAX FLT_MAX
 #define S(name) name##_f32
 #include "engine_t.h"
 #undef T
+#undef TMAX
 #undef S
 #define T double
+#define TMAX DBL_MAX
 #define S(name) name##_f64
 #include "engine_t.h"
 #undef T
+#undef TMAX
 #undef S

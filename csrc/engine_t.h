@@ -69,6 +69,18 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
     return FM_OK;
 }
 
+/* The largest |parameter| of the network. */
+static double S(params_absmax)(const fm_layer *plan, int64_t L, const T *params) {
+    double m = 0.0, v;
+    for (int64_t l = 0; l < L; l++) {
+        v = S(fm_absmax)(params + plan[l].w_off, plan[l].fan_in * plan[l].fan_out);
+        m = v > m ? v : m;
+        v = S(fm_absmax)(params + plan[l].b_off, plan[l].fan_out);
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
 /* Copy rows idx[r0..r0+nb) of X and Y into the workspace. */
 static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const int64_t *idx, int64_t r0,
                       int64_t nb, int64_t I0, int64_t K, int loss) {
@@ -140,20 +152,29 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
             return FM_ENONFINITE_GRAD;
         }
         double lr = opt->lr;
-        if (opt->clip_norm > 0.0 && norm > opt->clip_norm) {
-            lr *= opt->clip_norm / norm;
-            st->clipped++;
+        int clipped = opt->clip_norm > 0.0 && norm > opt->clip_norm;
+        if (clipped) lr *= opt->clip_norm / norm;
+        /* Design note 7: every |p - lr g| <= max|p| + lr ||g|| must stay far from overflow. */
+        if (st->param_max < 0) st->param_max = S(params_absmax)(plan, L, params);
+        if (!(st->param_max + lr * norm < 0.25 * (double)TMAX)) {
+            st->bad_step = s;
+            return FM_EOVERFLOW_STEP;
         }
+        st->clipped += clipped;
+        double pmax = 0.0, m;
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
             if (rank1)
-                S(fm_sgd_rank1)(params + p->w_off, l ? w.a[l - 1] : x, grads + p->b_off,
-                                p->fan_in, p->fan_out, lr, nt);
+                m = S(fm_sgd_rank1)(params + p->w_off, l ? w.a[l - 1] : x, grads + p->b_off,
+                                    p->fan_in, p->fan_out, lr, nt);
             else
-                S(fm_sgd_update)(params + p->w_off, grads + p->w_off, p->fan_in * p->fan_out,
-                                 lr, nt);
-            S(fm_sgd_update)(params + p->b_off, grads + p->b_off, p->fan_out, lr, nt);
+                m = S(fm_sgd_update)(params + p->w_off, grads + p->w_off,
+                                     p->fan_in * p->fan_out, lr, nt);
+            pmax = m > pmax ? m : pmax;
+            m = S(fm_sgd_update)(params + p->b_off, grads + p->b_off, p->fan_out, lr, nt);
+            pmax = m > pmax ? m : pmax;
         }
+        st->param_max = pmax;
         st->loss_sum += lsum;
         st->norm_sum += norm;
         st->norm_max = norm > st->norm_max ? norm : st->norm_max;

@@ -31,6 +31,7 @@ enum {
     FM_ELABEL = 2,            /* a class label is outside [0, K) */
     FM_ENONFINITE_LOSS = 3,   /* the loss of a batch is NaN or infinite */
     FM_ENONFINITE_GRAD = 4,   /* a gradient is NaN or infinite */
+    FM_EOVERFLOW_STEP = 5,    /* the update could overflow a parameter (refused, not applied) */
 };
 
 enum { FM_LOSS_SQUARED = 0, FM_LOSS_SOFTMAX_CE = 1, FM_LOSS_SIGMOID_BCE = 2 };
@@ -62,6 +63,7 @@ typedef struct {
     int64_t clipped;          /* steps whose gradient was clipped */
     int64_t bad_step;         /* on FM_ENONFINITE_*: the step that failed (not applied) */
     int64_t bad_layer;        /* on FM_ENONFINITE_GRAD: the first layer with a non-finite norm */
+    double param_max;         /* in/out: largest |parameter|, or < 0 if unknown (then measured) */
 } fm_stats;
 
 /* ---- element-wise and layer kernels (kernels.c, loss.c, optim.c) ---- */
@@ -107,14 +109,18 @@ double fm_norm_combine(const double *v, ptrdiff_t n);
 /* Scale g in place by min(1, tau / ||g||) when tau > 0; returns ||g|| before clipping. */
 double fm_clip_f32(float *g, ptrdiff_t n, double tau);
 double fm_clip_f64(double *g, ptrdiff_t n, double tau);
-/* p <- p - lr * g over n values. */
-void fm_sgd_update_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
-void fm_sgd_update_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
-/* W (I x O) <- W - lr * a dz^T: the SGD step of a single-row gradient, never stored. */
-void fm_sgd_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t I, ptrdiff_t O,
-                      double lr, int nt);
-void fm_sgd_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t I, ptrdiff_t O,
-                      double lr, int nt);
+/* p <- p - lr * g over n values; returns the largest |p| after the update. */
+double fm_sgd_update_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
+double fm_sgd_update_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
+/* W (I x O) <- W - lr * a dz^T: the SGD step of a single-row gradient, never stored; returns
+ * the largest |W| after the update. */
+double fm_sgd_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t I, ptrdiff_t O,
+                        double lr, int nt);
+double fm_sgd_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t I, ptrdiff_t O,
+                        double lr, int nt);
+/* The largest |x| of n values. */
+double fm_absmax_f32(const float *x, ptrdiff_t n);
+double fm_absmax_f64(const double *x, ptrdiff_t n);
 
 /* ---- the engine (engine.c) ---- */
 /* Check a plan: sizes positive, consecutive layers chained, offsets inside n_params, codes known.
@@ -129,7 +135,8 @@ size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, si
  * forward, loss, backward, global norm, clipping and the SGD update. Statistics are added to
  * *st and, per layer l, to layer_stats[4l..4l+3] = (sum ||dW||, max ||dW||, sum ||db||,
  * max ||db||), all before clipping. Stops before applying a step with a non-finite loss or
- * gradient (FM_ENONFINITE_*; parameters keep the previous step's values). */
+ * gradient (FM_ENONFINITE_*), or one whose update could overflow a parameter
+ * (FM_EOVERFLOW_STEP): the parameters then keep the previous step's values, all finite. */
 int fm_train_steps_f32(const fm_layer *plan, int64_t L, int loss, float *params, float *grads,
                        void *ws, int64_t max_batch, const float *X, const void *Y,
                        const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,

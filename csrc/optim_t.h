@@ -35,26 +35,57 @@ double S(fm_clip)(T *g, ptrdiff_t n, double tau) {
     return norm;
 }
 
-void S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
-    const T a = (T)lr;
-    if (nt < 2 || n < FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
-        for (ptrdiff_t i = 0; i < n; i++) p[i] -= a * g[i];
-        return;
+/* The largest |x| of n values (0 for none); NaN never occurs here (callers check first). */
+double S(fm_absmax)(const T *x, ptrdiff_t n) {
+    T m = 0;
+    #pragma omp simd reduction(max:m)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        T v = x[i] < 0 ? -x[i] : x[i];
+        m = v > m ? v : m;
     }
-    #pragma omp parallel for simd schedule(static) num_threads(nt)
-    for (ptrdiff_t i = 0; i < n; i++) p[i] -= a * g[i];
+    return (double)m;
+}
+
+double S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
+    const T a = (T)lr;
+    T m = 0;
+    if (nt < 2 || n < FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        #pragma omp simd reduction(max:m)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            T v = p[i] - a * g[i];
+            p[i] = v;
+            v = v < 0 ? -v : v;
+            m = v > m ? v : m;
+        }
+        return (double)m;
+    }
+    #pragma omp parallel for simd schedule(static) num_threads(nt) reduction(max:m)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        T v = p[i] - a * g[i];
+        p[i] = v;
+        v = v < 0 ? -v : v;
+        m = v > m ? v : m;
+    }
+    return (double)m;
 }
 
 /* W[i, j] -= lr * (a[i] dz[j]): the same rounding as forming dW = a dz^T and then the update
  * above, without writing dW and reading it back. Threads own blocks of rows. */
-void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
-                     int nt) {
+double S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
+                       int nt) {
     const T r = (T)lr;
+    T m = 0;
     int par = nt > 1 && I * O >= FM_PAR_MIN;
     (void)par;  /* unused in a build without OpenMP */
-    #pragma omp parallel for schedule(static) num_threads(nt) if (par)
+    #pragma omp parallel for schedule(static) num_threads(nt) if (par) reduction(max:m)
     for (ptrdiff_t i = 0; i < I; i++) {
         T ai = a[i], *w = W + i * O;
-        for (ptrdiff_t j = 0; j < O; j++) w[j] -= r * (ai * dz[j]);
+        for (ptrdiff_t j = 0; j < O; j++) {
+            T v = w[j] - r * (ai * dz[j]);
+            w[j] = v;
+            v = v < 0 ? -v : v;
+            m = v > m ? v : m;
+        }
     }
+    return (double)m;
 }

@@ -3,7 +3,7 @@ from libc.stdint cimport int64_t
 
 cdef extern from "fastmlp.h" nogil:
     enum:
-        FM_OK, FM_EARG, FM_ELABEL, FM_ENONFINITE_LOSS, FM_ENONFINITE_GRAD
+        FM_OK, FM_EARG, FM_ELABEL, FM_ENONFINITE_LOSS, FM_ENONFINITE_GRAD, FM_EOVERFLOW_STEP
         FM_LOSS_SQUARED, FM_LOSS_SOFTMAX_CE, FM_LOSS_SIGMOID_BCE
         FM_MAX_LAYERS
         FM_ACT_COUNT
@@ -18,6 +18,7 @@ cdef extern from "fastmlp.h" nogil:
     ctypedef struct fm_stats:
         double loss_sum, norm_sum, norm_max
         int64_t rows, steps, clipped, bad_step, bad_layer
+        double param_max
 
     int fm_act_forward_f32(float *A, const float *Z, Py_ssize_t n, int act)
     int fm_act_forward_f64(double *A, const double *Z, Py_ssize_t n, int act)
@@ -42,8 +43,8 @@ cdef extern from "fastmlp.h" nogil:
     double fm_norm_combine(const double *v, Py_ssize_t n)
     double fm_clip_f32(float *g, Py_ssize_t n, double tau)
     double fm_clip_f64(double *g, Py_ssize_t n, double tau)
-    void fm_sgd_update_f32(float *p, const float *g, Py_ssize_t n, double lr, int nt)
-    void fm_sgd_update_f64(double *p, const double *g, Py_ssize_t n, double lr, int nt)
+    double fm_sgd_update_f32(float *p, const float *g, Py_ssize_t n, double lr, int nt)
+    double fm_sgd_update_f64(double *p, const double *g, Py_ssize_t n, double lr, int nt)
 
     int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params)
     size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,

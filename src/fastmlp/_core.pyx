@@ -31,9 +31,10 @@ MAX_LAYERS = FM_MAX_LAYERS
 
 
 class NonFiniteError(FloatingPointError):
-    """A batch's loss or gradient is NaN or infinite; the step was not applied.
+    """A batch's loss, gradient or update is not finite; the step was not applied.
 
-    Attributes: ``what`` ('loss' or 'gradient'), ``step`` (index within the epoch), ``layer``
+    Attributes: ``what`` ('loss', 'gradient' or 'update ...'), ``step`` (index within the
+    epoch), ``layer``
     (first layer with a non-finite gradient, or -1), ``stats`` (figures of the steps done).
     """
 
@@ -319,11 +320,12 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                 floating[::1] grads, unsigned char[::1] ws, int64_t max_batch,
                 const floating[:, ::1] X, Y, const int64_t[::1] idx, int64_t batch_size,
                 int64_t step_begin, int64_t step_end, double lr, double clip_norm,
-                double[:, ::1] layer_stats, int nthreads):
+                double[:, ::1] layer_stats, int nthreads, double param_max=-1.0):
     """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
 
     # IN plan, X (n, I0), Y, idx (n) or None  # OUT params, grads, ws, layer_stats (L, 4) +=
-    Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped).
+    param_max: the largest |parameter| if the caller knows it from the last call, else -1.
+    Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max).
     """
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
     cdef const fm_layer *p = _plan(plan, params.shape[0])
@@ -357,6 +359,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     memset(&st, 0, sizeof(st))
     st.bad_step = -1
     st.bad_layer = -1
+    st.param_max = param_max
     with nogil:
         if floating is float:
             rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
@@ -366,11 +369,14 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
             rc = fm_train_steps_f64(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
                                     &X[0, 0], py, pidx, n, batch_size, step_begin, step_end,
                                     &opt, &st, &layer_stats[0, 0], nthreads)
-    stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped)
+    stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped, st.param_max)
     if rc == FM_ENONFINITE_LOSS:
         raise NonFiniteError("loss", st.bad_step, -1, stats)
     if rc == FM_ENONFINITE_GRAD:
         raise NonFiniteError("gradient", st.bad_step, st.bad_layer, stats)
+    if rc == FM_EOVERFLOW_STEP:
+        raise NonFiniteError("update (it would overflow the parameters)", st.bad_step, -1,
+                             stats)
     _check(rc, "train_steps")
     return stats
 
@@ -420,6 +426,6 @@ def loss_and_grad(const int64_t[:, ::1] plan, str loss, const floating[::1] para
             rc = fm_loss_and_grad_f64(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
                                       &X[0, 0], py, n, &out, nthreads)
     if rc == FM_ENONFINITE_LOSS:
-        raise NonFiniteError("loss", 0, -1, None)
+        raise FloatingPointError("the loss is not finite for this data and these weights")
     _check(rc, "loss_and_grad")
     return out

@@ -5,6 +5,7 @@ then OpenMP's own default for the calling thread (``OMP_NUM_THREADS``, or a limi
 threadpoolctl, which calls ``omp_set_num_threads`` in the OpenMP runtime this module links).
 The result is never more than the processors this process may run on, and never less than 1.
 """
+import numbers
 import os
 
 from fastmlp import _core
@@ -23,10 +24,10 @@ def _cpus():
 def _check_request(n, name):
     if n is None:
         return None
-    if isinstance(n, bool) or not isinstance(n, int) or n == 0:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n == 0:
         raise ValueError(f"{name} must be None, a positive count or a negative count back "
                          f"from the number of CPUs (-1 = all), got {n!r}")
-    return n
+    return int(n)
 
 
 def set_num_threads(n):

@@ -90,13 +90,12 @@ def as_labels(y, name, n_rows, n_classes):
     elif arr.dtype.kind not in "biu":
         raise ValueError(f"{name} must hold integer class labels 0..{n_classes - 1}, "
                          f"got dtype {arr.dtype}")
-    labels = np.ascontiguousarray(arr, dtype=np.int64)
-    bad = (labels < 0) | (labels >= n_classes)
+    bad = (arr < 0) | (arr >= n_classes)  # on the original values: no wrap-around on casting
     if bad.any():
         row = int(np.argmax(bad))
-        raise ValueError(f"{name} holds label {labels[row]} at row {row}, outside the "
+        raise ValueError(f"{name} holds label {arr[row]} at row {row}, outside the "
                          f"{n_classes} classes 0..{n_classes - 1}")
-    return labels
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def as_targets(y, name, n_rows, n_outputs, dtype, binary=False):

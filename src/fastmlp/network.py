@@ -10,13 +10,22 @@ Design notes
 3. Input is checked and converted once per call (``_validation``); the engine never converts.
 4. The last layer of a cross-entropy network outputs logits (identity in the plan); softmax or
    sigmoid is applied only when probabilities are asked for (``forward``, ``predict_proba``).
+5. Threads: the kernels run without the GIL, so one network may be used from several Python
+   threads. Inference shares one cached workspace under a lock and takes a private one when
+   the lock is busy; ``fit`` works in its own workspace and gradient buffer, and a second
+   concurrent ``fit`` of the same network is refused. Predicting while another thread fits
+   sees the weights of some step of that fit.
 """
+import contextlib
 import json
 import math
+import numbers
 import os
 import tempfile
+import threading
 import time
 import warnings
+import zipfile
 from collections import namedtuple
 
 import numpy as np
@@ -176,7 +185,8 @@ class MLP:
             raise ValueError(f"layer_sizes needs at least 2 entries (inputs and outputs), "
                              f"got {sizes}")
         n_hidden = len(sizes) - 2
-        acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+        acts = ([activation] * n_hidden if isinstance(activation, str)
+                else _as_list(activation, "activation"))
         if len(acts) != n_hidden:
             raise ValueError(f"activation lists {len(acts)} entries for {n_hidden} hidden "
                              f"layers")
@@ -197,8 +207,12 @@ class MLP:
         dt = np.dtype(dtype)
         if dt not in (np.float32, np.float64):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if len(sizes) - 1 > _core.MAX_LAYERS:
+            raise ValueError(f"layer_sizes describes {len(sizes) - 1} weight layers; fastmlp "
+                             f"supports at most {_core.MAX_LAYERS}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
 
         self.layer_sizes = tuple(sizes)
         self.activations = tuple(acts)
@@ -234,6 +248,8 @@ class MLP:
                           for p in plan]
         self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
         self._ws = {}
+        self._lock = threading.Lock()      # guards self._ws and self._grads
+        self._fit_lock = threading.Lock()  # one fit at a time
 
     def reset_parameters(self, seed=None):
         """Draw the weights again from ``init`` (with ``seed``, else the network's seed)."""
@@ -275,18 +291,50 @@ class MLP:
                 f"output={self.output!r}, loss={self.loss!r}, init={self.init!r}, "
                 f"dtype={self.dtype.name!r})")
 
-    def _workspace(self, rows, nthreads):
-        """(workspace, capacity in rows) for batches of up to ``rows`` rows.
+    def _new_workspace(self, rows, nthreads):
+        size = _core.workspace_bytes(self._plan, rows, self.dtype.itemsize, nthreads)
+        return np.zeros(size, dtype=np.uint8)
 
-        One workspace is kept and reused while it is large enough, so fit, validation and
-        predict calls share it; it is replaced (not grown per step) when a call needs more."""
-        cap, nt, ws = self._ws.get("cap", 0), self._ws.get("nt"), self._ws.get("ws")
-        if ws is None or cap < rows or nt != nthreads:
-            cap = max(rows, cap if nt == nthreads else 0)
-            size = _core.workspace_bytes(self._plan, cap, self.dtype.itemsize, nthreads)
-            ws = np.zeros(size, dtype=np.uint8)
-            self._ws = {"cap": cap, "nt": nthreads, "ws": ws}
-        return ws, cap
+    @contextlib.contextmanager
+    def _workspace(self, rows, nthreads, wait=False):
+        """(workspace, capacity in rows) for batches of up to ``rows`` rows (note 5).
+
+        The cached workspace is reused while it is large enough; it is replaced (never grown
+        per step) when a call needs more. When another thread holds it, a private one is made
+        for this call, unless ``wait``."""
+        got = self._lock.acquire(blocking=wait)
+        try:
+            if not got:
+                yield self._new_workspace(rows, nthreads), rows
+                return
+            cap, nt, ws = self._ws.get("cap", 0), self._ws.get("nt"), self._ws.get("ws")
+            if ws is None or cap < rows or nt != nthreads:
+                cap = max(rows, cap if nt == nthreads else 0)
+                ws = self._new_workspace(cap, nthreads)
+                self._ws = {"cap": cap, "nt": nthreads, "ws": ws}
+            yield ws, cap
+        finally:
+            if got:
+                self._lock.release()
+
+    # ------------------------------------------------------------ pickling
+
+    def __getstate__(self):
+        """Configuration, parameters and RNG state; views, locks and buffers are rebuilt."""
+        config = dict(layer_sizes=list(self.layer_sizes), activation=list(self.activations),
+                      output=self.output, loss=self.loss, init=self.init,
+                      dtype=self.dtype.name, seed=self.seed)
+        return {"config": config, "params": self._params.copy(), "metadata": self.metadata,
+                "shuffle_state": self._shuffle_rng.bit_generator.state,
+                "history_": getattr(self, "history_", None)}
+
+    def __setstate__(self, state):
+        self.__init__(**state["config"])
+        self._params[...] = state["params"]
+        self.metadata = state["metadata"]
+        self._shuffle_rng.bit_generator.state = state["shuffle_state"]
+        if state["history_"] is not None:
+            self.history_ = state["history_"]
 
     # ------------------------------------------------------------ checks at the boundary
 
@@ -304,8 +352,8 @@ class MLP:
     def _raw_output(self, X, nthreads):
         """Last layer's output (logits for cross-entropy networks) of checked X."""
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        ws, cap = self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads)
-        _core.forward(self._plan, self._params, ws, cap, X, out, nthreads)
+        with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap):
+            _core.forward(self._plan, self._params, ws, cap, X, out, nthreads)
         return out
 
     def _activate_output(self, G):
@@ -336,7 +384,7 @@ class MLP:
         nt = resolve_threads(n_threads)
         if not cache:
             return self._activate_output(self._raw_output(X, nt))
-        Zs, As = [], [X]
+        Zs, As = [], [X.copy()]  # A[0] never aliases the caller's array
         for l, p in enumerate(self._plan):
             Z = np.empty((X.shape[0], p[1]), dtype=self.dtype)
             _core.dense_forward(As[-1], self.weights[l], self.biases[l], Z, "identity", nt)
@@ -415,10 +463,10 @@ class MLP:
         X = self._X(X)
         y = self._y(y, X.shape[0])
         nt = resolve_threads(n_threads)
-        ws, cap = self._workspace(min(X.shape[0], _PREDICT_ROWS), nt)
-        J = _core.loss_and_grad(self._plan, self.loss, self._params, self._grads, ws, cap, X,
-                                y, nt)
-        return J, [d.copy() for d in self._dweights], [d.copy() for d in self._dbiases]
+        with self._workspace(min(X.shape[0], _PREDICT_ROWS), nt, wait=True) as (ws, cap):
+            J = _core.loss_and_grad(self._plan, self.loss, self._params, self._grads, ws, cap,
+                                    X, y, nt)
+            return J, [d.copy() for d in self._dweights], [d.copy() for d in self._dbiases]
 
     # ------------------------------------------------------------ training
 
@@ -461,7 +509,7 @@ class MLP:
             raise TypeError(f"optimizer must be a fastmlp.SGD, got {type(opt).__name__}")
         epochs = check_positive_int(epochs, "epochs")
         patience = check_positive_int(patience, "patience")
-        if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
+        if tol is not None and not (isinstance(tol, numbers.Real) and tol >= 0):
             raise ValueError(f"tol must be None or a number >= 0, got {tol!r}")
         X = self._X(X)
         y = self._y(y, X.shape[0])
@@ -477,9 +525,20 @@ class MLP:
             warnings.warn(f"batch_size {B} is larger than the {n} rows of X; using {n}",
                           UserWarning, stacklevel=2)
             B = n
-        nt = resolve_threads(n_threads)
-        rows = B if val is None else max(B, min(val[0].shape[0], _PREDICT_ROWS))
-        ws, cap = self._workspace(rows, nt)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("this network is being fitted in another thread")
+        try:
+            return self._fit(X, y, opt, epochs, shuffle, val, tol, patience, verbose,
+                             resolve_threads(n_threads), callback, B)
+        finally:
+            self._fit_lock.release()
+
+    def _fit(self, X, y, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback, B):
+        n = X.shape[0]
+        ws, cap = self._new_workspace(B, nt), B
+        grads = np.empty_like(self._params)  # private: loss_and_gradients may run meanwhile
         clip = 0.0 if opt.clip_norm is None else opt.clip_norm
         n_steps = -(-n // B)
         macs = sum(int(p[0]) * int(p[1]) for p in self._plan)
@@ -490,6 +549,7 @@ class MLP:
         self.history_ = hist
         progress = _Progress(verbose, epochs)
         best, waited = math.inf, 0
+        pmax = -1.0  # largest |parameter|, carried between engine calls (engine.c note 7)
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
@@ -500,10 +560,10 @@ class MLP:
                 for s0 in range(0, n_steps, block):
                     try:
                         st = _core.train_steps(self._plan, self.loss, self._params,
-                                               self._grads, ws, cap, X, y,
+                                               grads, ws, cap, X, y,
                                                idx if shuffle else None, B, s0,
                                                min(n_steps, s0 + block), opt.lr, clip,
-                                               layer_stats, nt)
+                                               layer_stats, nt, pmax)
                     except _core.NonFiniteError as e:
                         raise FloatingPointError(
                             f"training diverged in epoch {epoch + 1}, step {e.step + 1}: "
@@ -513,6 +573,7 @@ class MLP:
                             f"learning rate (lr={opt.lr:g}) or set clip_norm.") from None
                     tot = [tot[0] + st[0], tot[1] + st[1], max(tot[2], st[2]),
                            tot[3] + st[3], tot[4] + st[4], tot[5] + st[5]]
+                    pmax = st[6]
                 self._record(hist, tot, layer_stats, val, nt, time.perf_counter() - t0)
                 progress.update(hist)
                 if callback is not None:
@@ -572,18 +633,31 @@ class MLP:
         except (TypeError, ValueError) as e:
             raise ValueError(f"metadata must be JSON-serializable: {e}") from None
         path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+        target = os.path.realpath(path)  # through a symlink: replace the file it points to
+        if os.path.lexists(target) and not os.path.isfile(target):
+            raise ValueError(f"cannot save to {path}: it exists and is not a regular file")
+        folder = os.path.dirname(target)
+        try:
+            mode = os.stat(target).st_mode & 0o777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot save to {path}: {e.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, header=np.frombuffer(text.encode(), dtype=np.uint8),
                          params=self._params)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException as e:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(e, OSError):
+                raise OSError(e.errno, f"cannot save to {path}: {e.strerror}") from None
             raise
         if metadata is not None:
             self.metadata = metadata
@@ -597,28 +671,61 @@ def _as_list(value, name):
         raise TypeError(f"{name} must be a sequence of ints, got {value!r}") from None
 
 
-def load(path):
-    """Read a network written by ``MLP.save``. Never unpickles; refuses foreign files."""
-    path = os.fspath(path)
+def _umask():
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _read_npz(path):
+    """(header bytes, params) of a model file, or ValueError naming the file and the problem."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            keys = set(f.files)
-            if keys != {"header", "params"}:
-                raise ValueError(f"{path} is not a fastmlp model (arrays {sorted(keys)})")
-            raw, params = f["header"], f["params"]
-    except FileNotFoundError:
+        f = np.load(path, allow_pickle=False)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
     except ValueError as e:
-        if "not a fastmlp model" in str(e):
-            raise
         if "pickle" in str(e):  # np.load's word for a file that is not .npy/.npz
             raise ValueError(f"{path} is not a fastmlp model (not an .npz file)") from None
         raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
-    except (OSError, EOFError, KeyError) as e:
-        if isinstance(e, OSError) and "pickle" in str(e):
-            raise ValueError(f"{path} is not a fastmlp model (not an .npz file)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable fastmlp model ({type(e).__name__}: {e})"
                          ) from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is not a fastmlp model (a single .npy array, not an .npz)")
+    with f:
+        keys = set(f.files)
+        if keys != {"header", "params"}:
+            raise ValueError(f"{path} is not a fastmlp model (arrays {sorted(keys)})")
+        try:
+            return f["header"], f["params"]
+        except ValueError as e:
+            if "pickle" in str(e):
+                raise ValueError(f"{path} is not a fastmlp model (it holds object arrays, "
+                                 f"which are never loaded)") from None
+            raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            raise ValueError(f"{path} is not a readable fastmlp model (damaged: "
+                             f"{type(e).__name__}: {e})") from None
+
+
+def _header_size(path, h):
+    """Parameter count the header describes, checked before anything is allocated."""
+    sizes = h.get("layer_sizes")
+    if (not isinstance(sizes, list) or len(sizes) < 2 or len(sizes) - 1 > _core.MAX_LAYERS
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                       for s in sizes)):
+        raise ValueError(f"{path} has an invalid model header: layer_sizes {sizes!r}")
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def load(path):
+    """Read a network written by ``MLP.save``. Never unpickles; refuses foreign files.
+
+    Raises ValueError naming the file for anything that is not an intact fastmlp model of a
+    format this version reads (FileNotFoundError and PermissionError pass through)."""
+    path = os.fspath(path)
+    raw, params = _read_npz(path)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ValueError(f"{path} is not a fastmlp model (bad header array)")
     try:
@@ -630,18 +737,25 @@ def load(path):
     if h.get("version") != FORMAT_VERSION:
         raise ValueError(f"{path} has model format version {h.get('version')!r}; this fastmlp "
                          f"reads version {FORMAT_VERSION} (upgrade fastmlp for newer files)")
+    n_params = _header_size(path, h)
+    if params.ndim != 1 or params.shape[0] != n_params:
+        raise ValueError(f"{path}: {params.size} parameters stored, the header's layer sizes "
+                         f"need {n_params}")
     try:
         net = MLP(h["layer_sizes"], activation=h["activations"], output=h["output"],
                   loss=h["loss"], init=h["init"], dtype=h["dtype"], seed=h["seed"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path} has an invalid model header: {e}") from None
-    if params.dtype != net.dtype or params.shape != net._params.shape:
-        raise ValueError(f"{path}: parameters of dtype {params.dtype} and shape {params.shape} "
-                         f"do not match the header ({net.dtype}, ({net.n_params},))")
+    if params.dtype != net.dtype:
+        raise ValueError(f"{path}: parameters of dtype {params.dtype} do not match the "
+                         f"header's {net.dtype}")
     if not np.isfinite(params).all():
         raise ValueError(f"{path} holds non-finite parameters")
     net._params[...] = params
-    net.metadata = h.get("metadata") or {}
+    meta = h.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} has an invalid model header: metadata is not an object")
+    net.metadata = meta
     return net
 
 

@@ -1,0 +1,222 @@
+"""Divergence, sharing a network between threads, copies, and damaged or hostile model files."""
+import copy
+import io
+import json
+import os
+import pickle
+import stat
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastmlp
+
+
+def small_classifier(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((40, 3))
+    y = np.arange(40) % 2
+    return fastmlp.MLP([3, 4, 2], output="softmax", seed=seed), X, y
+
+
+# ------------------------------------------------------------------ divergence
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("lr", [1e10, 1e300])
+def test_divergence_keeps_finite_weights_of_last_good_step(dtype, lr):
+    """A rate that overflows the parameters raises, and every parameter stays finite: the
+    refused step is not applied (engine.c note 7)."""
+    net = fastmlp.MLP([3, 8, 1], output="identity", dtype=dtype, seed=0)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((20, 3)), rng.standard_normal(20)
+    with pytest.raises(FloatingPointError, match="diverged in epoch"):
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=lr, batch_size=4), epochs=5)
+    assert np.isfinite(net._params).all()
+
+
+def test_divergence_of_the_lecture_example_names_the_epoch():
+    """X = 0..99, y = x, no hidden layer, zero init, full batch, lr 1: the first epoch's loss
+    is 3283.5 (mean of x^2), then the run diverges; the error names the epoch and the weights
+    stay finite."""
+    X = np.arange(100.0)[:, None]
+    net = fastmlp.MLP([1, 1], output="identity", init="zeros", dtype="float64")
+    with pytest.raises(FloatingPointError, match=r"epoch \d+.*smaller learning rate"):
+        net.fit(X, X[:, 0], optimizer=fastmlp.SGD(lr=1.0, batch_size=None), epochs=200)
+    assert net.history_.loss[0] == 3283.5
+    assert np.isfinite(net._params).all()
+
+
+# ------------------------------------------------------------------ threads
+
+def test_one_network_predicting_from_four_threads_is_correct():
+    rng = np.random.default_rng(0)
+    net = fastmlp.MLP([64, 256, 10], output="softmax", seed=0)
+    X = rng.standard_normal((3000, 64))
+    ref = net.predict_proba(X)
+    errors = []
+
+    def work():
+        for _ in range(4):
+            errors.append(float(np.abs(net.predict_proba(X) - ref).max()))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [0.0] * 16
+
+
+def test_predicting_during_fit_does_not_disturb_the_fit():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((2000, 32)), rng.integers(0, 3, 2000)
+    opt = fastmlp.SGD(lr=0.05, batch_size=16)
+    alone = fastmlp.MLP([32, 64, 3], output="softmax", seed=3)
+    alone.fit(X, y, optimizer=opt, epochs=3, shuffle=False)
+    net = fastmlp.MLP([32, 64, 3], output="softmax", seed=3)
+    stop = threading.Event()
+
+    def monitor():
+        while not stop.is_set():
+            net.predict(X[:64])
+
+    t = threading.Thread(target=monitor)
+    t.start()
+    try:
+        net.fit(X, y, optimizer=opt, epochs=3, shuffle=False)
+    finally:
+        stop.set()
+        t.join()
+    assert np.array_equal(net._params, alone._params)
+
+
+def test_a_second_concurrent_fit_is_refused():
+    net, X, y = small_classifier()
+    entered, release = threading.Event(), threading.Event()
+
+    def cb(epoch, hist):
+        entered.set()
+        release.wait(10)
+
+    t = threading.Thread(target=lambda: net.fit(X, y, epochs=1, callback=cb))
+    t.start()
+    assert entered.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="another thread"):
+            net.fit(X, y, epochs=1)
+    finally:
+        release.set()
+        t.join()
+
+
+# ------------------------------------------------------------------ copies
+
+@pytest.mark.parametrize("clone", [lambda n: pickle.loads(pickle.dumps(n)), copy.deepcopy],
+                         ids=["pickle", "deepcopy"])
+def test_copies_keep_parameters_as_views(clone):
+    net, X, y = small_classifier()
+    net.fit(X, y, epochs=2)
+    twin = clone(net)
+    assert np.array_equal(twin.predict_proba(X), net.predict_proba(X))
+    J1, dW1, db1 = net.loss_and_gradients(X, y)
+    J2, dW2, db2 = twin.loss_and_gradients(X, y)
+    assert J1 == J2 and all(np.array_equal(a, b) for a, b in zip(dW1 + db1, dW2 + db2))
+    assert any(np.abs(d).max() > 0 for d in dW2)
+    twin.weights[0] = np.zeros((3, 4))
+    assert np.array_equal(twin._params[:12], np.zeros(12))
+    assert not np.array_equal(twin.predict_proba(X), net.predict_proba(X))
+    # Same shuffling stream: both continue identically.
+    a, b = clone(net), clone(net)
+    a.fit(X, y, epochs=2)
+    b.fit(X, y, epochs=2)
+    assert np.array_equal(a._params, b._params)
+
+
+# ------------------------------------------------------------------ model files
+
+def saved(tmp_path):
+    net, X, y = small_classifier()
+    path = tmp_path / "m.npz"
+    net.save(path)
+    return net, path
+
+
+def test_flipped_byte_and_truncation_are_value_errors(tmp_path):
+    _, path = saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    for name, blob in [("flip", data[:200] + bytes([data[200] ^ 0xFF]) + data[201:]),
+                       ("cut", data[: len(data) // 2])]:
+        bad = tmp_path / f"{name}.npz"
+        bad.write_bytes(bytes(blob))
+        with pytest.raises(ValueError, match=f"{name}.npz"):
+            fastmlp.load(bad)
+
+
+def test_npy_object_arrays_and_pickles_are_refused(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not an .npz"):
+        fastmlp.load(tmp_path / "a.npy")
+    np.savez(tmp_path / "obj.npz", header=np.array([{"x": 1}], dtype=object),
+             params=np.zeros(3))
+    with pytest.raises(ValueError, match="object arrays"):
+        fastmlp.load(tmp_path / "obj.npz")
+    (tmp_path / "p.npz").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not an .npz"):
+        fastmlp.load(tmp_path / "p.npz")
+
+
+def test_huge_header_is_refused_before_allocating(tmp_path):
+    header = {"format": "fastmlp", "version": 1, "layer_sizes": [200000, 200000],
+              "activations": [], "output": "identity", "loss": "squared", "init": "zeros",
+              "dtype": "float32", "seed": 0, "metadata": {}}
+    buf = io.BytesIO()
+    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+             params=np.zeros(5, np.float32))
+    (tmp_path / "h.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="need 40000200000"):
+        fastmlp.load(tmp_path / "h.npz")
+
+
+def test_save_respects_umask_and_existing_mode(tmp_path):
+    net, path = saved(tmp_path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_umask()
+    os.chmod(path, 0o640)
+    net.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def _umask():
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def test_save_through_symlink_and_onto_non_files(tmp_path):
+    net, path = saved(tmp_path)
+    link = tmp_path / "link.npz"
+    link.symlink_to(path)
+    net.weights[0] = np.ones((3, 4))
+    net.save(link)
+    assert link.is_symlink()
+    assert np.array_equal(fastmlp.load(path).weights[0], np.ones((3, 4)))
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(ValueError, match="not a regular file"):
+        net.save(tmp_path / "dir.npz")
+    with pytest.raises(OSError, match="cannot save to"):
+        net.save(tmp_path / "missing" / "m.npz")
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_too_many_layers_is_a_clear_error():
+    with pytest.raises(ValueError, match="at most 256"):
+        fastmlp.MLP([2] * 258)
+
+
+def test_label_far_outside_classes_is_named_exactly():
+    net, X, _ = small_classifier()
+    y = np.zeros(40)
+    y[7] = 1e300
+    with pytest.raises(ValueError, match=r"label 1e\+300 at row 7"):
+        net.fit(X, y, epochs=1)
