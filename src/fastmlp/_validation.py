@@ -43,6 +43,18 @@ def _first_nonfinite(a):
     return kind, pos
 
 
+def _all_finite(a):
+    """True if every value of a float array is finite, without a temporary the size of a.
+
+    A float64 sum is finite exactly when every value is, unless finite float64 values overflow
+    it; only then are the values tested block by block."""
+    if np.isfinite(np.sum(a, dtype=np.float64)):
+        return True
+    flat = a.reshape(-1)
+    step = 1 << 20
+    return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
+
+
 def as_float_array(X, name, dtype, n_features=None):
     """X as a C-contiguous 2-D array of `dtype`, checked: numeric, finite, non-empty."""
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
@@ -62,10 +74,13 @@ def as_float_array(X, name, dtype, n_features=None):
         raise ValueError(f"{name} has 0 features")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, expected {n_features}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if arr.dtype.kind == "f" and not np.isfinite(out).all():
-        if np.isfinite(arr).all():
-            raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
+    with np.errstate(over="ignore"):  # a value too large for dtype is reported below
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype.kind == "f" and not _all_finite(out):
+        if _all_finite(arr):
+            row, col = np.argwhere(~np.isfinite(out))[0]
+            raise ValueError(f"{name} holds {float(arr[row, col])!r} at row {row}, column "
+                             f"{col}, too large for {np.dtype(dtype).name}")
         kind, (row, col) = _first_nonfinite(arr)
         raise ValueError(f"{name} contains {kind} (first at row {row}, column {col})")
     return out
