@@ -36,8 +36,13 @@
  *      NN 1x512x784       53.6 (184)  185   (398)
  *      NT 1x784x512       40.6 (167)  263   (483)
  *    So: direct beats packed on one thread for NN and TN up to M N K ~ 2^22, but two threads
- *    beat it from 2^18 on; DIRECT_MAX = PAR_MIN = 2^18 (OpenBLAS also threads above 2^18).
+ *    beat it from 2^18 on; DIRECT_MAX = 2^18 (OpenBLAS also threads above 2^18).
  *    For NT the packed path wins from a few thousand M N K; NT_DIRECT_MAX = 2^13.
+ *    PAR_MIN = 2^21, not 2^18: those gains are on an idle machine. With the other core busy
+ *    (a shared machine, or NumPy's threads) a step of eight ~2^18 products, each joining a
+ *    team, ran 3-4x SLOWER on two threads (digits 64-128-64-10, batch 32: 0.040-0.048 s per
+ *    epoch against 0.011-0.016 s on one, same run). From 2^21 (128^3: 125 -> 69 us) the work
+ *    per join is large enough that a late thread costs a fraction of it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -52,7 +57,7 @@
 
 #define DIRECT_MAX ((double)(1 << 18))
 #define NT_DIRECT_MAX ((double)(1 << 13))
-#define PAR_MIN ((double)(1 << 18))
+#define PAR_MIN ((double)(1 << 21))
 
 /* ---- the portable kernels, once per dtype ---- */
 #define T float
