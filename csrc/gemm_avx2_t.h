@@ -27,8 +27,11 @@
  * 2. The epilogue runs once per element in the last K block, on the accumulators, before the
  *    store: bias add, relu and every derivative are exact in SIMD (same operations as act.h).
  *    sigmoid and tanh need libm: after the store the tile (still in L1) goes through act.h.
- * 3. C, A, B, bias and H are read and written with unaligned or masked accesses only: NumPy
- *    gives no alignment, and a masked lane is never touched, so nothing past an array is read.
+ * 3. C, A, B, bias and H are read and written with unaligned accesses only (NumPy gives no
+ *    alignment), and never past their last element: edges are either copied (packed path),
+ *    loaded as a whole vector shifted back inside the row (direct path, see S(rv_tile) and
+ *    S(rd_tile)), or masked when the whole row is shorter than a vector. The packing buffers
+ *    are the only aligned memory.
  */
 
 /* The epilogue of one tile, its pointers already offset to the tile's (row, column). */
