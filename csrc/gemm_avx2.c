@@ -30,6 +30,28 @@
 
 #include "act.h"
 #include "gemm.h"
+#include "vmath_avx2.h"
+
+/* sigmoid or tanh over n values of one row of C, in place (the epilogue's last step, after the
+ * tile's store; gemm_avx2_t.h note 2). float: 8 at a time with vmath_avx2.h (<= 3 ulp), any
+ * vector holding an |x| > FM_VMATH_MAX or a NaN, and the tail, through act.h, so saturated and
+ * subnormal results are exactly libm's. double: act.h (libm) throughout. */
+static inline void act_row_f32(int act, float *c, int n) {
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 x = _mm256_loadu_ps(c + j);
+        if (fm_vmath_in_range(x)) {
+            _mm256_storeu_ps(c + j, act == FM_ACT_TANH ? fm_vtanh_ps(x) : fm_vsigmoid_ps(x));
+        } else {
+            for (int k = j; k < j + 8; k++) c[k] = fm_act_f32(act, c[k]);
+        }
+    }
+    for (; j < n; j++) c[j] = fm_act_f32(act, c[j]);
+}
+
+static inline void act_row_f64(int act, double *c, int n) {
+    for (int j = 0; j < n; j++) c[j] = fm_act_f64(act, c[j]);
+}
 
 /* VMASK(n): first n lanes set; VMASKHI(n): last n lanes set. Sliding windows over these. */
 static const int32_t mask32[24] = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1,

@@ -26,7 +26,8 @@
  *    for any thread count.
  * 2. The epilogue runs once per element in the last K block, on the accumulators, before the
  *    store: bias add, relu and every derivative are exact in SIMD (same operations as act.h).
- *    sigmoid and tanh need libm: after the store the tile (still in L1) goes through act.h.
+ *    sigmoid and tanh need exp: after the store the tile (still in L1) goes through act_row
+ *    (gemm_avx2.c): vmath_avx2.h for float, act.h (libm) for double and out-of-range values.
  * 3. C, A, B, bias and H are read and written with unaligned accesses only (NumPy gives no
  *    alignment), and never past their last element: edges are either copied (packed path),
  *    loaded as a whole vector shifted back inside the row (direct path, see S(rv_tile) and
@@ -68,8 +69,7 @@ static inline V S(vepi)(const S(tile_epi) *e, V c, V bias, V h) {
 /* The scalar part of the epilogue (note 2) on rows x cols of C after the store. */
 static inline void S(scalar_act)(const S(tile_epi) *e, T *c, ptrdiff_t ldc, int rows, int cols) {
     if (e->kind != FM_EPI_BIAS_ACT || (e->act != FM_ACT_SIGMOID && e->act != FM_ACT_TANH)) return;
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < cols; j++) c[r * ldc + j] = S(fm_act)(e->act, c[r * ldc + j]);
+    for (int r = 0; r < rows; r++) S(act_row)(e->act, c + r * ldc, cols);
 }
 
 /* ---- packed path ------------------------------------------------------------------------ */
