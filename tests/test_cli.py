@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -353,3 +354,299 @@ def test_divergence_exits_1_with_advice(tmp_path, capsys):
     assert code == 1
     assert err.startswith("fastmlp: error: training diverged") and err.count("\n") == 1
     assert "learning rate" in err and not model.exists()
+
+
+# ---------------------------------------------------------------- limits and damaged inputs
+
+def one_line_error(capsys, *argv):
+    """Run argv, check that it failed with exit 2 and one line on stderr, return the line."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert err.startswith("fastmlp: error: ") and err.count("\n") == 1, err
+    assert "model saved" not in out
+    return err
+
+
+def small_csv(tmp_path, name, first, target=None):
+    """Ten rows of x (the first one `first`) and a 0/1 label, or `target` as the target."""
+    ys = [0, 1] * 5 if target is None else target
+    rows = [[first, ys[0]]] + [[i, y] for i, y in zip(range(1, 10), ys[1:])]
+    return write_csv(tmp_path / name, ["x", "label"], rows)
+
+
+@pytest.mark.parametrize("value", ["1e200", "-1e200", "1.6e308", "1.7e308", "1e31"])
+def test_train_refuses_features_too_large_to_scale(tmp_path, capsys, value):
+    data = small_csv(tmp_path, "b.csv", value)
+    model = tmp_path / "m.npz"
+    err = one_line_error(capsys, "train", data, "--target", "label", "--out", model, "-q")
+    assert f"b.csv, row 1 (line 2), column 'x': {float(value)!r} is too large to scale" in err
+    assert "up to 1e+30" in err
+    assert not model.exists()
+
+
+def test_train_refuses_regression_target_too_large(tmp_path, capsys):
+    targets = [1e300] + [0.5 * i for i in range(1, 10)]
+    data = small_csv(tmp_path, "r.csv", 0, target=targets)
+    err = one_line_error(capsys, "train", data, "--target", "label", "--out",
+                         tmp_path / "m.npz", "--task", "regression", "-q")
+    assert "r.csv, row 1 (line 2), column 'label' (the target): 1e+300 is too large" in err
+
+
+def test_values_at_the_limit_train_and_save(tmp_path, capsys):
+    """Features and a regression target of magnitude 1e30, and a column of spread 1e-299."""
+    rows = [[1e30 * (-1) ** i, 1e-300 * i, 1e30 * (i % 3 - 1), i % 2] for i in range(40)]
+    data = write_csv(tmp_path / "edge.csv", ["big", "tiny", "y", "label"], rows)
+    model = tmp_path / "m.npz"
+    for target, task in (("label", "classification"), ("y", "regression")):
+        code, out, err = run(capsys, "train", data, "--target", target, "--task", task,
+                             "--epochs", 2, "--out", model, "-q")
+        assert code == 0, err
+        meta = fastmlp.load(model).metadata
+        assert np.isfinite(meta["x_mean"]).all() and np.isfinite(meta["x_scale"]).all()
+        assert meta["x_scale"][0] == pytest.approx(1e30, rel=0.05)
+        assert 5e-300 < meta["x_scale"][1] < 2e-299
+    assert meta["y_scale"] == pytest.approx(0.82e30, rel=0.1)
+    code, out, err = run(capsys, "predict", model, data)
+    assert code == 0, err
+    assert np.isfinite(np.array(out.splitlines()[1:], dtype=float)).all()
+
+
+def test_predict_refuses_values_too_large_after_scaling(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    train = small_csv(tmp_path, "ok.csv", 0)
+    assert run(capsys, "train", train, "--target", "label", "--epochs", 1, "--out", model,
+               "-q")[0] == 0
+    big = write_csv(tmp_path / "big.csv", ["x"], [[1], [2], [1e300]])
+    err = one_line_error(capsys, "predict", model, big)
+    assert "big.csv, row 3 (line 4), column 'x': 1e+300 is too large for" in err
+    assert "m.npz: scaled as in its training it is" in err
+    bare = tmp_path / "bare.npz"
+    fastmlp.MLP([1, 3]).save(bare)
+    err = one_line_error(capsys, "predict", bare, big)
+    assert "big.csv, row 3 (line 4), column 'x': 1e+300 is too large to represent" in err
+    code, out, _ = run(capsys, "predict", bare, write_csv(tmp_path / "fine.csv", ["x"],
+                                                          [[1e30], [-1e30]]))
+    assert code == 0 and len(out.splitlines()) == 3
+
+
+@pytest.mark.parametrize("seed, ok", [("4294967296", False), ("99999999999999999999", False),
+                                      ("4294967295", True)])
+def test_seed_range(tmp_path, capsys, seed, ok):
+    argv = ["train", small_csv(tmp_path, "s.csv", 0), "--target", "label", "--seed", seed,
+            "--epochs", 1, "--out", tmp_path / "m.npz", "-q"]
+    if ok:
+        assert run(capsys, *argv)[0] == 0
+        return
+    err = one_line_error(capsys, *argv)
+    assert "argument --seed: must be an integer from 0 to 4294967295" in err
+
+
+@pytest.mark.parametrize("hidden, fragment", [
+    ("1000000,1000000", "layer widths must be at most 65536"),
+    ("65537", "layer widths must be at most 65536"),
+    ("20000,20000", "the hidden layers alone hold 400020000 parameters; the limit is "
+                    "268435456"),
+    ("65536,4090", "the network 64-65536-4090-10 would hold 272347080 parameters"),
+    ("1_000", "comma-separated layer widths"),
+    ("１２８", "comma-separated layer widths"),
+])
+def test_hidden_layer_limits(tmp_path, capsys, hidden, fragment):
+    err = one_line_error(capsys, "train", "--hidden", hidden, "--out", tmp_path / "m.npz")
+    assert fragment in err
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "1_0"), ("--epochs", "１"),
+                                           ("--lr", "1_0"), ("--threads", "٣")])
+def test_numeric_options_take_plain_ascii_numbers(capsys, option, value):
+    err = one_line_error(capsys, "train", option, value)
+    assert f"argument {option}" in err
+
+
+# ---------------------------------------------------------------- the output path
+
+def test_out_checks_that_fail_for_every_user(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(tmp_path / "fifo", tmp_path / "to-fifo")
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")
+    cases = [("afile/m.npz", f"{tmp_path / 'afile'} is not a folder"),
+             ("afile/sub/m.npz", "afile/sub: not a directory"),
+             ("folder", "it is a directory"),
+             ("new/", "it names a folder, not a file"),
+             ("fifo", "it is a device, pipe or socket, not a regular file"),
+             ("to-fifo", "it links to a device, pipe or socket"),
+             ("dangling", "it is a broken symbolic link"),
+             ("", "the output path is empty")]
+    for out, fragment in cases:
+        path = f"{tmp_path}/{out}" if out else ""
+        err = one_line_error(capsys, "train", "--epochs", 1, "--out", path, "-q")
+        assert "cannot write the model" in err and fragment in err, (out, err)
+        err = one_line_error(capsys, "predict", "model.npz", "data.csv", "--out", path)
+        assert "cannot write the predictions" in err and fragment in err, (out, err)
+    assert sorted(os.listdir(tmp_path)) == ["afile", "dangling", "fifo", "folder", "to-fifo"]
+
+
+@pytest.fixture
+def non_root():
+    """Skip when running as root, whom file permissions do not hold back."""
+    if os.geteuid() == 0:
+        pytest.skip("root is not held back by file permissions")
+
+
+@pytest.mark.parametrize("out", ["ro/m.npz", "/proc/m.npz", "readonly.npz"])
+def test_out_without_write_permission(non_root, tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ro").mkdir(mode=0o500)
+    (tmp_path / "readonly.npz").write_text("")
+    os.chmod(tmp_path / "readonly.npz", 0o400)
+    err = one_line_error(capsys, "train", "--epochs", 1, "--out", out, "-q")
+    assert f"cannot write the model to {out}: permission denied" in err
+    assert not os.listdir(tmp_path / "ro")
+
+
+def test_a_failing_save_is_one_line(tmp_path, capsys, monkeypatch):
+    class FolderGone(fastmlp.MLP):
+        """The output folder disappears while training, after the pre-check."""
+
+        def fit(self, *args, **kwargs):
+            (tmp_path / "out").rmdir()
+            return super().fit(*args, **kwargs)
+
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(fastmlp, "MLP", FolderGone)
+    model = tmp_path / "out" / "m.npz"
+    err = one_line_error(capsys, "train", "--hidden", 8, "--epochs", 1, "--out", model, "-q")
+    assert f"cannot save the model to {model}: no such file or directory" in err
+    assert "was not saved" in err
+
+
+# ---------------------------------------------------------------- damaged or crafted models
+
+@pytest.fixture
+def small_model(tmp_path, capsys):
+    """A 1-2-2 classifier with CLI metadata, and the CSV file it was trained on."""
+    data = small_csv(tmp_path, "ok.csv", 0)
+    model = tmp_path / "m.npz"
+    assert run(capsys, "train", data, "--target", "label", "--hidden", 2, "--epochs", 1,
+               "--out", model, "-q")[0] == 0
+    return model, data
+
+
+def test_predict_model_with_a_flipped_byte(small_model, tmp_path, capsys):
+    model, data = small_model
+    raw = model.read_bytes()
+    at = raw.index(fastmlp.load(model)._params.tobytes())
+    flipped = tmp_path / "flipped.npz"
+    flipped.write_bytes(raw[:at] + bytes([raw[at] ^ 0x10]) + raw[at + 1:])
+    err = one_line_error(capsys, "predict", flipped, data)
+    assert "flipped.npz is not a readable fastmlp model" in err
+
+
+def test_predict_survives_every_flipped_byte(small_model, tmp_path, capsys):
+    model, data = small_model
+    raw = model.read_bytes()
+    damaged = tmp_path / "damaged.npz"
+    outcomes = set()
+    for at in range(len(raw)):
+        damaged.write_bytes(raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1:])
+        code, _, err = run(capsys, "predict", damaged, data)
+        assert code in (0, 2), (at, err)
+        assert code == 0 or (err.startswith("fastmlp: error: ") and err.count("\n") == 1)
+        outcomes.add(code)
+    assert outcomes == {0, 2}  # a flipped weight byte still predicts
+
+
+@pytest.mark.parametrize("error", [zipfile.BadZipFile("Bad CRC-32"),
+                                   NotImplementedError("That compression method"),
+                                   EOFError(), OSError(22, "Invalid argument")])
+def test_predict_load_errors_do_not_depend_on_the_core(small_model, capsys, monkeypatch,
+                                                        error):
+    model, data = small_model
+
+    def load(path):
+        raise error
+
+    monkeypatch.setattr(fastmlp, "load", load)
+    err = one_line_error(capsys, "predict", model, data)
+    assert f"{model} is not a readable fastmlp model: {type(error).__name__}" in err
+
+
+def test_predict_model_is_a_directory(tmp_path, capsys):
+    err = one_line_error(capsys, "predict", tmp_path, "data.csv")
+    assert "is a directory, not a model file" in err
+
+
+def test_predict_unreadable_model_says_permission_denied(non_root, small_model, capsys):
+    model, data = small_model
+    os.chmod(model, 0)
+    err = one_line_error(capsys, "predict", model, data)
+    assert f"{model}: cannot read the model: permission denied" in err
+    assert "not an .npz file" not in err
+
+
+def crafted(model, path, **changes):
+    """A copy of model at path whose CLI metadata has `changes` (None deletes a key)."""
+    net = fastmlp.load(model)
+    meta = dict(net.metadata)
+    for key, value in changes.items():
+        if value is None:
+            del meta[key]
+        else:
+            meta[key] = value
+    net.save(path, metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"x_scale": [0]}, "'x_scale' holds 0 at 0; needs a finite positive number"),
+    ({"x_scale": [-2.0]}, "'x_scale' holds -2.0 at 0"),
+    ({"x_scale": 1.0}, "'x_scale' is not a list of 1 numbers"),
+    ({"x_mean": ["0"]}, "'x_mean' holds '0' at 0"),
+    ({"x_mean": [10 ** 400]}, "'x_mean' holds 1000000000000000000000000000000000000..."),
+    ({"x_mean": None}, "'x_mean' is missing"),
+    ({"x_mean": [0, 0]}, "'x_mean' is not a list of 1 numbers"),
+    ({"classes": [0]}, "'classes' lists 1 labels for the network's 2 outputs"),
+    ({"classes": "ab"}, "'classes' lists no labels for the network's 2 outputs"),
+    ({"classes": [0, [1]]}, "'classes' holds [1] at 1"),
+    ({"classes": None}, "'classes' is missing"),
+    ({"feature_names": "x"}, "'feature_names' is not a list of column names"),
+    ({"feature_names": ["x", "y"]}, "'feature_names' lists 2 names"),
+    ({"feature_names": None}, "'feature_names' is missing"),
+    ({"task": "regression", "y_mean": 0, "y_scale": 1},
+     "'task' is 'regression', but the network has a 'softmax' output"),
+    ({"task": "ranking"}, "'task' is 'ranking'"),
+    ({"target": 3}, "'target' is 3, not a column name"),
+    ({"fastmlp_cli": 2}, "'fastmlp_cli' is 2; this fastmlp reads version 1"),
+])
+def test_predict_refuses_crafted_metadata(small_model, tmp_path, capsys, changes, fragment):
+    model, data = small_model
+    bad = crafted(model, tmp_path / "bad.npz", **changes)
+    err = one_line_error(capsys, "predict", bad, data)
+    assert f"bad.npz: the model's metadata {fragment}" in err
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"y_scale": 0}, "'y_scale' is 0; needs a finite positive number within 2e+30"),
+    ({"y_scale": 1e300}, "'y_scale' is 1e+300"),
+    ({"y_mean": "100"}, "'y_mean' is '100'"),
+    ({"y_mean": None}, "'y_mean' is missing"),
+])
+def test_predict_refuses_crafted_regression_metadata(linear_csv, tmp_path, capsys, changes,
+                                                     fragment):
+    model = tmp_path / "linear.npz"
+    assert run(capsys, "train", linear_csv, "--target", "y", "--hidden", 2, "--epochs", 1,
+               "--out", model, "-q")[0] == 0
+    bad = crafted(model, tmp_path / "bad.npz", **changes)
+    err = one_line_error(capsys, "predict", bad, linear_csv)
+    assert f"bad.npz: the model's metadata {fragment}" in err
+
+
+def test_model_without_cli_metadata_uses_columns_in_order(tmp_path, capsys):
+    bare = tmp_path / "bare.npz"
+    fastmlp.MLP([2, 1]).save(bare, metadata={"x_scale": 0, "target": ["not", "used"]})
+    data = write_csv(tmp_path / "d.csv", ["a", "b"], [[1, 2], [3, 4]])
+    code, out, err = run(capsys, "predict", bare, data)
+    assert code == 0, err
+    assert out.splitlines()[0] == "prediction" and len(out.splitlines()) == 3

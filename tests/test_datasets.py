@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from fastmlp import datasets
-from fastmlp.datasets import DataError, load_builtin, load_digits, read_columns, read_csv
+from fastmlp.datasets import (DataError, load_builtin, load_digits, parse_number,
+                              read_columns, read_csv)
 
 
 def write(tmp_path, text, name="data.csv", encoding="utf-8"):
@@ -127,6 +128,14 @@ ERROR_CASES = [
     ("a,b,y\n1,2,3\n", None, ["a", "c", "d"],
      ["data.csv: missing feature column(s) 'c', 'd'; the columns are: a, b, y"]),
     ("y\n1\n", "y", None, ["no feature columns besides the target 'y'"]),
+    ("a,y\n1,2\n1_000,3\n", "y", None,
+     ["data.csv, row 2 (line 3), column 'a': '1_000' is not a number"]),
+    ("a,y\n１２,3\n", "y", None, ["data.csv, row 1 (line 2), column 'a': '１２' is not a number"]),
+    ("a,y\n0x10,3\n", "y", None, ["row 1 (line 2), column 'a': '0x10' is not a number"]),
+    ("a,y\n1e400,3\n", "y", None,
+     ["row 1 (line 2), column 'a': '1e400' is too large to represent"]),
+    ("a,y\n1,-1e999\n", "y", None,
+     ["row 1 (line 2), column 'y' (the target): '-1e999' is too large to represent"]),
 ]
 
 
@@ -157,3 +166,37 @@ def test_read_csv_not_text_and_directory(tmp_path):
 def test_data_error_is_a_value_error():
     assert issubclass(DataError, ValueError)
     assert datasets.DataError is DataError
+
+
+@pytest.mark.parametrize("text, value", [
+    ("12", 12.0), ("-0.5", -0.5), ("+.5", 0.5), ("3.", 3.0), ("1e-3", 1e-3),
+    ("2.5E+10", 2.5e10), ("007", 7.0), ("1e400", float("inf")),
+])
+def test_parse_number_takes_plain_decimal_numbers(text, value):
+    assert parse_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "-inf", "Infinity", "+INF"])
+def test_parse_number_takes_non_finite_words(text):
+    assert not np.isfinite(parse_number(text))
+
+
+@pytest.mark.parametrize("text", ["1_000", "１２", "٣", "0x10", "1e", "e5", ".", "1.2.3",
+                                  "- 1", "1 2", "", "nan1", "infinit", "1e5\n", "1d5"])
+def test_parse_number_refuses_what_float_alone_would_take_or_garble(text):
+    with pytest.raises(ValueError, match="not a number"):
+        parse_number(text)
+
+
+def test_read_csv_keeps_non_plain_numbers_as_names_and_labels(tmp_path):
+    path = write(tmp_path, "1_000,２\n1,1_000\n2,２\n")
+    data = read_csv(path, target="２")
+    assert data.feature_names == ["1_000"]
+    assert data.y.tolist() == ["1_000", "２"]  # text: a classification target
+
+
+def test_read_csv_rows_know_their_lines(tmp_path):
+    path = write(tmp_path, "a,y\n1,2\n\n3,4\n")
+    data = read_csv(path, target="y")
+    assert data.lines == [2, 4]
+    assert data.where(1, "a") == f"{path}, row 2 (line 4), column 'a'"

@@ -30,16 +30,36 @@ Design notes
    regression, whose squared loss (no 1/2) diverged at 0.1 on standardized toy targets.
 4. Options are checked while parsing, the output folder before training, so a user error costs
    no training time. Errors from the core are caught only where they answer the user's input
-   (building the network, loading a model); anything else is a bug and shows its traceback.
+   (building the network, loading or saving a model, memory for the sizes asked for);
+   anything else is a bug and shows its traceback.
+5. Limits, all refused with exit 2 before training. Hidden layers are at most ``MAX_WIDTH``
+   (65536) wide and a network has at most ``MAX_PARAMS`` (2**28, 1 GiB as float32 weights;
+   training needs a few times that) parameters. ``--seed`` is in [0, 2**32 - 1], what
+   NumPy's and scikit-learn's seeds take. A CSV value used as a number (a feature, or a
+   regression target) is at most ``MAX_ABS_VALUE`` (1e30) in magnitude: the network computes
+   in float32 (largest 3.4e38), and 1e30 leaves eight orders of magnitude for the sums and
+   products of the forward pass, while the mean and std (computed in float64, after scaling
+   each column by a power of two so that no square overflows) stay finite. ``predict`` applies
+   the same limit to each feature after the model's scaling, naming the cell that breaks it.
+6. The output path is checked before training: its folder must exist and allow creating
+   files (``os.access``), and an existing target must be a writable regular file (a symbolic
+   link to one is replaced by the saved file). ``os.access`` cannot see everything (for root it
+   allows any folder, and some file systems refuse files anyway), so a failing save is also
+   reported in one line, exit 2, naming the path and the system's reason.
+7. ``predict`` reads only what it checked: a model file that cannot be opened or parsed is
+   reported as not a readable model, and each key of the CLI metadata is checked against the
+   network (types, lengths, finite positive scales) before it is used. A model saved from
+   Python without the CLI's metadata takes every column of the CSV file in order, unscaled.
 """
 import argparse
 import csv
 import io
 import math
 import os
+import re
+import stat
 import sys
 import warnings
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +74,11 @@ DEFAULT_EPOCHS = 40
 DEFAULT_LR = {"classification": 0.1, "regression": 0.02}
 DEFAULT_BATCH = 32
 METADATA_VERSION = 1
+MAX_WIDTH = 65536
+MAX_PARAMS = 2 ** 28
+MAX_SEED = 2 ** 32 - 1
+MAX_ABS_VALUE = 1e30
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class UsageError(Exception):
@@ -92,16 +117,19 @@ def _type(check):
 
 def _number(text):
     try:
-        return float(text)
+        return datasets.parse_number(text.strip())
     except ValueError:
         raise ValueError("must be a number") from None
 
 
 def _integer(text):
+    """Plain ASCII digits with an optional sign (no '1_000', no other scripts' digits)."""
     try:
-        return int(text)
-    except ValueError:
-        raise ValueError("must be an integer") from None
+        if _INTEGER.fullmatch(text.strip()):
+            return int(text)
+    except ValueError:  # more digits than int() converts
+        pass
+    raise ValueError("must be an integer")
 
 
 def _positive_int(text):
@@ -123,13 +151,24 @@ def _hidden_sizes(text):
     if text.strip().lower() == "none":
         return []
     try:
-        sizes = [int(s) for s in text.split(",")]
+        sizes = [_integer(s) for s in text.split(",")]
     except ValueError:
         raise ValueError("must be comma-separated layer widths such as 128,64 "
                          "(or none)") from None
     if any(s < 1 for s in sizes):
         raise ValueError("layer widths must be positive integers")
+    if max(sizes) > MAX_WIDTH:
+        raise ValueError(f"layer widths must be at most {MAX_WIDTH}")
+    between = _n_params(sizes)
+    if between > MAX_PARAMS:
+        raise ValueError(f"the hidden layers alone hold {between} parameters; the limit is "
+                         f"{MAX_PARAMS} (2**28)")
     return sizes
+
+
+def _n_params(sizes):
+    """Weights and biases of a network with these layer widths: sum of (fan_in + 1) fan_out."""
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def _batch_size(text):
@@ -158,8 +197,8 @@ def _threads(text):
 
 def _seed(text):
     n = _integer(text)
-    if n < 0:
-        raise ValueError("must be a non-negative integer")
+    if not 0 <= n <= MAX_SEED:
+        raise ValueError(f"must be an integer from 0 to {MAX_SEED} (2**32 - 1)")
     return n
 
 
@@ -277,7 +316,7 @@ def _config_text():
 # ---------------------------------------------------------------- train
 
 def _train(args):
-    out = args.out or _default_out(args.data)
+    out = _default_out(args.data) if args.out is None else args.out
     _check_writable(out, "the model")
     data = _digits(args) if args.data is None else _csv_data(args)
     n_out = len(data.meta["classes"]) if data.meta["task"] == "classification" else 1
@@ -287,10 +326,14 @@ def _train(args):
           f"{net.output} output; {opt!r}, {args.epochs} epochs", flush=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="fit interrupted", category=UserWarning)
-        hist = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=args.epochs,
-                       verbose=0 if args.quiet else 1, n_threads=args.threads)
+        try:
+            hist = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=args.epochs,
+                           verbose=0 if args.quiet else 1, n_threads=args.threads)
+        except MemoryError:
+            raise UsageError(f"out of memory while training a network of {net.n_params} "
+                             f"parameters; try a smaller --hidden or --batch-size") from None
     data.meta["metrics"] = _report(net, data, args.threads)
-    net.save(out, metadata=data.meta)
+    _save(net, out, data.meta)
     if hist.interrupted:
         print(f"training interrupted after {hist.epochs} of {args.epochs} epochs")
         print(f"model of the last completed step saved to {out}")
@@ -305,20 +348,75 @@ def _default_out(data):
 
 
 def _check_writable(path, what):
-    if os.path.isdir(path):
-        raise UsageError(f"cannot write {what} to {path}: it is a directory")
+    """Refuse an output path that cannot take a new file, before any work (design note 6)."""
+    where = f"cannot write {what} to {path}"
+    if not path:
+        raise UsageError(f"cannot write {what}: the output path is empty")
+    if path.endswith(("/", os.sep)):
+        raise UsageError(f"{where}: it names a folder, not a file")
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"cannot write {what} to {path}: folder {folder} does not exist")
+    try:
+        is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
+    except FileNotFoundError:
+        raise UsageError(f"{where}: folder {folder} does not exist") from None
+    except OSError as e:
+        raise UsageError(f"{where}: folder {folder}: {_reason(e)}") from None
+    if not is_folder:
+        raise UsageError(f"{where}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{where}: permission denied (cannot create files in {folder})")
+    if os.path.lexists(path):
+        _check_target(path, where)
+
+
+def _check_target(path, where):
+    """An existing output path must be (or link to) a regular file this user may write."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{where}: it is a broken symbolic link") from None
+    except OSError as e:
+        raise UsageError(f"{where}: {_reason(e)}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{where}: it is a directory")
+    if not stat.S_ISREG(mode):
+        link = " links to" if os.path.islink(path) else " is"
+        raise UsageError(f"{where}: it{link} a device, pipe or socket, not a regular file")
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{where}: permission denied (the file is read-only)")
+
+
+def _reason(error):
+    """The system's reason for an OSError (from its errno when it has one), lower case."""
+    text = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
+    return text[:1].lower() + text[1:]
+
+
+def _save(net, out, meta):
+    """Save the model; a failure the pre-check could not foresee is still one line."""
+    try:
+        net.save(out, metadata=meta)
+    except OSError as e:
+        raise UsageError(f"cannot save the model to {out}: {_reason(e)} (the trained model "
+                         f"was not saved)") from None
 
 
 def _network(n_features, args, n_outputs):
+    sizes = [n_features, *args.hidden, n_outputs]
+    n_params = _n_params(sizes)
+    if n_params > MAX_PARAMS:
+        raise UsageError(f"the network {'-'.join(map(str, sizes))} would hold {n_params} "
+                         f"parameters; the limit is {MAX_PARAMS} (2**28): use a smaller "
+                         f"--hidden")
     output = "softmax" if n_outputs > 1 else "identity"
     try:
-        return fastmlp.MLP([n_features, *args.hidden, n_outputs], activation=args.activation,
-                           output=output, init="he", seed=args.seed)
+        return fastmlp.MLP(sizes, activation=args.activation, output=output, init="he",
+                           seed=args.seed)
     except (TypeError, ValueError) as e:
         raise UsageError(f"cannot build the network: {e}") from None
+    except MemoryError:
+        raise UsageError(f"not enough memory for a network of {n_params} parameters; "
+                         f"use a smaller --hidden") from None
 
 
 def _optimizer(args, n_train, task):
@@ -366,12 +464,14 @@ def _csv_data(args):
         raise UsageError(f"--target is needed with a CSV file: name the column to predict "
                          f"(columns of {args.data}: {columns})")
     table = datasets.read_csv(args.data, target=args.target)
+    _check_magnitude(table, table.X, table.feature_names)
     task = _choose_task(table, args.task)
     test_size = 0.2 if args.test_size is None else args.test_size
     if task == "classification":
         y, classes = _encode_classes(table)
     else:
         y, classes = table.y, None
+        _check_magnitude(table, y[:, None], [table.target], " (the target)")
     X_train, X_test, y_train, y_test = _split(table.X, y, test_size, args.seed,
                                               stratify=classes is not None)
     x_mean, x_scale = _scaling(X_train)
@@ -402,7 +502,7 @@ def _choose_task(table, task):
     y, name = table.y, table.target
     numeric = y.dtype.kind == "f"
     if task == "regression" and not numeric:
-        bad = next(v for v in y if not _is_number(v))
+        bad = next(v for v in y if not datasets.is_number(v))
         raise UsageError(f"{table.path}: --task regression needs a numeric target, but "
                          f"column {name!r} holds {str(bad)!r}")
     if task != "auto":
@@ -421,12 +521,20 @@ def _choose_task(table, task):
     return "regression"
 
 
-def _is_number(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _too_large(X):
+    """(row, column) of the first entry of X that is NaN or beyond MAX_ABS_VALUE, or None."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(X) <= MAX_ABS_VALUE)
+    return tuple(np.argwhere(bad)[0]) if bad.any() else None
+
+
+def _check_magnitude(table, X, names, suffix=""):
+    """Refuse the first cell of X beyond MAX_ABS_VALUE (design note 5), naming it."""
+    bad = _too_large(X)
+    if bad is not None:
+        i, j = bad
+        raise UsageError(f"{table.where(i, names[j])}{suffix}: {float(X[i, j])!r} is too "
+                         f"large to scale (fastmlp takes |values| up to {MAX_ABS_VALUE:g})")
 
 
 def _labels(classes):
@@ -456,10 +564,19 @@ def _split(X, y, test_size, seed, stratify):
 
 
 def _scaling(X):
-    """Mean and std of each column; a constant column gets scale 1."""
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    scale[np.ptp(X, axis=0) == 0] = 1.0
+    """Mean and std of each column; a constant column gets scale 1.
+
+    Each column is divided by a power of two near its largest magnitude first (exact, so
+    ordinary data gets the same result as without), so that no square in the std overflows.
+    A std below float64's smallest normal number is treated as a constant column's: dividing
+    by it would not be accurate.
+    """
+    big = np.max(np.abs(X), axis=0)
+    power = np.ldexp(1.0, np.frexp(np.where(big > 0, big, 1.0))[1])
+    mean = (X / power).mean(axis=0) * power
+    scale = (X / power).std(axis=0) * power
+    tiny = np.finfo(np.float64).tiny
+    scale[(np.ptp(X, axis=0) == 0) | ~(scale >= tiny)] = 1.0
     return mean, scale
 
 
@@ -480,23 +597,27 @@ def _report(net, data, n_threads):
     r2 = 1.0 - float(np.sum((pred - y) ** 2)) / ss_tot if ss_tot > 0 else None
     shown = "n/a (constant target)" if r2 is None else f"{r2:.4f}"
     print(f"{which} R^2: {shown}, RMSE: {rmse:.6g} ({len(y)} rows)")
-    return {"r2": r2, "rmse": rmse}
+    # the metadata is JSON without NaN or infinity
+    return {"r2": r2 if r2 is None or math.isfinite(r2) else None,
+            "rmse": rmse if math.isfinite(rmse) else None}
 
 
 # ---------------------------------------------------------------- predict
 
 def _predict(args):
-    net = _load_model(args.model)
-    meta = net.metadata if isinstance(net.metadata, dict) else {}
-    names = meta.get("feature_names")
-    table = datasets.read_csv(args.data, features=names)
+    if args.out is not None:
+        _check_writable(args.out, "the predictions")
+    net, meta = _load_model(args.model)
+    table = datasets.read_csv(args.data, features=meta.get("feature_names"))
     if table.X.shape[1] != net.n_features:
         raise UsageError(f"{args.data} has {table.X.shape[1]} columns; {args.model} takes "
                          f"{net.n_features} features (it has no feature names, so all "
                          f"columns are used in order)")
     X = table.X
-    if "x_mean" in meta:
-        X = (X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])
+    if meta:
+        with np.errstate(all="ignore"):  # overflow becomes inf, refused just below
+            X = (X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])
+    _check_scaled(table, X, args.model, scaled=bool(meta))
     pred = net.predict(X, n_threads=args.threads)
     _write_table(args.out, _header(meta, pred), _decode(pred, meta, net))
     if args.out:
@@ -504,37 +625,125 @@ def _predict(args):
     return 0
 
 
+def _check_scaled(table, X, model, scaled):
+    """Refuse the first feature beyond MAX_ABS_VALUE after the model's scaling (note 5)."""
+    bad = _too_large(X)
+    if bad is None:
+        return
+    i, j = bad
+    where = f"{table.where(i, table.feature_names[j])}: {float(table.X[i, j])!r} is too large"
+    limit = f"fastmlp takes |values| up to {MAX_ABS_VALUE:g}"
+    if scaled:
+        raise UsageError(f"{where} for {model}: scaled as in its training it is "
+                         f"{X[i, j]:.3g}, and {limit}")
+    raise UsageError(f"{where} to represent ({limit})")
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _load_model(path):
-    """The model at path, with its CLI metadata checked against the network."""
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+    """The network at path and its CLI metadata, checked (design note 7); {} if it has none."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a model file") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the model: {_reason(e)}") from None
+    if not magic.startswith(_ZIP_MAGIC):
         raise UsageError(f"{path} is not a fastmlp model (not an .npz file)")
     try:
         net = fastmlp.load(path)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except PermissionError as e:
+        raise UsageError(f"{path}: cannot read the model: {_reason(e)}") from None
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        text = " ".join(str(e).split())
+        raise UsageError(text if path in text else f"{path}: {text}") from None
+    except Exception as e:  # a damaged file can make zipfile or NumPy raise almost anything
+        text = " ".join(f"{type(e).__name__}: {e}".split())
+        raise UsageError(f"{path} is not a readable fastmlp model: {text}") from None
     meta = net.metadata if isinstance(net.metadata, dict) else {}
-    if "fastmlp_cli" in meta:
-        _check_metadata(path, net, meta)
-    return net
+    if "fastmlp_cli" not in meta:
+        return net, {}
+    _check_metadata(path, net, meta)
+    return net, meta
+
+
+def _short(value):
+    """repr of a value from a file, cut to a length that fits in a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_metadata(path, net, meta):
+    """Each key predict uses, checked against the network; an error names the key."""
+    def bad(key, why):
+        return UsageError(f"{path}: the model's metadata {key!r} {why}")
+
+    version = meta["fastmlp_cli"]
+    if version != METADATA_VERSION or isinstance(version, bool):
+        raise bad("fastmlp_cli", f"is {_short(version)}; this fastmlp reads version "
+                  f"{METADATA_VERSION}")
+    keys = ["task", "target", "feature_names", "x_mean", "x_scale"]
+    keys += ["classes"] if meta.get("task") == "classification" else ["y_mean", "y_scale"]
+    for key in keys:
+        if key not in meta:
+            raise bad(key, "is missing")
+    task = meta["task"]
+    if task not in ("classification", "regression"):
+        raise bad("task", f"is {_short(task)}, not 'classification' or 'regression'")
+    if (task == "classification") != net.is_classifier:
+        raise bad("task", f"is {task!r}, but the network has a {net.output!r} output")
+    if not (meta["target"] is None or isinstance(meta["target"], str)):
+        raise bad("target", f"is {_short(meta['target'])}, not a column name")
+    names = meta["feature_names"]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise bad("feature_names", "is not a list of column names")
+    if len(names) != net.n_features or len(set(names)) != len(names):
+        raise bad("feature_names", f"lists {len(names)} names ({len(set(names))} distinct) "
+                  f"for the network's {net.n_features} inputs")
+    for key, positive in (("x_mean", False), ("x_scale", True)):
+        values = meta[key]
+        if not (isinstance(values, list) and len(values) == net.n_features):
+            raise bad(key, f"is not a list of {net.n_features} numbers")
+        for k, v in enumerate(values):
+            if not _meta_number(v, positive, math.inf):
+                raise bad(key, f"holds {_short(v)} at {k}; needs a finite "
+                          f"{'positive ' if positive else ''}number")
+    if task == "classification":
+        _check_classes(meta["classes"], net, bad)
+    else:
+        for key, positive in (("y_mean", False), ("y_scale", True)):
+            if not _meta_number(meta[key], positive, 2 * MAX_ABS_VALUE):
+                raise bad(key, f"is {_short(meta[key])}; needs a finite "
+                          f"{'positive ' if positive else ''}number within "
+                          f"{2 * MAX_ABS_VALUE:g}")
+
+
+def _check_classes(classes, net, bad):
+    """The class labels: one JSON text or number per output of the network."""
+    if not isinstance(classes, list) or len(classes) != net.n_outputs:
+        size = len(classes) if isinstance(classes, list) else "no"
+        raise bad("classes", f"lists {size} labels for the network's {net.n_outputs} outputs")
+    for k, c in enumerate(classes):
+        if isinstance(c, bool) or not isinstance(c, (str, int, float)):
+            raise bad("classes", f"holds {_short(c)} at {k}; needs a text or number label")
+
+
+def _meta_number(v, positive, limit):
+    """Whether a JSON value is a usable scaling number: finite, |v| <= limit, > 0 if asked."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
     try:
-        n_names = len(meta["feature_names"])
-        sizes = {len(meta["x_mean"]), len(meta["x_scale"]), net.n_features}
-        classes = meta["classes"]
-        ok = n_names == net.n_features and len(sizes) == 1
-        if meta["task"] == "classification":
-            ok = ok and len(classes) == net.n_outputs
-        else:
-            ok = ok and float(meta["y_scale"]) != 0 and meta["y_mean"] is not None
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise UsageError(f"{path}: the model's metadata does not match its network "
-                         f"({net.n_features} inputs, {net.n_outputs} outputs)")
+        v = float(v)
+    except OverflowError:  # an int too large for a float
+        return False
+    return math.isfinite(v) and abs(v) <= limit and (v > 0 or not positive)
 
 
 def _header(meta, pred):
@@ -564,12 +773,11 @@ def _write_table(path, header, rows):
     if path is None:
         _write_rows(sys.stdout, header, rows)
         return
-    _check_writable(path, "the predictions")
     try:
         with open(path, "w", newline="", encoding="utf-8") as f:
             _write_rows(f, header, rows)
     except OSError as e:
-        raise UsageError(f"cannot write the predictions to {path}: {e.strerror}") from None
+        raise UsageError(f"cannot write the predictions to {path}: {_reason(e)}") from None
 
 
 def _write_rows(f, header, rows):

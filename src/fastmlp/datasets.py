@@ -9,11 +9,18 @@ finds them: ``row 1`` is the first data row after the header, and ``line N`` is 
 file on which that row starts, which is also the row number a spreadsheet shows (the header is
 line 1, so the first data row is line 2 unless blank lines come before it). Messages give both,
 for example ``data.csv, row 3 (line 4), column 'x': empty cell``.
+
+A cell is a number only when it is written as one in plain ASCII: an optional sign, digits
+with an optional decimal point, and an optional exponent (``12``, ``-0.5``, ``.5``, ``3.``,
+``1e-3``, ``2.5E+10``), or one of the words ``nan``, ``inf`` and ``infinity`` in any case,
+which are numbers but not finite ones. Python's ``float()`` alone would also take ``1_000``
+and digits of other scripts (full-width ``１２``); those are reported as not numbers.
 """
 import csv
 import dataclasses
 import math
 import numbers
+import re
 
 import numpy as np
 
@@ -25,6 +32,8 @@ _BUILTIN = {
     "diabetes": "regression",
 }
 _MAX_LISTED = 20
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_NONFINITE_WORD = re.compile(r"[+-]?(nan|inf|infinity)", re.IGNORECASE)
 
 
 class DataError(ValueError):
@@ -48,6 +57,8 @@ class CSVData:
         The name of the target column.
     path : str
         The file, as given.
+    lines : list of int or None
+        The line of the file on which each row starts (see the module notes).
     """
 
     X: np.ndarray
@@ -55,6 +66,15 @@ class CSVData:
     feature_names: list
     target: object
     path: str
+    lines: list = None
+
+    def where(self, row, column):
+        """The place of a cell in messages: ``path, row R (line L), column 'name'``.
+
+        ``row`` counts from 0 as in ``X``; ``column`` is a name.
+        """
+        line = f" (line {self.lines[row]})" if self.lines is not None else ""
+        return f"{self.path}, row {row + 1}{line}, column {column!r}"
 
 
 def load_builtin(name):
@@ -160,7 +180,7 @@ def read_csv(path, target=None, features=None):
     X = _parse_features(name, records, columns, cols)
     y = None if t is None else _parse_target(name, records, columns[t], t)
     return CSVData(X=X, y=y, feature_names=[columns[j] for j in cols], target=target,
-                   path=name)
+                   path=name, lines=[line for line, _ in records])
 
 
 def read_columns(path):
@@ -202,9 +222,21 @@ def _read_records(path, name):
     return records
 
 
-def _is_number(text):
+def parse_number(text):
+    """The float a cell holds, by the rule of the module notes; ValueError if it holds none.
+
+    ``nan`` and ``inf`` words give non-finite floats; so does a decimal number too large for
+    float64 (``1e400`` gives ``inf``).
+    """
+    if _DECIMAL.fullmatch(text) or _NONFINITE_WORD.fullmatch(text):
+        return float(text)
+    raise ValueError(f"not a number: {text!r}")
+
+
+def is_number(text):
+    """Whether a cell holds a number by the rule of the module notes (finite or not)."""
     try:
-        float(text)
+        parse_number(text)
     except ValueError:
         return False
     return True
@@ -212,7 +244,7 @@ def _is_number(text):
 
 def _check_header(name, cells):
     """The column names of the first line, checked to be a header: named, distinct."""
-    if all(_is_number(c) for c in cells):
+    if all(is_number(c) for c in cells):
         shown = ", ".join(cells[:3]) + (", ..." if len(cells) > 3 else "")
         raise DataError(f"{name}: the header is missing: the first line holds numbers "
                         f"({shown}), not column names")
@@ -272,7 +304,7 @@ def _parse_features(name, records, columns, cols):
             raise DataError(f"{name}, row {i + 1} (line {line}): {_cells(len(cells))}, but "
                             f"the header names {width} columns")
         try:
-            values = [float(cells[j]) for j in cols]
+            values = [parse_number(cells[j]) for j in cols]
         except ValueError:
             values = None
         if values is None or not all(map(math.isfinite, values)):
@@ -287,10 +319,17 @@ def _raise_bad_cell(name, i, line, cells, columns, cols):
         where = _where(name, i, line, columns[j])
         if not text:
             raise DataError(f"{where}: empty cell")
-        if not _is_number(text):
+        if not is_number(text):
             raise DataError(f"{where}: {text!r} is not a number")
-        if not math.isfinite(float(text)):
-            raise DataError(f"{where}: {text!r} is not a finite number")
+        if not math.isfinite(parse_number(text)):
+            raise DataError(f"{where}: {_not_finite(text)}")
+
+
+def _not_finite(text):
+    """Why a numeric cell that is not finite is refused."""
+    if _DECIMAL.fullmatch(text):
+        return f"{text!r} is too large to represent (beyond float64's range)"
+    return f"{text!r} is not a finite number"
 
 
 def _parse_target(name, records, column, t):
@@ -303,12 +342,12 @@ def _parse_target(name, records, column, t):
         if not text:
             raise DataError(f"{where} (the target): empty cell")
         try:
-            v = float(text)
+            v = parse_number(text)
         except ValueError:
             numeric = False
             continue
         if not math.isfinite(v):
-            raise DataError(f"{where} (the target): {text!r} is not a finite number")
+            raise DataError(f"{where} (the target): {_not_finite(text)}")
         values.append(v)
     if numeric:
         return np.asarray(values, dtype=np.float64)
