@@ -11,7 +11,7 @@
  * 2. Paths, chosen from the shape alone (never from nthreads, so results stay bitwise equal
  *    for any thread count):
  *      direct  unpacked register tiles on the operands in place, one thread, no scratch:
- *              NN and TN when M N K <= DIRECT_MAX; NT when M N K <= NT_DIRECT_MAX (its
+ *              NN and TN when M N K < DIRECT_MAX; NT when M N K <= NT_DIRECT_MAX (its
  *              dot-product tiles pay a horizontal sum per tile, so packing wins sooner);
  *              any non-TT product with M <= 4 (batch 1 to 4: B is streamed once, and packing
  *              it would double the memory traffic).
@@ -35,14 +35,15 @@
  *      NT 64x64x64        23.3 (41.6)  18.8 (35.5)   13.4 (25.0)
  *      NN 1x512x784       53.6 (184)  185   (398)
  *      NT 1x784x512       40.6 (167)  263   (483)
- *    So: direct beats packed on one thread for NN and TN up to M N K ~ 2^22, but two threads
- *    beat it from 2^18 on; DIRECT_MAX = 2^18 (OpenBLAS also threads above 2^18).
+ *    So: direct beats packed on one thread for NN and TN up to M N K ~ 2^22; two threads beat
+ *    both from 2^18 on, but only on an idle machine.
+ *    PAR_MIN = 2^21, not 2^18: with the other core busy (a shared machine, or NumPy's threads)
+ *    a step of eight ~2^18 products, each joining a team, ran 3-4x SLOWER on two threads
+ *    (digits 64-128-64-10, batch 32: 0.040-0.048 s per epoch against 0.011-0.016 s on one,
+ *    same run). From 2^21 (128^3: 125 -> 69 us) the work per join is large enough that a late
+ *    thread costs a fraction of it. Below PAR_MIN every product runs on one thread, where NN
+ *    and TN are fastest direct: DIRECT_MAX = PAR_MIN (direct below it, packed from it on).
  *    For NT the packed path wins from a few thousand M N K; NT_DIRECT_MAX = 2^13.
- *    PAR_MIN = 2^21, not 2^18: those gains are on an idle machine. With the other core busy
- *    (a shared machine, or NumPy's threads) a step of eight ~2^18 products, each joining a
- *    team, ran 3-4x SLOWER on two threads (digits 64-128-64-10, batch 32: 0.040-0.048 s per
- *    epoch against 0.011-0.016 s on one, same run). From 2^21 (128^3: 125 -> 69 us) the work
- *    per join is large enough that a late thread costs a fraction of it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,9 +56,9 @@
 #include "gemm.h"
 #include "gemm_impl.h"
 
-#define DIRECT_MAX ((double)(1 << 18))
-#define NT_DIRECT_MAX ((double)(1 << 13))
 #define PAR_MIN ((double)(1 << 21))
+#define DIRECT_MAX PAR_MIN
+#define NT_DIRECT_MAX ((double)(1 << 13))
 
 /* ---- the portable kernels, once per dtype ---- */
 #define T float
@@ -158,7 +159,7 @@ static void run_threads(const fm_gemm_prob *p, worker_fn worker, int nt) {
 static int take_direct(const fm_gemm_prob *p, double mnk) {
     if (p->trans_a && p->trans_b) return 0;
     if (p->M <= 4) return 1;
-    return mnk <= (p->trans_b ? NT_DIRECT_MAX : DIRECT_MAX);
+    return p->trans_b ? mnk <= NT_DIRECT_MAX : mnk < DIRECT_MAX;
 }
 
 /* Note 2: the path and thread count from the shape. direct is NULL for the portable ISA. */
