@@ -13,6 +13,9 @@
  *    gradient already inside the ball is left bit-identical.
  */
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "fastmlp.h"
 
 #define FM_PAR_MIN 65536

@@ -71,21 +71,36 @@ double S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
 
 /* W[i, j] -= lr * (a[i] dz[j]): the same rounding as forming dW = a dz^T and then the update
  * above, without writing dW and reading it back. Threads own blocks of rows. */
-double S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
-                       int nt) {
-    const T r = (T)lr;
+static T S(rank1_rows)(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t O,
+                       T r) {
     T m = 0;
-    int par = nt > 1 && I * O >= FM_PAR_MIN;
-    (void)par;  /* unused in a build without OpenMP */
-    #pragma omp parallel for schedule(static) num_threads(nt) if (par) reduction(max:m)
-    for (ptrdiff_t i = 0; i < I; i++) {
+    for (ptrdiff_t i = i0; i < i1; i++) {
         T ai = a[i], *w = W + i * O;
+        #pragma omp simd reduction(max:m)
         for (ptrdiff_t j = 0; j < O; j++) {
             T v = w[j] - r * (ai * dz[j]);
             w[j] = v;
             v = v < 0 ? -v : v;
             m = v > m ? v : m;
         }
+    }
+    return m;
+}
+
+double S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
+                       int nt) {
+    const T r = (T)lr;
+    if (nt < 2 || I * O < FM_PAR_MIN)  /* small updates never touch the OpenMP runtime */
+        return (double)S(rank1_rows)(W, a, dz, 0, I, O, r);
+    T m = 0;
+    #pragma omp parallel num_threads(nt) reduction(max:m)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), p = omp_get_num_threads();
+        m = S(rank1_rows)(W, a, dz, I * t / p, I * (t + 1) / p, O, r);
+#else
+        m = S(rank1_rows)(W, a, dz, 0, I, O, r);
+#endif
     }
     return (double)m;
 }
