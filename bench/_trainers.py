@@ -56,7 +56,7 @@ class FastmlpEngine(Trainer):
         self.net, self.X, self.y, self.nt = net, X, y, threads
         self.B = wl.batch
         self.lr = wl.fastmlp_lr
-        self.ws, self.cap = net._workspace(self.B, threads)
+        self.ws, self.cap = net._new_workspace(self.B, threads), self.B
         self.n_steps = -(-X.shape[0] // self.B)
         self.stats = np.zeros((net.n_layers, 4))
 

@@ -49,7 +49,7 @@ def loop(wl, threads, seconds):
     X, y = _common.make_data(wl)
     net = _common.initial_network(wl)
     B, n = wl.batch, X.shape[0]
-    w, cap = net._workspace(B, threads)
+    w, cap = net._new_workspace(B, threads), B
     stats = np.zeros((net.n_layers, 4))
     rng = np.random.default_rng(9)
     end, epochs = time.perf_counter() + seconds, 0
@@ -75,7 +75,7 @@ def phases(wl, threads, repeats):
     lr = 1e-6
 
     def ws(nt):
-        return net._workspace(B, nt)
+        return net._new_workspace(B, nt), B
 
     def full(nt=threads):
         w, cap = ws(nt)
