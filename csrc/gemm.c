@@ -122,11 +122,13 @@ size_t fm_gemm_work_bytes(int nthreads) {
 static int make_prob(fm_gemm_prob *p, int ta, int tb, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                      const void *A, ptrdiff_t lda, const void *B, ptrdiff_t ldb, double beta,
                      void *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads) {
-    if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1) || M < 0 || N < 0 || K < 0) return FM_GEMM_EARG;
+    if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1) || M < 0 || N < 0 || K < 0)
+        return FM_GEMM_EARG;
     if (lda < (ta ? M : K) || ldb < (tb ? K : N) || ldc < N) return FM_GEMM_EARG;
     if ((beta != 0 && beta != 1) || nthreads < 1 || !work) return FM_GEMM_EARG;
     int kind = epi ? epi->kind : FM_EPI_NONE, act = epi ? epi->act : FM_ACT_IDENTITY;
-    if (kind < FM_EPI_NONE || kind > FM_EPI_DACT || act < 0 || act >= FM_ACT_COUNT) return FM_GEMM_EARG;
+    if (kind < FM_EPI_NONE || kind > FM_EPI_DACT || act < 0 || act >= FM_ACT_COUNT)
+        return FM_GEMM_EARG;
     if (M > 0 && N > 0) {
         if (!C || (K > 0 && (!A || !B))) return FM_GEMM_EARG;
         if (kind == FM_EPI_DACT && (!epi->h || epi->ldh < N)) return FM_GEMM_EARG;
@@ -190,7 +192,8 @@ int fm_gemm_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
     fm_gemm_init();
 #if FM_GEMM_HAVE_AVX2
     if (isa_current == ISA_AVX2) {
-        dispatch(&p, nthreads, fm_gemm_avx2_direct_f32, fm_gemm_avx2_packed_f32, fm_gemm_portable_f32);
+        dispatch(&p, nthreads, fm_gemm_avx2_direct_f32, fm_gemm_avx2_packed_f32,
+                 fm_gemm_portable_f32);
         return FM_GEMM_OK;
     }
 #endif
@@ -209,7 +212,8 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
     fm_gemm_init();
 #if FM_GEMM_HAVE_AVX2
     if (isa_current == ISA_AVX2) {
-        dispatch(&p, nthreads, fm_gemm_avx2_direct_f64, fm_gemm_avx2_packed_f64, fm_gemm_portable_f64);
+        dispatch(&p, nthreads, fm_gemm_avx2_direct_f64, fm_gemm_avx2_packed_f64,
+                 fm_gemm_portable_f64);
         return FM_GEMM_OK;
     }
 #endif

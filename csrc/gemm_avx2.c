@@ -64,13 +64,15 @@ static inline __m256 reduce8_ps(const __m256 *a) {
     __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
     __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
     /* q0 = [a0..a3 summed over lanes 0-3 | a0..a3 over lanes 4-7], q1 likewise for a4..a7 */
-    return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
+    return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20),
+                         _mm256_permute2f128_ps(q0, q1, 0x31));
 }
 
 static inline __m256d reduce4_pd(const __m256d *a) {
     __m256d h01 = _mm256_hadd_pd(a[0], a[1]), h23 = _mm256_hadd_pd(a[2], a[3]);
     /* h01 = [a0 lanes 0+1, a1 lanes 0+1 | a0 lanes 2+3, a1 lanes 2+3], h23 likewise */
-    return _mm256_add_pd(_mm256_permute2f128_pd(h01, h23, 0x20), _mm256_permute2f128_pd(h01, h23, 0x31));
+    return _mm256_add_pd(_mm256_permute2f128_pd(h01, h23, 0x20),
+                         _mm256_permute2f128_pd(h01, h23, 0x31));
 }
 
 /* TRANSPOSE: d[q*ldd + r] = s[r*lds + q] for r, q < 4 (f32) or < 2 (f64), with 128-bit

@@ -143,7 +143,8 @@ static void S(kern_edge)(ptrdiff_t kc, const T *pa, const T *pb, T *c, ptrdiff_t
         }
         if (e->kind == FM_EPI_DACT) {
             memset(ht, 0, sizeof ht);
-            for (int r = 0; r < mr; r++) memcpy(ht + r * NR, e->h + r * e->ldh, (size_t)nr * sizeof(T));
+            for (int r = 0; r < mr; r++)
+                memcpy(ht + r * NR, e->h + r * e->ldh, (size_t)nr * sizeof(T));
             el.h = ht;
             el.ldh = NR;
         }
@@ -206,7 +207,8 @@ static void S(pack_b)(T *restrict dst, const fm_gemm_prob *p, ptrdiff_t p0, ptrd
                 VSTORE(d, VLOADU(b + jr));
                 VSTORE(d + VL, VLOADU(b + jr + VL));
             }
-            for (ptrdiff_t j = nfull; j < nfull + NR && nfull < nc; j++) d[j - nfull] = j < nc ? b[j] : 0;
+            for (ptrdiff_t j = nfull; j < nfull + NR && nfull < nc; j++)
+                d[j - nfull] = j < nc ? b[j] : 0;
         }
         return;
     }
@@ -216,7 +218,8 @@ static void S(pack_b)(T *restrict dst, const fm_gemm_prob *p, ptrdiff_t p0, ptrd
         ptrdiff_t k = 0;
         if (nr == NR)
             for (; k + TRB <= kc; k += TRB)
-                for (int g = 0; g < NR; g += TRB) TRANSPOSE(dst + k * NR + g, NR, b + g * ldb + k, ldb);
+                for (int g = 0; g < NR; g += TRB)
+                    TRANSPOSE(dst + k * NR + g, NR, b + g * ldb + k, ldb);
         for (; k < kc; k++) {
             for (int j = 0; j < nr; j++) dst[k * NR + j] = b[j * ldb + k];
             for (int j = nr; j < NR; j++) dst[k * NR + j] = 0;
@@ -229,7 +232,8 @@ static void S(pack_b)(T *restrict dst, const fm_gemm_prob *p, ptrdiff_t p0, ptrd
  *   pc over K by kc:  kc = K split into equal blocks of at most KC (depends on K only, note 1)
  *   ic over M by MC:  pack an mc x kc block of op(A) into pa (L2-resident)
  *   jr over NR:       one kc x NR micro-panel of pb stays in L1 ...
- *   ir over MR:       ... while the kc x MR micro-panels of pa stream from L2 through the kernel. */
+ *   ir over MR:       ... while the kc x MR micro-panels of pa stream from L2 through the
+ *                     kernel. */
 static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
                             ptrdiff_t j1, T *pa, T *pb) {
     T *C = (T *)p->C;
@@ -255,10 +259,11 @@ static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, p
                                          h ? h + i * p->ldh + j : NULL, p->ldh};
                         const S(tile_epi) *ep = last && p->epi != FM_EPI_NONE ? &e : NULL;
                         if (mr == MR && nr == NR)
-                            S(kern)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc, load_c, ep);
+                            S(kern)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc,
+                                    load_c, ep);
                         else
-                            S(kern_edge)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc, mr, nr,
-                                         load_c, ep);
+                            S(kern_edge)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc,
+                                         mr, nr, load_c, ep);
                     }
                 }
             }
@@ -318,7 +323,8 @@ S(rv_tile)(const int ROWS, const int NV, const int MODE, const fm_gemm_prob *p, 
     _Pragma("GCC unroll 8")
     for (int r = 0; r < ROWS; r++)
         _Pragma("GCC unroll 8")
-        for (int v = 0; v < NV; v++) acc[r][v] = p->beta ? RV_LOAD(C + r * p->ldc + col[v]) : VZERO();
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = p->beta ? RV_LOAD(C + r * p->ldc + col[v]) : VZERO();
     for (ptrdiff_t k = 0; k < p->K; k++, a += sk, B += ldb) {
         V b[4];
         _Pragma("GCC unroll 8")
@@ -355,7 +361,8 @@ S(rv_tile)(const int ROWS, const int NV, const int MODE, const fm_gemm_prob *p, 
         for (int v = 0; v < NV; v++) {
             T *c = C + r * p->ldc + col[v];
             if (MODE == RV_MASK) VMSTORE(c, m, acc[r][v]);
-            else if (MODE == RV_SHIFT && col[v] < j) VSTOREU(c, VBLEND(acc[r][v], VLOADU(c), VMASK((int)(j - col[v]))));
+            else if (MODE == RV_SHIFT && col[v] < j)
+                VSTOREU(c, VBLEND(acc[r][v], VLOADU(c), VMASK((int)(j - col[v]))));
             else VSTOREU(c, acc[r][v]);
         }
     S(scalar_act)(&e, C + j, p->ldc, ROWS, (int)(p->N - j < NV * VL ? p->N - j : NV * VL));

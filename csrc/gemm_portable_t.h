@@ -40,14 +40,16 @@ static void S(fm_gemm_portable)(const fm_gemm_prob *p, int tid, int nth) {
     for (ptrdiff_t jb = 0; jb < p->N; jb += S(PNB)) {
         ptrdiff_t nb = p->N - jb < S(PNB) ? p->N - jb : S(PNB);
         if (!p->beta)
-            for (ptrdiff_t i = i0; i < i1; i++) memset(C + i * p->ldc + jb, 0, (size_t)nb * sizeof(T));
+            for (ptrdiff_t i = i0; i < i1; i++)
+                memset(C + i * p->ldc + jb, 0, (size_t)nb * sizeof(T));
         for (ptrdiff_t kb = 0; kb < p->K; kb += S(PKB)) {
             ptrdiff_t kn = p->K - kb < S(PKB) ? p->K - kb : S(PKB);
             const T *bk = B + kb * p->ldb + jb;  /* row k of op(B) block: bk + k * ldt */
             ptrdiff_t ldt = p->ldb;
             if (p->trans_b) {
                 for (ptrdiff_t j = 0; j < nb; j++)
-                    for (ptrdiff_t k = 0; k < kn; k++) t[k * nb + j] = B[(jb + j) * p->ldb + kb + k];
+                    for (ptrdiff_t k = 0; k < kn; k++)
+                        t[k * nb + j] = B[(jb + j) * p->ldb + kb + k];
                 bk = t;
                 ldt = nb;
             }
