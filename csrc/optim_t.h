@@ -46,25 +46,32 @@ double S(fm_absmax)(const T *x, ptrdiff_t n) {
     return (double)m;
 }
 
-double S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
-    const T a = (T)lr;
+/* p[i0:i1] -= a g[i0:i1]; returns the largest |p| written. */
+static T S(update_range)(T *p, const T *g, ptrdiff_t i0, ptrdiff_t i1, T a) {
     T m = 0;
-    if (nt < 2 || n < FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
-        #pragma omp simd reduction(max:m)
-        for (ptrdiff_t i = 0; i < n; i++) {
-            T v = p[i] - a * g[i];
-            p[i] = v;
-            v = v < 0 ? -v : v;
-            m = v > m ? v : m;
-        }
-        return (double)m;
-    }
-    #pragma omp parallel for simd schedule(static) num_threads(nt) reduction(max:m)
-    for (ptrdiff_t i = 0; i < n; i++) {
+    #pragma omp simd reduction(max:m)
+    for (ptrdiff_t i = i0; i < i1; i++) {
         T v = p[i] - a * g[i];
         p[i] = v;
         v = v < 0 ? -v : v;
         m = v > m ? v : m;
+    }
+    return m;
+}
+
+double S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
+    const T a = (T)lr;
+    if (nt < 2 || n < FM_PAR_MIN)  /* small updates never touch the OpenMP runtime */
+        return (double)S(update_range)(p, g, 0, n, a);
+    T m = 0;
+    #pragma omp parallel num_threads(nt) reduction(max:m)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num(), q = omp_get_num_threads();
+        m = S(update_range)(p, g, n * t / q, n * (t + 1) / q, a);
+#else
+        m = S(update_range)(p, g, 0, n, a);
+#endif
     }
     return (double)m;
 }

@@ -21,6 +21,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -537,7 +538,7 @@ class MLP:
 
     def _fit(self, X, y, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback, B):
         n = X.shape[0]
-        ws, cap = self._new_workspace(B, nt), B
+        ws = self._new_workspace(B, nt)
         grads = np.empty_like(self._params)  # private: loss_and_gradients may run meanwhile
         clip = 0.0 if opt.clip_norm is None else opt.clip_norm
         n_steps = -(-n // B)
@@ -560,7 +561,7 @@ class MLP:
                 for s0 in range(0, n_steps, block):
                     try:
                         st = _core.train_steps(self._plan, self.loss, self._params,
-                                               grads, ws, cap, X, y,
+                                               grads, ws, B, X, y,
                                                idx if shuffle else None, B, s0,
                                                min(n_steps, s0 + block), opt.lr, clip,
                                                layer_stats, nt, pmax)
@@ -763,7 +764,6 @@ class _Progress:
     """A tqdm bar over epochs on a terminal, plain lines otherwise (verbose >= 1)."""
 
     def __init__(self, verbose, epochs):
-        import sys
         self.bar, self.lines = None, False
         if not verbose:
             return
@@ -783,7 +783,6 @@ class _Progress:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
         elif self.lines:
-            import sys
             print(f"epoch {hist.epochs}/{self.epochs} {text}", file=sys.stderr, flush=True)
 
     def close(self):
