@@ -157,10 +157,9 @@ def test_zero_init_hidden_layer_is_flagged_symmetric():
     assert diag.symmetric_layers(net) == [0, 1]
     hist = net.history_
     msgs = [m for m in epoch_warnings(net, hist, {}) if m.startswith("symmetric")]
-    assert len(msgs) == 2
-    assert "all 5 units of layer 1 (weights[0])" in msgs[0]
+    assert len(msgs) == 1
+    assert "(layer 1 (weights[0]): 5 units, layer 2 (weights[1]): 3 units)" in msgs[0]
     assert "zero initialization" in msgs[0] and "random initialization" in msgs[0]
-    assert "all 3 units of layer 2 (weights[1])" in msgs[1]
 
 
 def test_random_init_and_single_units_are_not_symmetric():
@@ -221,8 +220,8 @@ def test_dead_units_in_history_are_flagged_and_never_move():
     assert not np.array_equal(net.weights[0][:, 3], before[0][:, 3])
     assert [f.tolist() for f in hist.dead_fraction] == [[0.75], [0.75]]
     msgs = epoch_warnings(net, hist, {})
-    assert len(msgs) == 1 and msgs[0].startswith("dead ReLU units: 75% of the units of "
-                                                  "layer 1 (weights[0])")
+    assert len(msgs) == 1 and msgs[0].startswith("dead ReLU units: more than 50% of the units")
+    assert "in epoch 1 (layer 1 (weights[0]): 75%)" in msgs[0]
     assert "init='he'" in msgs[0] and "learning rate" in msgs[0] and "skip=" in msgs[0]
 
 
@@ -323,9 +322,9 @@ def test_dead_layers_each_flagged_once(healthy_net):
     h = synthetic([OK], dead=[[0.5, math.nan]])
     assert epoch_warnings(healthy_net, h, {}) == []          # half is not "mostly"
     h = synthetic([OK], dead=[[0.625, 1.0]])
-    msgs = epoch_warnings(healthy_net, h, {})
-    assert msgs[0].startswith("dead ReLU units: 62% of the units of layer 1 (weights[0])")
-    assert msgs[1].startswith("dead ReLU units: 100% of the units of layer 2 (weights[1])")
+    (msg,) = epoch_warnings(healthy_net, h, {})
+    assert msg.startswith("dead ReLU units: more than 50% of the units of some layers")
+    assert "(layer 1 (weights[0]): 62%, layer 2 (weights[1]): 100%)" in msg
     h = synthetic([OK], dead=[[math.nan, math.nan]])          # no ReLU layers
     assert epoch_warnings(healthy_net, h, {}) == []
 
@@ -339,9 +338,11 @@ def test_each_warning_once_per_state(healthy_net):
     # vanishing and layer 2's dead units were said; exploding and layer 1's are new
     again = epoch_warnings(healthy_net, h2, state)
     assert kinds(again) == ["exploding gradients", "dead ReLU units"]
-    assert "layer 1 (weights[0])" in again[1]
+    assert "(layer 1 (weights[0]): 90%)" in again[1]
     assert epoch_warnings(healthy_net, h2, state) == []
-    assert len(epoch_warnings(healthy_net, h2, {})) == 4      # a new fit: said again
+    anew = epoch_warnings(healthy_net, h2, {})                # a new fit: said again
+    assert kinds(anew) == ["vanishing gradients", "exploding gradients", "dead ReLU units"]
+    assert "layer 1 (weights[0]): 90%, layer 2 (weights[1]): 90%" in anew[2]
 
 
 def test_training_warning_is_a_user_warning():

@@ -17,8 +17,9 @@ Design notes
    weight 10 keeps ||dW|| equal in every layer (the inputs grow by 10 per layer as fast as the
    errors shrink towards the output) while ||db|| of the first layer is 10^(L-1) times the
    output layer's, so the explosion test looks at both.
-3. Each kind of warning (and layer, where it names one) is returned once per fit: ``state``
-   remembers what was said. The fit loop hands in a new empty dict for every fit.
+3. Each kind of warning is returned once per fit, and the per-layer kinds (dead, symmetric)
+   once per layer, several layers in one message: ``state`` remembers what was said. The fit
+   loop hands in a new empty dict for every fit.
 4. Thresholds are module constants, stated in the messages, so a reader can check them.
 """
 import math
@@ -112,22 +113,23 @@ def _exploding(history):
     return None
 
 
-def _dead(history):
-    """(layer, message) for each hidden ReLU layer with more than DEAD_FRACTION dead units."""
+def _dead_layers(history):
+    """{layer: fraction} of the hidden ReLU layers with more than DEAD_FRACTION dead units."""
     fractions = getattr(history, "dead_fraction", None)
     if not fractions:
-        return []
+        return {}
     f = np.asarray(fractions[-1], dtype=np.float64)
-    n_layers = len(f) + 1
-    out = []
-    for l, frac in enumerate(f):
-        if math.isfinite(frac) and frac > DEAD_FRACTION:
-            out.append((l, f"dead ReLU units: {frac:.0%} of the units of {_layer(l, n_layers)} "
-                           f"had a pre-activation <= 0 for every training row in epoch "
-                           f"{history.epochs}, so they output 0 and their weights get no "
-                           f"gradient. What helps: He initialization (init='he'), a lower "
-                           f"learning rate, or skip connections (skip='preact')."))
-    return out
+    return {l: float(frac) for l, frac in enumerate(f)
+            if math.isfinite(frac) and frac > DEAD_FRACTION}
+
+
+def _dead_message(layers, n_layers, epoch):
+    shown = ", ".join(f"{_layer(l, n_layers)}: {frac:.0%}" for l, frac in layers.items())
+    return (f"dead ReLU units: more than {DEAD_FRACTION:.0%} of the units of "
+            f"{'a layer' if len(layers) == 1 else 'some layers'} had a pre-activation <= 0 "
+            f"for every training row in epoch {epoch} ({shown}), so they output 0 and their "
+            f"weights get no gradient. What helps: He initialization (init='he'), a lower "
+            f"learning rate, or skip connections (skip='preact').")
 
 
 def symmetric_layers(net):
@@ -151,18 +153,18 @@ def symmetric_layers(net):
     return out
 
 
-def _symmetric(net):
-    """(layer, message) for each symmetric hidden layer of the network."""
+def _symmetric_message(net, layers):
     n_layers = len(net.weights)
+    shown = ", ".join(f"{_layer(l, n_layers)}: {net.weights[l].shape[1]} units"
+                      for l in layers)
     cause = ("zero initialization gives every unit the same weights"
              if getattr(net, "init", None) == "zeros"
              else "the units started with the same weights")
-    return [(l, f"symmetric units: all {net.weights[l].shape[1]} units of "
-                f"{_layer(l, n_layers)} still have identical incoming weights and biases, so "
-                f"they compute the same thing and get the same updates ({cause}); the layer "
-                f"acts as a single unit. What helps: a random initialization "
-                f"(init='he' or 'xavier').")
-            for l in symmetric_layers(net)]
+    which = "a hidden layer" if len(layers) == 1 else "some hidden layers"
+    return (f"symmetric units: all units of {which} "
+            f"still have identical incoming weights and biases ({shown}), so they compute the "
+            f"same thing and get the same updates ({cause}); each such layer acts as a single "
+            f"unit. What helps: a random initialization (init='he' or 'xavier').")
 
 
 def epoch_warnings(net, history, state):
@@ -181,23 +183,27 @@ def epoch_warnings(net, history, state):
     Returns
     -------
     list of str
-        New messages, to be issued as :class:`TrainingWarning`. Kinds: vanishing gradients,
-        exploding gradients (non-finite, a growing global norm, or a layer's norm
-        EXPLODE_LAYER_RATIO times the output layer's), dead ReLU units (per layer), symmetric
-        units (per hidden layer).
+        New messages, to be issued as :class:`TrainingWarning`, at most one per kind:
+        vanishing gradients; exploding gradients (non-finite, a growing global norm, or a
+        layer's norm EXPLODE_LAYER_RATIO times the output layer's); dead ReLU units (naming
+        the layers not named before in this fit); symmetric units (likewise).
     """
-    found = []
-    message = _vanishing(history)
-    if message:
-        found.append(("vanishing", message))
-    message = _exploding(history)
-    if message:
-        found.append(("exploding", message))
-    found += [(("dead", l), m) for l, m in _dead(history)]
-    found += [(("symmetric", l), m) for l, m in _symmetric(net)]
     issued = state.setdefault("issued", set())
-    new = [m for key, m in found if key not in issued]
-    issued.update(key for key, _ in found)
+    new = []
+    for kind, message in (("vanishing", _vanishing(history)),
+                          ("exploding", _exploding(history))):
+        if message and kind not in issued:
+            issued.add(kind)
+            new.append(message)
+    dead = {l: f for l, f in _dead_layers(history).items() if ("dead", l) not in issued}
+    if dead:
+        n_layers = len(net.weights)
+        new.append(_dead_message(dead, n_layers, history.epochs))
+        issued.update(("dead", l) for l in dead)
+    symmetric = [l for l in symmetric_layers(net) if ("symmetric", l) not in issued]
+    if symmetric:
+        new.append(_symmetric_message(net, symmetric))
+        issued.update(("symmetric", l) for l in symmetric)
     return new
 
 
