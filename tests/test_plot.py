@@ -154,3 +154,15 @@ def test_missing_matplotlib_says_what_to_install(monkeypatch):
     h.loss.append(1.0)
     with pytest.raises(ImportError, match=r'pip install "fastmlp\[plot\]"'):
         plot.plot_loss(h)
+
+
+def test_log_axes_survive_a_diverging_run(tmp_path):
+    # the norms of a fit that diverges in float64 reach 1e300; matplotlib's own limits overflow
+    h = fastmlp.History()
+    for v in (1.0, 1e150, 1e300):
+        h.loss.append(v)
+        h.layer_grad_norm.append(np.full((2, 4), v))
+    fig = plot.plot_training(h)
+    assert [a.get_yscale() for a in fig.axes] == ["log", "log"]
+    assert fig.axes[0].get_ylim()[1] <= 1e200
+    assert_png(fig, tmp_path / "diverged.png")

@@ -14,6 +14,7 @@ import numpy as np
 
 from fastmlp._validation import as_float_array, check_positive_int
 
+_MAX_DECADE = 200   # log axes end at 1e-200 and 1e200: matplotlib's ticks overflow near 1e300
 _INSTALL = 'plotting needs matplotlib, the optional extra: pip install "fastmlp[plot]"'
 
 
@@ -56,21 +57,34 @@ def plot_loss(history, ax=None):
     """
     _check_history(history)
     fig, ax = _axes(ax)
-    ax.plot(_epochs(history.loss), history.loss, marker=".", label="train loss")
+    marker = "." if len(history.loss) <= 50 else None
+    ax.plot(_epochs(history.loss), history.loss, marker=marker, label="train loss")
     values = list(history.loss)
     if history.val_loss:
-        ax.plot(_epochs(history.val_loss), history.val_loss, marker=".",
+        ax.plot(_epochs(history.val_loss), history.val_loss, marker=marker,
                 label="validation loss")
         values += list(history.val_loss)
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size and v.min() > 0 and v.max() > 100 * v.min():
-        ax.set_yscale("log")
+        _log_scale(ax, v)
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean loss J")
     ax.set_title("loss")
     ax.legend()
     return fig
+
+
+def _log_scale(ax, values):
+    """A log y axis with limits set from the data: matplotlib's own margins can overflow
+    float64 for values near 1e300, such as the norms of a diverging fit."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    ax.set_yscale("log")
+    if v.size:
+        lo, hi = math.log10(v.min()), math.log10(v.max())
+        pad = max(0.05 * (hi - lo), 0.1)
+        ax.set_ylim(10.0 ** max(lo - pad, -_MAX_DECADE), 10.0 ** min(hi + pad, _MAX_DECADE))
 
 
 def _layer_names(n_layers):
@@ -91,9 +105,10 @@ def plot_grad_norms(history, ax=None):
     norms = np.array([s[:, 0] for s in history.layer_grad_norm], dtype=np.float64)
     norms[~(norms > 0)] = np.nan                # zeros cannot sit on a log scale
     epochs = _epochs(norms)
+    marker = "." if len(epochs) <= 50 else None
     for l, name in enumerate(_layer_names(norms.shape[1])):
-        ax.plot(epochs, norms[:, l], marker=".", label=name)
-    ax.set_yscale("log")
+        ax.plot(epochs, norms[:, l], marker=marker, label=name)
+    _log_scale(ax, norms)
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean ||dW||")
     ax.set_title("gradient norm per layer")
@@ -128,8 +143,9 @@ def plot_dead_units(history, ax=None):
     fig, ax = _axes(ax)
     n_layers = table.shape[1] + 1
     names = _layer_names(n_layers)
+    marker = "." if len(table) <= 50 else None
     for l in layers:
-        ax.plot(_epochs(table), table[:, l], marker=".", label=names[l])
+        ax.plot(_epochs(table), table[:, l], marker=marker, label=names[l])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("epoch")
     ax.set_ylabel("dead fraction")
@@ -138,7 +154,7 @@ def plot_dead_units(history, ax=None):
     return fig
 
 
-def _grid(X, resolution, margin=0.05):
+def _grid(X, resolution, margin):
     lo, hi = X.min(axis=0), X.max(axis=0)
     pad = np.maximum((hi - lo) * margin, 1e-3)
     u = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
@@ -147,14 +163,16 @@ def _grid(X, resolution, margin=0.05):
     return U, V, np.column_stack([U.ravel(), V.ravel()])
 
 
-def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=None):
+def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=None,
+                           margin=0.05):
     """What a network with two inputs computes over the box of the data, with the points.
 
     Parameters
     ----------
     net : MLP with 2 inputs
     X : array-like (n_samples, 2)
-        The points; the plot covers their bounding box plus 5% on each side.
+        The points; the plot covers their bounding box, widened by ``margin`` times its size
+        on each side.
     y : array-like (n_samples,) or None
         Class labels (or values) colouring the points; None draws them in one colour.
     ax : matplotlib Axes or None
@@ -163,6 +181,8 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
     threshold : float or None
         For a network that is not a classifier (squared loss, one output): the level drawn as
         the boundary. Binary classifiers draw P(class 1) = 0.5.
+    margin : float >= 0
+        See ``X`` (default 5%).
 
     Shows, filled: P(class 1) for a binary classifier (sigmoid output, or softmax with two
     classes), the predicted class for more classes, the output value otherwise.
@@ -174,6 +194,8 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
     resolution = check_positive_int(resolution, "resolution")
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
+    if not (isinstance(margin, (int, float)) and 0 <= margin < math.inf):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     X = as_float_array(X, "X", np.float64, 2)
     if y is not None:
         y = np.asarray(y)
@@ -184,7 +206,7 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
         raise ValueError(f"plot_decision_boundary draws one decision; this network has "
                          f"{net.n_outputs} independent sigmoid outputs")
     fig, ax = _axes(ax, figsize=(5.5, 4.5))
-    U, V, grid = _grid(X, resolution)
+    U, V, grid = _grid(X, resolution, margin)
     if net.is_classifier and net.predict_proba(grid[:1]).shape[1] == 2:
         P = net.predict_proba(grid)[:, 1].reshape(U.shape)
         filled = ax.contourf(U, V, P, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.8)
@@ -203,14 +225,16 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
         G = np.asarray(net.predict(grid), dtype=np.float64).reshape(U.shape)
         filled = ax.contourf(U, V, G, levels=20, cmap="RdBu_r", alpha=0.8)
         if threshold is not None and G.min() < threshold < G.max():
-            ax.contour(U, V, G, levels=[threshold], colors="k", linewidths=1.5)
+            ax.contour(U, V, G, levels=[threshold], colors="k", linewidths=1.5,
+                       linestyles="solid")
         label = "output"
     fig.colorbar(filled, ax=ax, label=label)
     if y is None:
         ax.scatter(X[:, 0], X[:, 1], s=12, c="k", edgecolors="none")
     else:
-        ax.scatter(X[:, 0], X[:, 1], c=y, s=14, cmap="RdBu_r" if net.is_classifier
-                   and net.n_outputs <= 2 else "tab10", edgecolors="k", linewidths=0.4)
+        two = np.unique(y).size <= 2
+        ax.scatter(X[:, 0], X[:, 1], c=y, s=14 if len(y) > 20 else 40,
+                   cmap="RdBu_r" if two else "tab10", edgecolors="k", linewidths=0.4)
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_title("decision boundary" if net.is_classifier else "network output")
