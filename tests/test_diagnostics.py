@@ -14,6 +14,7 @@ import pytest
 import fastmlp
 from fastmlp import datasets
 from fastmlp import diagnostics as diag
+from fastmlp import network
 from fastmlp.diagnostics import TrainingWarning, epoch_warnings, gradient_report
 
 from reference import assert_close, eps
@@ -136,8 +137,9 @@ def test_identity_chain_with_weights_1_is_not_flagged():
 
 def test_fit_issues_training_warnings_once():
     # the wiring of epoch_warnings into fit (done in network.py): each message once per fit
-    if not hasattr(fastmlp.History(), "dead_fraction"):
-        pytest.skip("this core does not call the diagnostics from fit yet")
+    if not any(v is diag or getattr(v, "__module__", None) == diag.__name__
+               for v in vars(network).values()):
+        pytest.skip("this fit loop does not call the diagnostics yet")
     net = chain_net("sigmoid", 1.0)
     with pytest.warns(TrainingWarning) as record:
         net.fit([[1.0]], [0.0], optimizer=fastmlp.SGD(lr=1e-6, batch_size=1), epochs=6)
@@ -199,18 +201,13 @@ def test_dead_units_get_exactly_zero_gradient():
     assert np.all(dW[0][:, 3] != 0) and db[0][3] != 0
 
 
-needs_dead_units = pytest.mark.skipif(not hasattr(fastmlp.MLP, "dead_units"),
-                                      reason="this core has no MLP.dead_units yet")
-
-
-@needs_dead_units
 def test_dead_units_reported_by_the_network():
     (report,) = dead_net().dead_units(GRID)
+    assert report.layer == 0
     assert report.dead.tolist() == [True, True, True, False]
     assert report.fraction == 0.75
 
 
-@needs_dead_units
 def test_dead_units_in_history_are_flagged_and_never_move():
     net = dead_net()
     before = net.weights[0].copy(), net.biases[0].copy()
@@ -221,7 +218,7 @@ def test_dead_units_in_history_are_flagged_and_never_move():
     assert [f.tolist() for f in hist.dead_fraction] == [[0.75], [0.75]]
     msgs = epoch_warnings(net, hist, {})
     assert len(msgs) == 1 and msgs[0].startswith("dead ReLU units: more than 50% of the units")
-    assert "in epoch 1 (layer 1 (weights[0]): 75%)" in msgs[0]
+    assert "in epoch 2 (layer 1 (weights[0]): 75%)" in msgs[0]
     assert "init='he'" in msgs[0] and "learning rate" in msgs[0] and "skip=" in msgs[0]
 
 
@@ -327,6 +324,19 @@ def test_dead_layers_each_flagged_once(healthy_net):
     assert "(layer 1 (weights[0]): 62%, layer 2 (weights[1]): 100%)" in msg
     h = synthetic([OK], dead=[[math.nan, math.nan]])          # no ReLU layers
     assert epoch_warnings(healthy_net, h, {}) == []
+
+
+def test_dead_units_behind_a_preact_skip_still_learn():
+    # their output z + relu(z) has slope 1: not flagged; a residual skip does not save them
+    h = synthetic([OK], dead=[[0.9, 0.9]])
+    for skip, flagged in ((["none", "preact"], "layer 1 (weights[0]): 90%)"),
+                          (["preact", "residual"], "layer 2 (weights[1]): 90%)")):
+        net = fastmlp.MLP([2, 8, 8, 1], activation="relu", init="he", skip=skip)
+        (msg,) = epoch_warnings(net, h, {})
+        assert msg.startswith("dead ReLU units: more than 50% of the units of a layer")
+        assert msg.endswith("(skip='preact').") and flagged in msg
+    net = fastmlp.MLP([2, 8, 8, 1], activation="relu", init="he", skip="preact")
+    assert epoch_warnings(net, h, {}) == []
 
 
 def test_each_warning_once_per_state(healthy_net):

@@ -399,4 +399,13 @@ def run(name, plot=None, seed=0, file=None):
         result.draw(fig)
         fig.savefig(plot, dpi=100)
         say(f"\nplot written to {plot}")
-    return result.numbers
+    return _plain(result.numbers)
+
+
+def _plain(value):
+    """NumPy scalars inside dicts and lists as plain Python numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value

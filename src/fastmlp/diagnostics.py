@@ -113,14 +113,21 @@ def _exploding(history):
     return None
 
 
-def _dead_layers(history):
-    """{layer: fraction} of the hidden ReLU layers with more than DEAD_FRACTION dead units."""
+def _dead_layers(net, history):
+    """{layer: fraction} of the hidden ReLU layers with more than DEAD_FRACTION dead units.
+
+    Layers with skip='preact' are left out: their units output z + relu(z), whose slope is 1
+    where relu is off, so a "dead" unit there still learns. A residual skip does not help the
+    unit itself (its output A_in + relu(z) has slope 0 in z), so those layers count.
+    """
     fractions = getattr(history, "dead_fraction", None)
     if not fractions:
         return {}
     f = np.asarray(fractions[-1], dtype=np.float64)
+    skips = getattr(net, "skips", ())
     return {l: float(frac) for l, frac in enumerate(f)
-            if math.isfinite(frac) and frac > DEAD_FRACTION}
+            if math.isfinite(frac) and frac > DEAD_FRACTION
+            and not (l < len(skips) and skips[l] == "preact")}
 
 
 def _dead_message(layers, n_layers, epoch):
@@ -195,7 +202,7 @@ def epoch_warnings(net, history, state):
         if message and kind not in issued:
             issued.add(kind)
             new.append(message)
-    dead = {l: f for l, f in _dead_layers(history).items() if ("dead", l) not in issued}
+    dead = {l: f for l, f in _dead_layers(net, history).items() if ("dead", l) not in issued}
     if dead:
         n_layers = len(net.weights)
         new.append(_dead_message(dead, n_layers, history.epochs))
