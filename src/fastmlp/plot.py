@@ -49,6 +49,13 @@ def _epochs(values):
     return np.arange(1, len(values) + 1)
 
 
+def _epoch_axis(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
 def plot_loss(history, ax=None):
     """Training loss (and validation loss, when recorded) per epoch.
 
@@ -68,7 +75,7 @@ def plot_loss(history, ax=None):
     v = v[np.isfinite(v)]
     if v.size and v.min() > 0 and v.max() > 100 * v.min():
         _log_scale(ax, v)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("mean loss J")
     ax.set_title("loss")
     ax.legend()
@@ -109,7 +116,7 @@ def plot_grad_norms(history, ax=None):
     for l, name in enumerate(_layer_names(norms.shape[1])):
         ax.plot(epochs, norms[:, l], marker=marker, label=name)
     _log_scale(ax, norms)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("mean ||dW||")
     ax.set_title("gradient norm per layer")
     ax.legend(fontsize="small")
@@ -147,7 +154,7 @@ def plot_dead_units(history, ax=None):
     for l in layers:
         ax.plot(_epochs(table), table[:, l], marker=marker, label=names[l])
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("dead fraction")
     ax.set_title("dead ReLU units")
     ax.legend(fontsize="small")
