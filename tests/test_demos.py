@@ -5,7 +5,6 @@ import io
 import math
 import sys
 
-import numpy as np
 import pytest
 
 from fastmlp import demos
