@@ -401,3 +401,17 @@ def test_gradient_report_of_the_chain():
     rows = text.splitlines()[2:]
     assert len(rows) == 5
     assert rows[0].split()[1] == "0.00286" and rows[0].split()[5] == "0.00328"
+
+
+def test_epoch_warnings_after_every_epoch_of_a_fit():
+    # called as the fit loop calls it (here from fit's callback): said once, when it happens
+    net = dead_net()
+    state, said = {}, []
+
+    def callback(epoch, history):
+        said.extend((epoch, m) for m in epoch_warnings(net, history, state))
+
+    net.fit(GRID, TARGET, optimizer=fastmlp.SGD(lr=0.01, batch_size=5), epochs=3,
+            callback=callback)
+    assert [(e, kinds([m])) for e, m in said] == [(0, ["dead ReLU units"])]
+    assert "in epoch 1 (layer 1 (weights[0]): 75%)" in said[0][1]
