@@ -532,7 +532,8 @@ class MLP:
     # ------------------------------------------------------------ training
 
     def fit(self, X, y, optimizer=None, epochs=10, shuffle=True, validation=None, tol=None,
-            patience=5, verbose=0, n_threads=None, callback=None, sample_weight=None):
+            patience=5, verbose=0, n_threads=None, callback=None, sample_weight=None,
+            diagnostics=True):
         """Train with mini-batch SGD or Adam; returns the History of the run.
 
         Parameters
@@ -563,6 +564,10 @@ class MLP:
         sample_weight : array-like (n_samples,) or None
             Non-negative weights: row i's loss gradient is multiplied by w_i and a batch's
             gradient divided by its weight sum (instead of its row count).
+        diagnostics : bool
+            Record the dead-unit fractions (``history.dead_fraction``) and warn about
+            vanishing, exploding or dead gradients. The per-layer gradient norms are always
+            recorded (the global norm is made of them).
 
         Raises
         ------
@@ -599,12 +604,12 @@ class MLP:
             raise RuntimeError("this network is being fitted in another thread")
         try:
             return self._fit(X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
-                             resolve_threads(n_threads), callback, B)
+                             resolve_threads(n_threads), callback, B, bool(diagnostics))
         finally:
             self._fit_lock.release()
 
     def _fit(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback,
-             B):
+             B, diagnostics):
         n = X.shape[0]
         ws = self._new_workspace(B, nt)
         grads = np.empty_like(self._params)  # private: loss_and_gradients may run meanwhile
@@ -635,7 +640,8 @@ class MLP:
                                                state, ws, B, X, y, sw,
                                                idx if shuffle else None, B, s0,
                                                min(n_steps, s0 + block), opt._settings(),
-                                               layer_stats, fired, nt, pmax, smax)
+                                               layer_stats, fired if diagnostics else None,
+                                               nt, pmax, smax)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
                         raise FloatingPointError(
@@ -647,7 +653,8 @@ class MLP:
                     tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
                     tot[2] = max(tot[2], st[2])
                     pmax, smax, opt.t_ = st[6], st[7], st[9]
-                self._record(hist, tot, layer_stats, fired, val, nt, time.perf_counter() - t0)
+                self._record(hist, tot, layer_stats, fired if diagnostics else None, val, nt,
+                             time.perf_counter() - t0)
                 progress.update(hist)
                 if callback is not None and callback(epoch, hist) is True:
                     hist.stopped_early = True
@@ -682,7 +689,7 @@ class MLP:
         hist.layer_grad_norm.append(per_layer)
         dead, off = np.full(self.n_layers - 1, np.nan), 0
         for l, p in enumerate(self._plan[:-1]):
-            if self.activations[l] == "relu":
+            if self.activations[l] == "relu" and fired is not None:
                 dead[l] = float(np.mean(fired[off:off + p[1]] == 0))
             off += int(p[1])
         hist.dead_fraction.append(dead)
