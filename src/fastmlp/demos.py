@@ -290,22 +290,23 @@ def _clipping(seed, say):
                "clipped_r2": clipped.score(X, y), "n_clipped_last": hist.n_clipped[-1]}
 
     def draw(fig):
-        from fastmlp.plot import _log_scale
+        from fastmlp.plot import _capped, _log_scale
         ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
         e_free = np.arange(1, free.epochs + 1)
         e_clip = np.arange(1, hist.epochs + 1)
-        ax1.plot(e_free, free.grad_norm, marker=".", color="C3", label="no clipping: mean")
-        ax1.plot(e_free, free.grad_norm_max, linestyle="--", color="C3", label="max")
-        ax1.plot(e_clip, hist.grad_norm, color="C0", label=f"clip_norm={tau}: mean")
-        ax1.plot(e_clip, hist.grad_norm_max, linestyle="--", color="C0", label="max")
+        c = _capped
+        ax1.plot(e_free, c(free.grad_norm), marker=".", color="C3", label="no clipping: mean")
+        ax1.plot(e_free, c(free.grad_norm_max), linestyle="--", color="C3", label="max")
+        ax1.plot(e_clip, c(hist.grad_norm), color="C0", label=f"clip_norm={tau}: mean")
+        ax1.plot(e_clip, c(hist.grad_norm_max), linestyle="--", color="C0", label="max")
         ax1.axhline(tau, color="k", linewidth=0.8, label="tau")
         _log_scale(ax1, list(free.grad_norm_max) + list(hist.grad_norm) + [tau])
         ax1.set_xlabel("epoch")
         ax1.set_ylabel("global gradient norm (before clipping)")
         ax1.set_title("gradient norm")
         ax1.legend(fontsize="small")
-        ax2.plot(e_free, free.loss, marker=".", color="C3", label="no clipping (diverges)")
-        ax2.plot(e_clip, hist.loss, color="C0", label=f"clip_norm={tau}")
+        ax2.plot(e_free, c(free.loss), marker=".", color="C3", label="no clipping (diverges)")
+        ax2.plot(e_clip, c(hist.loss), color="C0", label=f"clip_norm={tau}")
         _log_scale(ax2, list(free.loss) + list(hist.loss))
         ax2.set_xlabel("epoch")
         ax2.set_ylabel("mean loss J")

@@ -65,21 +65,27 @@ def plot_loss(history, ax=None):
     _check_history(history)
     fig, ax = _axes(ax)
     marker = "." if len(history.loss) <= 50 else None
-    ax.plot(_epochs(history.loss), history.loss, marker=marker, label="train loss")
-    values = list(history.loss)
+    curves = [("train loss", np.asarray(history.loss, dtype=np.float64))]
     if history.val_loss:
-        ax.plot(_epochs(history.val_loss), history.val_loss, marker=marker,
-                label="validation loss")
-        values += list(history.val_loss)
-    v = np.asarray(values, dtype=np.float64)
+        curves.append(("validation loss", np.asarray(history.val_loss, dtype=np.float64)))
+    v = np.concatenate([c for _, c in curves])
     v = v[np.isfinite(v)]
-    if v.size and v.min() > 0 and v.max() > 100 * v.min():
+    log = bool(v.size and v.min() > 0 and v.max() > 100 * v.min())
+    for label, c in curves:
+        ax.plot(_epochs(c), _capped(c) if log else c, marker=marker, label=label)
+    if log:
         _log_scale(ax, v)
     _epoch_axis(ax)
     ax.set_ylabel("mean loss J")
     ax.set_title("loss")
     ax.legend()
     return fig
+
+
+def _capped(values):
+    """Values for a log axis, kept within its largest range (see _log_scale): a value beyond
+    10^200 is drawn at the edge; beyond, matplotlib's transforms overflow float64."""
+    return np.clip(values, 10.0 ** -_MAX_DECADE, 10.0 ** _MAX_DECADE)
 
 
 def _log_scale(ax, values):
@@ -114,7 +120,7 @@ def plot_grad_norms(history, ax=None):
     epochs = _epochs(norms)
     marker = "." if len(epochs) <= 50 else None
     for l, name in enumerate(_layer_names(norms.shape[1])):
-        ax.plot(epochs, norms[:, l], marker=marker, label=name)
+        ax.plot(epochs, _capped(norms[:, l]), marker=marker, label=name)
     _log_scale(ax, norms)
     _epoch_axis(ax)
     ax.set_ylabel("mean ||dW||")
