@@ -122,7 +122,10 @@ def test_demo_without_plot_needs_no_matplotlib(monkeypatch):
         demos.run("two-layer", plot="unused.png", file=io.StringIO())
 
 
-def test_run_refuses_unknown_names_and_seeds():
+def test_run_refuses_unknown_names_seeds_and_formats():
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match="unknown image format 'txt'"):
+        demos.run("depth", plot="depth.txt", file=io.StringIO())
     with pytest.raises(ValueError, match="unknown demo 'moons'; the demos are: two-layer"):
         demos.run("moons")
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
@@ -162,6 +165,19 @@ def test_cli_demo_errors(capsys, tmp_path, argv, message):
     code, out, err = cli(capsys, *argv)
     assert code == 2 and err.startswith("fastmlp: error:") and message in err
     assert out == ""                  # refused before any work
+
+
+@pytest.mark.parametrize("plot, message", [
+    ("model.npz", "would overwrite the model"),
+    ("run.xyz", "cannot write a plot to run.xyz: unknown image format 'xyz'; use one of"),
+])
+def test_cli_train_plot_refused_before_training(capsys, tmp_path, monkeypatch, plot, message):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "train", "--epochs", "1", "--out", "model.npz",
+                         "--plot", plot)
+    assert code == 2 and message in err and out == ""
+    assert not (tmp_path / "model.npz").exists()
 
 
 def test_cli_plot_without_matplotlib_is_refused_before_training(capsys, tmp_path,

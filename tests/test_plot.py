@@ -119,8 +119,9 @@ def test_plot_decision_boundary_bad_input(run):
         plot.plot_decision_boundary(net, np.zeros((5, 3)), None)
     with pytest.raises(ValueError, match=r"y must have shape \(120,\)"):
         plot.plot_decision_boundary(net, X, y[:-1])
-    with pytest.raises(ValueError, match="resolution must be at least 2"):
-        plot.plot_decision_boundary(net, X, y, resolution=1)
+    for bad in (1, 2001):
+        with pytest.raises(ValueError, match="resolution must be from 2 to 2000"):
+            plot.plot_decision_boundary(net, X, y, resolution=bad)
     with pytest.raises(ValueError, match="3 independent sigmoid outputs"):
         plot.plot_decision_boundary(fastmlp.MLP([2, 3], output="sigmoid"), X, None)
 

@@ -327,7 +327,7 @@ def _config_text():
 def _train(args):
     out = _default_out(args.data) if args.out is None else args.out
     _check_writable(out, "the model")
-    _check_plot(args.plot)
+    _check_plot(args.plot, out)
     data = _digits(args) if args.data is None else _csv_data(args)
     n_out = len(data.meta["classes"]) if data.meta["task"] == "classification" else 1
     net = _network(data.X_train.shape[1], args, n_out)
@@ -637,15 +637,21 @@ def _add_demo(sub):
                    help="seed of the data and the networks (default: 0)")
 
 
-def _check_plot(path):
-    """Refuse a plot path that cannot be written, or a missing matplotlib, before any work."""
+def _check_plot(path, model=None):
+    """Refuse a plot path that cannot be written, names the model file or an image format
+    matplotlib lacks, or a missing matplotlib, before any work."""
     if path is None:
         return
     _check_writable(path, "the plot")
+    if model is not None and os.path.abspath(path) == os.path.abspath(model):
+        raise UsageError(f"--plot {path} would overwrite the model (--out); give another name")
     try:
-        import matplotlib  # noqa: F401  (only checked here; fastmlp.plot imports it)
+        from fastmlp.plot import check_image_path
+        check_image_path(path)
     except ImportError:
         raise UsageError('--plot needs matplotlib: pip install "fastmlp[plot]"') from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _save_figure(fig, path):

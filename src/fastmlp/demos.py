@@ -387,8 +387,8 @@ def run(name, plot=None, seed=0, file=None):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     out = sys.stdout if file is None else file
     if plot is not None:
-        from fastmlp.plot import _figure  # fail on a missing matplotlib before the work
-        _figure((1, 1))
+        from fastmlp.plot import check_image_path  # a bad name or no matplotlib: no work
+        check_image_path(plot)
 
     def say(text=""):
         print(text, file=out)

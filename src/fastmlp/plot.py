@@ -9,12 +9,14 @@ Each ``plot_*`` function draws into ``ax`` when one is given (and returns its fi
 into a new figure of its own; :func:`plot_training` arranges the panels that apply to a run.
 """
 import math
+import os
 
 import numpy as np
 
 from fastmlp._validation import as_float_array, check_positive_int
 
 _MAX_DECADE = 200   # log axes end at 1e-200 and 1e200: matplotlib's ticks overflow near 1e300
+_MAX_RESOLUTION = 2000  # a 2000 x 2000 grid is 4 million predictions, a few seconds
 _INSTALL = 'plotting needs matplotlib, the optional extra: pip install "fastmlp[plot]"'
 
 
@@ -28,6 +30,20 @@ def _figure(figsize):
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def check_image_path(path):
+    """Refuse, before any work, a file name whose image format matplotlib cannot write
+    (a name without an extension is written as PNG). ImportError without matplotlib."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as e:
+        raise ImportError(f"{_INSTALL} ({e})") from None
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in formats:
+        raise ValueError(f"cannot write a plot to {os.fspath(path)}: unknown image format "
+                         f"{ext!r}; use one of {', '.join(sorted(formats))}")
 
 
 def _axes(ax, figsize=(6.0, 4.0)):
@@ -189,7 +205,7 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
     y : array-like (n_samples,) or None
         Class labels (or values) colouring the points; None draws them in one colour.
     ax : matplotlib Axes or None
-    resolution : int >= 2
+    resolution : int, 2 to 2000
         Grid points along each axis.
     threshold : float or None
         For a network that is not a classifier (squared loss, one output): the level drawn as
@@ -205,8 +221,8 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
         raise ValueError(f"plot_decision_boundary needs a network with 2 inputs, got "
                          f"{getattr(net, 'n_features', type(net).__name__)}")
     resolution = check_positive_int(resolution, "resolution")
-    if resolution < 2:
-        raise ValueError(f"resolution must be at least 2, got {resolution}")
+    if not 2 <= resolution <= _MAX_RESOLUTION:
+        raise ValueError(f"resolution must be from 2 to {_MAX_RESOLUTION}, got {resolution}")
     if not (isinstance(margin, (int, float)) and 0 <= margin < math.inf):
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     X = as_float_array(X, "X", np.float64, 2)
