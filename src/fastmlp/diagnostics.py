@@ -65,7 +65,7 @@ def _vanishing(history):
         return None
     window = [np.asarray(s, dtype=np.float64) for s in stats[-VANISH_EPOCHS:]]
     for s in window:
-        first, last = s[0, _W_MEAN], s[-1, _W_MEAN]
+        first, last = float(s[0, _W_MEAN]), float(s[-1, _W_MEAN])
         if not (math.isfinite(first) and math.isfinite(last) and last > 0
                 and first < VANISH_RATIO * last):
             return None
@@ -82,12 +82,15 @@ def _vanishing(history):
 
 def _exploding(history):
     """The message for exploding (or non-finite) gradients, or None."""
-    s = _norm_table(history)
-    norms = list(getattr(history, "grad_norm", []))
+    # Plain Python on the few numbers of one epoch: this runs after every epoch, and NumPy's
+    # per-call cost would dominate on small networks.
+    stats = getattr(history, "layer_grad_norm", None)
+    s = np.asarray(stats[-1], dtype=np.float64).tolist() if stats else None
+    norms = getattr(history, "grad_norm", [])
     last_values = [history.loss[-1] if history.loss else 0.0,
                    norms[-1] if norms else 0.0]
     if s is not None:
-        last_values += s.ravel().tolist()
+        last_values += [v for row in s for v in row]
     advice = ("What helps: a smaller learning rate, clipping by global norm "
               "(SGD(clip_norm=...)), or a scaled initialization (init='he' or 'xavier').")
     if not all(math.isfinite(v) for v in last_values):
@@ -100,15 +103,15 @@ def _exploding(history):
     if s is None or len(s) < 2:
         return None
     for col, what in ((_W_MEAN, "weight"), (_B_MEAN, "bias")):
-        last = s[-1, col]
+        last = s[-1][col]
         if last <= 0:
             continue
-        ratios = s[:-1, col] / last
-        l = int(np.argmax(ratios))
+        ratios = [row[col] / last for row in s[:-1]]
+        l = max(range(len(ratios)), key=ratios.__getitem__)
         if ratios[l] >= EXPLODE_LAYER_RATIO:
             return (f"exploding gradients: the mean {what}-gradient norm of "
                     f"{_layer(l, len(s))} is {ratios[l]:.3g} times the output layer's "
-                    f"({s[l, col]:.3g} against {last:.3g}) in epoch {history.epochs}: the "
+                    f"({s[l][col]:.3g} against {last:.3g}) in epoch {history.epochs}: the "
                     f"error signal grows as it flows back towards the input. {advice}")
     return None
 
@@ -123,7 +126,7 @@ def _dead_layers(net, history):
     fractions = getattr(history, "dead_fraction", None)
     if not fractions:
         return {}
-    f = np.asarray(fractions[-1], dtype=np.float64)
+    f = np.asarray(fractions[-1], dtype=np.float64).tolist()
     skips = getattr(net, "skips", ())
     return {l: float(frac) for l, frac in enumerate(f)
             if math.isfinite(frac) and frac > DEAD_FRACTION
@@ -213,7 +216,13 @@ def epoch_warnings(net, history, state):
         n_layers = len(net.weights)
         new.append(_dead_message(dead, n_layers, history.epochs))
         issued.update(("dead", l) for l in dead)
-    symmetric = [l for l in symmetric_layers(net) if ("symmetric", l) not in issued]
+    # Units become alike only by starting alike (zero init, or weights copied by hand), and
+    # then stay alike: one look after the first epoch of each fit is enough, and keeps the
+    # per-epoch cost of these checks small next to the tiny epochs of the playground sizes.
+    symmetric = []
+    if not state.get("symmetry_checked"):
+        state["symmetry_checked"] = True
+        symmetric = [l for l in symmetric_layers(net) if ("symmetric", l) not in issued]
     if symmetric:
         new.append(_symmetric_message(net, symmetric))
         issued.update(("symmetric", l) for l in symmetric)
