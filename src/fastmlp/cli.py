@@ -287,12 +287,12 @@ def _port(text):
 
 
 def _playground(args):
-    from fastmlp.playground.server import serve
+    from fastmlp.playground.server import is_loopback, serve
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"fastmlp: warning: listening on {args.host}, not on 127.0.0.1: other "
-              f"machines that reach this address can use the playground (it has no "
-              f"password) and its CPU", file=sys.stderr)
+    if not is_loopback(args.host):
+        print(f"fastmlp: warning: listening on {args.host}, not on 127.0.0.1 only: anyone "
+              f"who reaches this address can use the playground (it has no password) and "
+              f"this machine's CPU", file=sys.stderr)
     try:
         serve(args.host, args.port, open_browser=args.open)
     except OSError as e:

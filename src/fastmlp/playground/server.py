@@ -38,11 +38,16 @@ from urllib.parse import urlsplit
 from fastmlp.playground.session import BadRequest, Session, parse_config
 
 MAX_BODY = 64 * 1024
-DEFAULT_TTL = 30.0
+DEFAULT_TTL = 90.0
 DEFAULT_MAX_SESSIONS = 64
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 _ACTIONS = ("play", "pause", "step", "lecture", "close", "config", "reset")
+
+
+def is_loopback(host):
+    """Whether an address to listen on is this machine only (127.x.y.z, ::1, localhost)."""
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 class _HTTPError(Exception):
@@ -129,8 +134,7 @@ class PlaygroundServer(ThreadingHTTPServer):
     def __init__(self, host="127.0.0.1", port=0, ttl=DEFAULT_TTL,
                  max_sessions=DEFAULT_MAX_SESSIONS):
         super().__init__((host, port), _Handler)
-        self.loopback_only = host in ("127.0.0.1", "localhost", "::1") or \
-            host.startswith("127.")
+        self.loopback_only = is_loopback(host)
         self.store = SessionStore(ttl, max_sessions)
         self.static = _static_table(STATIC_DIR)
 

@@ -78,10 +78,16 @@ class BadRequest(ValueError):
 
 # ---------------------------------------------------------------- settings
 
+def _short(v):
+    """repr(v), cut to 60 characters for messages."""
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _number(cfg, key, lo, hi, lo_open=False):
     v = cfg[key]
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-        raise BadRequest(f"{key} must be a finite number, got {v!r}")
+        raise BadRequest(f"{key} must be a finite number, got {_short(v)}")
     if v < lo or v > hi or (lo_open and v == lo):
         low = f"> {lo:g}" if lo_open else f">= {lo:g}"
         raise BadRequest(f"{key} must be {low} and <= {hi:g}, got {v!r}")
@@ -91,7 +97,7 @@ def _number(cfg, key, lo, hi, lo_open=False):
 def _integer(cfg, key, lo, hi):
     v = cfg[key]
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise BadRequest(f"{key} must be an integer, got {v!r}")
+        raise BadRequest(f"{key} must be an integer, got {_short(v)}")
     if not lo <= v <= hi:
         raise BadRequest(f"{key} must be from {lo} to {hi}, got {v}")
     return int(v)
@@ -100,7 +106,7 @@ def _integer(cfg, key, lo, hi):
 def _choice(cfg, key, choices):
     v = cfg[key]
     if not isinstance(v, str) or v not in choices:
-        raise BadRequest(f"{key} must be one of {', '.join(choices)}; got {v!r}")
+        raise BadRequest(f"{key} must be one of {', '.join(choices)}; got {_short(v)}")
     return v
 
 
@@ -113,7 +119,7 @@ def parse_config(raw, base=None):
         raise BadRequest(f"the settings must be a JSON object, got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
-        raise BadRequest(f"unknown setting(s) {', '.join(map(repr, unknown))}; known: "
+        raise BadRequest(f"unknown setting(s) {_short(unknown)}; known: "
                          f"{', '.join(DEFAULTS)}")
     cfg = dict(DEFAULTS if base is None else base)
     cfg.update(raw)
@@ -132,27 +138,27 @@ def parse_config(raw, base=None):
         "l2": _number(cfg, "l2", 0.0, 10.0),
     }
     if not isinstance(cfg["clip"], bool):
-        raise BadRequest(f"clip must be true or false, got {cfg['clip']!r}")
+        raise BadRequest(f"clip must be true or false, got {_short(cfg['clip'])}")
     out["clip"] = cfg["clip"]
     feats = cfg["features"]
     if not isinstance(feats, list) or not feats:
         raise BadRequest(f"features must be a non-empty list drawn from "
-                         f"{', '.join(FEATURES)}; got {feats!r}")
+                         f"{', '.join(FEATURES)}; got {_short(feats)}")
     for f in feats:
         if not isinstance(f, str) or f not in FEATURES:
-            raise BadRequest(f"unknown feature {f!r}; features are {', '.join(FEATURES)}")
+            raise BadRequest(f"unknown feature {_short(f)}; features are {', '.join(FEATURES)}")
     if len(set(feats)) != len(feats):
-        raise BadRequest(f"features lists a feature twice: {feats!r}")
+        raise BadRequest(f"features lists a feature twice: {_short(feats)}")
     out["features"] = [f for f in FEATURES if f in feats]  # the page's fixed order
     hidden = cfg["hidden"]
     if not isinstance(hidden, list) or len(hidden) > MAX_HIDDEN_LAYERS:
         raise BadRequest(f"hidden must be a list of 0 to {MAX_HIDDEN_LAYERS} layer widths, "
-                         f"got {hidden!r}")
+                         f"got {_short(hidden)}")
     for i, w in enumerate(hidden):
         if isinstance(w, bool) or not isinstance(w, numbers.Integral) \
                 or not 1 <= w <= MAX_UNITS:
             raise BadRequest(f"hidden[{i}] must be an integer from 1 to {MAX_UNITS} units, "
-                             f"got {w!r}")
+                             f"got {_short(w)}")
     out["hidden"] = [int(w) for w in hidden]
     return out
 
