@@ -53,13 +53,27 @@ async function newSession(config) {
   draw(s, true);
 }
 
-async function act(action, body) {
+// Requests that change the session run one after another, in the order of the user's clicks,
+// and each change builds on the settings of the one before (draft), not on the last snapshot,
+// so quick clicks are not lost.
+let queue = Promise.resolve();
+let draft = null;
+
+function act(action, body) {
   busy++;
+  document.body.dataset.busy = String(busy);
+  const job = queue.then(() => send(action, body));
+  queue = job.catch(() => {});
+  return job;
+}
+
+async function send(action, body) {
   try {
     const s = await api("POST", `/api/session/${sessionId}/${action}`, body);
     draw(s, true);
-    setStatus("");
+    setStatus(s.error || "");
   } catch (e) {
+    draft = null;
     if (e.status === 404) {
       await newSession(snap ? snap.config : {});
       setStatus("the session had expired; a new one was started");
@@ -69,12 +83,16 @@ async function act(action, body) {
     }
   } finally {
     busy--;
+    document.body.dataset.busy = String(busy);
+    if (busy === 0) draft = null;
   }
 }
 
+function settings() { return draft || snap.config; }
+
 function changeConfig(patch) {
-  const cfg = Object.assign({}, snap.config, patch);
-  return act("config", cfg);
+  draft = Object.assign({}, settings(), patch);
+  return act("config", draft);
 }
 
 async function poll() {
@@ -185,7 +203,9 @@ function draw(s, force) {
     JSON.stringify(snap.layers) !== JSON.stringify(s.layers) ||
     JSON.stringify(snap.features) !== JSON.stringify(s.features) || snap.mode !== s.mode;
   snap = s;
-  syncControls(s.config);
+  document.body.dataset.version = String(s.version);
+  document.body.dataset.mode = s.mode;
+  if (!draft) syncControls(s.config);
   $("epoch").textContent = s.epoch;
   $("stepcount").textContent = s.step;
   const play = $("play");
@@ -512,15 +532,16 @@ function drawGradNorms(s) {
 // ------------------------------------------------------------------ controls
 
 function changeUnits(h, delta) {
-  const hidden = snap.config.hidden.slice();
+  const hidden = settings().hidden.slice();
   hidden[h] = Math.max(1, Math.min(8, hidden[h] + delta));
   changeConfig({ hidden });
 }
 
 function toggleFeature(name) {
-  const feats = snap.config.features.includes(name)
-    ? snap.config.features.filter((f) => f !== name)
-    : snap.config.features.concat([name]);
+  const current = settings().features;
+  const feats = current.includes(name)
+    ? current.filter((f) => f !== name)
+    : current.concat([name]);
   if (feats.length === 0) { setStatus("at least one feature is needed"); return; }
   changeConfig({ features: feats });
 }
@@ -530,8 +551,9 @@ function probe(e) {
   const canvas = $("heatmap");
   const r = canvas.getBoundingClientRect();
   const E = snap.extent;
-  const x1 = -E + ((e.clientX - r.left) / r.width) * 2 * E;
-  const x2 = E - ((e.clientY - r.top) / r.height) * 2 * E;
+  // the point is rounded to the 2 decimals shown, so the value shown is the value there
+  const x1 = Math.round((-E + ((e.clientX - r.left) / r.width) * 2 * E) * 100) / 100;
+  const x2 = Math.round((E - ((e.clientY - r.top) / r.height) * 2 * E) * 100) / 100;
   const g = forwardPoint(snap, x1, x2);
   const what = snap.output === "sigmoid" ? "P(class 1)" : "output g";
   $("probe").textContent = `x1 = ${x1.toFixed(2)}, x2 = ${x2.toFixed(2)}: ${what} = ${g.toFixed(3)}`;
@@ -540,9 +562,9 @@ function probe(e) {
 function wire() {
   $("play").onclick = () => act(snap && snap.playing ? "pause" : "play");
   $("step").onclick = () => act("step");
-  $("reset").onclick = () => act("reset", snap ? snap.config : {});
+  $("reset").onclick = () => act("reset", snap ? settings() : {});
   $("lecture").onclick = () => act("lecture");
-  $("regenerate").onclick = () => changeConfig({ seed: (snap.config.seed + 1) % 4294967296 });
+  $("regenerate").onclick = () => changeConfig({ seed: (settings().seed + 1) % 4294967296 });
   const num = (id, key, parse) => {
     $(id).addEventListener("change", () => {
       const v = parse($(id).value);
@@ -565,12 +587,12 @@ function wire() {
     $("ratio-value").textContent = `${$("ratio").value}%`;
   });
   $("add-layer").onclick = () => {
-    const hidden = snap.config.hidden.slice();
+    const hidden = settings().hidden.slice();
     if (hidden.length < 6) hidden.push(hidden.length ? hidden[hidden.length - 1] : 4);
     changeConfig({ hidden });
   };
   $("remove-layer").onclick = () => {
-    changeConfig({ hidden: snap.config.hidden.slice(0, -1) });
+    changeConfig({ hidden: settings().hidden.slice(0, -1) });
   };
   $("show-test").addEventListener("change", () => snap && drawHeatmap(snap));
   $("heatmap").addEventListener("mousemove", probe);
