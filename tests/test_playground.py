@@ -94,7 +94,8 @@ def ref_forward(snap, P):
         if l == L - 1:
             out = acts[snap["output"]](z)[:, 0]
             return out, hidden
-        a = acts[snap["activation"]](z)
+        f = acts[snap["activation"]](z)
+        a = a + f if snap["skip"] == "residual" else z + f if snap["skip"] == "preact" else f
         hidden.append(a)
 
 
@@ -229,11 +230,12 @@ def test_play_trains_the_spiral_and_pause_stops(client):
     assert a["step"] == b["step"] and a["weights"] == b["weights"]
 
 
-def test_step_is_one_sgd_step(client):
-    """A full-batch step moves the weights by -lr times the gradient of the mean loss,
-    computed here by hand-written float64 backpropagation."""
+@pytest.mark.parametrize("l2", [0.0, 3.0])
+def test_step_is_one_sgd_step(client, l2):
+    """A full-batch step moves the weights by -lr times the gradient of the mean loss (plus
+    l2 * W / n), computed here by hand-written float64 backpropagation."""
     cfg = {"dataset": "gaussian", "noise": 1.0, "hidden": [3], "activation": "tanh",
-           "batch_size": 250, "lr": 0.5}
+           "batch_size": 250, "lr": 0.5, "l2": l2}
     snap0 = client.call("POST", "/api/session", cfg)[1]
     sid = snap0["session"]
     client.call("POST", f"/api/session/{sid}/step")
@@ -247,7 +249,8 @@ def test_step_is_one_sgd_step(client):
     p = 1 / (1 + np.exp(-(a1 @ W1 + b1)))
     dz2 = (p - y) / len(y)                 # d mean BCE / d logit
     dz1 = (dz2 @ W1.T) * (1 - a1 ** 2)
-    expected = [W0 - 0.5 * F.T @ dz1, W1 - 0.5 * a1.T @ dz2]
+    n = len(y)
+    expected = [W0 - 0.5 * (F.T @ dz1 + l2 * W0 / n), W1 - 0.5 * (a1.T @ dz2 + l2 * W1 / n)]
     for l in range(2):
         got = np.array(snap1["weights"][l])
         moved = np.abs(expected[l] - np.array(snap0["weights"][l])).max()
@@ -270,11 +273,29 @@ def test_optimizer_settings_change_without_reset(client):
     assert status == 200 and snap["step"] == 0 and snap["config"]["hidden"] == [3]
 
 
+@pytest.mark.parametrize("skip, hidden", [("residual", [2, 2]), ("preact", [3, 4])])
+def test_skip_connections_in_the_snapshot(client, skip, hidden):
+    status, snap = client.call("POST", "/api/session", {"skip": skip, "hidden": hidden,
+                                                         "activation": "tanh"})
+    assert status == 200 and snap["skip"] == skip
+    hm = snap["heatmap"]
+    out, _ = ref_forward(snap, plane(hm["n"]))
+    np.testing.assert_allclose(decode(hm), out, rtol=0, atol=half_step(hm) + 1e-5)
+    _, hidden_n = ref_forward(snap, plane(snap["neuron_grid"]))
+    img = snap["neurons"][2][1]
+    np.testing.assert_allclose(decode(img), hidden_n[1][:, 1], rtol=0,
+                               atol=half_step(img) + 1e-5)
+
+
+def test_residual_layer_must_keep_its_width(client):
+    status, err = client.call("POST", "/api/session", {"skip": "residual", "hidden": [4]})
+    assert status == 400 and "residual" in err["error"]
+
+
 def test_no_hidden_layer_and_relu_dead_units(client):
     status, snap = client.call("POST", "/api/session", {"hidden": []})
     assert status == 200 and snap["layers"] == [2, 1] and snap["dead"] == []
-    # A ReLU unit with a very negative bias is dead on every point: set by training with
-    # zeros init? Zero weights give z = 0 <= 0 everywhere: every unit dead.
+    # Zero weights give z = 0 <= 0 on every point: every ReLU unit is dead.
     status, snap = client.call("POST", "/api/session", {"hidden": [3, 2], "activation": "relu",
                                                          "init": "zeros"})
     assert snap["dead"] == [[True] * 3, [True] * 2]

@@ -368,31 +368,17 @@ class Session:
     # ------------------------------------------------------------ building
 
     def _make_optimizer(self, cfg, batch_size=None):
-        kwargs = dict(lr=cfg["lr"], batch_size=min(batch_size or cfg["batch_size"],
-                                                   len(self._y_train)),
-                      clip_norm=cfg["tau"] if cfg["clip"] else None)
-        if cfg["l2"] > 0:
-            kwargs["l2"] = cfg["l2"]
-        try:
-            return fastmlp.SGD(**kwargs)
-        except TypeError:
-            raise BadRequest("an L2 rate needs a fastmlp core with SGD(l2=...); set it to "
-                             "0") from None
+        B = min(batch_size or cfg["batch_size"], len(self._y_train))
+        return fastmlp.SGD(lr=cfg["lr"], batch_size=B, l2=cfg["l2"],
+                           clip_norm=cfg["tau"] if cfg["clip"] else None)
 
     def _make_network(self, cfg):
         sizes = [len(cfg["features"])] + cfg["hidden"] + [1]
-        kwargs = dict(activation=cfg["activation"], output="sigmoid", init=cfg["init"],
-                      dtype="float32", seed=cfg["seed"])
-        if cfg["skip"] != "none" and cfg["hidden"]:
-            kwargs["skip"] = cfg["skip"]
         try:
-            return fastmlp.MLP(sizes, **kwargs)
-        except TypeError as e:
-            if "skip" in kwargs:
-                raise BadRequest("skip connections need a fastmlp core with MLP(skip=...)") \
-                    from None
-            raise BadRequest(str(e)) from None
-        except ValueError as e:  # e.g. a residual layer whose fan_in differs from fan_out
+            return fastmlp.MLP(sizes, activation=cfg["activation"], output="sigmoid",
+                               init=cfg["init"], dtype="float32", seed=cfg["seed"],
+                               skip=cfg["skip"])
+        except ValueError as e:  # a residual layer whose fan_in differs from its fan_out
             raise BadRequest(str(e)) from None
 
     def _reset(self, cfg):
@@ -457,7 +443,7 @@ class Session:
         per_epoch = -(-n // B)
         epochs = max(1, min(MAX_EPOCHS_PER_UPDATE, STEPS_PER_UPDATE // per_epoch))
         hist = self._net.fit(self._F_train, self._y_train, optimizer=self._optimizer,
-                             epochs=epochs, shuffle=True, n_threads=1)
+                             epochs=epochs, shuffle=True, n_threads=1, diagnostics=False)
         self.epoch += hist.epochs
         self.step += hist.epochs * per_epoch
         self._grad_norms = [_r(v) for v in hist.layer_grad_norm[-1][:, 0]]
@@ -472,7 +458,7 @@ class Session:
         self._pos += B
         opt = self._make_optimizer(self.config, batch_size=B)
         hist = self._net.fit(self._F_train[idx], self._y_train[idx], optimizer=opt, epochs=1,
-                             shuffle=False, n_threads=1)
+                             shuffle=False, n_threads=1, diagnostics=False)
         self.step += 1
         if self._pos >= n:
             self.epoch += 1
@@ -483,11 +469,11 @@ class Session:
     def _measure(self):
         """Train and test loss after the last update, appended to the curves."""
         net = self._net
-        _, c_train = net.forward(self._F_train, cache=True, n_threads=1)
+        _, c_train = net.forward(self._F_train, cache=True, n_threads=1)  # Z[-1]: logits
         train = _bce(c_train.Z[-1], self._y_train)
         _, c_test = net.forward(self._F_test, cache=True, n_threads=1)
         test = _bce(c_test.Z[-1], self._y_test)
-        self._dead = self._dead_units(c_train)
+        self._dead = self._dead_units()
         curve = self._curve
         curve["step"].append(self.step)
         curve["train"].append(_r(train))
@@ -496,12 +482,13 @@ class Session:
             for k in curve:
                 curve[k] = curve[k][:1] + curve[k][2::2]
 
-    def _dead_units(self, cache):
-        """Per hidden layer, the ReLU units whose pre-activation is <= 0 on every training
-        row (None for other activations)."""
-        if self._activation != "relu":
-            return [None] * (self._net.n_layers - 1)
-        return [np.all(Z <= 0, axis=0).tolist() for Z in cache.Z[:-1]]
+    def _dead_units(self):
+        """Per hidden layer, which ReLU units are dead on the training points (their
+        pre-activation is <= 0 on every one); None for layers of another activation."""
+        dead = [None] * (self._net.n_layers - 1)
+        for d in self._net.dead_units(self._F_train, n_threads=1):
+            dead[d.layer] = d.dead.tolist()
+        return dead
 
     def _render(self):
         """The snapshot the page draws (design note 5); stored as JSON bytes."""
