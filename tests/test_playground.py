@@ -20,7 +20,8 @@ import pytest
 from fastmlp.playground import session as S
 from fastmlp.playground.server import PlaygroundServer, is_loopback
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+# the folder that holds the fastmlp being tested (the source tree or site-packages)
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(S.__file__))))
 SPIRAL = {"dataset": "spiral", "activation": "tanh", "hidden": [8, 8], "lr": 0.1,
           "features": ["x1", "x2", "sin x1", "sin x2"]}
 

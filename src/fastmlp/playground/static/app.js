@@ -500,6 +500,14 @@ function drawLossCurve(s) {
     });
     ctx.stroke();
   }
+  ctx.font = "10px sans-serif";
+  ctx.fillStyle = "#000";
+  ctx.fillText("test", W - 70, 12);
+  ctx.fillStyle = "#999";
+  ctx.fillText("training", W - 46, 12);
+  ctx.fillStyle = "#777";
+  ctx.fillText(`${fmt(top, 3)}`, 3, 10);
+  ctx.fillText(`step ${last}`, 3, H - 4);
   canvas.dataset.points = String(steps.length);
 }
 
