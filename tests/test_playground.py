@@ -260,6 +260,22 @@ def test_step_is_one_sgd_step(client, l2):
         np.testing.assert_allclose(got, expected[l], rtol=0, atol=2e-3 * moved + 1e-5)
 
 
+def test_divergence_pauses_with_a_message(client):
+    cfg = {"lr": 10, "activation": "identity", "hidden": [8] * 6, "init": "he",
+           "features": ["x1^2", "x2^2", "x1*x2"], "batch_size": 1}
+    sid = client.call("POST", "/api/session", cfg)[1]["session"]
+    client.call("POST", f"/api/session/{sid}/play")
+    snap = poll_until(client, sid, lambda s: s["error"], timeout=30)
+    assert "diverged" in snap["error"] and snap["playing"] is False
+    status, _, raw = client.raw("GET", f"/api/session/{sid}")
+    def strict(token):
+        raise ValueError(f"not JSON: {token}")
+    json.loads(raw, parse_constant=strict)   # no NaN or Infinity for the browser's parser
+    # Play again after lowering the rate: the session trains on.
+    status, snap = client.call("POST", f"/api/session/{sid}/config", {**cfg, "lr": 1e-5})
+    assert status == 200 and snap["error"] is None
+
+
 def test_optimizer_settings_change_without_reset(client):
     snap = client.call("POST", "/api/session", SPIRAL)[1]
     sid = snap["session"]
