@@ -70,8 +70,8 @@ function act(action, body) {
 async function send(action, body) {
   try {
     const s = await api("POST", `/api/session/${sessionId}/${action}`, body);
+    setStatus("");
     draw(s, true);
-    setStatus(s.error || "");
   } catch (e) {
     draft = null;
     if (e.status === 404) {
@@ -215,6 +215,8 @@ function draw(s, force) {
   play.disabled = lecture;
   $("step").disabled = lecture;
   if (s.error) setStatus(s.error);
+  else if (lecture) setStatus("The lecture's example, not trained: Reset or any setting trains again");
+  $("n-layers").textContent = s.layers.length - 2;
   $("train-loss").textContent = s.loss ? fmt(s.loss.train, 4) : "–";
   $("test-loss").textContent = s.loss ? fmt(s.loss.test, 4) : "–";
   drawNetwork(s, structural);
@@ -248,7 +250,6 @@ function syncControls(cfg) {
   set("seed", cfg.seed);
   $("noise-value").textContent = cfg.noise;
   $("ratio-value").textContent = `${Math.round(cfg.train_ratio * 100)}%`;
-  $("n-layers").textContent = cfg.hidden.length;
 }
 
 function columnX(c, nCols, width) {
