@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -385,6 +386,37 @@ def test_other_errors_and_static_files(client):
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         status, ctype, raw = client.raw("GET", f"/static/{name}")
         assert status == 200 and kind in ctype and len(raw) > 1000
+
+
+def test_one_connection_survives_odd_requests(server):
+    """Keep-alive: a GET with a body, a refused body and a silent second client do not
+    desynchronize or block the connection; chunked bodies are refused."""
+    host, port = server.server_address[:2]
+    silent = socket.create_connection((host, port))   # says nothing, holds a thread
+    try:
+        with socket.create_connection((host, port), timeout=10) as conn:
+            f = conn.makefile("rb")
+            conn.sendall(b"GET /api/session/none HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: 5\r\n\r\nhello"
+                         b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: 3\r\n\r\n{x}"
+                         b"GET /static/style.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            for expected in (404, 400, 200):
+                status = int(f.readline().split()[1])
+                length = 0
+                while True:
+                    line = f.readline().strip()
+                    if not line:
+                        break
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                f.read(length)
+                assert status == expected
+        status, _, raw = Client(server).raw("POST", "/api/session", b"2\r\n{}\r\n0\r\n\r\n",
+                                            headers={"Transfer-Encoding": "chunked"})
+        assert status == 400 and b"Content-Length" in raw
+    finally:
+        silent.close()
 
 
 def test_static_files_fetch_nothing_from_elsewhere():

@@ -170,6 +170,7 @@ def _static_table(folder):
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fastmlp-playground"
     protocol_version = "HTTP/1.1"
+    timeout = 30   # seconds a connection may stay silent before its thread lets it go
 
     def log_message(self, format, *args):  # quiet: the CLI prints the address only
         pass
@@ -183,11 +184,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method):
+        raw = None
         try:
             self._check_host()
             path = urlsplit(self.path).path
+            raw = self._read_body()   # read whatever the method, so the next request parses
             if path.startswith("/api/"):
-                body = self._read_body() if method == "POST" else None
+                body = self._parse_json(raw) if method == "POST" else None
                 status, payload = self._api(method, path, body)
                 self._send(status, payload, "application/json")
             elif method == "GET" and path in self.server.static:
@@ -196,6 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _HTTPError(HTTPStatus.NOT_FOUND, f"no such page: {path}")
         except _HTTPError as e:
+            if raw is None:
+                self.close_connection = True   # the body is left unread: end the connection
             self._send_error(e.status, str(e))
         except BadRequest as e:
             self._send_error(HTTPStatus.BAD_REQUEST, str(e))
@@ -217,9 +222,14 @@ class _Handler(BaseHTTPRequestHandler):
                              f"127.0.0.1 only, not for host {host!r}")
 
     def _read_body(self):
+        """The request's body (bytes, maybe empty), at most MAX_BODY of them."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, "send the body with a Content-Length, "
+                             "not in chunks")
         length = self.headers.get("Content-Length")
         if length is None:
-            return None
+            return b""
         try:
             n = int(length)
         except ValueError:
@@ -230,7 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                              f"the request body has {n} bytes; at most {MAX_BODY} are taken")
-        raw = self.rfile.read(n)
+        return self.rfile.read(n)
+
+    @staticmethod
+    def _parse_json(raw):
+        """The JSON value of a body; None for an empty one."""
         if not raw.strip():
             return None
         try:
