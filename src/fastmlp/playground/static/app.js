@@ -215,7 +215,9 @@ function draw(s, force) {
   play.disabled = lecture;
   $("step").disabled = lecture;
   if (s.error) setStatus(s.error);
-  else if (lecture) setStatus("The lecture's example, not trained: Reset or any setting trains again");
+  else if (lecture) {
+    setStatus("The lecture's example, not trained: Reset or any setting trains again");
+  }
   $("n-layers").textContent = s.layers.length - 2;
   $("train-loss").textContent = s.loss ? fmt(s.loss.train, 4) : "–";
   $("test-loss").textContent = s.loss ? fmt(s.loss.test, 4) : "–";
@@ -224,7 +226,8 @@ function draw(s, force) {
   drawLossCurve(s);
   drawGradNorms(s);
   $("legend").textContent = lecture
-    ? `The lecture's network g = -3 (s1 + s2), s1 = σ(5 x1 - 5 x2 + 1), s2 = σ(-5 x1 + 5 x2 + 1); ` +
+    ? "The lecture's network g = -3 (s1 + s2), s1 = σ(5 x1 - 5 x2 + 1), " +
+      "s2 = σ(-5 x1 + 5 x2 + 1); " +
       `output from ${fmt(s.heatmap.lo)} (orange) to ${fmt(s.heatmap.hi)} (blue), not trained.`
     : "Colour: predicted probability of class 1 (blue) against class 0 (orange).";
 }
@@ -565,7 +568,8 @@ function probe(e) {
   const x2 = Math.round((E - ((e.clientY - r.top) / r.height) * 2 * E) * 100) / 100;
   const g = forwardPoint(snap, x1, x2);
   const what = snap.output === "sigmoid" ? "P(class 1)" : "output g";
-  $("probe").textContent = `x1 = ${x1.toFixed(2)}, x2 = ${x2.toFixed(2)}: ${what} = ${g.toFixed(3)}`;
+  $("probe").textContent =
+    `x1 = ${x1.toFixed(2)}, x2 = ${x2.toFixed(2)}: ${what} = ${g.toFixed(3)}`;
 }
 
 function wire() {
