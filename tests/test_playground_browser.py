@@ -69,6 +69,27 @@ def test_spiral_trains_in_the_page(driver, server):
     assert points >= 2
     assert int(driver.find_element(By.ID, "stepcount").text) > 0
     assert not driver.find_element(By.ID, "status").text
+    assert not console_errors(driver)
+
+
+def console_errors(driver):
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_each_tab_has_a_session_and_leaving_frees_it(driver, server):
+    ui.open_page(driver, server.url)
+    first = driver.current_window_handle
+    ui.wait_for(driver, lambda d: len(server.store) == 1, 10, "one session")
+    driver.switch_to.new_window("tab")
+    ui.open_page(driver, server.url)
+    ui.wait_for(driver, lambda d: len(server.store) == 2, 10, "a session per tab")
+    driver.get("about:blank")          # pagehide: the page closes its session
+    ui.wait_for(driver, lambda d: len(server.store) == 1, 10, "the session closed")
+    driver.close()
+    driver.switch_to.window(first)
+    driver.get("about:blank")
+    ui.wait_for(driver, lambda d: len(server.store) == 0, 10, "every session closed")
+    assert not console_errors(driver)
 
 
 def test_lecture_example_shows_its_values(driver, server):
