@@ -63,6 +63,7 @@ class SessionStore:
         self.ttl = float(ttl)
         self.max_sessions = int(max_sessions)
         self._sessions = {}
+        self._starting = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="playground-reaper",
@@ -71,13 +72,20 @@ class SessionStore:
 
     def create(self, raw):
         config = parse_config(raw)
-        with self._lock:
-            if len(self._sessions) >= self.max_sessions:
+        with self._lock:  # a place is reserved first, so concurrent creations keep the limit
+            if len(self._sessions) + self._starting >= self.max_sessions:
                 raise _HTTPError(HTTPStatus.SERVICE_UNAVAILABLE,
                                  f"{self.max_sessions} sessions are open; close a tab or "
                                  f"wait {self.ttl:g} s for idle ones to expire")
-        session = Session(config)
+            self._starting += 1
+        try:
+            session = Session(config)
+        except BaseException:
+            with self._lock:
+                self._starting -= 1
+            raise
         with self._lock:
+            self._starting -= 1
             self._sessions[session.id] = session
         return session
 
