@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastmlp.playground import session as S
 from fastmlp.playground.server import PlaygroundServer, is_loopback
@@ -157,6 +159,31 @@ def test_parse_config_refuses_with_the_key_named(raw, fragment):
     with pytest.raises(S.BadRequest) as e:
         S.parse_config(raw)
     assert fragment in str(e.value)
+
+
+_scalars = (st.none() | st.booleans() | st.integers(-10, 3000) | st.integers() |
+            st.floats() | st.text(max_size=6) |
+            st.sampled_from(S.DATASETS + S.FEATURES + S.ACTIVATIONS + S.SKIPS + S.INITS))
+_json_values = _scalars | st.lists(_scalars, max_size=8) | \
+    st.dictionaries(st.text(max_size=3), _scalars, max_size=2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(S.DEFAULTS)), _json_values, max_size=6))
+def test_parse_config_accepts_only_what_the_session_can_build(raw):
+    """Any JSON settings either raise BadRequest or give values of the right type in range."""
+    try:
+        cfg = S.parse_config(raw)
+    except S.BadRequest:
+        return
+    assert set(cfg) == set(S.DEFAULTS)
+    assert cfg["dataset"] in S.DATASETS and cfg["activation"] in S.ACTIVATIONS
+    assert 0 <= len(cfg["hidden"]) <= 6 and all(1 <= w <= 8 for w in cfg["hidden"])
+    assert all(type(w) is int for w in cfg["hidden"])
+    assert cfg["features"] and set(cfg["features"]) <= set(S.FEATURES)
+    assert 0 < cfg["lr"] <= 10 and 0 <= cfg["l2"] <= 10 and 0 <= cfg["noise"] <= 3
+    assert type(cfg["batch_size"]) is int and 1 <= cfg["batch_size"] <= 2000
+    assert type(cfg["clip"]) is bool and cfg["tau"] > 0
 
 
 def test_features_match_their_formulas():
