@@ -25,6 +25,7 @@ let sessionId = null;
 let snap = null;            // the last snapshot drawn
 let pollTimer = null;
 let busy = 0;               // requests in flight that change settings
+let lastAction = 0;         // time of the last request that changed something (ms)
 
 const $ = (id) => document.getElementById(id);
 
@@ -68,10 +69,13 @@ function act(action, body) {
 }
 
 async function send(action, body) {
+  lastAction = Date.now();
   try {
     const s = await api("POST", `/api/session/${sessionId}/${action}`, body);
     setStatus("");
     draw(s, true);
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(poll, POLL_PLAYING_MS);
   } catch (e) {
     draft = null;
     if (e.status === 404) {
@@ -108,7 +112,9 @@ async function poll() {
       }
     }
   }
-  const wait = snap && snap.playing ? POLL_PLAYING_MS : POLL_IDLE_MS;
+  // fast while training, and for a moment after a click (a step is drawn when it is done)
+  const recent = Date.now() - lastAction < 2000;
+  const wait = (snap && snap.playing) || recent ? POLL_PLAYING_MS : POLL_IDLE_MS;
   pollTimer = setTimeout(poll, wait);
 }
 
