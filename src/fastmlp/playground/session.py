@@ -172,38 +172,8 @@ def parse_config(raw, base=None):
 
 def make_points(name, n_samples, noise, seed):
     """(X (n, 2) float64 in [-6, 6]^2, y (n,) int64 of 0/1) from fastmlp.datasets."""
-    make = getattr(_datasets, name, None) or _FALLBACK[name]
-    X, y = make(n_samples=n_samples, noise=noise, seed=seed)
+    X, y = _datasets.make_2d(name, n_samples=n_samples, noise=noise, seed=seed)
     return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
-
-
-def _fallback(name):
-    """A stand-in generator for fastmlp builds whose datasets module lacks ``name``."""
-    def make(n_samples, noise, seed):
-        rng = np.random.default_rng(seed)
-        n1 = n_samples // 2
-        y = np.r_[np.zeros(n_samples - n1), np.ones(n1)].astype(np.int64)
-        if name == "circle":
-            r = np.where(y == 1, rng.uniform(0, 2.5, n_samples), rng.uniform(3, 5, n_samples))
-            t = rng.uniform(0, 2 * np.pi, n_samples)
-            X = np.c_[r * np.cos(t), r * np.sin(t)]
-        elif name == "xor":
-            X = rng.uniform(0.3, 5, (n_samples, 2)) * rng.choice([-1, 1], (n_samples, 2))
-            y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
-        elif name == "gaussian":
-            c = np.where(y[:, None] == 1, 2.0, -2.0)
-            X = c + rng.normal(0, 1, (n_samples, 2))
-        else:
-            r = rng.uniform(0, 1, n_samples) * 5
-            t = 1.75 * r / 5 * 2 * np.pi + np.pi * y
-            X = np.c_[r * np.sin(t), r * np.cos(t)]
-        X = X + rng.normal(0, noise, X.shape) if noise > 0 else X
-        p = rng.permutation(n_samples)
-        return np.clip(X[p], -EXTENT, EXTENT), y[p]
-    return make
-
-
-_FALLBACK = {name: _fallback(name) for name in DATASETS}
 
 
 def features(P, names):
