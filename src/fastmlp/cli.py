@@ -220,6 +220,7 @@ def _build_parser():
     _add_predict(sub)
     _add_demo(sub)
     sub.add_parser("config", help="print the build configuration (fastmlp.show_config())")
+    _add_playground(sub)
     return parser
 
 
@@ -270,6 +271,42 @@ def _add_predict(sub):
                    help="threads for the kernels (default: OpenMP's)")
 
 
+# ---------------------------------------------------------------- playground
+
+def _add_playground(sub):
+    p = sub.add_parser("playground", help="an interactive network playground in the browser",
+                       description="Serve the playground page on 127.0.0.1 (a free port "
+                       "unless --port) until Ctrl-C. Each browser tab gets its own session, "
+                       "trained by the C core.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_type(_port), default=0,
+                   help="port to listen on (default: a free one)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+
+
+def _port(text):
+    n = _integer(text)
+    if not 0 <= n <= 65535:
+        raise ValueError("must be a port number from 0 to 65535")
+    return n
+
+
+def _playground(args):
+    from fastmlp.playground.server import is_loopback, serve
+
+    if not is_loopback(args.host):
+        print(f"fastmlp: warning: listening on {args.host}, not on 127.0.0.1 only: anyone "
+              f"who reaches this address can use the playground (it has no password) and "
+              f"this machine's CPU", file=sys.stderr)
+    try:
+        serve(args.host, args.port, open_browser=args.open)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host} port {args.port}: "
+                         f"{e.strerror or e}") from None
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 def main(argv=None):
@@ -314,6 +351,8 @@ def _dispatch(args):
     if args.command == "config":
         print(_config_text())
         return 0
+    if args.command == "playground":
+        return _playground(args)
     raise UsageError("a command is needed: train, predict, demo or config "
                      "(see fastmlp --help)")
 
