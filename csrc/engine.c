@@ -19,11 +19,13 @@
  *    arithmetic is tiny, so it is never stored: ||dW||_F = ||a|| ||dz|| exactly (up to
  *    rounding), and fm_sgd_rank1 applies W -= lr a dz^T in the one pass over W the update needs.
  * 7. A finite gradient can still overflow a parameter (a huge rate). Each |g_i| <= ||g||, so
- *    |p_i - lr g_i| <= max|p| + lr ||g||; a step is refused while that bound is below a quarter
- *    of the dtype's largest value, and max|p| comes free from the previous update pass (one
- *    extra pass only at the start of a call that does not know it). No parameter can then
- *    become infinite, and a refused step leaves every parameter as it was. Momentum and Adam
- *    have bounds of their own (step_bound in engine_t.h).
+ *    an SGD step moves no parameter by more than lr ||g||, and momentum and Adam have bounds of
+ *    their own (step_bound in engine_t.h). A step is refused unless max|p| + that bound stays
+ *    below a quarter of the dtype's largest value; no parameter can then become infinite, and
+ *    a refused step leaves every parameter as it was. max|p| is measured once per call and then
+ *    carried as a bound, max|p| + the step's bound, so the update passes need no reduction
+ *    (optim.c note 6). Within a call the bound only grows, by the sum of the steps' moves: far
+ *    below the limit in any run that is not already diverging.
  * 8. A layer with a skip connection is not fused: its product writes z, an element-wise pass
  *    keeps h = act(z) (the cache its derivative needs, since the output is no longer act(z))
  *    and forms the output. Backward then needs the plain dA of that layer: the product above

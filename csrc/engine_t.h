@@ -283,33 +283,34 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         if (st->param_max < 0) st->param_max = S(params_absmax)(plan, L, params);
         if (opt->kind != FM_OPT_SGD && st->state_max < 0)
             st->state_max = S(fm_absmax)(state, n_params);
-        double sm = opt->kind == FM_OPT_SGD ? 0.0 : st->state_max;
-        if (!(st->param_max + S(step_bound)(opt, lr, c * norm, sm) < 0.25 * (double)TMAX)) {
+        double sm = opt->kind == FM_OPT_SGD ? 0.0 : st->state_max, gn = c * norm;
+        double step = S(step_bound)(opt, lr, gn, sm);
+        if (!(st->param_max + step < 0.25 * (double)TMAX)) {
             st->bad_step = s;
             return FM_EOVERFLOW_STEP;
         }
         st->clipped += clipped;
-        double pmax = 0.0, smax = 0.0, m, ms;
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
             int64_t off[2] = {p->w_off, p->b_off}, len[2] = {p->fan_in * p->fan_out, p->fan_out};
             for (int k = 0; k < 2; k++) {
-                ms = 0.0;
                 if (rank1 && k == 0)
-                    m = S(fm_sgd_rank1)(params + p->w_off, l ? w.a[l - 1] : x,
-                                        grads + p->b_off, p->fan_in, p->fan_out, lr * c, nt);
+                    S(fm_sgd_rank1)(params + p->w_off, l ? w.a[l - 1] : x, grads + p->b_off,
+                                    p->fan_in, p->fan_out, lr * c, nt);
                 else
-                    m = S(fm_opt_update)(params + off[k], s1 ? s1 + off[k] : NULL,
-                                         s2 ? s2 + off[k] : NULL, grads + off[k], len[k],
-                                         (int)opt->kind, lr, c, opt->momentum, opt->beta1,
-                                         opt->beta2, opt->eps, &ms, nt);
-                pmax = m > pmax ? m : pmax;
-                smax = ms > smax ? ms : smax;
+                    S(fm_opt_step)(params + off[k], s1 ? s1 + off[k] : NULL,
+                                   s2 ? s2 + off[k] : NULL, grads + off[k], len[k],
+                                   (int)opt->kind, lr, c, opt->momentum, opt->beta1,
+                                   opt->beta2, opt->eps, nt);
             }
         }
+        /* The bounds after the step (note 7): no pass over the parameters to measure them. */
+        st->param_max += step;
+        if (opt->kind == FM_OPT_MOMENTUM || opt->kind == FM_OPT_NESTEROV)
+            st->state_max = opt->momentum * sm + lr * gn;
+        else if (opt->kind == FM_OPT_ADAM)
+            st->state_max = opt->beta1 * sm + (1.0 - opt->beta1) * gn;
         if (opt->kind == FM_OPT_ADAM) opt->t++;
-        st->param_max = pmax;
-        st->state_max = smax;
         st->loss_sum += lsum * (double)nb / div;
         st->reg_sum += reg;
         st->norm_sum += norm;

@@ -136,12 +136,11 @@ double fm_clip_f64(double *g, ptrdiff_t n, double tau);
 /* p <- p - lr * g over n values; returns the largest |p| after the update. */
 double fm_sgd_update_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
 double fm_sgd_update_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
-/* W (I x O) <- W - lr * a dz^T: the SGD step of a single-row gradient, never stored; returns
- * the largest |W| after the update. */
-double fm_sgd_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t I, ptrdiff_t O,
-                        double lr, int nt);
-double fm_sgd_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t I, ptrdiff_t O,
-                        double lr, int nt);
+/* W (I x O) <- W - lr * a dz^T: the SGD step of a single-row gradient, never stored. */
+void fm_sgd_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t I, ptrdiff_t O,
+                      double lr, int nt);
+void fm_sgd_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t I, ptrdiff_t O,
+                      double lr, int nt);
 /* One optimizer step over n parameters p with gradient g (see fm_opt): c is the clipping
  * factor, lr the rate (for Adam the bias-corrected lr_t), s1 and s2 the state (v, or m and v;
  * NULL where unused). Returns the largest |p| after the update and writes the largest |v|
@@ -152,6 +151,13 @@ double fm_opt_update_f32(float *p, float *s1, float *s2, const float *g, ptrdiff
 double fm_opt_update_f64(double *p, double *s1, double *s2, const double *g, ptrdiff_t n,
                          int kind, double lr, double c, double mu, double b1, double b2,
                          double eps, double *smax, int nt);
+/* The same two updates without the maxima (what the engine runs; optim.c note 6). */
+void fm_sgd_step_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
+void fm_sgd_step_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
+void fm_opt_step_f32(float *p, float *s1, float *s2, const float *g, ptrdiff_t n, int kind,
+                     double lr, double c, double mu, double b1, double b2, double eps, int nt);
+void fm_opt_step_f64(double *p, double *s1, double *s2, const double *g, ptrdiff_t n, int kind,
+                     double lr, double c, double mu, double b1, double b2, double eps, int nt);
 /* The largest |x| of n values. */
 double fm_absmax_f32(const float *x, ptrdiff_t n);
 double fm_absmax_f64(const double *x, ptrdiff_t n);

@@ -46,133 +46,113 @@ double S(fm_absmax)(const T *x, ptrdiff_t n) {
     return (double)m;
 }
 
-/* p[i0:i1] -= a g[i0:i1]; returns the largest |p| written. */
-static T S(update_range)(T *p, const T *g, ptrdiff_t i0, ptrdiff_t i1, T a) {
-    T m = 0;
-    #pragma omp simd reduction(max:m)
-    for (ptrdiff_t i = i0; i < i1; i++) {
-        T v = p[i] - a * g[i];
-        p[i] = v;
-        v = v < 0 ? -v : v;
-        m = v > m ? v : m;
+/* p[i0:i1] -= a g[i0:i1]. */
+static void S(update_range)(T *p, const T *g, ptrdiff_t i0, ptrdiff_t i1, T a) {
+    #pragma omp simd
+    for (ptrdiff_t i = i0; i < i1; i++) p[i] -= a * g[i];
+}
+
+/* The SGD step the engine runs: no reduction in the pass (note 6). */
+void S(fm_sgd_step)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
+    const T a = (T)lr;
+#ifdef _OPENMP
+    if (nt >= 2 && n >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        #pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), q = omp_get_num_threads();
+            S(update_range)(p, g, n * t / q, n * (t + 1) / q, a);
+        }
+        return;
     }
-    return m;
+#endif
+    S(update_range)(p, g, 0, n, a);
 }
 
 double S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
-    const T a = (T)lr;
-    if (nt < 2 || n < FM_PAR_MIN)  /* small updates never touch the OpenMP runtime */
-        return (double)S(update_range)(p, g, 0, n, a);
-    T m = 0;
-    #pragma omp parallel num_threads(nt) reduction(max:m)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), q = omp_get_num_threads();
-        m = S(update_range)(p, g, n * t / q, n * (t + 1) / q, a);
-#else
-        m = S(update_range)(p, g, 0, n, a);
-#endif
-    }
-    return (double)m;
+    S(fm_sgd_step)(p, g, n, lr, nt);
+    return S(fm_absmax)(p, n);
 }
 
 /* W[i, j] -= lr * (a[i] dz[j]): the same rounding as forming dW = a dz^T and then the update
- * above, without writing dW and reading it back. Threads own blocks of rows. */
-static T S(rank1_rows)(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t O,
-                       T r) {
-    T m = 0;
+ * above, without writing dW and reading it back. Threads own blocks of rows. A row whose a[i]
+ * is 0 (a ReLU that is off, a zero pixel) would only subtract zeros, so it is left alone
+ * (note 5). */
+static void S(rank1_rows)(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t O,
+                          T r) {
     for (ptrdiff_t i = i0; i < i1; i++) {
         T ai = a[i], *w = W + i * O;
-        #pragma omp simd reduction(max:m)
-        for (ptrdiff_t j = 0; j < O; j++) {
-            T v = w[j] - r * (ai * dz[j]);
-            w[j] = v;
-            v = v < 0 ? -v : v;
-            m = v > m ? v : m;
-        }
+        if (ai == 0) continue;
+        #pragma omp simd
+        for (ptrdiff_t j = 0; j < O; j++) w[j] -= r * (ai * dz[j]);
     }
-    return m;
 }
 
-double S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
-                       int nt) {
+void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
+                     int nt) {
     const T r = (T)lr;
-    if (nt < 2 || I * O < FM_PAR_MIN)  /* small updates never touch the OpenMP runtime */
-        return (double)S(rank1_rows)(W, a, dz, 0, I, O, r);
-    T m = 0;
-    #pragma omp parallel num_threads(nt) reduction(max:m)
-    {
 #ifdef _OPENMP
-        int t = omp_get_thread_num(), p = omp_get_num_threads();
-        m = S(rank1_rows)(W, a, dz, I * t / p, I * (t + 1) / p, O, r);
-#else
-        m = S(rank1_rows)(W, a, dz, 0, I, O, r);
-#endif
+    if (nt >= 2 && I * O >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        #pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), p = omp_get_num_threads();
+            S(rank1_rows)(W, a, dz, I * t / p, I * (t + 1) / p, O, r);
+        }
+        return;
     }
-    return (double)m;
+#endif
+    S(rank1_rows)(W, a, dz, 0, I, O, r);
 }
 
 /* The momentum, Nesterov and Adam steps of p[i0:i1] (fastmlp.h, fm_opt): one pass over p, g
- * and the state; returns the largest |p| written and leaves the largest |v| or |m| in *sm.
- * Sums are formed in T, in the order scikit-learn writes them. */
-static T S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1, int kind,
-                      T lr, T c, T mu, T b1, T b2, T eps, T *sm) {
-    T m = 0, ms = 0;
+ * and the state, in the order scikit-learn writes the sums. */
+static void S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1, int kind,
+                         T lr, T c, T mu, T b1, T b2, T eps) {
     if (kind == FM_OPT_ADAM) {
-        #pragma omp simd reduction(max:m, ms)
+        #pragma omp simd
         for (ptrdiff_t i = i0; i < i1; i++) {
             T gi = c * g[i];
             T mi = b1 * s1[i] + (1 - b1) * gi;
             T vi = b2 * s2[i] + (1 - b2) * (gi * gi);
-            T v = p[i] - lr * mi / (SQRT(vi) + eps);
             s1[i] = mi;
             s2[i] = vi;
-            p[i] = v;
-            v = v < 0 ? -v : v;
-            m = v > m ? v : m;
-            mi = mi < 0 ? -mi : mi;
-            ms = mi > ms ? mi : ms;
+            p[i] -= lr * mi / (SQRT(vi) + eps);
         }
     } else {
         const T nest = kind == FM_OPT_NESTEROV ? 1 : 0;
-        #pragma omp simd reduction(max:m, ms)
+        #pragma omp simd
         for (ptrdiff_t i = i0; i < i1; i++) {
             T step = lr * (c * g[i]);
             T vi = mu * s1[i] - step;
-            T v = nest ? p[i] + (mu * vi - step) : p[i] + vi;
             s1[i] = vi;
-            p[i] = v;
-            v = v < 0 ? -v : v;
-            m = v > m ? v : m;
-            vi = vi < 0 ? -vi : vi;
-            ms = vi > ms ? vi : ms;
+            p[i] += nest ? mu * vi - step : vi;
         }
     }
-    *sm = ms;
-    return m;
+}
+
+void S(fm_opt_step)(T *p, T *s1, T *s2, const T *g, ptrdiff_t n, int kind, double lr, double c,
+                    double mu, double b1, double b2, double eps, int nt) {
+    if (kind == FM_OPT_SGD) {
+        S(fm_sgd_step)(p, g, n, lr * c, nt);
+        return;
+    }
+#ifdef _OPENMP
+    if (nt >= 2 && n >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        #pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), q = omp_get_num_threads();
+            S(opt_range)(p, s1, s2, g, n * t / q, n * (t + 1) / q, kind, (T)lr, (T)c, (T)mu,
+                         (T)b1, (T)b2, (T)eps);
+        }
+        return;
+    }
+#endif
+    S(opt_range)(p, s1, s2, g, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2, (T)eps);
 }
 
 double S(fm_opt_update)(T *p, T *s1, T *s2, const T *g, ptrdiff_t n, int kind, double lr,
                         double c, double mu, double b1, double b2, double eps, double *smax,
                         int nt) {
-    if (kind == FM_OPT_SGD) {
-        *smax = 0.0;
-        return S(fm_sgd_update)(p, g, n, lr * c, nt);
-    }
-    T sm = 0, m = 0;
-#ifdef _OPENMP
-    if (nt >= 2 && n >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
-        #pragma omp parallel num_threads(nt) reduction(max:m, sm)
-        {
-            int t = omp_get_thread_num(), q = omp_get_num_threads();
-            m = S(opt_range)(p, s1, s2, g, n * t / q, n * (t + 1) / q, kind, (T)lr, (T)c,
-                             (T)mu, (T)b1, (T)b2, (T)eps, &sm);
-        }
-        *smax = (double)sm;
-        return (double)m;
-    }
-#endif
-    m = S(opt_range)(p, s1, s2, g, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2, (T)eps, &sm);
-    *smax = (double)sm;
-    return (double)m;
+    S(fm_opt_step)(p, s1, s2, g, n, kind, lr, c, mu, b1, b2, eps, nt);
+    *smax = kind == FM_OPT_SGD ? 0.0 : S(fm_absmax)(s1, n);
+    return S(fm_absmax)(p, n);
 }

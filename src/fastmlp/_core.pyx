@@ -362,8 +362,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     # OUT params, grads, state, ws, layer_stats (L, 4) +=, active (sum of fan_outs) |=
     opt = (kind, lr, clip_norm, momentum, beta1, beta2, eps, l2, t) with kind a key of
     OPTIMIZERS; state holds n_params values (momentum), 2 n_params (adam) or is None (sgd).
-    param_max, state_max: the largest |parameter| and |state| if the caller knows them from the
-    last call, else -1.
+    param_max, state_max: bounds of the largest |parameter| and |state| (engine.c note 7), e.g.
+    from the last call, or -1 to have them measured (one pass).
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
     t).
     """

@@ -625,8 +625,6 @@ class MLP:
         self.history_ = hist
         progress = _Progress(verbose, epochs)
         best, waited = math.inf, 0
-        # Largest |parameter| and |state|, carried between engine calls (engine.c note 7).
-        pmax = smax = -1.0
         checks = {}  # epoch_warnings' memory: each warning once per fit
         try:
             for epoch in range(epochs):
@@ -643,7 +641,7 @@ class MLP:
                                                idx if shuffle else None, B, s0,
                                                min(n_steps, s0 + block), opt._settings(),
                                                layer_stats, fired if diagnostics else None,
-                                               nt, pmax, smax)
+                                               nt)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
                         raise FloatingPointError(
@@ -654,7 +652,7 @@ class MLP:
                             f"learning rate (lr={opt.lr:g}) or set clip_norm.") from None
                     tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
                     tot[2] = max(tot[2], st[2])
-                    pmax, smax, opt.t_ = st[6], st[7], st[9]
+                    opt.t_ = st[9]
                 self._record(hist, tot, layer_stats, fired if diagnostics else None, val, nt,
                              time.perf_counter() - t0)
                 progress.update(hist)
