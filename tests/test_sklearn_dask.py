@@ -65,7 +65,7 @@ def test_grid_search_runs_on_workers_with_capped_threads(client):
     res = search.cv_results_
     pids = {int(p) for k in res if k.startswith("split") and k.endswith("test_pid")
             for p in res[k]}
-    workers = {w["pid"] for w in client.scheduler_info()["workers"].values()}
+    workers = set(client.run(os.getpid).values())
     assert pids and pids <= workers and os.getpid() not in pids
     # each worker has 1 thread of 2 on this cluster: every fit resolved n_threads=None to 1
     for k in res:
