@@ -330,20 +330,20 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
-    def _make_network(self, n_features, n_outputs, rs):
-        sizes = [n_features] + _hidden(self.hidden_layer_sizes) + [n_outputs]
+    def _glorot(self, sizes, rs):
+        """scikit-learn's initial weights and biases, drawn from rs in its order."""
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        draws = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            W = rs.uniform(-bound, bound, (fan_in, fan_out))
+            b = rs.uniform(-bound, bound, fan_out)
+            draws.append((W, b))
+        return draws
+
+    def _make_network(self, sizes, draws, seed):
         loss = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy",
                 "identity": "half_squared"}[self._output]
-        draws = None
-        if self.init == "glorot":  # scikit-learn's initialization, in its order of draws
-            factor = 2.0 if self.activation == "logistic" else 6.0
-            draws = []
-            for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-                bound = np.sqrt(factor / (fan_in + fan_out))
-                W = rs.uniform(-bound, bound, (fan_in, fan_out))
-                b = rs.uniform(-bound, bound, fan_out)
-                draws.append((W, b))
-        seed = int(rs.randint(0, 2**31 - 1))
         kw = {} if self.skip_connections is None else {"skip": self.skip_connections}
         net = MLP(sizes, activation=_ACTIVATIONS[self.activation], output=self._output,
                   loss=loss, init="zeros" if draws else self.init,
@@ -385,21 +385,19 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, first_pass):
         """X, y checked and encoded; y is what the network takes (labels or targets)."""
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
         rs = check_random_state(self.random_state)
         n_outputs = self._n_net_outputs
         if first_pass:
-            self._net = self._make_network(X.shape[1], n_outputs, rs)
-            self.n_layers_ = len(_hidden(self.hidden_layer_sizes)) + 2
-            self.n_outputs_ = n_outputs
-            self.out_activation_ = {"sigmoid": "logistic"}.get(self._output, self._output)
-            self._reset_curves()
-            if hasattr(self, "_optimizer"):
-                del self._optimizer
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
+            # draws in scikit-learn's order: weights, then the validation split, then (ours)
+            # the seed of the network's shuffling
+            sizes = [X.shape[1]] + _hidden(self.hidden_layer_sizes) + [n_outputs]
+            draws = self._glorot(sizes, rs) if self.init == "glorot" else None
         val = None
         if self.early_stopping:
-            stratify = y if (self._output != "identity" and y.ndim == 1) else None
+            # scikit-learn stratifies single-output classification only (binary here)
+            stratify = y if (self._output == "sigmoid" and y.ndim == 1) else None
             parts = (X, y) if sample_weight is None else (X, y, sample_weight)
             split = train_test_split(*parts, random_state=rs,
                                      test_size=self.validation_fraction, stratify=stratify)
@@ -412,6 +410,15 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
             val = (X_val, y_val, w_val)
+        if first_pass:
+            self._net = self._make_network(sizes, draws, int(rs.randint(0, 2**31 - 1)))
+            self.n_layers_ = len(sizes)
+            self.n_outputs_ = n_outputs
+            self.out_activation_ = {"sigmoid": "logistic"}.get(self._output, self._output)
+            self._reset_curves()
+            if hasattr(self, "_optimizer"):
+                del self._optimizer
+        if self.early_stopping:
             self._best_params = ([w.copy() for w in self._net.weights],
                                  [b.copy() for b in self._net.biases])
         n = X.shape[0]
