@@ -257,3 +257,131 @@ def test_load_refuses_newer_truncated_and_object_files(tmp_path):
     net = fastmlp.MLP([3, 4, 2], output="softmax")
     net.save(tmp_path / "net.npz")
     assert isinstance(fastmlp.load(tmp_path / "net.npz"), fastmlp.MLP)
+
+
+# ------------------------------------------------------------ against scikit-learn's own MLP
+# Same data, same initial weights (init='glorot' draws them as scikit-learn does), batches in
+# the same order (shuffle=False), float64: the trajectories are the same up to rounding.
+
+_TRAJ = dict(hidden_layer_sizes=(7, 5), activation="tanh", batch_size=16, shuffle=False,
+             random_state=3, tol=0.0)
+
+
+def _pair(kind, **kw):
+    args = {**_TRAJ, **kw}
+    if kind == "clf":
+        return MLPClassifier(dtype="float64", **args), SkClassifier(**args)
+    return MLPRegressor(dtype="float64", **args), SkRegressor(**args)
+
+
+def _assert_same_fit(ours, theirs, rtol=1e-7):
+    assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-2)
+
+
+def _targets(kind):
+    X, y = _blobs(n=90)
+    X = (X - X.mean(0)) / X.std(0)
+    if kind == "multiclass":
+        return X, np.array(["x", "y", "z"])[y]
+    if kind == "binary":
+        return X, y % 2
+    if kind == "multilabel":
+        return X, np.stack([y == 0, y == 2, X[:, 1] > 0], axis=1).astype(int)
+    if kind == "reg1":
+        return X, X[:, 0] - 2 * X[:, 1] ** 2
+    return X, np.stack([X[:, 0] - X[:, 1], np.sin(X[:, 2]), X[:, 3] * 3], axis=1)
+
+
+SOLVERS = [
+    dict(solver="sgd", momentum=0.0, alpha=0.0, learning_rate_init=0.05),
+    dict(solver="sgd", momentum=0.9, nesterovs_momentum=False, alpha=1e-3,
+         learning_rate_init=0.02),
+    dict(solver="sgd", momentum=0.9, nesterovs_momentum=True, alpha=1e-2,
+         learning_rate="invscaling", learning_rate_init=0.05, power_t=0.3),
+    dict(solver="adam", alpha=1e-3, learning_rate_init=0.01),
+]
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "reg1", "reg3"])
+@pytest.mark.parametrize("solver", range(len(SOLVERS)))
+def test_trajectory_matches_scikit_learn(kind, solver):
+    X, y = _targets(kind)
+    ours, theirs = _pair("reg" if kind.startswith("reg") else "clf", max_iter=4,
+                         **SOLVERS[solver])
+    _quiet(ours, X, y)
+    _quiet(theirs, X, y)
+    _assert_same_fit(ours, theirs)
+
+
+@pytest.mark.parametrize("solver", [0, 1, 3])
+def test_sample_weight_trajectory_matches_scikit_learn(solver):
+    X, y = _targets("multiclass")
+    w = np.random.default_rng(0).uniform(0.1, 3, len(X))
+    ours, theirs = _pair("clf", max_iter=3, **SOLVERS[solver])
+    _quiet(ours, X, y, sample_weight=w)
+    _quiet(theirs, X, y, sample_weight=w)
+    _assert_same_fit(ours, theirs)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(solver="adam", tol=1e-2, n_iter_no_change=2, learning_rate_init=0.01),
+    dict(solver="sgd", learning_rate="adaptive", tol=5e-3, n_iter_no_change=2,
+         learning_rate_init=0.3, momentum=0.5),
+])
+def test_stopping_and_adaptive_rate_match_scikit_learn(settings):
+    X, y = _targets("reg1")
+    ours, theirs = _pair("reg", max_iter=60, **settings)
+    _quiet(ours, X, y)
+    _quiet(theirs, X, y)
+    assert ours.n_iter_ < 60
+    _assert_same_fit(ours, theirs, rtol=1e-6)
+    assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-6)
+    if settings["solver"] == "sgd":
+        assert ours._optimizer.lr == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "reg1"])
+def test_early_stopping_matches_scikit_learn(kind):
+    X, y = _targets(kind)
+    ours, theirs = _pair("reg" if kind == "reg1" else "clf", max_iter=40,
+                         early_stopping=True, validation_fraction=0.25, n_iter_no_change=3,
+                         solver="adam", learning_rate_init=0.03)
+    _quiet(ours, X, y)
+    _quiet(theirs, X, y)
+    assert ours.best_loss_ is None and len(ours.validation_loss_curve_) == ours.n_iter_
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-9)
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_)
+    _assert_same_fit(ours, theirs, rtol=1e-6)   # the best weights were restored in both
+
+
+def test_partial_fit_matches_scikit_learn():
+    X, y = _targets("multiclass")
+    ours, theirs = _pair("clf", **SOLVERS[2])
+    for lo in (0, 30, 60):
+        ours.partial_fit(X[lo:lo + 30], y[lo:lo + 30], classes=np.unique(y))
+        theirs.partial_fit(X[lo:lo + 30], y[lo:lo + 30], classes=np.unique(y))
+    _assert_same_fit(ours, theirs)
+    assert ours._optimizer.lr == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+
+
+def test_warm_start_continues_and_convergence_warning():
+    X, y = _targets("reg1")
+    ours, theirs = _pair("reg", max_iter=3, warm_start=True, **SOLVERS[1])
+    for est in (ours, theirs):
+        with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+            est.fit(X, y)
+        _quiet(est, X, y)
+    _assert_same_fit(ours, theirs)
+    assert len(ours.loss_curve_) == 6 and ours.n_iter_ == 3
+
+
+def test_float32_default_and_history():
+    X, y = _targets("multiclass")
+    clf = _quiet(MLPClassifier((9,), max_iter=5, random_state=0), X, y)
+    assert all(W.dtype == np.float32 for W in clf.coefs_)
+    assert len(clf.grad_norm_curve_) == 5 and clf.grad_norm_curve_[0].shape == (2,)
+    assert np.all(np.asarray(clf.grad_norm_curve_) > 0)
+    assert clf.history_.epochs == 5 and clf.n_threads_ >= 1
