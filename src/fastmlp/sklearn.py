@@ -474,7 +474,7 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"Negative values in sample_weight (first at row "
                              f"{int(np.argmax(w < 0))}) are not allowed")
         if not (w > 0).any():
-            raise ValueError("sample_weight has no positive entry")
+            raise ValueError("sample_weight is zero for every row: nothing to fit")
         return w
 
     def _validate_X(self, X, reset):
