@@ -26,6 +26,7 @@ import math
 import numbers
 import sys
 import warnings
+import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -442,7 +443,7 @@ class _BaseMLP(BaseEstimator):
         kw = {} if sample_weight is None else {"sample_weight": sample_weight}
         hist = self._net.fit(X, y, optimizer=opt, epochs=1 if incremental else self.max_iter,
                              shuffle=bool(self.shuffle), n_threads=self._nt, callback=policy,
-                             **kw)
+                             diagnostics=False, **kw)
         self.history_ = hist
         if self.early_stopping:
             for l, (W, b) in enumerate(zip(*self._best_params)):
@@ -521,6 +522,14 @@ class _BaseMLP(BaseEstimator):
         state = super().__getstate__()
         state.pop("_nt", None)
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # An optimizer keeps its state for the network it last trained (a weak link that
+        # pickling drops); link it again so partial_fit continues where the original would.
+        opt, net = state.get("_optimizer"), state.get("_net")
+        if opt is not None and net is not None and getattr(opt, "state_", None) is not None:
+            opt._owner = weakref.ref(net)
 
     def save(self, path):
         """Write this fitted estimator to ``path`` (a data-only .npz; read by fastmlp.load).
@@ -674,8 +683,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         bad = self.classes_[idx_c] != y
         if bad.any():
             row = int(np.argmax(bad))
-            raise ValueError(f"`y` has classes not in `self.classes_`: label {y[row]!r} at row "
-                             f"{row}; `self.classes_` has {self.classes_}")
+            raise ValueError(f"`y` has classes not in `self.classes_`: label "
+                             f"{y[row].item()!r} at row {row}; `self.classes_` has "
+                             f"{self.classes_}")
         if self._target_kind == "binary":
             return idx_c.astype(np.float64)
         return idx_c.astype(np.int64)
@@ -952,6 +962,8 @@ def _from_network(path, net):
     try:
         cls = _CLASSES[meta["class"]]
         params = dict(meta["params"])
+        if isinstance(params.get("hidden_layer_sizes"), list):
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         if isinstance(params.get("n_iter_no_change"), str):
             params["n_iter_no_change"] = float(params["n_iter_no_change"])
         est = cls(**params)
