@@ -388,3 +388,22 @@ def test_float32_default_and_history():
     assert len(clf.grad_norm_curve_) == 5 and clf.grad_norm_curve_[0].shape == (2,)
     assert np.all(np.asarray(clf.grad_norm_curve_) > 0)
     assert clf.history_.epochs == 5 and clf.n_threads_ >= 1
+
+
+def test_extras_skip_clip_threads_and_verbose(capsys):
+    X, y = _targets("multiclass")
+    clf = _quiet(MLPClassifier((6, 6), skip_connections="residual", clip_norm=0.5, n_threads=1,
+                               max_iter=3, random_state=0, verbose=True), X, y)
+    assert clf.network_.skips == ("residual", "residual") and clf.n_threads_ == 1
+    assert "Iteration 3, loss = " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="residual"):   # 6 -> 4 cannot add its input
+        MLPClassifier((6, 4), skip_connections="residual").fit(X, y)
+    # clipping every step to norm 1e-3 (tiny) keeps the weights near their start
+    ref = _quiet(MLPClassifier((6,), max_iter=1, random_state=0, solver="sgd",
+                               learning_rate_init=0.1, momentum=0.0), X, y)
+    start = MLPClassifier((6,), random_state=0)._glorot([6, 6, 3],
+                                                        np.random.RandomState(0))[0][0]
+    tiny = _quiet(clone(ref).set_params(clip_norm=1e-3), X, y)
+    moved = np.abs(tiny.coefs_[0] - start).max()
+    assert moved <= 0.1 * 1e-3 + 1e-6      # one step (90 rows, batch 'auto') of length lr * tau
+    assert np.abs(ref.coefs_[0] - start).max() > 10 * moved

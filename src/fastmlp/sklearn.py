@@ -17,7 +17,8 @@ Design notes
    step count carry on, as scikit-learn's ``_optimizer`` does.
 4. Loss values are on scikit-learn's scale, so curves compare: the core's half squared error
    is summed over outputs, scikit-learn averages it over outputs (divide by ``n_outputs_``);
-   log losses are the same; the L2 term 0.5 * alpha * ||W||^2 / (rows of the batch) is added.
+   log losses are the same; the L2 term 0.5 * alpha * ||W||^2 / (the batch's weight
+   sum, or its rows) is added per batch, as the engine reports it in ``History.penalty``.
 5. Persistence: instances pickle (the network pickles its parameters exactly); ``save`` writes
    the network's data-only .npz with the estimator's settings and fitted attributes as JSON
    metadata under the key "estimator", which ``fastmlp.load`` hands to ``_from_network``.
@@ -219,7 +220,9 @@ class _EpochPolicy:
         est = self.est
         est.n_iter_ += 1
         est.t_ += self.n_train
-        loss = hist.loss[-1] / est._loss_scale + _penalty(est, hist)
+        # scikit-learn's epoch loss: the data loss on its scale (note 4) plus, per batch,
+        # 0.5 * alpha * ||W||^2 / (the batch's weight sum), averaged over rows by the engine
+        loss = hist.loss[-1] / est._loss_scale + hist.penalty[-1]
         est.loss_ = loss
         est.loss_curve_.append(loss)
         est.grad_norm_curve_.append(np.asarray(hist.layer_grad_norm[-1])[:, 0].copy())
@@ -269,18 +272,6 @@ class _EpochPolicy:
             est.best_validation_score_ = score
             est._best_params = ([w.copy() for w in est._net.weights],
                                 [b.copy() for b in est._net.biases])
-
-
-def _penalty(est, hist):
-    """The L2 term of scikit-learn's epoch loss: per batch 0.5 * alpha * ||W||^2 / rows."""
-    if est.alpha == 0:
-        return 0.0
-    pen = getattr(hist, "penalty", None)
-    if pen:
-        return float(pen[-1])
-    sq = sum(float(np.dot(w.ravel().astype(np.float64), w.ravel())) for w in est._net.weights)
-    n_batches = -(-est._n_train // est._batch)
-    return 0.5 * est.alpha * sq * n_batches / est._n_train
 
 
 # ---------------------------------------------------------------- the shared base
@@ -430,7 +421,6 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
                               "going to be clipped", UserWarning, stacklevel=3)
             batch = min(self.batch_size, n)
-        self._n_train, self._batch = n, batch
         opt = getattr(self, "_optimizer", None) if incremental else None
         if opt is None:
             opt = self._make_optimizer(batch)
