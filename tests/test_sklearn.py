@@ -407,3 +407,28 @@ def test_extras_skip_clip_threads_and_verbose(capsys):
     moved = np.abs(tiny.coefs_[0] - start).max()
     assert moved <= 0.1 * 1e-3 + 1e-6      # one step (90 rows, batch 'auto') of length lr * tau
     assert np.abs(ref.coefs_[0] - start).max() > 10 * moved
+
+
+def test_threads_capped_to_a_dask_workers_share(monkeypatch):
+    """n_threads=None inside a dask worker with k threads: at most cpus // k per fit."""
+    import sys
+    import types
+
+    from fastmlp import sklearn as fsk
+    from fastmlp._threads import _cpus
+
+    if not fastmlp._core.openmp_enabled():
+        pytest.skip("a build without OpenMP runs one thread anyway")
+    cpus = _cpus()
+    worker = types.SimpleNamespace(state=types.SimpleNamespace(nthreads=cpus))
+    fake = types.SimpleNamespace(get_worker=lambda: worker)
+    fastmlp.set_num_threads(-1)        # every CPU, unless the worker's share says fewer
+    try:
+        assert fsk._resolve_n_threads(None) == cpus
+        monkeypatch.setitem(sys.modules, "distributed", fake)
+        assert fsk._resolve_n_threads(None) == 1
+        assert fsk._resolve_n_threads(cpus) == cpus    # an explicit count is obeyed
+        X, y = _targets("binary")
+        assert _quiet(MLPClassifier((4,), max_iter=2), X, y).n_threads_ == 1
+    finally:
+        fastmlp.set_num_threads(None)
