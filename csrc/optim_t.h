@@ -160,24 +160,19 @@ double S(fm_opt_update)(T *p, T *s1, T *s2, const T *g, ptrdiff_t n, int kind, d
         return S(fm_sgd_update)(p, g, n, lr * c, nt);
     }
     T sm = 0, m = 0;
-    if (nt < 2 || n < FM_PAR_MIN) {
-        m = S(opt_range)(p, s1, s2, g, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2, (T)eps,
-                         &sm);
-    } else {
+#ifdef _OPENMP
+    if (nt >= 2 && n >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
         #pragma omp parallel num_threads(nt) reduction(max:m, sm)
         {
-            T smt;
-#ifdef _OPENMP
             int t = omp_get_thread_num(), q = omp_get_num_threads();
             m = S(opt_range)(p, s1, s2, g, n * t / q, n * (t + 1) / q, kind, (T)lr, (T)c,
-                             (T)mu, (T)b1, (T)b2, (T)eps, &smt);
-#else
-            m = S(opt_range)(p, s1, s2, g, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2,
-                             (T)eps, &smt);
-#endif
-            sm = smt;
+                             (T)mu, (T)b1, (T)b2, (T)eps, &sm);
         }
+        *smax = (double)sm;
+        return (double)m;
     }
+#endif
+    m = S(opt_range)(p, s1, s2, g, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2, (T)eps, &sm);
     *smax = (double)sm;
     return (double)m;
 }
