@@ -432,3 +432,24 @@ def test_threads_capped_to_a_dask_workers_share(monkeypatch):
         assert _quiet(MLPClassifier((4,), max_iter=2), X, y).n_threads_ == 1
     finally:
         fastmlp.set_num_threads(None)
+
+
+def test_process_pool_and_partial_fit_after_pickle():
+    joblib = pytest.importorskip("joblib")
+    X, y = _targets("multiclass")
+    est = MLPClassifier((8,), max_iter=10, random_state=0, solver="sgd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        here = clone(est).fit(X, y)
+        there = joblib.Parallel(n_jobs=2)(joblib.delayed(clone(est).fit)(X, y)
+                                          for _ in range(2))
+    for other in there:     # fitted in worker processes, sent back pickled; thread counts differ
+        np.testing.assert_array_equal(other.predict_proba(X), here.predict_proba(X))
+    # the optimizer's velocity survives pickling: partial_fit continues exactly as it would
+    a = MLPClassifier((8,), random_state=0, solver="sgd", momentum=0.9)
+    a.partial_fit(X, y, classes=np.unique(y))
+    b = pickle.loads(pickle.dumps(a))
+    a.partial_fit(X, y)
+    b.partial_fit(X, y)
+    for Wa, Wb in zip(a.coefs_, b.coefs_):
+        np.testing.assert_array_equal(Wa, Wb)
