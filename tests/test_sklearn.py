@@ -5,11 +5,9 @@ implementation of the same algorithm) on the same data, initial weights and batc
 (shuffle=False), and plain NumPy for the probabilities of a fitted network.
 """
 import copy
-import io
 import json
 import pickle
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
