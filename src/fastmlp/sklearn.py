@@ -211,9 +211,8 @@ def _resolve_n_threads(n_threads):
 class _EpochPolicy:
     """fit's callback: scikit-learn's per-epoch bookkeeping, schedules and stopping."""
 
-    def __init__(self, est, opt, n_train, val, incremental):
-        self.est, self.opt, self.n_train = est, opt, n_train
-        self.val, self.incremental = val, incremental
+    def __init__(self, est, opt, n_train, val):
+        self.est, self.opt, self.n_train, self.val = est, opt, n_train, val
         self.stopped = False
 
     def __call__(self, epoch, hist):
@@ -429,7 +428,7 @@ class _BaseMLP(BaseEstimator):
         self._nt = _resolve_n_threads(self.n_threads)
         self.n_threads_ = self._nt
         self.n_iter_ = 0
-        policy = _EpochPolicy(self, opt, n, val, incremental)
+        policy = _EpochPolicy(self, opt, n, val)
         kw = {} if sample_weight is None else {"sample_weight": sample_weight}
         hist = self._net.fit(X, y, optimizer=opt, epochs=1 if incremental else self.max_iter,
                              shuffle=bool(self.shuffle), n_threads=self._nt, callback=policy,
