@@ -36,3 +36,11 @@ def show_config(file=None):
     text = "\n".join(lines)
     print(text, file=file or sys.stdout)
     return text
+
+
+def __getattr__(name):
+    """``fastmlp.sklearn`` is imported on first use (scikit-learn is slow to import)."""
+    if name == "sklearn":
+        import importlib
+        return importlib.import_module("fastmlp.sklearn")
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

@@ -868,6 +868,9 @@ def load(path):
     if not isinstance(meta, dict):
         raise ValueError(f"{path} has an invalid model header: metadata is not an object")
     net.metadata = meta
+    if "estimator" in meta:  # written by a fastmlp.sklearn estimator's save: return that
+        from fastmlp.sklearn import _from_network
+        return _from_network(path, net)
     return net
 
 

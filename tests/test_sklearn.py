@@ -1,0 +1,454 @@
+"""fastmlp.sklearn: the scikit-learn estimators.
+
+References: scikit-learn's own MLPClassifier / MLPRegressor in float64 (an independent
+implementation of the same algorithm) on the same data, initial weights and batch order
+(shuffle=False), and plain NumPy for the probabilities of a fitted network.
+"""
+import copy
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.neural_network import MLPClassifier as SkClassifier
+from sklearn.neural_network import MLPRegressor as SkRegressor
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastmlp
+from fastmlp.sklearn import MLPClassifier, MLPRegressor
+
+# Checks of scikit-learn's suite that these estimators are known to fail, with the reason.
+_EXPECTED_FAILED = {
+    "check_sample_weight_equivalence_on_dense_data":
+        "stochastic solvers: a weight of 2 and a repeated row give different batches, so the "
+        "fits differ (scikit-learn's own MLPs pass this only with solver='lbfgs' or loose "
+        "tolerances)",
+}
+
+
+def _expected_failed(est):
+    return _EXPECTED_FAILED
+
+
+@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)],
+                         expected_failed_checks=_expected_failed)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def _blobs(n=120, classes=3, seed=0):
+    X, y = make_classification(n_samples=n, n_features=6, n_informative=4,
+                               n_classes=classes, n_clusters_per_class=1, random_state=seed)
+    return X, y
+
+
+def _quiet(est, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(*args, **kw)
+
+
+# ------------------------------------------------------------ parameters and labels
+
+@pytest.mark.parametrize("name, value", [
+    ("hidden_layer_sizes", (10, 0)), ("activation", "softplus"), ("solver", "rmsprop"),
+    ("alpha", -1.0), ("batch_size", 0), ("learning_rate", "cyclic"),
+    ("learning_rate_init", 0.0), ("max_iter", 0), ("momentum", 1.5), ("tol", -1e-3),
+    ("validation_fraction", 1.0), ("beta_1", 1.0), ("epsilon", 0.0),
+    ("n_iter_no_change", 0), ("clip_norm", -1.0), ("init", "orthogonal"),
+    ("dtype", "float16"), ("n_threads", 0), ("shuffle", "yes"),
+])
+def test_bad_parameter_is_named_before_work(name, value):
+    X, y = _blobs()
+    with pytest.raises(ValueError, match=f"'{name}' parameter of MLPClassifier"):
+        MLPClassifier(**{name: value}).fit(X, y)
+
+
+def test_lbfgs_and_poisson_are_refused_clearly():
+    X, y = _blobs()
+    with pytest.raises(NotImplementedError, match="lbfgs"):
+        MLPClassifier(solver="lbfgs").fit(X, y)
+    with pytest.raises(NotImplementedError, match="poisson"):
+        MLPRegressor(loss="poisson").fit(X, y.astype(float))
+
+
+def test_defaults_match_scikit_learn():
+    for ours, theirs in ((MLPClassifier(), SkClassifier()), (MLPRegressor(), SkRegressor())):
+        mine = ours.get_params()
+        for k, v in theirs.get_params().items():
+            assert mine[k] == v, k
+        assert {"clip_norm", "init", "skip_connections", "dtype", "n_threads"} <= set(mine)
+
+
+@pytest.mark.parametrize("labels", [np.array(["cat", "dog", "emu"]), np.array([-5, 7, 40])])
+def test_labels_strings_and_ints(labels):
+    X, y = _blobs()
+    clf = _quiet(MLPClassifier((16,), max_iter=30, random_state=0), X, labels[y])
+    np.testing.assert_array_equal(clf.classes_, labels)
+    assert set(clf.predict(X)) <= set(labels)
+    assert clf.predict(X).dtype == labels.dtype
+    P = clf.predict_proba(X)
+    assert P.shape == (len(X), 3) and clf.out_activation_ == "softmax"
+    np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(clf.predict(X), labels[P.argmax(axis=1)])
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(P), rtol=1e-6)
+
+
+def test_binary_and_multilabel():
+    X, y = _blobs(classes=2)
+    clf = _quiet(MLPClassifier((8,), max_iter=30, random_state=0), X, np.where(y, "yes", "no"))
+    assert clf.n_outputs_ == 1 and clf.out_activation_ == "logistic"
+    P = clf.predict_proba(X)
+    assert P.shape == (len(X), 2)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[(P[:, 1] > 0.5).astype(int)])
+    Y = np.stack([y, 1 - y, (X[:, 0] > 0).astype(int)], axis=1)
+    ml = _quiet(MLPClassifier((8,), max_iter=30, random_state=0), X, Y)
+    np.testing.assert_array_equal(ml.classes_, [0, 1, 2])
+    assert ml.predict(X).shape == Y.shape and ml.predict_proba(X).shape == Y.shape
+    # the probabilities are the sigmoid of the network's last layer, recomputed in NumPy
+    A = X
+    for l, (W, b) in enumerate(zip(ml.coefs_, ml.intercepts_)):
+        Z = A @ W.astype(np.float64) + b
+        A = np.maximum(Z, 0) if l < len(ml.coefs_) - 1 else 1 / (1 + np.exp(-Z))
+    np.testing.assert_allclose(ml.predict_proba(X), A, rtol=1e-4, atol=1e-5)
+
+
+def test_partial_fit_needs_classes_and_knows_them():
+    X, y = _blobs()
+    clf = MLPClassifier((8,), random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:40], y[:40] % 2, classes=[0, 1, 2])   # the first batch lacks class 2
+    assert clf.n_outputs_ == 3 and clf.n_iter_ == 1 and clf.t_ == 40
+    clf.partial_fit(X[40:], y[40:])
+    assert clf.t_ == len(X) and len(clf.loss_curve_) == 2
+    with pytest.raises(ValueError, match="label 9 at row 0"):
+        clf.partial_fit(X[:3], [9, 0, 1])
+
+
+def test_single_class_and_unknown_labels_refused():
+    X, y = _blobs()
+    with pytest.raises(ValueError, match="class"):
+        MLPClassifier().fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        MLPClassifier().fit(X, np.linspace(0, 1, len(X)))
+
+
+def test_regression_single_and_multi_output():
+    X, y = make_regression(n_samples=150, n_features=5, n_targets=2, random_state=0)
+    y = y / y.std(axis=0)
+    reg = _quiet(MLPRegressor(hidden_layer_sizes=(32,), max_iter=100, random_state=0), X, y)
+    assert reg.predict(X).shape == (150, 2) and reg.n_outputs_ == 2
+    assert reg.out_activation_ == "identity"
+    sk = _quiet(SkRegressor(hidden_layer_sizes=(32,), max_iter=100, random_state=0), X, y)
+    assert reg.score(X, y) == pytest.approx(sk.score(X, y), abs=1e-3)  # float32 vs float64
+    one = _quiet(MLPRegressor(hidden_layer_sizes=(32,), max_iter=100, random_state=0), X, y[:, 0])
+    assert one.predict(X).shape == (150,)
+
+
+# ------------------------------------------------------------ persistence
+
+def _fitted(kind="str"):
+    X, y = _blobs()
+    labels = {"str": np.array(["a", "bb", "ccc"]), "int": np.array([3, 1, 2]),
+              "obj": np.array(["a", "bb", "ccc"], dtype=object)}[kind]
+    return _quiet(MLPClassifier((16, 8), max_iter=20, random_state=0), X, labels[y]), X
+
+
+@pytest.mark.parametrize("kind", ["str", "int", "obj"])
+def test_pickle_deepcopy_clone_round_trip(kind):
+    clf, X = _fitted(kind)
+    P = clf.predict_proba(X)
+    for other in (pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)):
+        P2 = other.predict_proba(X)
+        assert P2.dtype == P.dtype == np.float32
+        np.testing.assert_array_equal(P2, P)           # bit-identical
+        np.testing.assert_array_equal(other.classes_, clf.classes_)
+        assert other.classes_.dtype == clf.classes_.dtype
+        assert other.loss_curve_ == clf.loss_curve_
+    c = clone(clf)
+    assert not hasattr(c, "coefs_") and c.get_params() == clf.get_params()
+    unfitted = MLPRegressor(hidden_layer_sizes=(4,), dtype="float64")
+    for other in (pickle.loads(pickle.dumps(unfitted)), copy.deepcopy(unfitted), clone(unfitted)):
+        assert other.get_params() == unfitted.get_params()
+        with pytest.raises(NotFittedError):
+            other.predict(X)
+
+
+@pytest.mark.parametrize("kind", ["str", "int", "obj"])
+def test_save_load_round_trip(tmp_path, kind):
+    clf, X = _fitted(kind)
+    path = tmp_path / "clf.npz"
+    clf.save(path)
+    back = fastmlp.load(path)
+    assert type(back) is MLPClassifier
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(back.classes_, clf.classes_)
+    assert back.classes_.dtype == clf.classes_.dtype
+    assert back.get_params() == clf.get_params()
+    assert back.loss_curve_ == clf.loss_curve_ and back.n_iter_ == clf.n_iter_
+    np.testing.assert_array_equal(back.predict(X), clf.predict(X))
+
+
+def test_save_load_regressor_with_feature_names(tmp_path):
+    X, y = make_regression(n_samples=60, n_features=3, random_state=0)
+    reg = _quiet(MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0,
+                              dtype="float64", early_stopping=True), X, y)
+    reg.feature_names_in_ = np.array(["a", "b", "c"], dtype=object)  # as a DataFrame sets it
+    reg.save(tmp_path / "r.npz")
+    back = fastmlp.load(tmp_path / "r.npz")
+    np.testing.assert_array_equal(back.feature_names_in_, ["a", "b", "c"])
+    assert back.feature_names_in_.dtype == object
+    np.testing.assert_array_equal(back.network_.weights[0], reg.network_.weights[0])
+    assert back.best_loss_ is None and back.validation_scores_ == reg.validation_scores_
+    assert back.validation_loss_curve_ == reg.validation_loss_curve_
+
+
+def test_save_unfitted_refused(tmp_path):
+    with pytest.raises(NotFittedError):
+        MLPClassifier().save(tmp_path / "x.npz")
+
+
+def _rewrite(src, dst, header_fn=None, extra=None):
+    """Copy a model file, editing its JSON header or adding arrays."""
+    with np.load(src) as f:
+        arrays = {k: f[k] for k in f.files}
+    if header_fn is not None:
+        h = json.loads(arrays["header"].tobytes().decode())
+        header_fn(h)
+        arrays["header"] = np.frombuffer(json.dumps(h).encode(), dtype=np.uint8)
+    arrays.update(extra or {})
+    np.savez(dst, **arrays)
+
+
+def test_load_refuses_newer_truncated_and_object_files(tmp_path):
+    clf, _ = _fitted()
+    good = tmp_path / "good.npz"
+    clf.save(good)
+    newer = tmp_path / "newer.npz"
+    _rewrite(good, newer, lambda h: h["metadata"]["estimator"].update(version=99))
+    with pytest.raises(ValueError, match=r"newer.npz.*version 99.*upgrade"):
+        fastmlp.load(newer)
+    newer_net = tmp_path / "newer_net.npz"
+    _rewrite(good, newer_net, lambda h: h.update(version=99))
+    with pytest.raises(ValueError, match=r"newer_net.npz.*version 99"):
+        fastmlp.load(newer_net)
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="cut.npz"):
+        fastmlp.load(cut)
+    objs = tmp_path / "objs.npz"
+    with np.load(good) as f:
+        np.savez(objs, header=f["header"], params=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match=r"objs.npz.*object arrays"):
+        fastmlp.load(objs)
+    bad = tmp_path / "bad.npz"
+    _rewrite(good, bad, lambda h: h["metadata"]["estimator"]["fitted"].update(
+        classes_dtype="|V8"))
+    with pytest.raises(ValueError, match=r"bad.npz.*invalid estimator header"):
+        fastmlp.load(bad)
+    # a plain network file still loads as a network
+    net = fastmlp.MLP([3, 4, 2], output="softmax")
+    net.save(tmp_path / "net.npz")
+    assert isinstance(fastmlp.load(tmp_path / "net.npz"), fastmlp.MLP)
+
+
+# ------------------------------------------------------------ against scikit-learn's own MLP
+# Same data, same initial weights (init='glorot' draws them as scikit-learn does), batches in
+# the same order (shuffle=False), float64: the trajectories are the same up to rounding.
+
+_TRAJ = dict(hidden_layer_sizes=(7, 5), activation="tanh", batch_size=16, shuffle=False,
+             random_state=3, tol=0.0)
+
+
+def _pair(kind, **kw):
+    args = {**_TRAJ, **kw}
+    if kind == "clf":
+        return MLPClassifier(dtype="float64", **args), SkClassifier(**args)
+    return MLPRegressor(dtype="float64", **args), SkRegressor(**args)
+
+
+def _assert_same_fit(ours, theirs, rtol=1e-7):
+    assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-2)
+
+
+def _targets(kind):
+    X, y = _blobs(n=90)
+    X = (X - X.mean(0)) / X.std(0)
+    if kind == "multiclass":
+        return X, np.array(["x", "y", "z"])[y]
+    if kind == "binary":
+        return X, y % 2
+    if kind == "multilabel":
+        return X, np.stack([y == 0, y == 2, X[:, 1] > 0], axis=1).astype(int)
+    if kind == "reg1":
+        return X, X[:, 0] - 2 * X[:, 1] ** 2
+    return X, np.stack([X[:, 0] - X[:, 1], np.sin(X[:, 2]), X[:, 3] * 3], axis=1)
+
+
+SOLVERS = [
+    dict(solver="sgd", momentum=0.0, alpha=0.0, learning_rate_init=0.05),
+    dict(solver="sgd", momentum=0.9, nesterovs_momentum=False, alpha=1e-3,
+         learning_rate_init=0.02),
+    dict(solver="sgd", momentum=0.9, nesterovs_momentum=True, alpha=1e-2,
+         learning_rate="invscaling", learning_rate_init=0.05, power_t=0.3),
+    dict(solver="adam", alpha=1e-3, learning_rate_init=0.01),
+]
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "reg1", "reg3"])
+@pytest.mark.parametrize("solver", range(len(SOLVERS)))
+def test_trajectory_matches_scikit_learn(kind, solver):
+    X, y = _targets(kind)
+    ours, theirs = _pair("reg" if kind.startswith("reg") else "clf", max_iter=4,
+                         **SOLVERS[solver])
+    _quiet(ours, X, y)
+    _quiet(theirs, X, y)
+    _assert_same_fit(ours, theirs)
+
+
+@pytest.mark.parametrize("solver", [0, 1, 3])
+def test_sample_weight_trajectory_matches_scikit_learn(solver):
+    X, y = _targets("multiclass")
+    w = np.random.default_rng(0).uniform(0.1, 3, len(X))
+    ours, theirs = _pair("clf", max_iter=3, **SOLVERS[solver])
+    _quiet(ours, X, y, sample_weight=w)
+    _quiet(theirs, X, y, sample_weight=w)
+    _assert_same_fit(ours, theirs)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(solver="adam", tol=0.05, n_iter_no_change=2, learning_rate_init=0.01),
+    dict(solver="sgd", learning_rate="adaptive", tol=0.02, n_iter_no_change=2,
+         learning_rate_init=0.05, momentum=0.5),
+])
+def test_stopping_and_adaptive_rate_match_scikit_learn(settings):
+    X, y = _targets("reg1")
+    ours, theirs = _pair("reg", max_iter=150, **settings)
+    _quiet(ours, X, y)
+    _quiet(theirs, X, y)
+    assert ours.n_iter_ < 150 and ours.history_.stopped_early
+    _assert_same_fit(ours, theirs, rtol=1e-6)
+    assert ours.best_loss_ == pytest.approx(theirs.best_loss_, rel=1e-6)
+    if settings["solver"] == "sgd":   # the rate was divided by 5 until it fell below 1e-6
+        assert ours._optimizer.lr < 1e-6
+        assert ours._optimizer.lr == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "reg1"])
+def test_early_stopping_matches_scikit_learn(kind):
+    X, y = _targets(kind)
+    ours, theirs = _pair("reg" if kind == "reg1" else "clf", max_iter=40,
+                         early_stopping=True, validation_fraction=0.25, n_iter_no_change=3,
+                         solver="adam", learning_rate_init=0.03)
+    _quiet(ours, X, y)
+    _quiet(theirs, X, y)
+    assert ours.best_loss_ is None and len(ours.validation_loss_curve_) == ours.n_iter_
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-9)
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_)
+    _assert_same_fit(ours, theirs, rtol=1e-6)   # the best weights were restored in both
+
+
+def test_partial_fit_matches_scikit_learn():
+    X, y = _targets("multiclass")
+    ours, theirs = _pair("clf", **SOLVERS[2])
+    for lo in (0, 30, 60):
+        ours.partial_fit(X[lo:lo + 30], y[lo:lo + 30], classes=np.unique(y))
+        theirs.partial_fit(X[lo:lo + 30], y[lo:lo + 30], classes=np.unique(y))
+    _assert_same_fit(ours, theirs)
+    assert ours._optimizer.lr == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+
+
+def test_warm_start_continues_and_convergence_warning():
+    X, y = _targets("reg1")
+    ours, theirs = _pair("reg", max_iter=3, warm_start=True, **SOLVERS[1])
+    for est in (ours, theirs):
+        with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+            est.fit(X, y)
+        _quiet(est, X, y)
+    _assert_same_fit(ours, theirs)
+    assert len(ours.loss_curve_) == 6 and ours.n_iter_ == 3
+
+
+def test_float32_default_and_history():
+    X, y = _targets("multiclass")
+    clf = _quiet(MLPClassifier((9,), max_iter=5, random_state=0), X, y)
+    assert all(W.dtype == np.float32 for W in clf.coefs_)
+    assert len(clf.grad_norm_curve_) == 5 and clf.grad_norm_curve_[0].shape == (2,)
+    assert np.all(np.asarray(clf.grad_norm_curve_) > 0)
+    assert clf.history_.epochs == 5 and clf.n_threads_ >= 1
+
+
+def test_extras_skip_clip_threads_and_verbose(capsys):
+    X, y = _targets("multiclass")
+    clf = _quiet(MLPClassifier((6, 6), skip_connections="residual", clip_norm=0.5, n_threads=1,
+                               max_iter=3, random_state=0, verbose=True), X, y)
+    assert clf.network_.skips == ("residual", "residual") and clf.n_threads_ == 1
+    assert "Iteration 3, loss = " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="residual"):   # 6 -> 4 cannot add its input
+        MLPClassifier((6, 4), skip_connections="residual").fit(X, y)
+    # clipping every step to norm 1e-3 (tiny) keeps the weights near their start
+    ref = _quiet(MLPClassifier((6,), max_iter=1, random_state=0, solver="sgd",
+                               learning_rate_init=0.1, momentum=0.0), X, y)
+    start = MLPClassifier((6,), random_state=0)._glorot([6, 6, 3],
+                                                        np.random.RandomState(0))[0][0]
+    tiny = _quiet(clone(ref).set_params(clip_norm=1e-3), X, y)
+    moved = np.abs(tiny.coefs_[0] - start).max()
+    assert moved <= 0.1 * 1e-3 + 1e-6      # one step (90 rows, batch 'auto') of length lr * tau
+    assert np.abs(ref.coefs_[0] - start).max() > 10 * moved
+
+
+def test_threads_capped_to_a_dask_workers_share(monkeypatch):
+    """n_threads=None inside a dask worker with k threads: at most cpus // k per fit."""
+    import sys
+    import types
+
+    from fastmlp import sklearn as fsk
+    from fastmlp._threads import _cpus
+
+    if not fastmlp._core.openmp_enabled():
+        pytest.skip("a build without OpenMP runs one thread anyway")
+    cpus = _cpus()
+    worker = types.SimpleNamespace(state=types.SimpleNamespace(nthreads=cpus))
+    fake = types.SimpleNamespace(get_worker=lambda: worker)
+    fastmlp.set_num_threads(-1)        # every CPU, unless the worker's share says fewer
+    try:
+        assert fsk._resolve_n_threads(None) == cpus
+        monkeypatch.setitem(sys.modules, "distributed", fake)
+        assert fsk._resolve_n_threads(None) == 1
+        assert fsk._resolve_n_threads(cpus) == cpus    # an explicit count is obeyed
+        X, y = _targets("binary")
+        assert _quiet(MLPClassifier((4,), max_iter=2), X, y).n_threads_ == 1
+    finally:
+        fastmlp.set_num_threads(None)
+
+
+def test_process_pool_and_partial_fit_after_pickle():
+    joblib = pytest.importorskip("joblib")
+    X, y = _targets("multiclass")
+    est = MLPClassifier((8,), max_iter=10, random_state=0, solver="sgd")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        here = clone(est).fit(X, y)
+        there = joblib.Parallel(n_jobs=2)(joblib.delayed(clone(est).fit)(X, y)
+                                          for _ in range(2))
+    for other in there:     # fitted in worker processes, sent back pickled; thread counts differ
+        np.testing.assert_array_equal(other.predict_proba(X), here.predict_proba(X))
+    # the optimizer's velocity survives pickling: partial_fit continues exactly as it would
+    a = MLPClassifier((8,), random_state=0, solver="sgd", momentum=0.9)
+    a.partial_fit(X, y, classes=np.unique(y))
+    b = pickle.loads(pickle.dumps(a))
+    a.partial_fit(X, y)
+    b.partial_fit(X, y)
+    for Wa, Wb in zip(a.coefs_, b.coefs_):
+        np.testing.assert_array_equal(Wa, Wb)
