@@ -397,3 +397,19 @@ def test_half_squared_loss_is_half():
     a.fit(X, y, fastmlp.SGD(lr=0.01, batch_size=4), epochs=2)
     b.fit(X, y, fastmlp.SGD(lr=0.02, batch_size=4), epochs=2)
     np.testing.assert_allclose(a._params, b._params, rtol=1e-12, atol=1e-14)
+
+
+def test_optimizer_bind_after_pickle_continues_exactly():
+    import pickle
+    X, y = data(n=30)
+    whole = net_with("none", "tanh", sizes=(4, 6, 3), seed=7)
+    whole.fit(X, y, fastmlp.SGD(lr=0.05, batch_size=7, momentum=0.9), epochs=4, shuffle=False)
+    net = net_with("none", "tanh", sizes=(4, 6, 3), seed=7)
+    opt = fastmlp.SGD(lr=0.05, batch_size=7, momentum=0.9)
+    net.fit(X, y, opt, epochs=2, shuffle=False)
+    net2, opt2 = pickle.loads(pickle.dumps((net, opt)))
+    opt2.bind(net2)
+    net2.fit(X, y, opt2, epochs=2, shuffle=False)
+    np.testing.assert_array_equal(net2._params, whole._params)
+    with pytest.raises(ValueError, match="does not fit a network"):
+        opt2.bind(fastmlp.MLP([4, 5, 3], dtype="float64"))

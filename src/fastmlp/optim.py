@@ -67,6 +67,19 @@ class _Optimizer:
     def _kind_n_state(self):
         return self._n_state
 
+    def bind(self, net):
+        """Attach the state this optimizer holds to ``net``, so that the next fit of ``net``
+        continues from it. The link to a network is not pickled (a pickled optimizer and its
+        network come back as two objects); ``bind`` restores it. The state must have been made
+        for a network of the same size and dtype."""
+        n = self._kind_n_state() * net.n_params
+        if self.state_ is not None and (self.state_.size != n or self.state_.dtype != net.dtype):
+            raise ValueError(f"this optimizer's state ({self.state_.size} values of "
+                             f"{self.state_.dtype}) does not fit a network of "
+                             f"{net.n_params} {net.dtype} parameters")
+        self._owner = weakref.ref(net)
+        return self
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_owner"] = None  # the state buffer travels; its link to a network does not

@@ -27,7 +27,6 @@ import math
 import numbers
 import sys
 import warnings
-import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -518,7 +517,7 @@ class _BaseMLP(BaseEstimator):
         # pickling drops); link it again so partial_fit continues where the original would.
         opt, net = state.get("_optimizer"), state.get("_net")
         if opt is not None and net is not None and getattr(opt, "state_", None) is not None:
-            opt._owner = weakref.ref(net)
+            opt.bind(net)
 
     def save(self, path):
         """Write this fitted estimator to ``path`` (a data-only .npz; read by fastmlp.load).
