@@ -34,7 +34,7 @@ import numpy as np
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import (as_float_array, as_labels, as_targets, check_choice,
-                                 check_positive_int)
+                                 check_positive_int, check_two_classes)
 from fastmlp.optim import SGD
 
 FORMAT_VERSION = 1
@@ -514,6 +514,7 @@ class MLP:
             raise ValueError(f"tol must be None or a number >= 0, got {tol!r}")
         X = self._X(X)
         y = self._y(y, X.shape[0])
+        check_two_classes(y, "y", self.loss)
         n = X.shape[0]
         val = None
         if validation is not None:
