@@ -681,11 +681,17 @@ def _umask():
 
 
 def _read_npz(path):
-    """(header bytes, params) of a model file, or ValueError naming the file and the problem."""
+    """(header bytes, params) of a model file, or ValueError naming the file and the problem.
+
+    The file is opened here, not by np.load, so that it is closed also when np.load fails
+    on a damaged archive (np.load then leaves its own file object open)."""
+    with open(path, "rb") as fh:
+        return _read_npz_file(path, fh)
+
+
+def _read_npz_file(path, fh):
     try:
-        f = np.load(path, allow_pickle=False)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
+        f = np.load(fh, allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e):  # np.load's word for a file that is not .npy/.npz
             raise ValueError(f"{path} is not a fastmlp model (not an .npz file)") from None
