@@ -12,6 +12,7 @@
  * 3. Clipping scales by tau / ||g|| only when ||g|| > tau, so all-zero gradients stay zero and a
  *    gradient already inside the ball is left bit-identical.
  */
+#include <float.h>
 #include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
