@@ -266,6 +266,21 @@ class MLP:
             else:
                 W[...] = rng.standard_normal(W.shape) * math.sqrt(scale / W.shape[0])
 
+    def get_shuffle_state(self):
+        """The state of the generator that orders rows in ``fit``, as a JSON-ready dict.
+
+        With the parameters, it is all a later ``fit`` depends on: saving both (for example
+        in ``save``'s metadata) and restoring them lets a run continue exactly."""
+        state = self._shuffle_rng.bit_generator.state
+        return json.loads(json.dumps(state))  # a deep copy of plain dicts and ints
+
+    def set_shuffle_state(self, state):
+        """Restore a state returned by ``get_shuffle_state``; ValueError if it is not one."""
+        try:
+            self._shuffle_rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"not a shuffle state of this network: {e!r}") from None
+
     @property
     def n_layers(self):
         """Number of weight layers (hidden layers + 1)."""
