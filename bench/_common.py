@@ -344,3 +344,8 @@ def rss_bytes(field="VmRSS"):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise OSError(f"{field} not in /proc/self/status")
+
+
+def sgd_settings(lr, clip_norm=0.0):
+    """The optimizer tuple ``_core.train_steps`` reads, for plain SGD."""
+    return ("sgd", lr, clip_norm, 0.0, 0.9, 0.999, 1e-8, 0.0, 0)

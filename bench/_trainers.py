@@ -33,6 +33,8 @@ import warnings
 
 import numpy as np
 
+import _common
+
 
 class Trainer:
     name = "?"
@@ -62,9 +64,10 @@ class FastmlpEngine(Trainer):
 
     def run(self):
         net = self.net
-        st = self._core.train_steps(net._plan, net.loss, net._params, net._grads, self.ws,
-                                    self.cap, self.X, self.y, self.perm, self.B, 0,
-                                    self.n_steps, self.lr, 0.0, self.stats, self.nt)
+        st = self._core.train_steps(net._plan, net.loss, net._params, net._grads, None,
+                                    self.ws, self.cap, self.X, self.y, None, self.perm, self.B,
+                                    0, self.n_steps, _common.sgd_settings(self.lr), self.stats,
+                                    None, self.nt)
         return st[0] / st[3]
 
     def threads(self):

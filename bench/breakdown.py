@@ -55,8 +55,9 @@ def loop(wl, threads, seconds):
     end, epochs = time.perf_counter() + seconds, 0
     while time.perf_counter() < end:
         perm = rng.permutation(n).astype(np.int64)
-        _core.train_steps(net._plan, net.loss, net._params, net._grads, w, cap, X, y, perm,
-                          B, 0, -(-n // B), wl.fastmlp_lr, 0.0, stats, threads)
+        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, cap, X, y,
+                          None, perm, B, 0, -(-n // B), _common.sgd_settings(wl.fastmlp_lr),
+                          stats, None, threads)
         epochs += 1
     return epochs
 
@@ -79,13 +80,14 @@ def phases(wl, threads, repeats):
 
     def full(nt=threads):
         w, cap = ws(nt)
-        _core.train_steps(net._plan, net.loss, net._params, net._grads, w, cap, X, y, perm,
-                          B, 0, steps, lr, 0.0, stats, nt)
+        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, cap, X, y,
+                          None, perm, B, 0, steps, _common.sgd_settings(lr), stats, None, nt)
 
     def no_gather():
         w, cap = ws(threads)
-        _core.train_steps(net._plan, net.loss, net._params, net._grads, w, cap, Xp, yp, None,
-                          B, 0, steps, lr, 0.0, stats, threads)
+        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, cap, Xp, yp,
+                          None, None, B, 0, steps, _common.sgd_settings(lr), stats, None,
+                          threads)
 
     def fwd_bwd():
         w, cap = ws(threads)

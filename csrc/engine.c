@@ -22,7 +22,18 @@
  *    |p_i - lr g_i| <= max|p| + lr ||g||; a step is refused while that bound is below a quarter
  *    of the dtype's largest value, and max|p| comes free from the previous update pass (one
  *    extra pass only at the start of a call that does not know it). No parameter can then
- *    become infinite, and a refused step leaves every parameter as it was.
+ *    become infinite, and a refused step leaves every parameter as it was. Momentum and Adam
+ *    have bounds of their own (step_bound in engine_t.h).
+ * 8. A layer with a skip connection is not fused: its product writes z, an element-wise pass
+ *    keeps h = act(z) (the cache its derivative needs, since the output is no longer act(z))
+ *    and forms the output. Backward then needs the plain dA of that layer: the product above
+ *    writes dz W^T without an epilogue, a residual layer adds its own dA (kept in d2), and the
+ *    derivative 1 + act'(z) or act'(z) is applied in a separate pass. Skips are the teaching
+ *    case, so the extra passes over B x O values are accepted; layers without skips keep the
+ *    fused path.
+ * 9. Dead units: a ReLU unit whose pre-activation is <= 0 for every row never fires. Forward
+ *    marks each unit that fired (h > 0, i.e. z > 0) in a byte flag per unit when asked, one pass
+ *    over the layer's output per step.
  */
 #include <float.h>
 #include <math.h>
@@ -37,7 +48,10 @@ int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params) {
         const fm_layer *p = plan + l;
         if (p->fan_in < 1 || p->fan_out < 1) return FM_EARG;
         if (l > 0 && p->fan_in != plan[l - 1].fan_out) return FM_EARG;
-        if (p->act < 0 || p->act >= FM_ACT_COUNT || p->skip != FM_SKIP_NONE) return FM_EARG;
+        if (p->act < 0 || p->act >= FM_ACT_COUNT) return FM_EARG;
+        if (p->skip < 0 || p->skip >= FM_SKIP_COUNT) return FM_EARG;
+        if (p->skip != FM_SKIP_NONE && l == L - 1) return FM_EARG;
+        if (p->skip == FM_SKIP_RESIDUAL && p->fan_in != p->fan_out) return FM_EARG;
         if (p->w_off < 0 || p->b_off < 0) return FM_EARG;
         /* Both blocks inside the buffer; written so that no product can overflow int64. */
         if (p->fan_in > n_params || p->fan_out > n_params) return FM_EARG;
@@ -60,13 +74,29 @@ static size_t target_row_bytes(const fm_layer *plan, int64_t L, size_t elem) {
     return k > sizeof(int64_t) ? k : sizeof(int64_t);
 }
 
+/* One past the last parameter the plan uses. */
+static int64_t plan_extent(const fm_layer *plan, int64_t L) {
+    int64_t e = 0;
+    for (int64_t l = 0; l < L; l++) {
+        int64_t w = plan[l].w_off + plan[l].fan_in * plan[l].fan_out;
+        int64_t b = plan[l].b_off + plan[l].fan_out;
+        e = w > e ? w : e;
+        e = b > e ? b : e;
+    }
+    return e;
+}
+
 size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
                           int nt) {
     size_t B = (size_t)max_batch;
     size_t n = round64(B * (size_t)plan[0].fan_in * elem);
     n += round64(B * target_row_bytes(plan, L, elem));
-    for (int64_t l = 0; l < L; l++) n += round64(B * (size_t)plan[l].fan_out * elem);
-    n += 2 * round64(B * (size_t)max_width(plan, L) * elem);
+    n += round64(B * elem) + round64(B * sizeof(double));
+    for (int64_t l = 0; l < L; l++) {
+        n += round64(B * (size_t)plan[l].fan_out * elem);
+        if (plan[l].skip != FM_SKIP_NONE) n += round64(B * (size_t)plan[l].fan_out * elem);
+    }
+    n += 3 * round64(B * (size_t)max_width(plan, L) * elem);
     n += round64(fm_gemm_work_bytes(nt));
     return n + 64;  /* room to align the start */
 }

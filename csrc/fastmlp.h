@@ -34,8 +34,16 @@ enum {
     FM_EOVERFLOW_STEP = 5,    /* the update could overflow a parameter (refused, not applied) */
 };
 
-enum { FM_LOSS_SQUARED = 0, FM_LOSS_SOFTMAX_CE = 1, FM_LOSS_SIGMOID_BCE = 2 };
-enum { FM_SKIP_NONE = 0 };
+enum { FM_LOSS_SQUARED = 0, FM_LOSS_SOFTMAX_CE = 1, FM_LOSS_SIGMOID_BCE = 2,
+       FM_LOSS_HALF_SQUARED = 3, FM_LOSS_COUNT = 4 };
+/* Skip connections of a hidden layer, z = A_in W + b, h = act(z):
+ *   FM_SKIP_RESIDUAL  A_out = A_in + h  (needs I == O)
+ *   FM_SKIP_PREACT    A_out = z + h     (the lecture's form: dA_out/dz = 1 + act'(z), so a unit
+ *                                        whose ReLU is off still passes gradient)
+ * The output layer has none. */
+enum { FM_SKIP_NONE = 0, FM_SKIP_RESIDUAL = 1, FM_SKIP_PREACT = 2, FM_SKIP_COUNT = 3 };
+enum { FM_OPT_SGD = 0, FM_OPT_MOMENTUM = 1, FM_OPT_NESTEROV = 2, FM_OPT_ADAM = 3,
+       FM_OPT_COUNT = 4 };
 
 #define FM_MAX_LAYERS 256
 
@@ -46,12 +54,25 @@ typedef struct {
     int64_t skip;             /* FM_SKIP_* */
 } fm_layer;
 
-/* Optimizer settings of one call: plain SGD, W <- W - lr * c * grad with the clipping factor
- * c = min(1, clip_norm / ||grad||) when clip_norm > 0 (the global norm over all parameters). */
+/* Optimizer settings of one call. g is the batch gradient (with the L2 term), c = min(1,
+ * clip_norm / ||g||) when clip_norm > 0 (the global norm over all parameters), else 1:
+ *   FM_OPT_SGD       p <- p - lr c g
+ *   FM_OPT_MOMENTUM  v <- mu v - lr c g;  p <- p + v             (state: v)
+ *   FM_OPT_NESTEROV  v <- mu v - lr c g;  p <- p + mu v - lr c g (state: v)
+ *   FM_OPT_ADAM      t <- t + 1;  m <- b1 m + (1 - b1) c g;  v <- b2 v + (1 - b2) (c g)^2;
+ *                    p <- p - lr_t m / (sqrt(v) + eps),  lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)
+ *                    (state: m, then v)
+ * These are scikit-learn's forms. l2 adds l2 / s * W to every weight gradient (not the biases),
+ * s the batch's sample-weight sum (its row count without weights): scikit-learn's alpha. */
 typedef struct {
+    int64_t kind;             /* FM_OPT_* */
     double lr;
     double clip_norm;         /* <= 0: no clipping */
-} fm_sgd;
+    double momentum;          /* mu */
+    double beta1, beta2, eps;
+    double l2;
+    int64_t t;                /* in/out: Adam steps taken so far */
+} fm_opt;
 
 /* Figures the engine adds up over the steps of one call (Python zeroes them per epoch). */
 typedef struct {
@@ -64,6 +85,8 @@ typedef struct {
     int64_t bad_step;         /* on FM_ENONFINITE_*: the step that failed (not applied) */
     int64_t bad_layer;        /* on FM_ENONFINITE_GRAD: the first layer with a non-finite norm */
     double param_max;         /* in/out: largest |parameter|, or < 0 if unknown (then measured) */
+    double state_max;         /* in/out: largest |v| (momentum) or |m| (Adam), < 0 if unknown */
+    double reg_sum;           /* sum over steps of (l2 / 2) ||W||^2 nb / s (scikit-learn's term) */
 } fm_stats;
 
 /* ---- element-wise and layer kernels (kernels.c, loss.c, optim.c) ---- */
@@ -94,6 +117,7 @@ int fm_dense_backward_f64(double *dW, double *db, double *dA_in, const double *d
  * otherwise an N x K matrix of the same dtype. Writes dG = scale * dL/dG (N x K), the per-row
  * losses into row_loss when it is not NULL, and their sum into *loss_sum.
  *   squared   L = sum_k (g_k - y_k)^2                       dL/dg = 2 (g - y)
+ *   half sq.  L = sum_k (g_k - y_k)^2 / 2                   dL/dg = g - y
  *   softmax   L = logsumexp(g) - g_y                         dL/dg = softmax(g) - onehot(y)
  *   sigmoid   L = sum_k max(g,0) - g y + log1p(exp(-|g|))    dL/dg = sigmoid(g) - y  */
 int fm_loss_f32(float *dG, double *row_loss, double *loss_sum, const float *G, const void *Y,
@@ -118,6 +142,16 @@ double fm_sgd_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t I, 
                         double lr, int nt);
 double fm_sgd_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t I, ptrdiff_t O,
                         double lr, int nt);
+/* One optimizer step over n parameters p with gradient g (see fm_opt): c is the clipping
+ * factor, lr the rate (for Adam the bias-corrected lr_t), s1 and s2 the state (v, or m and v;
+ * NULL where unused). Returns the largest |p| after the update and writes the largest |v|
+ * (momentum) or |m| (Adam) to *smax. FM_OPT_SGD is fm_sgd_update with rate lr c. */
+double fm_opt_update_f32(float *p, float *s1, float *s2, const float *g, ptrdiff_t n, int kind,
+                         double lr, double c, double mu, double b1, double b2, double eps,
+                         double *smax, int nt);
+double fm_opt_update_f64(double *p, double *s1, double *s2, const double *g, ptrdiff_t n,
+                         int kind, double lr, double c, double mu, double b1, double b2,
+                         double eps, double *smax, int nt);
 /* The largest |x| of n values. */
 double fm_absmax_f32(const float *x, ptrdiff_t n);
 double fm_absmax_f64(const double *x, ptrdiff_t n);
@@ -132,27 +166,35 @@ size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, si
 
 /* Train steps [step_begin, step_end) of an epoch: step s takes the rows idx[s*B .. s*B+B-1]
  * (the last batch may be shorter; idx NULL means the identity order) of X (n x I0) and Y, runs
- * forward, loss, backward, global norm, clipping and the SGD update. Statistics are added to
- * *st and, per layer l, to layer_stats[4l..4l+3] = (sum ||dW||, max ||dW||, sum ||db||,
- * max ||db||), all before clipping. Stops before applying a step with a non-finite loss or
- * gradient (FM_ENONFINITE_*), or one whose update could overflow a parameter
- * (FM_EOVERFLOW_STEP): the parameters then keep the previous step's values, all finite. */
+ * forward, loss, backward, global norm, clipping and the optimizer's update (fm_opt; state holds
+ * n_params values for momentum, 2 n_params for Adam, NULL for plain SGD). sw, when not NULL,
+ * weights row i's loss by sw[i] >= 0 and the batch gradient is divided by the batch's weight
+ * sum (by 1 when that sum is 0) instead of its row count. Statistics are added to *st and, per
+ * layer l, to layer_stats[4l..4l+3] = (sum ||dW||, max ||dW||, sum ||db||, max ||db||), all
+ * before clipping. active, when not NULL, gets active[o_l + j] = 1 for every ReLU unit j of layer
+ * l whose pre-activation was > 0 for some row (o_l = the fan_outs of the layers below summed).
+ * Stops before applying a step with a non-finite loss or gradient (FM_ENONFINITE_*), or one
+ * whose update could overflow a parameter (FM_EOVERFLOW_STEP): the parameters and the state then
+ * keep the previous step's values, all finite. */
 int fm_train_steps_f32(const fm_layer *plan, int64_t L, int loss, float *params, float *grads,
-                       void *ws, int64_t max_batch, const float *X, const void *Y,
-                       const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
-                       int64_t step_end, const fm_sgd *opt, fm_stats *st, double *layer_stats,
-                       int nt);
+                       float *state, void *ws, int64_t max_batch, const float *X, const void *Y,
+                       const float *sw, const int64_t *idx, int64_t n, int64_t B,
+                       int64_t step_begin, int64_t step_end, fm_opt *opt, fm_stats *st,
+                       double *layer_stats, uint8_t *active, int nt);
 int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params, double *grads,
-                       void *ws, int64_t max_batch, const double *X, const void *Y,
-                       const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
-                       int64_t step_end, const fm_sgd *opt, fm_stats *st, double *layer_stats,
-                       int nt);
+                       double *state, void *ws, int64_t max_batch, const double *X,
+                       const void *Y, const double *sw, const int64_t *idx, int64_t n, int64_t B,
+                       int64_t step_begin, int64_t step_end, fm_opt *opt, fm_stats *st,
+                       double *layer_stats, uint8_t *active, int nt);
 
-/* Forward of X (n x I0) in chunks of max_batch rows; writes the last layer's output (n x K). */
+/* Forward of X (n x I0) in chunks of max_batch rows; writes the last layer's output (n x K).
+ * active as in fm_train_steps (NULL: not recorded). */
 int fm_forward_f32(const fm_layer *plan, int64_t L, const float *params, void *ws,
-                   int64_t max_batch, const float *X, int64_t n, float *out, int nt);
+                   int64_t max_batch, const float *X, int64_t n, float *out, uint8_t *active,
+                   int nt);
 int fm_forward_f64(const fm_layer *plan, int64_t L, const double *params, void *ws,
-                   int64_t max_batch, const double *X, int64_t n, double *out, int nt);
+                   int64_t max_batch, const double *X, int64_t n, double *out, uint8_t *active,
+                   int nt);
 
 /* Mean loss J = (1/n) sum_i L_i over all n rows and its gradient into grads (overwritten), in
  * chunks of max_batch rows (the chunks' gradients are summed). */

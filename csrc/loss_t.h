@@ -33,13 +33,15 @@ int S(fm_loss)(T *dG, double *row_loss, double *loss_sum, const T *G, const void
                 L += (double)((z > 0 ? z : 0) - z * y[k] + LOG1P(EXP(-az)));
                 d[k] = sc * (S(fm_sigmoid)(z) - y[k]);
             }
-        } else if (kind == FM_LOSS_SQUARED) {
+        } else if (kind == FM_LOSS_SQUARED || kind == FM_LOSS_HALF_SQUARED) {
             const T *y = (const T *)Y + i * K;
+            const T two = kind == FM_LOSS_SQUARED ? 2 : 1;
             for (ptrdiff_t k = 0; k < K; k++) {
                 T r = g[k] - y[k];
                 L += (double)r * (double)r;
-                d[k] = sc * 2 * r;
+                d[k] = sc * two * r;
             }
+            if (kind == FM_LOSS_HALF_SQUARED) L *= 0.5;
         } else {
             return FM_EARG;
         }

@@ -1,4 +1,4 @@
-/* optim.c: global gradient norm, clipping by that norm, and the SGD update.
+/* optim.c: global gradient norm, clipping by that norm, and the SGD, momentum and Adam updates.
  *
  * Design notes
  * 1. Squares are summed in double. For float32 gradients this cannot overflow (even 3.4e38^2
@@ -11,6 +11,9 @@
  *    the additions is then fixed by the build, not by the thread count.
  * 3. Clipping scales by tau / ||g|| only when ||g|| > tau, so all-zero gradients stay zero and a
  *    gradient already inside the ball is left bit-identical.
+ * 4. Momentum and Adam read the clipped gradient as c g inside their single pass (the same step as
+ *    clipping first) and update the state in place. Their thread split is by contiguous ranges,
+ *    each element's arithmetic independent of the split, so results do not depend on nt.
  */
 #include <float.h>
 #include <math.h>
@@ -36,11 +39,15 @@ double fm_norm_combine(const double *v, ptrdiff_t n) {
 
 #define T float
 #define S(name) name##_f32
+#define SQRT sqrtf
 #include "optim_t.h"
 #undef T
 #undef S
+#undef SQRT
 #define T double
 #define S(name) name##_f64
+#define SQRT sqrt
 #include "optim_t.h"
 #undef T
 #undef S
+#undef SQRT

@@ -117,3 +117,68 @@ double S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, 
     }
     return (double)m;
 }
+
+/* The momentum, Nesterov and Adam steps of p[i0:i1] (fastmlp.h, fm_opt): one pass over p, g
+ * and the state; returns the largest |p| written and leaves the largest |v| or |m| in *sm.
+ * Sums are formed in T, in the order scikit-learn writes them. */
+static T S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1, int kind,
+                      T lr, T c, T mu, T b1, T b2, T eps, T *sm) {
+    T m = 0, ms = 0;
+    if (kind == FM_OPT_ADAM) {
+        #pragma omp simd reduction(max:m, ms)
+        for (ptrdiff_t i = i0; i < i1; i++) {
+            T gi = c * g[i];
+            T mi = b1 * s1[i] + (1 - b1) * gi;
+            T vi = b2 * s2[i] + (1 - b2) * (gi * gi);
+            T v = p[i] - lr * mi / (SQRT(vi) + eps);
+            s1[i] = mi;
+            s2[i] = vi;
+            p[i] = v;
+            v = v < 0 ? -v : v;
+            m = v > m ? v : m;
+            mi = mi < 0 ? -mi : mi;
+            ms = mi > ms ? mi : ms;
+        }
+    } else {
+        const T nest = kind == FM_OPT_NESTEROV ? 1 : 0;
+        #pragma omp simd reduction(max:m, ms)
+        for (ptrdiff_t i = i0; i < i1; i++) {
+            T step = lr * (c * g[i]);
+            T vi = mu * s1[i] - step;
+            T v = nest ? p[i] + (mu * vi - step) : p[i] + vi;
+            s1[i] = vi;
+            p[i] = v;
+            v = v < 0 ? -v : v;
+            m = v > m ? v : m;
+            vi = vi < 0 ? -vi : vi;
+            ms = vi > ms ? vi : ms;
+        }
+    }
+    *sm = ms;
+    return m;
+}
+
+double S(fm_opt_update)(T *p, T *s1, T *s2, const T *g, ptrdiff_t n, int kind, double lr,
+                        double c, double mu, double b1, double b2, double eps, double *smax,
+                        int nt) {
+    if (kind == FM_OPT_SGD) {
+        *smax = 0.0;
+        return S(fm_sgd_update)(p, g, n, lr * c, nt);
+    }
+    T sm = 0, m = 0;
+#ifdef _OPENMP
+    if (nt >= 2 && n >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        #pragma omp parallel num_threads(nt) reduction(max:m, sm)
+        {
+            int t = omp_get_thread_num(), q = omp_get_num_threads();
+            m = S(opt_range)(p, s1, s2, g, n * t / q, n * (t + 1) / q, kind, (T)lr, (T)c,
+                             (T)mu, (T)b1, (T)b2, (T)eps, &sm);
+        }
+        *smax = (double)sm;
+        return (double)m;
+    }
+#endif
+    m = S(opt_range)(p, s1, s2, g, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2, (T)eps, &sm);
+    *smax = (double)sm;
+    return (double)m;
+}

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
-LOSSES = ("squared", "cross_entropy", "binary_cross_entropy")
+LOSSES = ("squared", "cross_entropy", "binary_cross_entropy", "half_squared")
 
 
 def eps(dtype):
@@ -141,6 +141,9 @@ def loss_rows(kind, G, Y):
     if kind == "squared":
         R = G - f64(Y)
         return (R * R).sum(axis=1), 2.0 * R
+    if kind == "half_squared":
+        R = G - f64(Y)
+        return 0.5 * (R * R).sum(axis=1), R
     if kind == "cross_entropy":
         y = np.asarray(Y, dtype=np.int64)
         rows = np.arange(G.shape[0])
@@ -157,32 +160,40 @@ def loss_rows(kind, G, Y):
 # ------------------------------------------------------------------ the network
 
 class RefMLP:
-    """A float64 MLP: layers l = 0..L-1 with Z_l = A_l W_l + b_l and A_{l+1} = act_l(Z_l).
+    """A float64 MLP: layers l = 0..L-1 with Z_l = A_l W_l + b_l and A_{l+1} = act_l(Z_l),
+    plus A_l ('residual') or Z_l ('preact') for a layer with a skip connection.
 
     ``acts`` has one activation per layer, the last one applied before the loss (identity for
     the cross-entropies, whose last layer outputs logits).
     """
 
-    def __init__(self, weights, biases, acts, loss):
+    def __init__(self, weights, biases, acts, loss, skips=None):
         assert len(weights) == len(biases) == len(acts)
         self.W = [f64(w).copy() for w in weights]
         self.b = [f64(b).copy() for b in biases]
         self.acts = list(acts)
         self.loss = loss
+        self.skips = list(skips) if skips is not None else ["none"] * len(weights)
 
     @classmethod
     def like(cls, net):
         """The reference of a fastmlp.MLP: same parameters (converted to float64) and layers."""
-        top = net.output if net.loss == "squared" else "identity"
-        return cls(list(net.weights), list(net.biases), list(net.activations) + [top], net.loss)
+        top = net.output if net.loss in ("squared", "half_squared") else "identity"
+        return cls(list(net.weights), list(net.biases), list(net.activations) + [top], net.loss,
+                   list(getattr(net, "skips", [])) + ["none"])
 
     def forward(self, X):
         """Pre-activations Z[l] and activations A[l] (A[0] = X), as lists."""
         A = [f64(X)]
         Z = []
-        for W, b, name in zip(self.W, self.b, self.acts):
+        for W, b, name, skip in zip(self.W, self.b, self.acts, self.skips):
             Z.append(A[-1] @ W + b)
-            A.append(act(name, Z[-1]))
+            a = act(name, Z[-1])
+            if skip == "residual":
+                a = a + A[-1]
+            elif skip == "preact":
+                a = a + Z[-1]
+            A.append(a)
         return Z, A
 
     def output(self, X):
@@ -194,20 +205,35 @@ class RefMLP:
             return sigmoid(Z[-1])
         return A[-1]
 
-    def loss_and_grad(self, X, Y):
-        """J = mean_i L_i and dJ/dW_l, dJ/db_l by backpropagation."""
+    def loss_and_grad(self, X, Y, sample_weight=None, l2=0.0):
+        """J and dJ/dW_l, dJ/db_l by backpropagation. J = mean_i L_i, or with sample weights
+        w, sum_i w_i L_i / sum_i w_i; with l2, J gains (l2 / 2) sum_l ||W_l||^2 / s (s = the
+        row count or the weight sum), scikit-learn's penalty."""
         Z, A = self.forward(X)
         n = A[0].shape[0]
         L, dG = loss_rows(self.loss, A[-1], Y)
-        dZ = dG / n * dact(self.acts[-1], Z[-1])
+        if sample_weight is None:
+            s, J = float(n), float(L.mean())
+        else:
+            w = f64(sample_weight)
+            s = float(w.sum())
+            J = float((w * L).sum() / s)
+            dG = dG * w[:, None]
+        J += 0.5 * l2 * sum(float((W * W).sum()) for W in self.W) / s
+        dA = dG / s  # dJ/dA_{l+1}, walking down
         dW = [None] * len(self.W)
         db = [None] * len(self.W)
         for l in range(len(self.W) - 1, -1, -1):
-            dW[l] = A[l].T @ dZ
+            dZ = dA * dact(self.acts[l], Z[l])
+            if self.skips[l] == "preact":
+                dZ = dZ + dA
+            dW[l] = A[l].T @ dZ + l2 / s * self.W[l]
             db[l] = dZ.sum(axis=0)
-            if l:
-                dZ = (dZ @ self.W[l].T) * dact(self.acts[l - 1], Z[l - 1])
-        return float(L.mean()), dW, db
+            below = dZ @ self.W[l].T
+            if self.skips[l] == "residual":
+                below = below + dA
+            dA = below
+        return J, dW, db
 
     def mean_loss(self, X, Y):
         Z, A = self.forward(X)

@@ -4,21 +4,24 @@ from libc.stdint cimport int64_t
 cdef extern from "fastmlp.h" nogil:
     enum:
         FM_OK, FM_EARG, FM_ELABEL, FM_ENONFINITE_LOSS, FM_ENONFINITE_GRAD, FM_EOVERFLOW_STEP
-        FM_LOSS_SQUARED, FM_LOSS_SOFTMAX_CE, FM_LOSS_SIGMOID_BCE
+        FM_LOSS_SQUARED, FM_LOSS_SOFTMAX_CE, FM_LOSS_SIGMOID_BCE, FM_LOSS_HALF_SQUARED
+        FM_SKIP_NONE, FM_SKIP_RESIDUAL, FM_SKIP_PREACT
+        FM_OPT_SGD, FM_OPT_MOMENTUM, FM_OPT_NESTEROV, FM_OPT_ADAM
         FM_MAX_LAYERS
         FM_ACT_COUNT
 
     ctypedef struct fm_layer:
         int64_t fan_in, fan_out, w_off, b_off, act, skip
 
-    ctypedef struct fm_sgd:
-        double lr
-        double clip_norm
+    ctypedef struct fm_opt:
+        int64_t kind
+        double lr, clip_norm, momentum, beta1, beta2, eps, l2
+        int64_t t
 
     ctypedef struct fm_stats:
         double loss_sum, norm_sum, norm_max
         int64_t rows, steps, clipped, bad_step, bad_layer
-        double param_max
+        double param_max, state_max, reg_sum
 
     int fm_act_forward_f32(float *A, const float *Z, Py_ssize_t n, int act)
     int fm_act_forward_f64(double *A, const double *Z, Py_ssize_t n, int act)
@@ -45,24 +48,34 @@ cdef extern from "fastmlp.h" nogil:
     double fm_clip_f64(double *g, Py_ssize_t n, double tau)
     double fm_sgd_update_f32(float *p, const float *g, Py_ssize_t n, double lr, int nt)
     double fm_sgd_update_f64(double *p, const double *g, Py_ssize_t n, double lr, int nt)
+    double fm_opt_update_f32(float *p, float *s1, float *s2, const float *g, Py_ssize_t n,
+                             int kind, double lr, double c, double mu, double b1, double b2,
+                             double eps, double *smax, int nt)
+    double fm_opt_update_f64(double *p, double *s1, double *s2, const double *g, Py_ssize_t n,
+                             int kind, double lr, double c, double mu, double b1, double b2,
+                             double eps, double *smax, int nt)
 
     int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params)
     size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
                               int nt)
     int fm_train_steps_f32(const fm_layer *plan, int64_t L, int loss, float *params,
-                           float *grads, void *ws, int64_t max_batch, const float *X,
-                           const void *Y, const int64_t *idx, int64_t n, int64_t B,
-                           int64_t step_begin, int64_t step_end, const fm_sgd *opt,
-                           fm_stats *st, double *layer_stats, int nt)
+                           float *grads, float *state, void *ws, int64_t max_batch,
+                           const float *X, const void *Y, const float *sw, const int64_t *idx,
+                           int64_t n, int64_t B, int64_t step_begin, int64_t step_end,
+                           fm_opt *opt, fm_stats *st, double *layer_stats,
+                           unsigned char *active, int nt)
     int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params,
-                           double *grads, void *ws, int64_t max_batch, const double *X,
-                           const void *Y, const int64_t *idx, int64_t n, int64_t B,
-                           int64_t step_begin, int64_t step_end, const fm_sgd *opt,
-                           fm_stats *st, double *layer_stats, int nt)
+                           double *grads, double *state, void *ws, int64_t max_batch,
+                           const double *X, const void *Y, const double *sw,
+                           const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
+                           int64_t step_end, fm_opt *opt, fm_stats *st, double *layer_stats,
+                           unsigned char *active, int nt)
     int fm_forward_f32(const fm_layer *plan, int64_t L, const float *params, void *ws,
-                       int64_t max_batch, const float *X, int64_t n, float *out, int nt)
+                       int64_t max_batch, const float *X, int64_t n, float *out,
+                       unsigned char *active, int nt)
     int fm_forward_f64(const fm_layer *plan, int64_t L, const double *params, void *ws,
-                       int64_t max_batch, const double *X, int64_t n, double *out, int nt)
+                       int64_t max_batch, const double *X, int64_t n, double *out,
+                       unsigned char *active, int nt)
     int fm_loss_and_grad_f32(const fm_layer *plan, int64_t L, int loss, const float *params,
                              float *grads, void *ws, int64_t max_batch, const float *X,
                              const void *Y, int64_t n, double *loss_out, int nt)

@@ -26,7 +26,10 @@ fm_gemm_init()
 
 ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3}
 LOSSES = {"squared": FM_LOSS_SQUARED, "cross_entropy": FM_LOSS_SOFTMAX_CE,
-          "binary_cross_entropy": FM_LOSS_SIGMOID_BCE}
+          "binary_cross_entropy": FM_LOSS_SIGMOID_BCE, "half_squared": FM_LOSS_HALF_SQUARED}
+SKIPS = {"none": FM_SKIP_NONE, "residual": FM_SKIP_RESIDUAL, "preact": FM_SKIP_PREACT}
+OPTIMIZERS = {"sgd": FM_OPT_SGD, "momentum": FM_OPT_MOMENTUM, "nesterov": FM_OPT_NESTEROV,
+              "adam": FM_OPT_ADAM}
 MAX_LAYERS = FM_MAX_LAYERS
 
 
@@ -283,6 +286,36 @@ def sgd_update(floating[::1] p, const floating[::1] g, double lr, int nthreads=1
             fm_sgd_update_f64(&p[0], &g[0], p.shape[0], lr, nthreads)
 
 
+def opt_update(floating[::1] p, floating[::1] s1, floating[::1] s2, const floating[::1] g,
+               str kind, double lr, double c=1.0, double momentum=0.0, double beta1=0.9,
+               double beta2=0.999, double eps=1e-8, int nthreads=1):
+    """One optimizer step (fm_opt_update); returns (max |p|, max |state|).
+
+    # IN g  # OUT p, s1 (velocity or m), s2 (v; Adam only). lr is Adam's lr_t."""
+    cdef int code = OPTIMIZERS[kind]
+    cdef Py_ssize_t n = p.shape[0]
+    if g.shape[0] != n or (code != FM_OPT_SGD and (s1 is None or s1.shape[0] != n)) or (
+            code == FM_OPT_ADAM and (s2 is None or s2.shape[0] != n)):
+        raise ValueError("opt_update: p, g and the state differ in size")
+    cdef double pm = 0.0, sm = 0.0
+    cdef floating *q1 = NULL
+    cdef floating *q2 = NULL
+    if n == 0:
+        return pm, sm
+    if code != FM_OPT_SGD:
+        q1 = &s1[0]
+    if code == FM_OPT_ADAM:
+        q2 = &s2[0]
+    with nogil:
+        if floating is float:
+            pm = fm_opt_update_f32(&p[0], q1, q2, &g[0], n, code, lr, c, momentum, beta1,
+                                   beta2, eps, &sm, nthreads)
+        else:
+            pm = fm_opt_update_f64(&p[0], q1, q2, &g[0], n, code, lr, c, momentum, beta1,
+                                   beta2, eps, &sm, nthreads)
+    return pm, sm
+
+
 # ---------------------------------------------------------------- engine
 
 cdef const fm_layer *_plan(const int64_t[:, ::1] plan, Py_ssize_t n_params) except NULL:
@@ -317,23 +350,47 @@ cdef const void *_targets(Y, int code, Py_ssize_t n, Py_ssize_t K,
 
 
 def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
-                floating[::1] grads, unsigned char[::1] ws, int64_t max_batch,
-                const floating[:, ::1] X, Y, const int64_t[::1] idx, int64_t batch_size,
-                int64_t step_begin, int64_t step_end, double lr, double clip_norm,
-                double[:, ::1] layer_stats, int nthreads, double param_max=-1.0):
+                floating[::1] grads, floating[::1] state, unsigned char[::1] ws,
+                int64_t max_batch, const floating[:, ::1] X, Y, const floating[::1] sw,
+                const int64_t[::1] idx, int64_t batch_size, int64_t step_begin,
+                int64_t step_end, tuple opt, double[:, ::1] layer_stats,
+                unsigned char[::1] active, int nthreads, double param_max=-1.0,
+                double state_max=-1.0):
     """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
 
-    # IN plan, X (n, I0), Y, idx (n) or None  # OUT params, grads, ws, layer_stats (L, 4) +=
-    param_max: the largest |parameter| if the caller knows it from the last call, else -1.
-    Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max).
+    # IN plan, X (n, I0), Y, sw (n) or None, idx (n) or None
+    # OUT params, grads, state, ws, layer_stats (L, 4) +=, active (sum of fan_outs) |=
+    opt = (kind, lr, clip_norm, momentum, beta1, beta2, eps, l2, t) with kind a key of
+    OPTIMIZERS; state holds n_params values (momentum), 2 n_params (adam) or is None (sgd).
+    param_max, state_max: the largest |parameter| and |state| if the caller knows them from the
+    last call, else -1.
+    Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
+    t).
     """
-    cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
+    cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int code = LOSSES[loss], rc
+    cdef fm_opt o
+    o.kind = OPTIMIZERS[opt[0]]
+    o.lr, o.clip_norm, o.momentum, o.beta1, o.beta2, o.eps, o.l2 = opt[1:8]
+    o.t = opt[8]
     if grads.shape[0] != params.shape[0] or X.shape[1] != p[0].fan_in or n < 1:
         raise ValueError("train_steps: params, grads and X do not match the plan")
+    cdef Py_ssize_t n_state = (0 if o.kind == FM_OPT_SGD else
+                               2 if o.kind == FM_OPT_ADAM else 1) * params.shape[0]
+    if n_state and (state is None or state.shape[0] != n_state):
+        raise ValueError(f"train_steps: the optimizer needs a state of {n_state} values")
+    if not (o.lr > 0 and o.momentum >= 0 and o.l2 >= 0 and o.t >= 0 and 0 <= o.beta1 < 1
+            and 0 <= o.beta2 < 1 and o.eps > 0):
+        raise ValueError(f"train_steps: invalid optimizer settings {opt}")
     if layer_stats.shape[0] != L or layer_stats.shape[1] != 4:
         raise ValueError("train_steps: layer_stats must have shape (n_layers, 4)")
+    for l in range(L):
+        width += p[l].fan_out
+    if active is not None and active.shape[0] != width:
+        raise ValueError(f"train_steps: active must have {width} entries")
+    if sw is not None and sw.shape[0] != n:
+        raise ValueError("train_steps: sw must have one entry per row")
     if idx is not None and idx.shape[0] != n:
         raise ValueError("train_steps: idx must have one entry per row")
     if batch_size < 1 or batch_size > max_batch:
@@ -342,6 +399,9 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
         raise ValueError("train_steps: workspace too small")
     cdef const void *py = _targets(Y, code, n, p[L - 1].fan_out, &params[0])
     cdef const int64_t *pidx = NULL
+    cdef const floating *psw = NULL
+    cdef floating *pstate = NULL
+    cdef unsigned char *pact = NULL
     cdef Py_ssize_t i, bad = -1
     if idx is not None:
         with nogil:
@@ -352,24 +412,31 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
         if bad >= 0:
             raise ValueError(f"train_steps: idx[{bad}] = {idx[bad]} is outside [0, {n})")
         pidx = &idx[0]
-    cdef fm_sgd opt
-    opt.lr = lr
-    opt.clip_norm = clip_norm
+    if sw is not None:
+        psw = &sw[0]
+    if n_state:
+        pstate = &state[0]
+    if active is not None:
+        pact = &active[0]
     cdef fm_stats st
     memset(&st, 0, sizeof(st))
     st.bad_step = -1
     st.bad_layer = -1
     st.param_max = param_max
+    st.state_max = state_max
     with nogil:
         if floating is float:
-            rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
-                                    &X[0, 0], py, pidx, n, batch_size, step_begin, step_end,
-                                    &opt, &st, &layer_stats[0, 0], nthreads)
+            rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], pstate, &ws[0],
+                                    max_batch, &X[0, 0], py, psw, pidx, n, batch_size,
+                                    step_begin, step_end, &o, &st, &layer_stats[0, 0], pact,
+                                    nthreads)
         else:
-            rc = fm_train_steps_f64(p, L, code, &params[0], &grads[0], &ws[0], max_batch,
-                                    &X[0, 0], py, pidx, n, batch_size, step_begin, step_end,
-                                    &opt, &st, &layer_stats[0, 0], nthreads)
-    stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped, st.param_max)
+            rc = fm_train_steps_f64(p, L, code, &params[0], &grads[0], pstate, &ws[0],
+                                    max_batch, &X[0, 0], py, psw, pidx, n, batch_size,
+                                    step_begin, step_end, &o, &st, &layer_stats[0, 0], pact,
+                                    nthreads)
+    stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped,
+             st.param_max, st.state_max, st.reg_sum, o.t)
     if rc == FM_ENONFINITE_LOSS:
         raise NonFiniteError("loss", st.bad_step, -1, stats)
     if rc == FM_ENONFINITE_GRAD:
@@ -382,25 +449,35 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
 
 
 def forward(const int64_t[:, ::1] plan, const floating[::1] params, unsigned char[::1] ws,
-            int64_t max_batch, const floating[:, ::1] X, floating[:, ::1] out, int nthreads):
-    """The last layer's output for every row of X.  # IN X (n, I0)  # OUT out (n, K)"""
-    cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
+            int64_t max_batch, const floating[:, ::1] X, floating[:, ::1] out, int nthreads,
+            unsigned char[::1] active=None):
+    """The last layer's output for every row of X; marks fired ReLU units in active.
+
+    # IN X (n, I0)  # OUT out (n, K), active (sum of fan_outs) |="""
+    cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int rc
+    cdef unsigned char *pact = NULL
     if X.shape[1] != p[0].fan_in or out.shape[0] != n or out.shape[1] != p[L - 1].fan_out:
         raise ValueError("forward: X or out does not match the plan")
     if max_batch < 1 or <size_t> ws.shape[0] < fm_workspace_bytes(p, L, max_batch,
                                                                   sizeof(floating), nthreads):
         raise ValueError("forward: workspace too small")
+    for l in range(L):
+        width += p[l].fan_out
+    if active is not None:
+        if active.shape[0] != width:
+            raise ValueError(f"forward: active must have {width} entries")
+        pact = &active[0]
     if n == 0:
         return
     with nogil:
         if floating is float:
             rc = fm_forward_f32(p, L, &params[0], &ws[0], max_batch, &X[0, 0], n, &out[0, 0],
-                                nthreads)
+                                pact, nthreads)
         else:
             rc = fm_forward_f64(p, L, &params[0], &ws[0], max_batch, &X[0, 0], n, &out[0, 0],
-                                nthreads)
+                                pact, nthreads)
     _check(rc, "forward")
 
 

@@ -35,12 +35,15 @@ from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import (as_float_array, as_labels, as_targets, check_choice,
                                  check_positive_int, check_two_classes)
-from fastmlp.optim import SGD
+from fastmlp.optim import SGD, Adam, _Optimizer
 
-FORMAT_VERSION = 1
+# Version 2 adds skip connections; a network without them is written as version 1, which
+# every fastmlp reads.
+FORMAT_VERSION = 2
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
 OUTPUTS = ("identity", "sigmoid", "tanh", "relu", "softmax")
 INITS = ("zeros", "xavier", "he")
+SKIPS = ("none", "residual", "preact")
 NATURAL_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}
 # Floating-point work of one row of one layer in a training step: forward, dW and dA products.
 _FLOPS_PER_MAC = 6
@@ -50,6 +53,7 @@ _BLOCK_FLOPS = 5e8
 _PREDICT_ROWS = 1024
 
 ForwardCache = namedtuple("ForwardCache", ["Z", "A"])
+DeadUnits = namedtuple("DeadUnits", ["layer", "dead", "fraction"])
 
 
 class _ParamList:
@@ -97,7 +101,14 @@ class History:
     n_clipped : list of int
         Steps of the epoch whose gradient was clipped.
     layer_grad_norm : list of ndarray (n_layers, 4)
-        Per layer: mean ||dW||, max ||dW||, mean ||db||, max ||db|| over the epoch's steps.
+        Per layer: mean ||dW||, max ||dW||, mean ||db||, max ||db|| over the epoch's steps
+        (with the L2 term, before clipping).
+    dead_fraction : list of ndarray (n_hidden,)
+        Per hidden layer, the fraction of its units whose pre-activation was <= 0 for every
+        training row of the epoch (dead ReLUs; NaN for layers that are not ReLU).
+    penalty : list of float
+        The L2 term's mean over the epoch's rows (scikit-learn's scale: (l2 / 2) ||W||^2 per
+        batch, divided by the batch's rows or weight sum); 0 without L2.
     epoch_time : list of float
         Seconds per epoch.
     interrupted : bool
@@ -106,7 +117,7 @@ class History:
     """
 
     _keys = ("loss", "val_loss", "val_accuracy", "grad_norm", "grad_norm_max", "n_clipped",
-             "layer_grad_norm", "epoch_time")
+             "layer_grad_norm", "dead_fraction", "penalty", "epoch_time")
 
     def __init__(self):
         for k in self._keys:
@@ -161,8 +172,9 @@ class MLP:
         natural loss: softmax -> 'cross_entropy', sigmoid -> 'binary_cross_entropy', others ->
         'squared'.
     loss : str or None
-        Overrides the natural loss where that makes sense: 'squared' with any output but softmax;
-        'cross_entropy' needs softmax; 'binary_cross_entropy' needs sigmoid.
+        Overrides the natural loss where that makes sense: 'squared' or 'half_squared' with any
+        output but softmax; 'cross_entropy' needs softmax; 'binary_cross_entropy' needs
+        sigmoid.
     init : str
         'zeros'; 'xavier', W ~ N(0, 1/fan_in); or 'he', W ~ N(0, 2/fan_in). These are the
         lecture's definitions: some libraries call N(0, 1/fan_in) "LeCun normal" and use
@@ -171,15 +183,21 @@ class MLP:
         Precision of parameters and computation.
     seed : int or None
         Seeds initialization and the shuffling in ``fit``: the same seed gives the same run.
+    skip : None, str or sequence of str
+        Skip connections of the hidden layers ('none', 'residual' or 'preact'; one value for
+        all, or one per hidden layer). With z = A_in W + b: 'residual' outputs A_in + act(z)
+        (the layer must keep its width); 'preact' outputs z + act(z), the lecture's form, whose
+        derivative 1 + act'(z) passes gradient even through a ReLU that is off.
 
     Notes
     -----
     Losses follow the lecture: ``squared`` is L(g, y) = sum_k (g_k - y_k)^2 (no 1/2), and the
-    training error is J = (1/n) sum_i L. Classification targets are integer class labels.
+    training error is J = (1/n) sum_i L; ``half_squared`` is half of it (scikit-learn's scale
+    per row). Classification targets are integer class labels.
     """
 
     def __init__(self, layer_sizes, activation="relu", output="identity", loss=None,
-                 init="he", dtype="float32", seed=0):
+                 init="he", dtype="float32", seed=0, skip=None):
         sizes = [check_positive_int(s, f"layer_sizes[{i}]") for i, s in
                  enumerate(_as_list(layer_sizes, "layer_sizes"))]
         if len(sizes) < 2:
@@ -211,12 +229,25 @@ class MLP:
         if len(sizes) - 1 > _core.MAX_LAYERS:
             raise ValueError(f"layer_sizes describes {len(sizes) - 1} weight layers; fastmlp "
                              f"supports at most {_core.MAX_LAYERS}")
+        if skip is None or isinstance(skip, str):
+            skips = [skip or "none"] * n_hidden
+        else:
+            skips = ["none" if k is None else k for k in _as_list(skip, "skip")]
+        if len(skips) != n_hidden:
+            raise ValueError(f"skip lists {len(skips)} entries for {n_hidden} hidden layers")
+        for i, k in enumerate(skips):
+            check_choice(k, f"skip[{i}]", SKIPS)
+            if k == "residual" and sizes[i] != sizes[i + 1]:
+                raise ValueError(f"skip[{i}] = 'residual' needs hidden layer {i} to keep its "
+                                 f"width, but it maps {sizes[i]} to {sizes[i + 1]} units; use "
+                                 f"'preact' or equal widths")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or seed < 0):
             raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
 
         self.layer_sizes = tuple(sizes)
         self.activations = tuple(acts)
+        self.skips = tuple(skips)
         self.output = output
         self.loss = loss
         self.init = init
@@ -231,13 +262,14 @@ class MLP:
     def _build(self):
         """The plan and the parameter buffer with its views (design note 1)."""
         L = len(self.layer_sizes) - 1
-        top_act = self.output if self.loss == "squared" else "identity"
+        top_act = self.output if self.loss in ("squared", "half_squared") else "identity"
         acts = list(self.activations) + [top_act]
         plan = np.zeros((L, 6), dtype=np.int64)
         off = 0
         for l in range(L):
             i, o = self.layer_sizes[l], self.layer_sizes[l + 1]
-            plan[l] = (i, o, off, off + i * o, _core.ACTIVATIONS[acts[l]], 0)
+            skip = _core.SKIPS[self.skips[l]] if l < L - 1 else 0
+            plan[l] = (i, o, off, off + i * o, _core.ACTIVATIONS[acts[l]], skip)
             off += i * o + o
         self._plan = plan
         self._params = np.zeros(off, dtype=self.dtype)
@@ -303,9 +335,10 @@ class MLP:
         return self.loss in ("cross_entropy", "binary_cross_entropy")
 
     def __repr__(self):
+        skip = f", skip={list(self.skips)!r}" if any(k != "none" for k in self.skips) else ""
         return (f"MLP({list(self.layer_sizes)}, activation={list(self.activations)!r}, "
                 f"output={self.output!r}, loss={self.loss!r}, init={self.init!r}, "
-                f"dtype={self.dtype.name!r})")
+                f"dtype={self.dtype.name!r}{skip})")
 
     def _new_workspace(self, rows, nthreads):
         size = _core.workspace_bytes(self._plan, rows, self.dtype.itemsize, nthreads)
@@ -339,7 +372,7 @@ class MLP:
         """Configuration, parameters and RNG state; views, locks and buffers are rebuilt."""
         config = dict(layer_sizes=list(self.layer_sizes), activation=list(self.activations),
                       output=self.output, loss=self.loss, init=self.init,
-                      dtype=self.dtype.name, seed=self.seed)
+                      dtype=self.dtype.name, seed=self.seed, skip=list(self.skips))
         return {"config": config, "params": self._params.copy(), "metadata": self.metadata,
                 "shuffle_state": self._shuffle_rng.bit_generator.state,
                 "history_": getattr(self, "history_", None)}
@@ -394,7 +427,8 @@ class MLP:
             After the output activation (probabilities for softmax and sigmoid outputs).
         cache : ForwardCache(Z, A), only with ``cache=True``
             ``A[0]`` is X; for layer l (0-based), ``Z[l] = A[l] W_l + b_l`` and
-            ``A[l + 1] = act_l(Z[l])``. For cross-entropy networks ``Z[-1]`` holds the logits.
+            ``A[l + 1] = act_l(Z[l])`` (plus ``A[l]`` or ``Z[l]`` with a 'residual' or
+            'preact' skip). For cross-entropy networks ``Z[-1]`` holds the logits.
         """
         X = self._X(X)
         nt = resolve_threads(n_threads)
@@ -405,11 +439,15 @@ class MLP:
             Z = np.empty((X.shape[0], p[1]), dtype=self.dtype)
             _core.dense_forward(As[-1], self.weights[l], self.biases[l], Z, "identity", nt)
             act = ACTIVATIONS[p[4]]
-            if l == self.n_layers - 1 and self.loss != "squared":
+            if l == self.n_layers - 1 and self.is_classifier:
                 A = self._activate_output(Z)
             else:
                 A = np.empty_like(Z)
                 _core.act_forward(Z.reshape(-1), A.reshape(-1), act)
+                if p[5] == _core.SKIPS["residual"]:
+                    A += As[-1]
+                elif p[5] == _core.SKIPS["preact"]:
+                    A += Z
             Zs.append(Z)
             As.append(A)
         return As[-1], ForwardCache(Zs, As)
@@ -439,6 +477,28 @@ class MLP:
             labels = (G > 0).astype(np.int64)  # sigmoid(g) > 1/2 exactly when g > 0
             return labels[:, 0] if self.n_outputs == 1 else labels
         return G[:, 0] if self.n_outputs == 1 else G
+
+    def dead_units(self, X, n_threads=None):
+        """Dead ReLU units: those whose pre-activation is <= 0 for every row of X.
+
+        Returns a list with one ``DeadUnits(layer, dead, fraction)`` per hidden ReLU layer:
+        ``dead`` is a bool array over the layer's units, ``fraction`` its mean. A dead unit
+        outputs 0 (or only its skip) for all of X, so its incoming weights get no gradient
+        from X.
+        """
+        X = self._X(X)
+        nt = resolve_threads(n_threads)
+        fired = np.zeros(int(self._plan[:, 1].sum()), dtype=np.uint8)
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        with self._workspace(min(max(X.shape[0], 1), _PREDICT_ROWS), nt) as (ws, cap):
+            _core.forward(self._plan, self._params, ws, cap, X, out, nt, fired)
+        result, off = [], 0
+        for l, p in enumerate(self._plan[:-1]):
+            if self.activations[l] == "relu":
+                dead = fired[off:off + p[1]] == 0
+                result.append(DeadUnits(l, dead, float(dead.mean())))
+            off += int(p[1])
+        return result
 
     def score(self, X, y, n_threads=None):
         """Accuracy for classifiers, R^2 (averaged over outputs) for regression."""
@@ -487,8 +547,9 @@ class MLP:
     # ------------------------------------------------------------ training
 
     def fit(self, X, y, optimizer=None, epochs=10, shuffle=True, validation=None, tol=None,
-            patience=5, verbose=0, n_threads=None, callback=None):
-        """Train with mini-batch SGD; returns the History of the run.
+            patience=5, verbose=0, n_threads=None, callback=None, sample_weight=None,
+            diagnostics=True):
+        """Train with mini-batch SGD or Adam; returns the History of the run.
 
         Parameters
         ----------
@@ -496,8 +557,9 @@ class MLP:
         y : array-like
             Integer class labels (n_samples,) for softmax networks; 0/1 targets for sigmoid
             cross-entropy ((n_samples,) or (n_samples, n_outputs)); real targets otherwise.
-        optimizer : SGD or None
-            Defaults to ``SGD()``.
+        optimizer : SGD, Adam or None
+            Defaults to ``SGD()``. Its state (momentum, Adam's moments) is kept in it, so a
+            second fit with the same object continues where the first stopped.
         epochs : int >= 1
             Passes over the data (at most, with ``tol``).
         shuffle : bool
@@ -512,7 +574,15 @@ class MLP:
         n_threads : int or None
             Threads for the kernels (see ``fastmlp.set_num_threads``).
         callback : callable(epoch, history) or None
-            Called after each epoch.
+            Called after each epoch; returning True stops the fit (``stopped_early``). The
+            optimizer's settings are read again after it, so it may change ``optimizer.lr``.
+        sample_weight : array-like (n_samples,) or None
+            Non-negative weights: row i's loss gradient is multiplied by w_i and a batch's
+            gradient divided by its weight sum (instead of its row count).
+        diagnostics : bool
+            Record the dead-unit fractions (``history.dead_fraction``) and warn about
+            vanishing, exploding or dead gradients. The per-layer gradient norms are always
+            recorded (the global norm is made of them).
 
         Raises
         ------
@@ -521,8 +591,9 @@ class MLP:
             weights of the last finite step; ``self.history_`` holds the epochs before.
         """
         opt = SGD() if optimizer is None else optimizer
-        if not isinstance(opt, SGD):
-            raise TypeError(f"optimizer must be a fastmlp.SGD, got {type(opt).__name__}")
+        if not isinstance(opt, _Optimizer):
+            raise TypeError(f"optimizer must be a fastmlp.SGD or fastmlp.Adam, got "
+                            f"{type(opt).__name__}")
         epochs = check_positive_int(epochs, "epochs")
         patience = check_positive_int(patience, "patience")
         if tol is not None and not (isinstance(tol, numbers.Real) and tol >= 0):
@@ -531,6 +602,7 @@ class MLP:
         y = self._y(y, X.shape[0])
         check_two_classes(y, "y", self.loss)
         n = X.shape[0]
+        sw = None if sample_weight is None else _sample_weight(sample_weight, n, self.dtype)
         val = None
         if validation is not None:
             if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
@@ -547,54 +619,62 @@ class MLP:
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is being fitted in another thread")
         try:
-            return self._fit(X, y, opt, epochs, shuffle, val, tol, patience, verbose,
-                             resolve_threads(n_threads), callback, B)
+            return self._fit(X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
+                             resolve_threads(n_threads), callback, B, bool(diagnostics))
         finally:
             self._fit_lock.release()
 
-    def _fit(self, X, y, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback, B):
+    def _fit(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback,
+             B, diagnostics):
         n = X.shape[0]
         ws = self._new_workspace(B, nt)
         grads = np.empty_like(self._params)  # private: loss_and_gradients may run meanwhile
-        clip = 0.0 if opt.clip_norm is None else opt.clip_norm
+        state = opt._state_for(self)
         n_steps = -(-n // B)
         macs = sum(int(p[0]) * int(p[1]) for p in self._plan)
         block = max(1, int(_BLOCK_FLOPS // max(1, _FLOPS_PER_MAC * macs * B)))
         rng = self._shuffle_rng
         idx = np.arange(n, dtype=np.int64)
+        fired = np.zeros(int(self._plan[:, 1].sum()), dtype=np.uint8)
         hist = History()
         self.history_ = hist
         progress = _Progress(verbose, epochs)
         best, waited = math.inf, 0
-        pmax = -1.0  # largest |parameter|, carried between engine calls (engine.c note 7)
+        # Largest |parameter| and |state|, carried between engine calls (engine.c note 7).
+        pmax = smax = -1.0
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
                 if shuffle:
                     rng.shuffle(idx)
                 layer_stats = np.zeros((self.n_layers, 4))
-                tot = [0.0, 0.0, 0.0, 0, 0, 0]
+                fired[...] = 0
+                tot = np.zeros(7)  # loss, norm sum, norm max, rows, steps, clipped, penalty
                 for s0 in range(0, n_steps, block):
                     try:
-                        st = _core.train_steps(self._plan, self.loss, self._params,
-                                               grads, ws, B, X, y,
+                        st = _core.train_steps(self._plan, self.loss, self._params, grads,
+                                               state, ws, B, X, y, sw,
                                                idx if shuffle else None, B, s0,
-                                               min(n_steps, s0 + block), opt.lr, clip,
-                                               layer_stats, nt, pmax)
+                                               min(n_steps, s0 + block), opt._settings(),
+                                               layer_stats, fired if diagnostics else None,
+                                               nt, pmax, smax)
                     except _core.NonFiniteError as e:
+                        opt.t_ = e.stats[9]
                         raise FloatingPointError(
                             f"training diverged in epoch {epoch + 1}, step {e.step + 1}: "
                             f"non-finite {e.what}"
                             f"{f' in layer {e.layer}' if e.layer >= 0 else ''}. The network "
                             f"keeps the weights of the last finite step. Try a smaller "
                             f"learning rate (lr={opt.lr:g}) or set clip_norm.") from None
-                    tot = [tot[0] + st[0], tot[1] + st[1], max(tot[2], st[2]),
-                           tot[3] + st[3], tot[4] + st[4], tot[5] + st[5]]
-                    pmax = st[6]
-                self._record(hist, tot, layer_stats, val, nt, time.perf_counter() - t0)
+                    tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
+                    tot[2] = max(tot[2], st[2])
+                    pmax, smax, opt.t_ = st[6], st[7], st[9]
+                self._record(hist, tot, layer_stats, fired if diagnostics else None, val, nt,
+                             time.perf_counter() - t0)
                 progress.update(hist)
-                if callback is not None:
-                    callback(epoch, hist)
+                if callback is not None and callback(epoch, hist) is True:
+                    hist.stopped_early = True
+                    break
                 if tol is not None:
                     watched = hist.val_loss[-1] if val else hist.loss[-1]
                     if watched < best - tol:
@@ -613,15 +693,22 @@ class MLP:
             progress.close()
         return hist
 
-    def _record(self, hist, tot, layer_stats, val, nt, seconds):
-        loss_sum, norm_sum, norm_max, rows, steps, clipped = tot
+    def _record(self, hist, tot, layer_stats, fired, val, nt, seconds):
+        loss_sum, norm_sum, norm_max, rows, steps, clipped, penalty = tot
         hist.loss.append(loss_sum / rows)
+        hist.penalty.append(penalty / rows)
         hist.grad_norm.append(norm_sum / steps)
         hist.grad_norm_max.append(norm_max)
         hist.n_clipped.append(int(clipped))
         per_layer = layer_stats.copy()
         per_layer[:, [0, 2]] /= steps
         hist.layer_grad_norm.append(per_layer)
+        dead, off = np.full(self.n_layers - 1, np.nan), 0
+        for l, p in enumerate(self._plan[:-1]):
+            if self.activations[l] == "relu" and fired is not None:
+                dead[l] = float(np.mean(fired[off:off + p[1]] == 0))
+            off += int(p[1])
+        hist.dead_fraction.append(dead)
         if val is not None:
             hist.val_loss.append(self._mean_loss(val[0], val[1], nt))
             if self.is_classifier:
@@ -641,9 +728,10 @@ class MLP:
         if not np.isfinite(self._params).all():
             raise ValueError("refusing to save a network with non-finite parameters")
         meta = self.metadata if metadata is None else metadata
-        header = {"format": "fastmlp", "version": FORMAT_VERSION,
+        version = FORMAT_VERSION if any(k != "none" for k in self.skips) else 1
+        header = {"format": "fastmlp", "version": version,
                   "layer_sizes": list(self.layer_sizes), "activations": list(self.activations),
-                  "output": self.output, "loss": self.loss, "init": self.init,
+                  "skips": list(self.skips), "output": self.output, "loss": self.loss, "init": self.init,
                   "dtype": self.dtype.name, "seed": self.seed, "metadata": meta}
         try:
             text = json.dumps(header, allow_nan=False)
@@ -679,6 +767,23 @@ class MLP:
         if metadata is not None:
             self.metadata = metadata
         return path
+
+
+def _sample_weight(w, n, dtype):
+    """Sample weights as a contiguous array of ``dtype``: 1-D, n entries, finite, >= 0."""
+    try:
+        a = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError("sample_weight must be an array of numbers") from None
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"sample_weight has shape {a.shape}, expected ({n},)")
+    bad = np.flatnonzero(~np.isfinite(a) | (a < 0))
+    if bad.size:
+        raise ValueError(f"sample_weight[{bad[0]}] = {float(a[bad[0]])!r}; weights must be finite "
+                         f"and >= 0")
+    if not a.sum() > 0:
+        raise ValueError("sample_weight sums to 0")
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def _as_list(value, name):
@@ -757,16 +862,19 @@ def load(path):
         raise ValueError(f"{path} is not a fastmlp model (header is not JSON)") from None
     if not isinstance(h, dict) or h.get("format") != "fastmlp":
         raise ValueError(f"{path} is not a fastmlp model")
-    if h.get("version") != FORMAT_VERSION:
+    if h.get("version") not in range(1, FORMAT_VERSION + 1) or isinstance(h.get("version"),
+                                                                           bool):
         raise ValueError(f"{path} has model format version {h.get('version')!r}; this fastmlp "
-                         f"reads version {FORMAT_VERSION} (upgrade fastmlp for newer files)")
+                         f"reads versions 1 to {FORMAT_VERSION} (upgrade fastmlp for newer "
+                         f"files)")
     n_params = _header_size(path, h)
     if params.ndim != 1 or params.shape[0] != n_params:
         raise ValueError(f"{path}: {params.size} parameters stored, the header's layer sizes "
                          f"need {n_params}")
     try:
         net = MLP(h["layer_sizes"], activation=h["activations"], output=h["output"],
-                  loss=h["loss"], init=h["init"], dtype=h["dtype"], seed=h["seed"])
+                  loss=h["loss"], init=h["init"], dtype=h["dtype"], seed=h["seed"],
+                  skip=h.get("skips"))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path} has an invalid model header: {e}") from None
     if params.dtype != net.dtype:

@@ -1,17 +1,90 @@
 """Optimizer settings handed to the C engine.
 
-The optimizer is a description, not a loop: the update itself runs inside the C core, one call
-per block of steps, so nothing here runs per step.
+An optimizer is a description plus its state, not a loop: the update itself runs inside the C
+core, one call per block of steps, so nothing here runs per step. The state (momentum's
+velocity, Adam's moments and step count) lives in the optimizer object, as in PyTorch: fitting
+again with the same object continues from it, and ``reset()`` forgets it.
 """
+import weakref
+
+import numpy as np
+
 from fastmlp._validation import check_positive_float, check_positive_int
 
 
-class SGD:
-    """Mini-batch stochastic gradient descent with optional clipping by global norm.
+def _check_unit(value, name):
+    """A float in [0, 1)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}") from None
+    if isinstance(value, bool) or not 0.0 <= v < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v
 
-    Each step takes a batch, computes the gradient g of the batch's mean loss and updates every
-    parameter: ``W <- W - lr * c * g`` with ``c = min(1, clip_norm / ||g||)``, where ``||g||`` is
-    the L2 norm over all parameters of the network together (c = 1 without clipping).
+
+def _check_nonneg(value, name):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
+    if isinstance(value, bool) or not v >= 0.0 or v == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+class _Optimizer:
+    """Shared parts: batch size, clipping, L2 and the state buffer."""
+
+    _n_state = 0  # state values per parameter
+
+    def _common(self, lr, batch_size, clip_norm, l2):
+        self.lr = check_positive_float(lr, "lr")
+        self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
+        self.clip_norm = check_positive_float(clip_norm, "clip_norm", allow_none=True)
+        self.l2 = _check_nonneg(l2, "l2")
+        self.reset()
+
+    def reset(self):
+        """Forget the state (velocity, moments, step count)."""
+        self.state_ = None
+        self.t_ = 0
+        self._owner = None
+
+    def _state_for(self, net):
+        """The state buffer for ``net``: kept while the same network is trained, else new."""
+        n = self._kind_n_state() * net.n_params
+        if n == 0:
+            return None
+        owner = self._owner() if self._owner is not None else None
+        if (owner is not net or self.state_ is None or self.state_.size != n
+                or self.state_.dtype != net.dtype):
+            self.reset()
+            self.state_ = np.zeros(n, dtype=net.dtype)
+            self._owner = weakref.ref(net)
+        return self.state_
+
+    def _kind_n_state(self):
+        return self._n_state
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_owner"] = None  # the state buffer travels; its link to a network does not
+        return state
+
+
+class SGD(_Optimizer):
+    """Mini-batch stochastic gradient descent, with optional momentum, L2 and clipping.
+
+    Each step takes a batch and computes the gradient g of the batch's mean loss (plus
+    ``l2 / n_batch * W`` for every weight matrix), then with ``c = min(1, clip_norm / ||g||)``
+    (``||g||`` the L2 norm over all parameters together; c = 1 without clipping):
+
+    - plain: ``p <- p - lr * c * g``
+    - momentum: ``v <- momentum * v - lr * c * g``; ``p <- p + v``
+    - Nesterov: the same v, then ``p <- p + momentum * v - lr * c * g``
+
+    (scikit-learn's forms; its ``alpha`` is ``l2`` here).
 
     Parameters
     ----------
@@ -22,13 +95,82 @@ class SGD:
         A batch size larger than the data is clipped to it with a warning.
     clip_norm : float > 0 or None
         The clipping threshold tau on the global gradient norm; None never clips.
+    momentum : float in [0, 1)
+    nesterov : bool
+        Nesterov's momentum (needs momentum > 0).
+    l2 : float >= 0
+        L2 penalty on the weights (not the biases), scikit-learn's ``alpha``.
     """
 
-    def __init__(self, lr=0.01, batch_size=32, clip_norm=None):
-        self.lr = check_positive_float(lr, "lr")
-        self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
-        self.clip_norm = check_positive_float(clip_norm, "clip_norm", allow_none=True)
+    def __init__(self, lr=0.01, batch_size=32, clip_norm=None, momentum=0.0, nesterov=False,
+                 l2=0.0):
+        self.momentum = _check_unit(momentum, "momentum")
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+        self._common(lr, batch_size, clip_norm, l2)
+
+    def _kind(self):
+        if self.momentum == 0.0:
+            return "sgd"
+        return "nesterov" if self.nesterov else "momentum"
+
+    def _kind_n_state(self):
+        return 0 if self.momentum == 0.0 else 1
+
+    def _settings(self):
+        """The tuple _core.train_steps reads."""
+        return (self._kind(), self.lr, self.clip_norm or 0.0, self.momentum, 0.9, 0.999,
+                1e-8, self.l2, self.t_)
 
     def __repr__(self):
+        extra = ""
+        if self.momentum:
+            extra += f", momentum={self.momentum!r}"
+        if self.nesterov:
+            extra += ", nesterov=True"
+        if self.l2:
+            extra += f", l2={self.l2!r}"
         return (f"SGD(lr={self.lr!r}, batch_size={self.batch_size!r}, "
-                f"clip_norm={self.clip_norm!r})")
+                f"clip_norm={self.clip_norm!r}{extra})")
+
+
+class Adam(_Optimizer):
+    """Adam (Kingma and Ba), in scikit-learn's form, with optional L2 and clipping.
+
+    With the (clipped) gradient g of step t: ``m <- beta1 m + (1 - beta1) g``,
+    ``v <- beta2 v + (1 - beta2) g^2``, ``p <- p - lr_t m / (sqrt(v) + eps)`` with
+    ``lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)``.
+
+    Parameters
+    ----------
+    lr : float > 0
+    batch_size, clip_norm, l2
+        As for ``SGD``.
+    beta1, beta2 : float in [0, 1)
+    eps : float > 0
+    """
+
+    _n_state = 2
+
+    def __init__(self, lr=0.001, batch_size=32, clip_norm=None, beta1=0.9, beta2=0.999,
+                 eps=1e-8, l2=0.0):
+        self.beta1 = _check_unit(beta1, "beta1")
+        self.beta2 = _check_unit(beta2, "beta2")
+        self.eps = check_positive_float(eps, "eps")
+        self._common(lr, batch_size, clip_norm, l2)
+
+    def _kind(self):
+        return "adam"
+
+    def _settings(self):
+        return ("adam", self.lr, self.clip_norm or 0.0, 0.0, self.beta1, self.beta2, self.eps,
+                self.l2, self.t_)
+
+    def __repr__(self):
+        extra = f", l2={self.l2!r}" if self.l2 else ""
+        return (f"Adam(lr={self.lr!r}, batch_size={self.batch_size!r}, "
+                f"clip_norm={self.clip_norm!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, "
+                f"eps={self.eps!r}{extra})")
