@@ -1,6 +1,7 @@
-"""Property tests: every kernel of ``_core`` against the NumPy float64 reference (reference.py)
-over shapes, dtypes, layouts (transposes, aliasing), magnitudes and thread counts drawn by
-hypothesis.
+"""Property tests: every kernel of ``_core`` (gemm, activations, dense layer, losses, norm,
+clipping, the SGD update and the momentum/Adam step) against the NumPy float64 reference
+(reference.py) over shapes, dtypes, layouts (transposes, aliasing), magnitudes and thread
+counts drawn by hypothesis.
 
 The shapes include 0- and 1-sized dimensions wherever a kernel accepts them. Values come from a
 drawn seed and a drawn magnitude, from subnormal-producing to near the top of each dtype's
@@ -236,14 +237,15 @@ def test_dense_backward(N, I, O, dtype, act_in, seed, mag, isa, with_dA, nthread
 
 @PROFILE
 @given(N=st.integers(0, 30), K=st.integers(1, 12), dtype=DTYPES,
-       kind=st.sampled_from(["squared", "cross_entropy", "binary_cross_entropy"]),
+       kind=st.sampled_from(["squared", "half_squared", "cross_entropy",
+                             "binary_cross_entropy"]),
        seed=SEEDS, spread=st.sampled_from([1e-3, 1.0, 6.0, 50.0, 1e4, 1e30]),
        sc=st.sampled_from([1.0, 1 / 7, 1e-3]))
 def test_loss(N, K, dtype, kind, seed, spread, sc):
     """Losses and dG = scale dL/dG from the logits (outputs for squared), any spread."""
     if kind == "cross_entropy" and K == 1:
         K = 2
-    if kind == "squared":
+    if kind in ("squared", "half_squared"):
         spread = min(spread, 1e10 if dtype == np.float32 else 1e100)
     rng = np.random.default_rng(seed)
     G = (rng.uniform(-1, 1, (N, K)) * spread).astype(dtype)
@@ -262,7 +264,7 @@ def test_loss(N, K, dtype, kind, seed, spread, sc):
     ref_L, ref_d = loss_rows(kind, G, Y)
     e = eps(dtype)
     assert np.isfinite(rows).all() and np.isfinite(dG).all()
-    if kind == "squared":
+    if kind in ("squared", "half_squared"):
         assert_close(rows, ref_L, rtol=4 * e, atol=K * tiny(np.float64), what="loss")
         assert_close(dG, sc * ref_d, rtol=4 * e, atol=2 * tiny(dtype), what="dG")
     else:
@@ -342,3 +344,59 @@ def test_sgd_update(n, dtype, seed, lr, mag, nthreads):
     assert p1.tobytes() == p2.tobytes()
     assert_close(p1, ref, rtol=eps(dtype), atol=2 * tiny(dtype),
                  scale=np.abs(f64(p)) + 2 * np.abs(lr * f64(g)), what="update")
+
+
+@PROFILE
+@given(n=st.integers(0, 300), dtype=DTYPES, seed=SEEDS,
+       kind=st.sampled_from(["sgd", "momentum", "nesterov", "adam"]),
+       lr=st.sampled_from([1e-4, 0.01, 0.5]), c=st.sampled_from([1.0, 0.25]),
+       mu=st.sampled_from([0.0, 0.5, 0.9]), mag=st.integers(0, 2),
+       nthreads=st.sampled_from([1, 2]))
+def test_opt_update(n, dtype, seed, kind, lr, c, mu, mag, nthreads):
+    """One step of SGD, momentum (v <- mu v - lr c g; p <- p + v), Nesterov (p <- p + mu v -
+    lr c g with the new v) or Adam (m, v moments; p <- p - lr m / (sqrt(v) + eps)), against
+    float64 on the same dtype-rounded constants: rtol 8 eps on the magnitudes of the terms.
+    The returned maxima are exactly those of |p| and of the first state written."""
+    rng = np.random.default_rng(seed)
+    s = [1e-3, 1.0, 1e3][mag]
+    p = (rng.standard_normal(n) * s).astype(dtype)
+    g = (rng.standard_normal(n) * s).astype(dtype)
+    s1 = (rng.standard_normal(n) * s).astype(dtype)
+    s2 = (np.abs(rng.standard_normal(n)) * s * s).astype(dtype)
+    b1, b2, ep = 0.9, 0.999, 1e-8
+    P, G, S1, S2 = f64(p), f64(g), f64(s1), f64(s2)
+    LR, C, MU, B1, B2, EP = (float(dtype(x)) for x in (lr, c, mu, b1, b2, ep))
+    q, t1, t2 = p.copy(), s1.copy(), s2.copy()
+    pm, sm = _core.opt_update(q, t1, t2, g, kind, lr, c, mu, b1, b2, ep, nthreads)
+    e = 8 * eps(dtype)
+    if kind == "adam":
+        gi = C * G
+        M = B1 * S1 + (1 - B1) * gi
+        V = B2 * S2 + (1 - B2) * gi * gi
+        den = np.sqrt(V) + EP
+        step = LR * M / den
+        mscale = np.abs(B1 * S1) + np.abs((1 - B1) * gi)
+        assert_close(t1, M, rtol=e, scale=mscale, atol=2 * tiny(dtype), what="m")
+        assert_close(t2, V, rtol=e, scale=np.abs(B2 * S2) + np.abs((1 - B2) * gi * gi),
+                     atol=2 * tiny(dtype), what="v")
+        assert_close(q, P - step, rtol=e, scale=np.abs(P) + LR * mscale / den + np.abs(step),
+                     atol=2 * tiny(dtype), what="p")
+        first = t1
+    elif kind == "sgd":
+        assert_close(q, P - LR * C * G, rtol=e, scale=np.abs(P) + np.abs(LR * C * G),
+                     atol=2 * tiny(dtype), what="p")
+        assert sm == 0.0
+        first = None
+    else:
+        step = LR * (C * G)
+        V = MU * S1 - step
+        vscale = np.abs(MU * S1) + np.abs(step)
+        assert_close(t1, V, rtol=e, scale=vscale, atol=2 * tiny(dtype), what="velocity")
+        ref = P + (MU * V - step) if kind == "nesterov" else P + V
+        assert_close(q, ref, rtol=e, scale=np.abs(P) + 2 * vscale, atol=2 * tiny(dtype),
+                     what="p")
+        first = t1
+    if n:
+        assert pm == float(np.abs(q).max())
+        if first is not None:
+            assert sm == float(np.abs(first).max())
