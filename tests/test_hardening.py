@@ -612,3 +612,39 @@ def test_truncated_files_at_every_tenth_are_value_errors(tmp_path):
             warnings.simplefilter("error")
             with pytest.raises(ValueError, match=f"cut{k}.npz"):
                 fastmlp.load(cut)
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    (dict(X_nan=True), r"NaN \(first at row 2, column 1\)"),
+    (dict(sample_weight=-np.ones(30)), r"sample_weight\[0\] = -1.0"),
+    (dict(sample_weight=np.ones(29)), r"sample_weight has shape \(29,\), expected \(30,\)"),
+    (dict(sample_weight=np.zeros(30)), r"sample_weight sums to 0"),
+    (dict(sample_weight=np.where(np.arange(30) == 3, np.nan, 1.0)), r"sample_weight\[3\]"),
+])
+def test_refused_fit_leaves_the_optimizer_state_alone(kw, pattern):
+    """A stateful optimizer (Adam after one epoch) keeps its moments and step count, and the
+    network its weights, when a later fit is refused."""
+    net, X, y = classifier()
+    opt = fastmlp.Adam(lr=0.01, batch_size=8)
+    net.fit(X, y, optimizer=opt, epochs=1)
+    snap = (opt.state_.tobytes(), opt.t_)
+    before = state(net)
+    if kw.pop("X_nan", False):
+        X = X.copy()
+        X[2, 1] = np.nan
+    with pytest.raises(ValueError, match=pattern):
+        net.fit(X, y, optimizer=opt, epochs=1, **kw)
+    assert (opt.state_.tobytes(), opt.t_) == snap and opt.t_ > 0
+    assert state(net) == before
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: fastmlp.SGD(momentum=-0.1), "momentum"), (lambda: fastmlp.SGD(momentum=1.0),
+                                                       "momentum"),
+    (lambda: fastmlp.SGD(l2=-1.0), "l2"), (lambda: fastmlp.Adam(beta1=1.0), "beta1"),
+    (lambda: fastmlp.Adam(beta2=-0.1), "beta2"), (lambda: fastmlp.Adam(eps=0.0), "eps"),
+    (lambda: fastmlp.Adam(lr=0.0), "lr"), (lambda: fastmlp.Adam(batch_size=0), "batch_size"),
+])
+def test_bad_settings_of_main_optimizers_name_the_argument(make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()
