@@ -200,3 +200,110 @@ def test_read_csv_rows_know_their_lines(tmp_path):
     data = read_csv(path, target="y")
     assert data.lines == [2, 4]
     assert data.where(1, "a") == f"{path}, row 2 (line 4), column 'a'"
+
+
+# ---------------------------------------------------------------- 2-D two-class sets
+
+TWO_D = [datasets.circle, datasets.xor, datasets.gaussian, datasets.spiral]
+
+
+@pytest.mark.parametrize("make", TWO_D)
+@pytest.mark.parametrize("noise", [0.0, 0.5, 3.0])
+def test_two_d_shapes_range_labels(make, noise):
+    X, y = make(201, noise=noise, seed=3)
+    assert X.shape == (201, 2) and X.dtype == np.float64 and X.flags.c_contiguous
+    assert y.shape == (201,) and y.dtype == np.int64
+    assert np.all(np.abs(X) <= 6.0)
+    assert np.bincount(y).tolist() == [100, 101]
+    assert np.isfinite(X).all()
+    # the rows are shuffled: the labels are not one block followed by the other
+    assert np.count_nonzero(np.diff(y)) > 20
+
+
+@pytest.mark.parametrize("make", TWO_D)
+def test_two_d_default_size_and_seed(make):
+    X, y = make(seed=7)
+    assert X.shape == (500, 2) and y.shape == (500,)
+    X2, y2 = make(seed=7)
+    assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    X3, _ = make(seed=8)
+    assert not np.array_equal(X, X3)
+    # noise moves the same clean points: same labels, coordinates differ by about the noise
+    Xn, yn = make(seed=7, noise=0.1)
+    assert np.array_equal(y, yn)
+    d = Xn - X
+    assert 0.05 < d.std() < 0.15
+
+
+def test_circle_clean_labels_are_inside_radius():
+    X, y = datasets.circle(400, seed=0)
+    r = np.hypot(X[:, 0], X[:, 1])
+    assert np.array_equal(y, (r < 2.5).astype(np.int64))
+    assert r[y == 1].max() <= 2.0 and r[y == 0].min() >= 3.0 and r.max() <= 5.0
+
+
+def test_xor_clean_labels_are_the_sign_of_the_product():
+    X, y = datasets.xor(400, seed=0)
+    prod = X[:, 0] * X[:, 1]
+    assert np.array_equal(y, (prod > 0).astype(np.int64))
+    assert np.abs(X).min() >= 0.3 and np.abs(X).max() <= 5.0
+    # every quadrant is used
+    quadrants = set(zip(np.sign(X[:, 0]).tolist(), np.sign(X[:, 1]).tolist()))
+    assert len(quadrants) == 4
+
+
+def test_gaussian_clean_labels_are_the_side_of_the_diagonal():
+    X, y = datasets.gaussian(400, seed=0)
+    assert np.array_equal(y, (X.sum(axis=1) > 0).astype(np.int64))
+    centre = np.where(y[:, None] == 1, 2.0, -2.0)
+    dist = np.hypot(*(X - centre).T)
+    assert dist.max() <= 2.5
+    # unit spread (truncated at 2.5 standard deviations): each coordinate's std is near 0.9
+    assert 0.8 < (X - centre).std() < 1.0
+
+
+def test_spiral_clean_points_lie_on_their_arm():
+    X, y = datasets.spiral(400, seed=0)
+    r = np.hypot(X[:, 0], X[:, 1])
+    t = r / 5.0
+    # the angle each arm prescribes at this radius, compared as a point on the unit circle
+    angle = 1.75 * 2 * np.pi * t + y * np.pi
+    assert np.allclose(X[:, 0], r * np.cos(angle), atol=1e-12)
+    assert np.allclose(X[:, 1], r * np.sin(angle), atol=1e-12)
+    # the arms keep apart: away from the centre, where they start, no point of one class
+    # lies within 1.3 of a point of the other (the radial gap between the arms is 5/3.5)
+    far = r > 1.0
+    a, b = X[far & (y == 0)], X[far & (y == 1)]
+    assert np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)).min() > 1.3
+
+
+def test_make_2d_by_name():
+    for name, make in zip(datasets.TWO_D, TWO_D):
+        X, y = datasets.make_2d(name, 50, 0.2, 1)
+        X2, y2 = make(50, 0.2, 1)
+        assert np.array_equal(X, X2) and np.array_equal(y, y2)
+    with pytest.raises(ValueError, match="name must be one of"):
+        datasets.make_2d("moons")
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(n_samples=1), ValueError, "n_samples must be at least 2"),
+    (dict(n_samples=10.0), TypeError, "n_samples must be an integer"),
+    (dict(n_samples=True), TypeError, "n_samples"),
+    (dict(noise=-0.1), ValueError, "noise must be a finite number >= 0"),
+    (dict(noise=float("nan")), ValueError, "noise"),
+    (dict(noise="0.1"), TypeError, "noise must be a number"),
+    (dict(seed=-1), ValueError, "seed must be None"),
+    (dict(seed=1.5), ValueError, "seed"),
+])
+@pytest.mark.parametrize("make", TWO_D)
+def test_two_d_bad_arguments(make, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        make(**kwargs)
+
+
+def test_two_d_accepts_a_generator_and_numpy_ints():
+    rng = np.random.default_rng(5)
+    X, _ = datasets.spiral(np.int64(30), np.float32(0.5), rng)
+    X2, _ = datasets.spiral(30, 0.5, np.random.default_rng(5))
+    assert np.array_equal(X, X2)

@@ -8,7 +8,11 @@ Usage::
                   [--out MODEL.npz] [--checkpoint-every N] [--checkpoint PATH] [--resume]
                   [--quiet]
     fastmlp predict MODEL.npz DATA.csv [--out PREDICTIONS.csv] [--threads N]
+    fastmlp demo NAME [--plot OUT.png] [--seed N]      (fastmlp demo --list names them)
     fastmlp config                      (the same as fastmlp --version --verbose)
+
+``fastmlp train ... --plot OUT.png`` also draws the run's loss, per-layer gradient norms, dead
+ReLU units and (for two features) the decision boundary; plots need ``fastmlp[plot]``.
     fastmlp --version
 
 Exit codes: 0 success; 1 training diverged (the message suggests a smaller ``--lr`` or a
@@ -223,8 +227,11 @@ def _build_parser():
                         help="with --version, print fastmlp.show_config()")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_plot_option(sub.choices["train"])
     _add_predict(sub)
+    _add_demo(sub)
     sub.add_parser("config", help="print the build configuration (fastmlp.show_config())")
+    _add_playground(sub)
     return parser
 
 
@@ -284,6 +291,42 @@ def _add_predict(sub):
                    help="threads for the kernels (default: OpenMP's)")
 
 
+# ---------------------------------------------------------------- playground
+
+def _add_playground(sub):
+    p = sub.add_parser("playground", help="an interactive network playground in the browser",
+                       description="Serve the playground page on 127.0.0.1 (a free port "
+                       "unless --port) until Ctrl-C. Each browser tab gets its own session, "
+                       "trained by the C core.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_type(_port), default=0,
+                   help="port to listen on (default: a free one)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+
+
+def _port(text):
+    n = _integer(text)
+    if not 0 <= n <= 65535:
+        raise ValueError("must be a port number from 0 to 65535")
+    return n
+
+
+def _playground(args):
+    from fastmlp.playground.server import is_loopback, serve
+
+    if not is_loopback(args.host):
+        print(f"fastmlp: warning: listening on {args.host}, not on 127.0.0.1 only: anyone "
+              f"who reaches this address can use the playground (it has no password) and "
+              f"this machine's CPU", file=sys.stderr)
+    try:
+        serve(args.host, args.port, open_browser=args.open)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host} port {args.port}: "
+                         f"{e.strerror or e}") from None
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 def main(argv=None):
@@ -323,10 +366,15 @@ def _dispatch(args):
         return _train(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "demo":
+        return _demo(args)
     if args.command == "config":
         print(_config_text())
         return 0
-    raise UsageError("a command is needed: train, predict or config (see fastmlp --help)")
+    if args.command == "playground":
+        return _playground(args)
+    raise UsageError("a command is needed: train, predict, demo or config "
+                     "(see fastmlp --help)")
 
 
 def _config_text():
@@ -338,6 +386,7 @@ def _config_text():
 def _train(args):
     out = _default_out(args.data) if args.out is None else args.out
     _check_writable(out, "the model")
+    _check_plot(args.plot, out)
     ckpt = _checkpoint_path(args, out)
     data = _digits(args) if args.data is None else _csv_data(args)
     n_out = len(data.meta["classes"]) if data.meta["task"] == "classification" else 1
@@ -360,15 +409,18 @@ def _train(args):
                              f"parameters; try a smaller --hidden or --batch-size") from None
     done = start + hist.epochs
     data.meta["metrics"] = _report(net, data, args.threads)
+    keep_checkpoint = hist.interrupted and saved and ckpt == out
+    if not keep_checkpoint:
+        _save(net, out, _with_state(data.meta, net, done, settings,
+                                    resumable=not hist.interrupted))
+    _plot_training(args.plot, hist, net, data)
     if hist.interrupted:
         print(f"training interrupted after {done} of {args.epochs} epochs")
-        if saved and ckpt == out:
+        if keep_checkpoint:
             print(f"the checkpoint of epoch {saved} in {out} is kept; continue with --resume")
         else:
-            _save(net, out, _with_state(data.meta, net, done, settings, resumable=False))
             print(f"model of the last completed step saved to {out}")
         return 130
-    _save(net, out, _with_state(data.meta, net, done, settings))
     print(f"model saved to {out}")
     return 0
 
@@ -758,6 +810,87 @@ def _report(net, data, n_threads):
     # the metadata is JSON without NaN or infinity
     return {"r2": r2 if r2 is None or math.isfinite(r2) else None,
             "rmse": rmse if math.isfinite(rmse) else None}
+
+
+# ---------------------------------------------------------------- plots and demos
+
+def _add_plot_option(p):
+    p.add_argument("--plot", metavar="OUT.png", default=None,
+                   help="also draw the run (loss, gradient norms per layer, dead ReLU units, "
+                   "decision boundary for 2 features) to this image; needs fastmlp[plot]")
+
+
+def _add_demo(sub):
+    from fastmlp import demos
+
+    listing = "; ".join(f"{name}: {summary}" for name, summary in demos.list_demos())
+    p = sub.add_parser("demo", help="run a small demonstration of what happens in training",
+                       description=f"Run a demonstration; it prints its numbers and, with "
+                       f"--plot, draws them. The demos: {listing}.")
+    p.add_argument("name", nargs="?", choices=[name for name, _ in demos.list_demos()],
+                   metavar="NAME", help="the demo to run (see --list)")
+    p.add_argument("--list", action="store_true", help="list the demos and exit")
+    p.add_argument("--plot", metavar="OUT.png", default=None,
+                   help="also draw the demo to this image; needs fastmlp[plot]")
+    p.add_argument("--seed", type=_type(_seed), default=0,
+                   help="seed of the data and the networks (default: 0)")
+
+
+def _check_plot(path, model=None):
+    """Refuse a plot path that cannot be written, names the model file or an image format
+    matplotlib lacks, or a missing matplotlib, before any work."""
+    if path is None:
+        return
+    _check_writable(path, "the plot")
+    if model is not None and os.path.abspath(path) == os.path.abspath(model):
+        raise UsageError(f"--plot {path} would overwrite the model (--out); give another name")
+    try:
+        from fastmlp.plot import check_image_path
+        check_image_path(path)
+    except ImportError:
+        raise UsageError('--plot needs matplotlib: pip install "fastmlp[plot]"') from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _save_figure(fig, path):
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as e:
+        why = _reason(e) if isinstance(e, OSError) else str(e)
+        raise UsageError(f"cannot write the plot to {path}: {why}") from None
+
+
+def _plot_training(path, hist, net, data):
+    """The grid of panels that apply to this run, written to ``path`` (when given)."""
+    if path is None:
+        return
+    if not hist.epochs:
+        print("no complete epoch to plot")
+        return
+    from fastmlp.plot import plot_training
+
+    fig = plot_training(hist, net, data.X_train, data.y_train)
+    _save_figure(fig, path)
+    print(f"plot written to {path}")
+
+
+def _demo(args):
+    from fastmlp import demos
+
+    if args.list:
+        width = max(len(name) for name, _ in demos.list_demos())
+        for name, summary in demos.list_demos():
+            print(f"{name:<{width}}  {summary}")
+        return 0
+    if args.name is None:
+        raise UsageError("demo needs a NAME (fastmlp demo --list shows them)")
+    _check_plot(args.plot)
+    try:
+        demos.run(args.name, plot=args.plot, seed=args.seed)
+    except OSError as e:
+        raise UsageError(f"cannot write the plot to {args.plot}: {_reason(e)}") from None
+    return 0
 
 
 # ---------------------------------------------------------------- predict

@@ -1,7 +1,9 @@
-"""Data for fastmlp: scikit-learn's bundled toy data sets and the user's CSV files.
+"""Data for fastmlp: scikit-learn's bundled toy data sets, the user's CSV files, and the
+two-class point sets of a neural-network playground (:func:`circle`, :func:`xor`,
+:func:`gaussian`, :func:`spiral`).
 
-Nothing here downloads: the toy sets ship inside scikit-learn. CSV files are read with the
-standard library's ``csv`` module and NumPy only.
+Nothing here downloads: the toy sets ship inside scikit-learn, the 2-D sets are drawn with
+NumPy from a seed. CSV files are read with the standard library's ``csv`` module and NumPy only.
 
 Errors in a CSV file raise :class:`DataError` (a ``ValueError``) with a one-line message that
 names the file and, where it applies, the column and the row. Rows are numbered the way a user
@@ -352,3 +354,155 @@ def _parse_target(name, records, column, t):
     if numeric:
         return np.asarray(values, dtype=np.float64)
     return np.asarray([cells[t] for _, cells in records], dtype=str)
+
+
+# ---------------------------------------------------------------- 2-D two-class sets
+#
+# Each generator draws the clean points of its two classes, fixes the labels from that clean
+# geometry, then jitters the coordinates with Gaussian noise of standard deviation ``noise``
+# (in the plane's units) and clips them to the box [-6, 6]^2. With noise=0 every label is
+# exactly what the geometry says; with noise > 0 the classes start to overlap. Class 1 gets
+# ceil(n/2) points, class 0 floor(n/2), and the rows come in a random order.
+
+BOX = 6.0
+TWO_D = ("circle", "xor", "gaussian", "spiral")
+CIRCLE_INNER = 2.0      # class 1: inside this radius
+CIRCLE_OUTER = (3.0, 5.0)   # class 0: in this ring
+XOR_MARGIN = 0.3        # no clean point closer than this to an axis
+XOR_HALF = 5.0          # clean points in [-5, 5]^2
+GAUSS_CENTER = 2.0      # class 1 around (2, 2), class 0 around (-2, -2)
+GAUSS_RADIUS = 2.5      # blob points kept within this radius of their centre (< 2*sqrt(2))
+SPIRAL_RADIUS = 5.0
+SPIRAL_TURNS = 1.75
+
+
+def _check_2d_args(n_samples, noise, seed):
+    if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, numbers.Integral):
+        raise TypeError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be at least 2 (one point per class), got {n_samples}")
+    if isinstance(noise, (bool, np.bool_)) or not isinstance(noise, numbers.Real):
+        raise TypeError(f"noise must be a number >= 0, got {noise!r}")
+    if not math.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise}")
+    if seed is not None and not isinstance(seed, np.random.Generator) and (
+            isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral)
+            or seed < 0):
+        raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator, "
+                         f"got {seed!r}")
+    return int(n_samples), float(noise), np.random.default_rng(seed)
+
+
+def _finish(points, rng, noise):
+    """Stack the classes (class 0 first), shuffle the rows, add the noise, clip to the box.
+
+    The noise is drawn last, so the same seed gives the same clean points in the same order
+    whatever the noise level."""
+    X = np.concatenate(points).astype(np.float64)
+    y = np.concatenate([np.full(len(p), k, dtype=np.int64) for k, p in enumerate(points)])
+    order = rng.permutation(len(y))
+    X, y = X[order], y[order]
+    if noise > 0:
+        X += rng.normal(0.0, noise, size=X.shape)
+    np.clip(X, -BOX, BOX, out=X)
+    return np.ascontiguousarray(X), y
+
+
+def _class_sizes(n):
+    return n // 2, n - n // 2
+
+
+def _disc(rng, n, r_min, r_max):
+    """n points uniform over the ring r_min <= r <= r_max (a disc when r_min = 0)."""
+    r = np.sqrt(rng.uniform(r_min ** 2, r_max ** 2, size=n))
+    angle = rng.uniform(0.0, 2 * np.pi, size=n)
+    return np.column_stack([r * np.cos(angle), r * np.sin(angle)])
+
+
+def circle(n_samples=500, noise=0.0, seed=None):
+    """A disc of class 1 inside a ring of class 0.
+
+    Clean points of class 1 lie uniformly in the disc of radius 2 around the origin, those of
+    class 0 uniformly in the ring between radii 3 and 5, so with noise=0 the label is 1
+    exactly when the point is inside radius 2.5.
+
+    Parameters
+    ----------
+    n_samples : int >= 2
+        Number of points; class 1 gets ceil(n/2) of them, class 0 floor(n/2).
+    noise : float >= 0
+        Standard deviation of the Gaussian jitter added to each coordinate after labelling
+        (the plane is 12 units wide; 0.5 already blurs the boundary).
+    seed : int, numpy Generator or None
+        The same seed gives the same points.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 2), float64, in [-6, 6]
+    y : ndarray of shape (n_samples,), int64, labels 0 and 1
+    """
+    n, noise, rng = _check_2d_args(n_samples, noise, seed)
+    n0, n1 = _class_sizes(n)
+    return _finish([_disc(rng, n0, *CIRCLE_OUTER), _disc(rng, n1, 0.0, CIRCLE_INNER)],
+                   rng, noise)
+
+
+def xor(n_samples=500, noise=0.0, seed=None):
+    """The four quadrants: class 1 where x1 and x2 have the same sign, class 0 elsewhere.
+
+    Clean points lie uniformly in [-5, 5]^2 at least 0.3 from both axes, so with noise=0 the
+    label is 1 exactly when x1 * x2 > 0. Parameters and returns as in :func:`circle`.
+    """
+    n, noise, rng = _check_2d_args(n_samples, noise, seed)
+    points = []
+    for k, m in enumerate(_class_sizes(n)):
+        mag = rng.uniform(XOR_MARGIN, XOR_HALF, size=(m, 2))
+        s1 = rng.choice([-1.0, 1.0], size=m)
+        s2 = s1 if k == 1 else -s1          # same signs for class 1, opposite for class 0
+        points.append(mag * np.column_stack([s1, s2]))
+    return _finish(points, rng, noise)
+
+
+def gaussian(n_samples=500, noise=0.0, seed=None):
+    """Two round blobs: class 1 around (2, 2), class 0 around (-2, -2).
+
+    Clean points are normal with unit standard deviation around their centre, truncated at
+    radius 2.5 (resampled until inside), so with noise=0 the label is 1 exactly when
+    x1 + x2 > 0. Parameters and returns as in :func:`circle`.
+    """
+    n, noise, rng = _check_2d_args(n_samples, noise, seed)
+    points = []
+    for k, m in enumerate(_class_sizes(n)):
+        centre = GAUSS_CENTER if k == 1 else -GAUSS_CENTER
+        blob = rng.normal(0.0, 1.0, size=(m, 2))
+        outside = np.hypot(blob[:, 0], blob[:, 1]) > GAUSS_RADIUS
+        while outside.any():                # about 4% of the draws, each redrawn
+            blob[outside] = rng.normal(0.0, 1.0, size=(int(outside.sum()), 2))
+            outside = np.hypot(blob[:, 0], blob[:, 1]) > GAUSS_RADIUS
+        points.append(blob + centre)
+    return _finish(points, rng, noise)
+
+
+def spiral(n_samples=500, noise=0.0, seed=None):
+    """Two interleaved spiral arms, one per class.
+
+    A clean point of class k sits at radius r = 5 t and angle 1.75 * 2 pi * t + k pi for a
+    t drawn uniformly in [0, 1]: the arms turn 1.75 times and never cross. Parameters and
+    returns as in :func:`circle`.
+    """
+    n, noise, rng = _check_2d_args(n_samples, noise, seed)
+    points = []
+    for k, m in enumerate(_class_sizes(n)):
+        t = rng.uniform(0.0, 1.0, size=m)
+        r = SPIRAL_RADIUS * t
+        angle = SPIRAL_TURNS * 2 * np.pi * t + k * np.pi
+        points.append(np.column_stack([r * np.cos(angle), r * np.sin(angle)]))
+    return _finish(points, rng, noise)
+
+
+def make_2d(name, n_samples=500, noise=0.0, seed=None):
+    """The 2-D set called ``name`` (one of :data:`TWO_D`), as returned by its generator."""
+    generators = {"circle": circle, "xor": xor, "gaussian": gaussian, "spiral": spiral}
+    if name not in generators:
+        raise ValueError(f"name must be one of {list(TWO_D)}, got {name!r}")
+    return generators[name](n_samples, noise, seed)

@@ -35,7 +35,8 @@ from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import (as_float_array, as_labels, as_targets, check_choice,
                                  check_positive_int, check_two_classes)
-from fastmlp.optim import SGD, Adam, _Optimizer
+from fastmlp.diagnostics import TrainingWarning, epoch_warnings
+from fastmlp.optim import SGD, _Optimizer
 
 # Version 2 adds skip connections; a network without them is written as version 1, which
 # every fastmlp reads.
@@ -642,6 +643,7 @@ class MLP:
         best, waited = math.inf, 0
         # Largest |parameter| and |state|, carried between engine calls (engine.c note 7).
         pmax = smax = -1.0
+        checks = {}  # epoch_warnings' memory: each warning once per fit
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
@@ -672,6 +674,9 @@ class MLP:
                 self._record(hist, tot, layer_stats, fired if diagnostics else None, val, nt,
                              time.perf_counter() - t0)
                 progress.update(hist)
+                if diagnostics:
+                    for message in epoch_warnings(self, hist, checks):
+                        warnings.warn(message, TrainingWarning, stacklevel=3)
                 if callback is not None and callback(epoch, hist) is True:
                     hist.stopped_early = True
                     break
@@ -731,8 +736,8 @@ class MLP:
         version = FORMAT_VERSION if any(k != "none" for k in self.skips) else 1
         header = {"format": "fastmlp", "version": version,
                   "layer_sizes": list(self.layer_sizes), "activations": list(self.activations),
-                  "skips": list(self.skips), "output": self.output, "loss": self.loss, "init": self.init,
-                  "dtype": self.dtype.name, "seed": self.seed, "metadata": meta}
+                  "skips": list(self.skips), "output": self.output, "loss": self.loss,
+                  "init": self.init, "dtype": self.dtype.name, "seed": self.seed, "metadata": meta}
         try:
             text = json.dumps(header, allow_nan=False)
         except (TypeError, ValueError) as e:
