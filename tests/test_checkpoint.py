@@ -172,3 +172,27 @@ def test_killed_process_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     assert run(capsys, "train", "--epochs", epochs, "--out", direct, *SMALL)[0] == 0
     assert params(resumed) == params(direct)
     assert np.isfinite(fastmlp.load(resumed)._params).all()
+
+
+def test_training_warnings_are_judged_on_the_whole_run(tmp_path, capsys, monkeypatch):
+    """train runs one fit per epoch; the training warnings are computed on the run's growing
+    history with one memory, as inside a single fit, and each fit's own are silenced."""
+    import warnings
+
+    from fastmlp import cli
+
+    seen = []
+
+    def judge(net, history, state):
+        seen.append((history.epochs, id(state)))
+        return ["something is off"] if history.epochs == 2 else []
+
+    monkeypatch.setattr(cli, "epoch_warnings", judge)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run(capsys, "train", "--epochs", 4, "--out", tmp_path / "m.npz",
+                           "--activation", "sigmoid", "--hidden", "16,16,16,16,16", "-q")
+    assert code == 0, err
+    assert [e for e, _ in seen] == [1, 2, 3, 4] and len({s for _, s in seen}) == 1
+    training = [w for w in caught if issubclass(w.category, fastmlp.TrainingWarning)]
+    assert [str(w.message) for w in training] == ["something is off"]

@@ -81,6 +81,7 @@ import numpy as np
 
 import fastmlp
 from fastmlp import datasets
+from fastmlp.diagnostics import epoch_warnings
 from fastmlp.network import ACTIVATIONS
 
 MAX_AUTO_CLASSES = 20
@@ -461,18 +462,26 @@ def _with_state(meta, net, epoch, settings, resumable=True):
 
 
 def _fit_epochs(net, data, opt, args, start, ckpt, settings):
-    """Epochs start+1 .. --epochs, one fit each; returns (History, last checkpoint epoch)."""
+    """Epochs start+1 .. --epochs, one fit each; returns (History, last checkpoint epoch).
+
+    The training warnings are judged on the history of the whole run, as one fit would:
+    each fit's own (on its single epoch) are silenced."""
     hist, saved = fastmlp.History(), 0
+    checks = {}  # epoch_warnings' memory: each warning once per run
     progress = _EpochProgress(args.quiet, start, args.epochs)
     try:
         for epoch in range(start, args.epochs):
-            h = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=1, verbose=0,
-                        n_threads=args.threads)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fastmlp.TrainingWarning)
+                h = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=1, verbose=0,
+                            n_threads=args.threads)
             for key in hist._keys:  # an interrupted fit holds 0 or 1 complete epochs
                 getattr(hist, key).extend(getattr(h, key))
             if h.interrupted:
                 hist.interrupted = True
                 break
+            for message in epoch_warnings(net, hist, checks):
+                warnings.warn(message, fastmlp.TrainingWarning, stacklevel=2)
             progress.update(epoch + 1, h)
             every = args.checkpoint_every
             if every is not None and (epoch + 1) % every == 0 and epoch + 1 < args.epochs:
