@@ -19,7 +19,9 @@ int S(fm_loss)(T *dG, double *row_loss, double *loss_sum, const T *G, const void
                 d[k] = EXP(g[k] - m);    /* in (0, 1], the largest exactly 1: s >= 1 */
                 s += d[k];
             }
-            L = (double)LOG(s) - (double)(g[y] - m);
+            /* g_y - m in double: in float32 it overflows when the logits span more
+             * than FLT_MAX, although the loss (at most 2 FLT_MAX + log K) is finite. */
+            L = (double)LOG(s) - ((double)g[y] - (double)m);
             T inv = sc / s;
             for (ptrdiff_t k = 0; k < K; k++) d[k] *= inv;
             d[y] -= sc;

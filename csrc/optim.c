@@ -23,6 +23,7 @@
  *    The engine bounds max|p| instead (engine.c note 7). The public fm_sgd_update and
  *    fm_opt_update, off the hot path, still return the maxima, by a second pass.
  */
+#include <float.h>
 #include <math.h>
 #ifdef _OPENMP
 #include <omp.h>

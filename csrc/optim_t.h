@@ -29,8 +29,14 @@ double S(fm_norm)(const T *g, ptrdiff_t n) {
 double S(fm_clip)(T *g, ptrdiff_t n, double tau) {
     double norm = S(fm_norm)(g, n);
     if (tau > 0.0 && isfinite(norm) && norm > tau) {
-        T c = (T)(tau / norm);
-        for (ptrdiff_t i = 0; i < n; i++) g[i] *= c;
+        /* The factor stays in double: rounded to float32 it is subnormal (a few bits) when
+         * norm / tau > 1/FLT_MIN; below DBL_MIN even in double, so then divide first. */
+        double c = tau / norm;
+        if (c >= DBL_MIN) {
+            for (ptrdiff_t i = 0; i < n; i++) g[i] = (T)((double)g[i] * c);
+        } else {
+            for (ptrdiff_t i = 0; i < n; i++) g[i] = (T)((double)g[i] / norm * tau);
+        }
     }
     return norm;
 }

@@ -4,6 +4,13 @@ Order of precedence: the ``n_threads`` argument of a call, then ``fastmlp.set_nu
 then OpenMP's own default for the calling thread (``OMP_NUM_THREADS``, or a limit set through
 threadpoolctl, which calls ``omp_set_num_threads`` in the OpenMP runtime this module links).
 The result is never more than the processors this process may run on, and never less than 1.
+
+After ``os.fork`` (multiprocessing's 'fork' start method), a child of a process that has run
+work on several threads computes on one thread: GNU OpenMP keeps no record of the fork, and
+its first parallel region in the child waits forever for the parent's worker threads, which
+the child does not have. One-thread work never enters the OpenMP runtime (engine.c, gemm.c),
+and results do not depend on the thread count, so the child's results equal the parent's.
+Children started with 'spawn' or 'forkserver' are not limited.
 """
 import numbers
 import os
@@ -11,6 +18,17 @@ import os
 from fastmlp import _core
 
 _user_threads = None
+_used_threads = False  # whether this process has asked the OpenMP runtime for a team
+_forked = False        # a fork child of a process that had
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = _forked or _used_threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cpus():
@@ -50,10 +68,14 @@ def resolve_threads(n_threads):
     if n is None:
         n = _user_threads
     cpus = _cpus()
-    if not _core.openmp_enabled():
+    if not _core.openmp_enabled() or _forked:
         return 1
     if n is None:
         n = _core.omp_max_threads()
     elif n < 0:
         n = cpus + 1 + n
-    return max(1, min(n, cpus))
+    n = max(1, min(n, cpus))
+    if n > 1:
+        global _used_threads
+        _used_threads = True
+    return n

@@ -135,3 +135,22 @@ def as_targets(y, name, n_rows, n_outputs, dtype, binary=False):
         raise ValueError(f"{name} must hold 0/1 targets for binary_cross_entropy; "
                          f"row {row} holds {arr[row].tolist()}")
     return out
+
+
+def check_two_classes(y, name, loss):
+    """Refuse a classification target that holds one class only, naming it.
+
+    For softmax cross-entropy ``y`` holds labels; for a single sigmoid output, 0/1 targets.
+    A multi-label target (several sigmoid outputs) may have constant columns and is not
+    checked."""
+    if loss == "cross_entropy":
+        values = np.unique(y)
+    elif loss == "binary_cross_entropy" and y.ndim == 2 and y.shape[1] == 1:
+        values = np.unique(y[:, 0])
+    else:
+        return
+    if values.size == 1:
+        label = values[0].item()
+        label = int(label) if float(label).is_integer() else label
+        raise ValueError(f"{name} holds only class {label}; a classifier needs at least two "
+                         f"classes to learn from")

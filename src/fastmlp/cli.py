@@ -5,7 +5,8 @@ Usage::
     fastmlp train [DATA.csv --target COLUMN] [--hidden 128,64] [--activation relu]
                   [--epochs N] [--batch-size N|full] [--lr LR] [--clip-norm TAU] [--seed N]
                   [--task auto|classification|regression] [--test-size F] [--threads N]
-                  [--out MODEL.npz] [--quiet]
+                  [--out MODEL.npz] [--checkpoint-every N] [--checkpoint PATH] [--resume]
+                  [--quiet]
     fastmlp predict MODEL.npz DATA.csv [--out PREDICTIONS.csv] [--threads N]
     fastmlp demo NAME [--plot OUT.png] [--seed N]      (fastmlp demo --list names them)
     fastmlp config                      (the same as fastmlp --version --verbose)
@@ -54,6 +55,16 @@ Design notes
    reported as not a readable model, and each key of the CLI metadata is checked against the
    network (types, lengths, finite positive scales) before it is used. A model saved from
    Python without the CLI's metadata takes every column of the CSV file in order, unscaled.
+8. Checkpoints. ``train`` runs one ``fit`` call per epoch, so that the state between epochs is
+   only the parameters and the row-shuffling generator (plain SGD keeps no other state).
+   ``--checkpoint-every N`` saves the model every N epochs (atomically, like every save) to
+   ``--checkpoint PATH``, by default to the ``--out`` path, with ``training`` metadata: the
+   epochs done, the generator's state and the settings that shape the run. ``--resume``
+   reads that file, checks that the data (row counts, scaling, classes) and the settings
+   match, and continues to ``--epochs``: the result is bit for bit the model of an
+   uninterrupted run (also for a finished model and a larger ``--epochs``). A model saved
+   after Ctrl-C holds the weights of a step in mid-epoch and is marked not resumable; when
+   it would overwrite the checkpoint (the default path), the checkpoint is kept instead.
 """
 import argparse
 import csv
@@ -70,6 +81,7 @@ import numpy as np
 
 import fastmlp
 from fastmlp import datasets
+from fastmlp.diagnostics import epoch_warnings
 from fastmlp.network import ACTIVATIONS
 
 MAX_AUTO_CLASSES = 20
@@ -256,6 +268,15 @@ def _add_train(sub):
                    help="threads for the kernels (default: OpenMP's)")
     p.add_argument("--out", metavar="MODEL.npz",
                    help="where to save the model (default: fastmlp-<data>.npz here)")
+    p.add_argument("--checkpoint-every", type=_type(_positive_int), default=None, metavar="N",
+                   help="save the model with its training state every N epochs, atomically, "
+                   "to the --checkpoint path (default: the --out path)")
+    p.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="where --checkpoint-every writes and --resume reads (default: the "
+                   "--out path); Ctrl-C never overwrites a checkpoint here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved in the checkpoint up to --epochs, with the "
+                   "same options and data: the result equals an uninterrupted run's")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -367,29 +388,177 @@ def _train(args):
     out = _default_out(args.data) if args.out is None else args.out
     _check_writable(out, "the model")
     _check_plot(args.plot, out)
+    ckpt = _checkpoint_path(args, out)
     data = _digits(args) if args.data is None else _csv_data(args)
     n_out = len(data.meta["classes"]) if data.meta["task"] == "classification" else 1
     net = _network(data.X_train.shape[1], args, n_out)
     opt = _optimizer(args, len(data.y_train), data.meta["task"])
+    settings = _run_settings(args, data, opt, net)
+    start = 0
+    if args.resume:
+        net, start = _resume(ckpt, net, data, settings, args.epochs)
     print(f"network: {'-'.join(map(str, net.layer_sizes))}, {args.activation} hidden, "
           f"{net.output} output; {opt!r}, {args.epochs} epochs", flush=True)
+    if start:
+        print(f"resuming from {ckpt} after epoch {start}", flush=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="fit interrupted", category=UserWarning)
         try:
-            hist = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=args.epochs,
-                           verbose=0 if args.quiet else 1, n_threads=args.threads)
+            hist, saved = _fit_epochs(net, data, opt, args, start, ckpt, settings)
         except MemoryError:
             raise UsageError(f"out of memory while training a network of {net.n_params} "
                              f"parameters; try a smaller --hidden or --batch-size") from None
+    done = start + hist.epochs
     data.meta["metrics"] = _report(net, data, args.threads)
-    _save(net, out, data.meta)
+    keep_checkpoint = hist.interrupted and saved and ckpt == out
+    if not keep_checkpoint:
+        _save(net, out, _with_state(data.meta, net, done, settings,
+                                    resumable=not hist.interrupted))
     _plot_training(args.plot, hist, net, data)
     if hist.interrupted:
-        print(f"training interrupted after {hist.epochs} of {args.epochs} epochs")
-        print(f"model of the last completed step saved to {out}")
+        print(f"training interrupted after {done} of {args.epochs} epochs")
+        if keep_checkpoint:
+            print(f"the checkpoint of epoch {saved} in {out} is kept; continue with --resume")
+        else:
+            print(f"model of the last completed step saved to {out}")
         return 130
     print(f"model saved to {out}")
     return 0
+
+
+# ---------------------------------------------------------------- epochs and checkpoints
+
+_SETTING_OPTIONS = {"task": "--task", "hidden": "--hidden", "activation": "--activation",
+                    "batch_size": "--batch-size", "lr": "--lr", "clip_norm": "--clip-norm",
+                    "seed": "--seed", "rows": "--test-size (training and held-out rows)",
+                    "dtype": "the network's dtype"}
+
+
+def _checkpoint_path(args, out):
+    """Where checkpoints are written and read (design note 8); None without checkpointing."""
+    if args.checkpoint is not None and args.checkpoint_every is None and not args.resume:
+        raise UsageError("--checkpoint needs --checkpoint-every or --resume")
+    if args.checkpoint_every is None and not args.resume:
+        return None
+    path = out if args.checkpoint is None else args.checkpoint
+    if args.checkpoint_every is not None and path != out:
+        _check_writable(path, "checkpoints")
+    return path
+
+
+def _run_settings(args, data, opt, net):
+    """What shapes the trajectory besides the data; a resumed run must match it."""
+    return {"task": data.meta["task"], "hidden": list(args.hidden),
+            "activation": args.activation, "batch_size": opt.batch_size, "lr": opt.lr,
+            "clip_norm": opt.clip_norm, "seed": args.seed, "dtype": net.dtype.name,
+            "rows": [len(data.y_train), len(data.y_test)]}
+
+
+def _with_state(meta, net, epoch, settings, resumable=True):
+    """The model's metadata plus its training state (design note 8)."""
+    return {**meta, "training": {"epoch": epoch, "resumable": resumable,
+                                 "shuffle_state": net.get_shuffle_state(),
+                                 "settings": settings}}
+
+
+def _fit_epochs(net, data, opt, args, start, ckpt, settings):
+    """Epochs start+1 .. --epochs, one fit each; returns (History, last checkpoint epoch).
+
+    The training warnings are judged on the history of the whole run, as one fit would:
+    each fit's own (on its single epoch) are silenced."""
+    hist, saved = fastmlp.History(), 0
+    checks = {}  # epoch_warnings' memory: each warning once per run
+    progress = _EpochProgress(args.quiet, start, args.epochs)
+    try:
+        for epoch in range(start, args.epochs):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fastmlp.TrainingWarning)
+                h = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=1, verbose=0,
+                            n_threads=args.threads)
+            for key in hist._keys:  # an interrupted fit holds 0 or 1 complete epochs
+                getattr(hist, key).extend(getattr(h, key))
+            if h.interrupted:
+                hist.interrupted = True
+                break
+            for message in epoch_warnings(net, hist, checks):
+                warnings.warn(message, fastmlp.TrainingWarning, stacklevel=2)
+            progress.update(epoch + 1, h)
+            every = args.checkpoint_every
+            if every is not None and (epoch + 1) % every == 0 and epoch + 1 < args.epochs:
+                _save(net, ckpt, _with_state(data.meta, net, epoch + 1, settings))
+                saved = epoch + 1
+    except KeyboardInterrupt:  # between two epochs: the network holds the last one's weights
+        hist.interrupted = True
+    finally:
+        progress.close()
+    net.history_ = hist
+    return hist, saved
+
+
+def _resume(path, net, data, settings, epochs):
+    """The network and epoch count of the checkpoint at path, checked against this run."""
+    if not os.path.exists(path):
+        raise UsageError(f"--resume: no checkpoint at {path}")
+    saved, meta = _load_model(path)
+    state = meta.get("training")
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise UsageError(f"--resume: {path} holds no training state (it was not saved by "
+                         f"fastmlp train with this version)")
+    if not state.get("resumable"):
+        raise UsageError(f"--resume: {path} was saved after Ctrl-C in the middle of an epoch "
+                         f"and cannot be resumed exactly; resume from a checkpoint "
+                         f"(--checkpoint-every with a separate --checkpoint PATH)")
+    old = state.get("settings")
+    if not isinstance(old, dict):
+        raise UsageError(f"--resume: {path} has invalid training settings")
+    for key, option in _SETTING_OPTIONS.items():
+        if old.get(key) != settings[key]:
+            raise UsageError(f"--resume: {path} was trained with {option} {_short(old.get(key))}"
+                             f", this run has {_short(settings[key])}")
+    for key in ("x_mean", "x_scale", "classes", "y_mean", "y_scale", "feature_names"):
+        if meta.get(key) != data.meta.get(key):
+            raise UsageError(f"--resume: the data differ from those {path} was trained on "
+                             f"({key} of the training split)")
+    if saved.layer_sizes != net.layer_sizes or saved.dtype != net.dtype:
+        raise UsageError(f"--resume: {path} holds a different network")
+    done = state["epoch"]
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        raise UsageError(f"--resume: {path} has an invalid epoch count {_short(done)}")
+    if done >= epochs:
+        raise UsageError(f"--resume: {path} has already trained {done} epochs; ask for more "
+                         f"with --epochs")
+    try:
+        saved.set_shuffle_state(state.get("shuffle_state"))
+    except ValueError as e:
+        raise UsageError(f"--resume: {path}: {e}") from None
+    return saved, done
+
+
+class _EpochProgress:
+    """A tqdm bar over all epochs on a terminal (a resumed run starts part-way), plain lines
+    otherwise; nothing with --quiet."""
+
+    def __init__(self, quiet, start, epochs):
+        self.bar, self.lines, self.epochs = None, False, epochs
+        if quiet:
+            return
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=epochs, initial=start, unit="epoch", leave=True)
+        else:
+            self.lines = True
+
+    def update(self, epoch, h):
+        text = f"loss {h.loss[-1]:.4f}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif self.lines:
+            print(f"epoch {epoch}/{self.epochs} {text}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _default_out(data):

@@ -34,7 +34,7 @@ import numpy as np
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import (as_float_array, as_labels, as_targets, check_choice,
-                                 check_positive_int)
+                                 check_positive_int, check_two_classes)
 from fastmlp.diagnostics import TrainingWarning, epoch_warnings
 from fastmlp.optim import SGD, _Optimizer
 
@@ -298,6 +298,21 @@ class MLP:
                 W[...] = 0
             else:
                 W[...] = rng.standard_normal(W.shape) * math.sqrt(scale / W.shape[0])
+
+    def get_shuffle_state(self):
+        """The state of the generator that orders rows in ``fit``, as a JSON-ready dict.
+
+        With the parameters, it is all a later ``fit`` depends on: saving both (for example
+        in ``save``'s metadata) and restoring them lets a run continue exactly."""
+        state = self._shuffle_rng.bit_generator.state
+        return json.loads(json.dumps(state))  # a deep copy of plain dicts and ints
+
+    def set_shuffle_state(self, state):
+        """Restore a state returned by ``get_shuffle_state``; ValueError if it is not one."""
+        try:
+            self._shuffle_rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"not a shuffle state of this network: {e!r}") from None
 
     @property
     def n_layers(self):
@@ -586,6 +601,7 @@ class MLP:
             raise ValueError(f"tol must be None or a number >= 0, got {tol!r}")
         X = self._X(X)
         y = self._y(y, X.shape[0])
+        check_two_classes(y, "y", self.loss)
         n = X.shape[0]
         sw = None if sample_weight is None else _sample_weight(sample_weight, n, self.dtype)
         val = None
@@ -788,11 +804,17 @@ def _umask():
 
 
 def _read_npz(path):
-    """(header bytes, params) of a model file, or ValueError naming the file and the problem."""
+    """(header bytes, params) of a model file, or ValueError naming the file and the problem.
+
+    The file is opened here, not by np.load, so that it is closed also when np.load fails
+    on a damaged archive (np.load then leaves its own file object open)."""
+    with open(path, "rb") as fh:
+        return _read_npz_file(path, fh)
+
+
+def _read_npz_file(path, fh):
     try:
-        f = np.load(path, allow_pickle=False)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
+        f = np.load(fh, allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e):  # np.load's word for a file that is not .npy/.npz
             raise ValueError(f"{path} is not a fastmlp model (not an .npz file)") from None

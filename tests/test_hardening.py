@@ -1,0 +1,650 @@
+"""Hardening (issue 6): bad input, every dtype and layout, extreme numbers, threads and
+processes, thread control, interruption, atomic saves and hostile model files.
+
+Every rejected call is checked to leave the network bit for bit as it was; every converted or
+re-laid-out input is checked to give exactly the result of its C-contiguous copy in the
+network's dtype (the conversion happens once, at the boundary, so there is nothing to tolerate).
+"""
+import json
+import multiprocessing
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import _core
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
+
+
+def classifier(dtype="float32", seed=0):
+    net = fastmlp.MLP([4, 6, 3], output="softmax", dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((30, 4))
+    y = np.arange(30) % 3
+    return net, X, y
+
+
+def state(net):
+    """Everything a call could change: parameter bits and the shuffling stream."""
+    return net._params.tobytes(), repr(net._shuffle_rng.bit_generator.state)
+
+
+FIT = dict(optimizer=fastmlp.SGD(lr=0.1, batch_size=8), epochs=2)
+
+
+# ------------------------------------------------------------------ bad input, refused up front
+
+def bad_X(X):
+    nan, inf = X.copy(), X.copy()
+    nan[3, 2] = np.nan
+    inf[5, 1] = -np.inf
+    return {
+        "1-D": (X[0], ValueError, r"2-D.*reshape"),
+        "3-D": (X[None], ValueError, r"2-D"),
+        "features": (X[:, :3], ValueError, r"3 features, expected 4"),
+        "NaN": (nan, ValueError, r"NaN \(first at row 3, column 2\)"),
+        "inf": (inf, ValueError, r"infinity \(first at row 5, column 1\)"),
+        "empty": (X[:0], ValueError, r"empty"),
+        "text": (X.astype(str), ValueError, r"numeric"),
+        "complex": (X.astype(complex), ValueError, r"numeric"),
+        "object": (X.astype(object), ValueError, r"numeric"),
+        "too large": (np.full((30, 4), 1e300), ValueError, r"too large for float32"),
+    }
+
+
+CALLS = {
+    "forward": lambda net, X, y: net.forward(X),
+    "forward-cache": lambda net, X, y: net.forward(X, cache=True),
+    "predict": lambda net, X, y: net.predict(X),
+    "predict_proba": lambda net, X, y: net.predict_proba(X),
+    "score": lambda net, X, y: net.score(X, y),
+    "gradients": lambda net, X, y: net.loss_and_gradients(X, y),
+    "fit": lambda net, X, y: net.fit(X, y, **FIT),
+    "fit-validation": lambda net, X, y: net.fit(np.zeros((30, 4)), y, validation=(X, y), **FIT),
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+@pytest.mark.parametrize("case", list(bad_X(np.zeros((30, 4)))))
+def test_bad_X_is_refused_and_changes_nothing(call, case):
+    net, X, y = classifier()
+    bad, kind, pattern = bad_X(X)[case]
+    before = state(net)
+    with pytest.raises(kind, match=pattern):
+        CALLS[call](net, bad, y)
+    assert state(net) == before
+
+
+def bad_fit_args(X, y):
+    """(X, y, fit keywords, exception, message) of a classifier fit that must be refused."""
+    one_class = np.full(30, 2)
+    return {
+        "rows": (X, y[:29], {}, ValueError, r"y has 29 rows, X has 30"),
+        "label": (X, np.where(np.arange(30) == 4, 7, y), {}, ValueError,
+                  r"label 7 at row 4, outside the 3 classes"),
+        "negative label": (X, np.where(np.arange(30) == 2, -1, y), {}, ValueError,
+                           r"label -1 at row 2"),
+        "fractional label": (X, y + 0.5, {}, ValueError, r"integer class labels; row 0"),
+        "NaN label": (X, np.where(np.arange(30) == 6, np.nan, y), {}, ValueError,
+                      r"y contains NaN \(first at row 6\)"),
+        "one class": (X, one_class, {}, ValueError, r"only class 2"),
+        "epochs 0": (X, y, {"epochs": 0}, ValueError, r"epochs"),
+        "epochs -1": (X, y, {"epochs": -1}, ValueError, r"epochs"),
+        "epochs float": (X, y, {"epochs": 2.5}, TypeError, r"epochs"),
+        "patience": (X, y, {"patience": 0}, ValueError, r"patience"),
+        "tol": (X, y, {"tol": -1.0}, ValueError, r"tol"),
+        "n_threads": (X, y, {"n_threads": 0}, ValueError, r"n_threads"),
+        "optimizer": (X, y, {"optimizer": "sgd"}, TypeError, r"optimizer"),
+        "validation": (X, y, {"validation": (X,)}, TypeError, r"validation"),
+        "validation y": (X, y, {"validation": (X, y[:5])}, ValueError, r"y_val has 5 rows"),
+        "validation X": (X, y, {"validation": (X[:, :2], y)}, ValueError,
+                         r"X_val has 2 features, expected 4"),
+        "callback": (X, y, {"callback": 3}, TypeError, r"callback"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_fit_args(np.zeros((30, 4)), np.arange(30) % 3)))
+def test_bad_fit_arguments_are_refused_and_change_nothing(case):
+    net, X, y = classifier()
+    Xb, yb, kw, kind, pattern = bad_fit_args(X, y)[case]
+    before = state(net)
+    with pytest.raises(kind, match=pattern):
+        net.fit(Xb, yb, **{**FIT, **kw})
+    assert state(net) == before
+
+
+@pytest.mark.parametrize("targets, pattern", [
+    ([1.0, 2.0, np.nan, 4.0, 5.0, 6.0], r"y contains NaN \(first at row 2, column 0\)"),
+    ([1.0, 2.0, 3.0, 4.0, np.inf, 6.0], r"y contains infinity \(first at row 4, column 0\)"),
+    ([1.0, 2.0, 3.0], r"y has 3 rows, X has 6"),
+    ([[1.0, 2.0]] * 6, r"shape \(n_samples, 1\)"),
+    (["a"] * 6, r"numeric"),
+])
+def test_bad_regression_targets(targets, pattern):
+    net = fastmlp.MLP([2, 3, 1], output="identity", seed=0)
+    before = state(net)
+    with pytest.raises(ValueError, match=pattern):
+        net.fit(np.ones((6, 2)), np.array(targets), **FIT)
+    assert state(net) == before
+
+
+def test_binary_target_with_one_class_names_it():
+    net = fastmlp.MLP([2, 3, 1], output="sigmoid", seed=0)
+    with pytest.raises(ValueError, match=r"only class 1"):
+        net.fit(np.ones((6, 2)), np.ones(6), **FIT)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(lr=0), r"lr"), (dict(lr=-0.1), r"lr"), (dict(lr=float("nan")), r"lr"),
+    (dict(lr=float("inf")), r"lr"), (dict(batch_size=0), r"batch_size"),
+    (dict(batch_size=-4), r"batch_size"), (dict(clip_norm=0), r"clip_norm"),
+    (dict(clip_norm=-1.0), r"clip_norm"),
+])
+def test_bad_optimizer_settings_name_the_argument(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fastmlp.SGD(**kwargs)
+
+
+@pytest.mark.parametrize("sizes", [[4, 0, 3], [4, -2, 3], [0, 3], [4, 3, 0], [4]])
+def test_bad_layer_sizes_name_the_argument(sizes):
+    with pytest.raises(ValueError, match=r"layer_sizes"):
+        fastmlp.MLP(sizes)
+
+
+@pytest.mark.parametrize("fmt", ["csr_matrix", "csc_matrix", "coo_matrix", "csr_array"])
+def test_sparse_input_is_refused_with_advice(fmt):
+    sparse = pytest.importorskip("scipy.sparse")
+    if not hasattr(sparse, fmt):
+        pytest.skip(f"scipy has no {fmt}")
+    net, X, y = classifier()
+    before = state(net)
+    S = getattr(sparse, fmt)(X)
+    for call in ("forward", "predict", "fit"):
+        with pytest.raises(TypeError, match=r"toarray\(\)"):
+            CALLS[call](net, S, y)
+    assert state(net) == before
+
+
+# ------------------------------------------------------------------ every dtype and layout
+
+DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int32, np.int64, np.uint8, np.bool_,
+          ">f4", ">f8", "<f8", ">i4"]
+
+
+def integer_data(rng, dtype):
+    """Data every dtype holds exactly (small integers; 0/1 for bool)."""
+    hi = 2 if np.dtype(dtype) == np.bool_ else 6
+    X = rng.integers(0, hi, (40, 4)).astype(dtype)
+    return X
+
+
+@pytest.mark.parametrize("net_dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_numeric_dtype_equals_its_converted_copy(dtype, net_dtype, rng):
+    X = integer_data(rng, dtype)
+    y = np.arange(40) % 3
+    ref = np.ascontiguousarray(X, dtype=net_dtype)
+    net, _, _ = classifier(net_dtype)
+    assert np.array_equal(net.forward(X), net.forward(ref))
+    a, b = classifier(net_dtype)[0], classifier(net_dtype)[0]
+    a.fit(X, y, **FIT)
+    b.fit(ref, y, **FIT)
+    assert a._params.tobytes() == b._params.tobytes()
+
+
+def layouts(X):
+    F = np.asfortranarray(X)
+    ro = X.copy()
+    ro.flags.writeable = False
+    wide = np.zeros((X.shape[0] * 2, X.shape[1] * 3), dtype=X.dtype)
+    wide[::2, ::3] = X
+    return {"fortran": F, "read-only": ro, "strided": wide[::2, ::3],
+            "reversed": X[::-1][::-1], "negative-strides": np.flip(np.flip(X, 0), 1)[::-1, ::-1],
+            "column-slice": np.hstack([X, X])[:, :X.shape[1]]}
+
+
+@pytest.mark.parametrize("layout", list(layouts(np.zeros((2, 2)))))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layouts_give_exactly_the_results_of_a_contiguous_copy(layout, dtype, rng):
+    X = rng.standard_normal((50, 4))
+    y = rng.integers(0, 3, 50)
+    Xl = layouts(X)[layout]
+    ylabels = np.repeat(y[:, None], 2, axis=1)[:, 1]  # a strided label vector
+    assert not ylabels.flags.c_contiguous
+    before = (Xl.copy(), ylabels.copy())
+    net = classifier(dtype)[0]
+    ref = np.ascontiguousarray(X)
+    assert np.array_equal(net.forward(Xl), net.forward(ref))
+    assert np.array_equal(net.predict(Xl), net.predict(ref))
+    J1, dW1, _ = net.loss_and_gradients(Xl, ylabels)
+    J2, dW2, _ = net.loss_and_gradients(ref, y)
+    assert J1 == J2 and all(np.array_equal(a, b) for a, b in zip(dW1, dW2))
+    a, b = classifier(dtype)[0], classifier(dtype)[0]
+    a.fit(Xl, ylabels, validation=(Xl, ylabels), **FIT)
+    b.fit(ref, y, validation=(ref, y), **FIT)
+    assert a._params.tobytes() == b._params.tobytes()
+    assert np.array_equal(Xl, before[0]) and np.array_equal(ylabels, before[1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_callers_arrays_are_never_modified(dtype, rng):
+    X = rng.standard_normal((40, 4)).astype(dtype)
+    y = rng.integers(0, 3, 40)
+    Xv, yv = X[:10].copy(), y[:10].copy()
+    copies = [a.copy() for a in (X, y, Xv, yv)]
+    net = classifier(dtype)[0]
+    net.fit(X, y, validation=(Xv, yv), shuffle=True, **FIT)
+    _, cache = net.forward(X, cache=True)
+    cache.A[0][...] = 99  # A[0] is a copy, never the caller's X
+    net.predict(X), net.score(X, y), net.loss_and_gradients(X, y)
+    for a, b in zip((X, y, Xv, yv), copies):
+        assert a.tobytes() == b.tobytes()
+    reg = fastmlp.MLP([4, 3, 2], output="identity", dtype=dtype, seed=0)
+    Y = rng.standard_normal((40, 2)).astype(dtype)
+    Yc = Y.copy()
+    reg.fit(X, Y, **FIT)
+    assert Y.tobytes() == Yc.tobytes()
+
+
+# ------------------------------------------------------------------ extreme numbers
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_at_extreme_logits_is_finite_and_exact(dtype):
+    """Logits at +-(largest finite) / c: the loss is logsumexp(g) - g_y, here exactly
+    max(g) - g_y (the other terms vanish below rounding), the gradient softmax - onehot.
+    float32: c = 1 (the loss, up to 2 FLT_MAX, is summed in double); float64: c = 4 (the
+    true loss must itself be a finite double)."""
+    big = float(np.finfo(dtype).max) / (1 if dtype == np.float32 else 4)
+    G = np.array([[big, -big, 0.0], [-big, big, -big], [0.0, -big, big]], dtype=dtype)
+    Y = np.array([1, 1, 0], dtype=np.int64)
+    dG, rows = np.empty_like(G), np.empty(3)
+    total = _core.loss(G, Y, dG, rows, "cross_entropy", 1.0)
+    g = G.astype(np.float64)
+    expect = g.max(axis=1) - g[np.arange(3), Y]
+    assert np.array_equal(rows, expect)
+    assert np.isfinite(total)
+    onehot = np.eye(3)[Y]
+    assert np.array_equal(dG, (g == g.max(axis=1, keepdims=True)) - onehot)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_cross_entropy_at_extreme_logits(dtype):
+    big = float(np.finfo(dtype).max)
+    g = np.array([[big], [-big], [big], [-big]], dtype=dtype)
+    y = np.array([[0.0], [1.0], [1.0], [0.0]], dtype=dtype)
+    dG, rows = np.empty_like(g), np.empty(4)
+    _core.loss(g, y, dG, rows, "binary_cross_entropy", 1.0)
+    assert list(rows) == [big, big, 0.0, 0.0]
+    assert list(dG[:, 0]) == [1.0, -1.0, 0.0, 0.0]
+
+
+def test_non_finite_gradient_is_never_applied_and_names_the_layer():
+    """float32 inputs of FLT_MAX / 8: the loss (summed in double) is finite, the gradient of
+    the first layer's weights overflows float32. The step is refused; nothing changes."""
+    net = fastmlp.MLP([2, 3, 1], output="identity", dtype="float32", seed=0)
+    big = float(np.finfo(np.float32).max) / 8
+    before = state(net)[0]
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: non-finite gradient in "
+                                                 r"layer 0.*smaller learning rate"):
+        net.fit(np.full((4, 2), big), np.zeros(4),
+                optimizer=fastmlp.SGD(lr=1e-30, batch_size=None), epochs=1)
+    assert net._params.tobytes() == before
+
+
+def test_lecture_divergence_keeps_the_last_finite_weights_and_saves_nothing(tmp_path):
+    """X = 0..99, y = x, no hidden layer, zero init, full batch, lr 1: epoch 1's loss is
+    3283.5 = mean(x^2). The fit stops at the first non-finite step, naming its epoch k; the
+    weights are bit for bit those of an uninterrupted run of k - 1 epochs."""
+    X = np.arange(100.0)[:, None]
+    opt = fastmlp.SGD(lr=1.0, batch_size=None)
+    net = fastmlp.MLP([1, 1], output="identity", init="zeros", dtype="float64")
+    with pytest.raises(FloatingPointError, match=r"diverged in epoch (\d+).*smaller learning "
+                                                 r"rate.*clip_norm") as info:
+        net.fit(X, X[:, 0], optimizer=opt, epochs=1000)
+    k = int(re.search(r"epoch (\d+)", str(info.value)).group(1))
+    assert k > 2 and net.history_.loss[0] == 3283.5
+    assert len(net.history_.loss) == k - 1 and np.isfinite(net.history_.loss).all()
+    twin = fastmlp.MLP([1, 1], output="identity", init="zeros", dtype="float64")
+    twin.fit(X, X[:, 0], optimizer=opt, epochs=k - 1)
+    assert net._params.tobytes() == twin._params.tobytes()
+    assert np.isfinite(net._params).all()
+    net.save(tmp_path / "ok.npz")  # the kept weights are finite, so they may be saved
+    net._params[0] = np.inf        # whereas non-finite ones never are
+    with pytest.raises(ValueError, match="non-finite"):
+        net.save(tmp_path / "bad.npz")
+    assert sorted(os.listdir(tmp_path)) == ["ok.npz"]
+
+
+# ------------------------------------------------------------------ threads and processes
+
+def _fit_one(seed, X, y, n_threads=None):
+    net = fastmlp.MLP([16, 32, 3], output="softmax", seed=seed)
+    net.fit(X, y, optimizer=fastmlp.SGD(lr=0.05, batch_size=8), epochs=3, n_threads=n_threads)
+    return net._params.tobytes()
+
+
+def test_four_threads_fitting_four_networks_equal_one_after_another(rng):
+    X = rng.standard_normal((400, 16))
+    y = rng.integers(0, 3, 400)
+    alone = [_fit_one(s, X, y) for s in range(4)]
+    together = [None] * 4
+    start = threading.Barrier(4)
+
+    def work(s):
+        start.wait()
+        together[s] = _fit_one(s, X, y)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert together == alone
+    assert len(set(alone)) == 4  # four different networks, not one four times
+
+
+def _predict_in_child(args):
+    net, X = args
+    return net.predict_proba(X, n_threads=2)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_child_processes_predict_like_the_parent(method, rng):
+    """A network fitted (with threads) in the parent predicts the same in 'fork' and 'spawn'
+    children; a hang would fail at the timeout."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} here")
+    X = rng.standard_normal((2048, 64))
+    y = rng.integers(0, 10, 2048)
+    net = fastmlp.MLP([64, 256, 10], output="softmax", seed=0)
+    net.fit(X, y, optimizer=fastmlp.SGD(lr=0.05, batch_size=256), epochs=1, n_threads=2)
+    ref = net.predict_proba(X, n_threads=2)
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(2) as pool:
+        out = pool.map_async(_predict_in_child, [(net, X), (net, X[:100])]).get(timeout=120)
+    assert np.array_equal(out[0], ref) and np.array_equal(out[1], ref[:100])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_two_and_three_threads_give_identical_weights(dtype, rng, monkeypatch):
+    """A network big enough that its products run on several threads (M N K >= 2^21); three
+    threads are allowed even on a smaller machine (the count is capped at the CPUs)."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 4)
+    X = rng.standard_normal((1024, 128))
+    y = rng.integers(0, 10, 1024)
+    out = []
+    for nt in (1, 2, 3):
+        net = fastmlp.MLP([128, 256, 256, 10], output="softmax", dtype=dtype, seed=1)
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=0.05, batch_size=256), epochs=2, n_threads=nt)
+        out.append((net._params.tobytes(), net.predict_proba(X, n_threads=nt).tobytes()))
+    assert out[0] == out[1] == out[2]
+
+
+def test_same_seed_bit_identical_run_after_run(rng):
+    X = rng.standard_normal((300, 16))
+    y = rng.integers(0, 3, 300)
+    assert _fit_one(5, X, y) == _fit_one(5, X, y)
+
+
+THREAD_COUNT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    def tasks():
+        return len(os.listdir("/proc/self/task"))
+    mode = sys.argv[1]
+    import fastmlp
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2048, 128)); y = rng.integers(0, 10, 2048)
+    net = fastmlp.MLP([128, 512, 10], output="softmax", seed=0)
+    kw = {}
+    if mode == "argument":
+        kw = {"n_threads": 1}
+    elif mode == "set_num_threads":
+        fastmlp.set_num_threads(1)
+    elif mode == "threadpoolctl":
+        threadpool_limits(1)
+    elif mode == "two":
+        kw = {"n_threads": 2}
+    before = tasks()
+    resolved = fastmlp.get_num_threads() if not kw else kw["n_threads"]
+    net.fit(X, y, optimizer=fastmlp.SGD(lr=0.05, batch_size=512), epochs=1, **kw)
+    net.predict(X, **kw)
+    print(before, tasks(), resolved)
+""")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+@pytest.mark.parametrize("mode", ["argument", "set_num_threads", "OMP_NUM_THREADS",
+                                  "threadpoolctl", "two"])
+def test_one_thread_starts_no_threads(mode):
+    """In a fresh process, work limited to one thread by each of the four controls starts no
+    thread; two threads start at least one (so the count does see OpenMP's threads)."""
+    if mode == "two" and (not _core.openmp_enabled() or (os.cpu_count() or 1) < 2):
+        pytest.skip("needs OpenMP and two CPUs")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("OMP_NUM_THREADS", None)
+    if mode == "OMP_NUM_THREADS":
+        env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", THREAD_COUNT, mode], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after, resolved = map(int, out.stdout.split())
+    if mode == "two":
+        assert after > before
+    else:
+        assert resolved == 1 and after == before
+
+
+def test_thread_controls_take_effect_at_run_time():
+    from threadpoolctl import threadpool_limits
+
+    full = fastmlp.get_num_threads()
+    try:
+        fastmlp.set_num_threads(1)
+        assert fastmlp.get_num_threads() == 1
+        fastmlp.set_num_threads(None)
+        assert fastmlp.get_num_threads() == full
+        if _core.openmp_enabled():
+            with threadpool_limits(1):
+                assert fastmlp.get_num_threads() == 1
+            assert fastmlp.get_num_threads() == full
+    finally:
+        fastmlp.set_num_threads(None)
+
+
+# ------------------------------------------------------------------ Ctrl-C
+
+def test_keyboard_interrupt_keeps_the_last_completed_step():
+    """Ctrl-C (here raised from the epoch callback, after epoch 2) returns with a warning and
+    the weights of an uninterrupted two-epoch run, bit for bit."""
+    net, X, y = classifier()
+
+    def stop(epoch, history):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted after 2 complete epochs"):
+        hist = net.fit(X, y, callback=stop, optimizer=FIT["optimizer"], epochs=10)
+    assert hist.interrupted and hist.epochs == 2
+    twin = classifier()[0]
+    twin.fit(X, y, optimizer=FIT["optimizer"], epochs=2)
+    assert net._params.tobytes() == twin._params.tobytes()
+
+
+SIGINT_CHILD = textwrap.dedent("""
+    import time, warnings
+    import numpy as np
+    import fastmlp
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4096, 256)); y = rng.integers(0, 10, 4096)
+    net = fastmlp.MLP([256, 512, 10], output="softmax", seed=0)
+    print("ready", flush=True)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        hist = net.fit(X, y, epochs=100000)
+    print(hist.interrupted, bool(np.isfinite(net._params).all()),
+          any("interrupted" in str(x.message) for x in w), repr(time.monotonic()), flush=True)
+""")
+
+
+def test_sigint_in_a_real_process_returns_promptly():
+    """A real SIGINT during an epoch: fit returns (interrupted, warning, finite weights). The
+    time from the signal to the return is printed for the record, not asserted (a block of
+    engine steps is about 5e8 flops, a few tens of ms); a hang fails at the timeout."""
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with subprocess.Popen([sys.executable, "-c", SIGINT_CHILD], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+            time.sleep(0.5)  # into the first epoch (seconds long), inside the C engine
+            sent = time.monotonic()  # the same system-wide clock as the child's
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    interrupted, finite, warned, returned = out.split("\n")[-2].split()
+    assert (interrupted, finite, warned) == ("True", "True", "True")
+    print(f"fit returned {float(returned) - sent:.3f} s after SIGINT")
+
+
+# ------------------------------------------------------------------ atomic saves, hostile files
+
+SAVE_LOOP = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import fastmlp
+    net = fastmlp.MLP([64, 512, 256, 10], output="softmax", seed=0)
+    path = sys.argv[1]
+    net.save(path)
+    print("saved", flush=True)
+    k = 0
+    while True:
+        k += 1
+        net.biases[0] = np.full(512, float(k % 1000))
+        net.save(path, metadata={"k": k})
+""")
+
+
+def test_save_killed_at_any_moment_leaves_a_loadable_file(tmp_path):
+    """SIGKILL a process that saves in a loop, at several moments: the target always loads
+    (the old or the new version, never a mix: its biases match its metadata)."""
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    path = tmp_path / "m.npz"
+    rng = np.random.default_rng(0)
+    for trial in range(6):
+        with subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(path)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            try:
+                assert proc.stdout.readline().strip() == "saved", proc.stderr.read()
+                time.sleep(float(rng.uniform(0.05, 0.6)))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+            finally:
+                proc.kill()
+        net = fastmlp.load(path)
+        k = net.metadata.get("k", 0)
+        assert np.array_equal(net.biases[0], np.full(512, float(k % 1000)))
+    leftovers = [p for p in os.listdir(tmp_path) if p != "m.npz"]
+    assert all(p.startswith(".fastmlp-") and p.endswith(".tmp") for p in leftovers)
+
+
+class _Marker:
+    """Unpickling this would create a file: the proof that a load executed something."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_loading_never_executes_a_pickle(tmp_path):
+    marker = str(tmp_path / "executed")
+    payload = pickle.dumps(_Marker(marker))
+    (tmp_path / "pickle.npz").write_bytes(payload)
+    with pytest.raises(ValueError, match="not an .npz"):
+        fastmlp.load(tmp_path / "pickle.npz")
+    np.savez(tmp_path / "objects.npz", header=np.array([_Marker(marker)], dtype=object),
+             params=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="object arrays"):
+        fastmlp.load(tmp_path / "objects.npz")
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("version", [0, 99, "1", None, True])
+def test_other_format_versions_are_refused(tmp_path, version):
+    net, _, _ = classifier()
+    path = tmp_path / "m.npz"
+    net.save(path)
+    with np.load(path) as f:
+        header, params = f["header"], f["params"]
+    h = json.loads(header.tobytes().decode())
+    h["version"] = version
+    np.savez(path, header=np.frombuffer(json.dumps(h).encode(), np.uint8), params=params)
+    with pytest.raises(ValueError, match=r"format version"):
+        fastmlp.load(path)
+
+
+def test_truncated_files_at_every_tenth_are_value_errors(tmp_path):
+    net, _, _ = classifier()
+    path = tmp_path / "m.npz"
+    net.save(path)
+    data = path.read_bytes()
+    for k in range(10):
+        cut = tmp_path / f"cut{k}.npz"
+        cut.write_bytes(data[: len(data) * k // 10])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match=f"cut{k}.npz"):
+                fastmlp.load(cut)
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    (dict(X_nan=True), r"NaN \(first at row 2, column 1\)"),
+    (dict(sample_weight=-np.ones(30)), r"sample_weight\[0\] = -1.0"),
+    (dict(sample_weight=np.ones(29)), r"sample_weight has shape \(29,\), expected \(30,\)"),
+    (dict(sample_weight=np.zeros(30)), r"sample_weight sums to 0"),
+    (dict(sample_weight=np.where(np.arange(30) == 3, np.nan, 1.0)), r"sample_weight\[3\]"),
+])
+def test_refused_fit_leaves_the_optimizer_state_alone(kw, pattern):
+    """A stateful optimizer (Adam after one epoch) keeps its moments and step count, and the
+    network its weights, when a later fit is refused."""
+    net, X, y = classifier()
+    opt = fastmlp.Adam(lr=0.01, batch_size=8)
+    net.fit(X, y, optimizer=opt, epochs=1)
+    snap = (opt.state_.tobytes(), opt.t_)
+    before = state(net)
+    if kw.pop("X_nan", False):
+        X = X.copy()
+        X[2, 1] = np.nan
+    with pytest.raises(ValueError, match=pattern):
+        net.fit(X, y, optimizer=opt, epochs=1, **kw)
+    assert (opt.state_.tobytes(), opt.t_) == snap and opt.t_ > 0
+    assert state(net) == before
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: fastmlp.SGD(momentum=-0.1), "momentum"), (lambda: fastmlp.SGD(momentum=1.0),
+                                                       "momentum"),
+    (lambda: fastmlp.SGD(l2=-1.0), "l2"), (lambda: fastmlp.Adam(beta1=1.0), "beta1"),
+    (lambda: fastmlp.Adam(beta2=-0.1), "beta2"), (lambda: fastmlp.Adam(eps=0.0), "eps"),
+    (lambda: fastmlp.Adam(lr=0.0), "lr"), (lambda: fastmlp.Adam(batch_size=0), "batch_size"),
+])
+def test_bad_settings_of_main_optimizers_name_the_argument(make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()
