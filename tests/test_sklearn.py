@@ -452,3 +452,14 @@ def test_process_pool_and_partial_fit_after_pickle():
     b.partial_fit(X, y)
     for Wa, Wb in zip(a.coefs_, b.coefs_):
         np.testing.assert_array_equal(Wa, Wb)
+
+
+@pytest.mark.parametrize("n, frac", [(10, 0.1), (30, 0.03), (3, 0.3)])
+def test_early_stopping_too_little_data_names_validation_fraction(n, frac):
+    X = np.random.default_rng(0).standard_normal((n, 3))
+    y = np.arange(n) % 2
+    for est in (MLPClassifier(early_stopping=True, validation_fraction=frac, max_iter=3),
+                MLPRegressor(early_stopping=True, validation_fraction=frac, max_iter=3)):
+        with pytest.raises(ValueError, match="validation_fraction"):
+            est.fit(X, y)
+        assert not hasattr(est, "coefs_")

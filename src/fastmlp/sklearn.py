@@ -389,8 +389,19 @@ class _BaseMLP(BaseEstimator):
             # scikit-learn stratifies single-output classification only (binary here)
             stratify = y if (self._output == "sigmoid" and y.ndim == 1) else None
             parts = (X, y) if sample_weight is None else (X, y, sample_weight)
-            split = train_test_split(*parts, random_state=rs,
-                                     test_size=self.validation_fraction, stratify=stratify)
+            n_val = math.ceil(self.validation_fraction * X.shape[0])  # train_test_split's rule
+            if n_val < 2 or n_val >= X.shape[0]:
+                raise ValueError(f"early_stopping needs a validation split of at least 2 rows "
+                                 f"and a training part: validation_fraction="
+                                 f"{self.validation_fraction} of {X.shape[0]} rows gives "
+                                 f"{n_val}. Increase 'validation_fraction' or the size of your "
+                                 f"dataset.")
+            try:
+                split = train_test_split(*parts, random_state=rs,
+                                         test_size=self.validation_fraction, stratify=stratify)
+            except ValueError as e:
+                raise ValueError(f"early_stopping cannot split off validation_fraction="
+                                 f"{self.validation_fraction} of the data: {e}") from None
             X, X_val, y, y_val = split[:4]
             if sample_weight is not None:
                 sample_weight, w_val = split[4], split[5]
