@@ -413,3 +413,17 @@ def test_optimizer_bind_after_pickle_continues_exactly():
     np.testing.assert_array_equal(net2._params, whole._params)
     with pytest.raises(ValueError, match="does not fit a network"):
         opt2.bind(fastmlp.MLP([4, 5, 3], dtype="float64"))
+
+
+@pytest.mark.parametrize("make", [lambda: fastmlp.SGD(lr=0.05, batch_size=7),
+                                  lambda: fastmlp.Adam(lr=0.01, batch_size=7)])
+def test_fit_in_parts_equals_one_fit(make):
+    """With shuffling, fit(epochs=3) then fit(epochs=2) gives the weights of fit(epochs=5)."""
+    X, y = data(n=30)
+    one = net_with("none", "tanh", sizes=(4, 6, 3), seed=7)
+    one.fit(X, y, make(), epochs=5)
+    two = net_with("none", "tanh", sizes=(4, 6, 3), seed=7)
+    opt = make()
+    two.fit(X, y, opt, epochs=3)
+    two.fit(X, y, opt, epochs=2)
+    np.testing.assert_array_equal(one._params, two._params)

@@ -635,7 +635,8 @@ class MLP:
         macs = sum(int(p[0]) * int(p[1]) for p in self._plan)
         block = max(1, int(_BLOCK_FLOPS // max(1, _FLOPS_PER_MAC * macs * B)))
         rng = self._shuffle_rng
-        idx = np.arange(n, dtype=np.int64)
+        ident = np.arange(n, dtype=np.int64)
+        idx = ident.copy()
         fired = np.zeros(int(self._plan[:, 1].sum()), dtype=np.uint8)
         hist = History()
         self.history_ = hist
@@ -646,6 +647,10 @@ class MLP:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
                 if shuffle:
+                    # A fresh permutation every epoch (not a shuffle of the last one), so that
+                    # fit(epochs=a + b) equals fit(epochs=a) then fit(epochs=b): the weights,
+                    # the optimizer and this generator are then the whole state of a run.
+                    idx[...] = ident
                     rng.shuffle(idx)
                 layer_stats = np.zeros((self.n_layers, 4))
                 fired[...] = 0
