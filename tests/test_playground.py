@@ -586,3 +586,13 @@ def test_command_bad_port_is_a_user_error(capsys):
 
     assert main(["playground", "--port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_single_row_steps_never_stop_the_session(client):
+    """A one-row batch holds one class: steps must go on (a batch, not the data set)."""
+    cfg = {"dataset": "xor", "hidden": [4], "activation": "tanh", "batch_size": 1, "lr": 0.1}
+    sid = client.call("POST", "/api/session", cfg)[1]["session"]
+    for k in range(1, 6):
+        client.call("POST", f"/api/session/{sid}/step")
+        snap = poll_until(client, sid, lambda s, k=k: s["step"] == k or s["error"])
+        assert not snap["error"], snap["error"]

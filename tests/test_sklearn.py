@@ -463,3 +463,15 @@ def test_early_stopping_too_little_data_names_validation_fraction(n, frac):
         with pytest.raises(ValueError, match="validation_fraction"):
             est.fit(X, y)
         assert not hasattr(est, "coefs_")
+
+
+def test_partial_fit_accepts_a_batch_of_one_class():
+    """scikit-learn's partial_fit learns from batches that hold a single declared class."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    est = MLPClassifier(random_state=0)
+    est.partial_fit(X[:10], np.zeros(10, int), classes=[0, 1])
+    est.partial_fit(X[10:], np.ones(10, int))
+    assert list(est.classes_) == [0, 1] and est.t_ == 20
+    with pytest.raises(ValueError, match="only one class"):
+        MLPClassifier(max_iter=2).fit(X, np.zeros(20, int))

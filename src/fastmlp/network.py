@@ -549,7 +549,7 @@ class MLP:
 
     def fit(self, X, y, optimizer=None, epochs=10, shuffle=True, validation=None, tol=None,
             patience=5, verbose=0, n_threads=None, callback=None, sample_weight=None,
-            diagnostics=True):
+            diagnostics=True, allow_one_class=False):
         """Train with mini-batch SGD or Adam; returns the History of the run.
 
         Parameters
@@ -584,6 +584,10 @@ class MLP:
             Record the dead-unit fractions (``history.dead_fraction``) and warn about
             vanishing, exploding or dead gradients. The per-layer gradient norms are always
             recorded (the global norm is made of them).
+        allow_one_class : bool
+            A classification target holding a single class is an error (nothing can be learnt
+            from it) unless this is True: for training on one batch or one part of the data
+            whose other classes come in other calls (as ``partial_fit`` and a single step do).
 
         Raises
         ------
@@ -601,7 +605,8 @@ class MLP:
             raise ValueError(f"tol must be None or a number >= 0, got {tol!r}")
         X = self._X(X)
         y = self._y(y, X.shape[0])
-        check_two_classes(y, "y", self.loss)
+        if not allow_one_class:
+            check_two_classes(y, "y", self.loss)
         n = X.shape[0]
         sw = None if sample_weight is None else _sample_weight(sample_weight, n, self.dtype)
         val = None

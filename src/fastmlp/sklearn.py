@@ -442,7 +442,7 @@ class _BaseMLP(BaseEstimator):
         kw = {} if sample_weight is None else {"sample_weight": sample_weight}
         hist = self._net.fit(X, y, optimizer=opt, epochs=1 if incremental else self.max_iter,
                              shuffle=bool(self.shuffle), n_threads=self._nt, callback=policy,
-                             diagnostics=False, **kw)
+                             diagnostics=False, allow_one_class=incremental, **kw)
         self.history_ = hist
         if self.early_stopping:
             for l, (W, b) in enumerate(zip(*self._best_params)):

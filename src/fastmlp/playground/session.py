@@ -449,7 +449,8 @@ class Session:
         self._pos += B
         opt = self._make_optimizer(self.config, batch_size=B)
         hist = self._net.fit(self._F_train[idx], self._y_train[idx], optimizer=opt, epochs=1,
-                             shuffle=False, n_threads=1, diagnostics=False)
+                             shuffle=False, n_threads=1, diagnostics=False,
+                             allow_one_class=True)
         self.step += 1
         if self._pos >= n:
             self.epoch += 1
