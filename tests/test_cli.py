@@ -654,3 +654,47 @@ def test_model_without_cli_metadata_uses_columns_in_order(tmp_path, capsys):
     code, out, err = run(capsys, "predict", bare, data)
     assert code == 0, err
     assert out.splitlines()[0] == "prediction" and len(out.splitlines()) == 3
+
+
+# ---------------------------------------------------------------- found by a new user
+
+def test_train_out_may_not_overwrite_the_data(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,price\n" + "".join(f"{i},{i % 3},{2 * i}\n" for i in range(30)))
+    before = data.read_bytes()
+    code, _, err = run(capsys, "train", data, "--target", "price", "--out", data)
+    assert code == 2 and "is the data file" in err
+    assert data.read_bytes() == before
+
+
+def test_train_two_rows_is_one_line_error(tmp_path, capsys):
+    data = tmp_path / "t.csv"
+    data.write_text("a,b,label\n1,2,0\n4,5,1\n")
+    code, _, err = run(capsys, "train", data, "--target", "label", "--task", "classification",
+                       "--out", tmp_path / "m.npz")
+    assert code == 2 and err.count("\n") == 1 and "fastmlp: error:" in err
+
+
+def test_divergence_names_the_run_epoch(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    p = X @ [1, 2, -1] + 0.1 * rng.normal(size=300)
+    data = tmp_path / "g.csv"
+    np.savetxt(data, np.c_[X, p], delimiter=",", header="a,b,c,price", comments="")
+    code, out, err = run(capsys, "train", data, "--target", "price", "--lr", "0.4",
+                         "--batch-size", "full", "--epochs", "40", "--out", tmp_path / "m.npz")
+    assert code == 1
+    # The same run through the Python API (one fit of 40 epochs) diverges in epoch 4.
+    assert re.search(r"diverged in epoch 4, step 1:", err), err
+
+
+def test_predict_refuses_an_estimator_file_with_one_line(tmp_path, capsys):
+    from fastmlp.sklearn import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    MLPClassifier(max_iter=5).fit(X, y).save(tmp_path / "clf.npz")
+    data = tmp_path / "x.csv"
+    np.savetxt(data, X, delimiter=",", header="a,b,c", comments="")
+    code, _, err = run(capsys, "predict", tmp_path / "clf.npz", data)
+    assert code == 2 and "saved from Python" in err

@@ -386,6 +386,10 @@ def _config_text():
 
 def _train(args):
     out = _default_out(args.data) if args.out is None else args.out
+    for path, what in ((out, "--out"), (args.checkpoint, "--checkpoint")):
+        if (path is not None and args.data is not None
+                and os.path.realpath(path) == os.path.realpath(args.data)):
+            raise UsageError(f"{what} {path} is the data file; the model would overwrite it")
     _check_writable(out, "the model")
     _check_plot(args.plot, out)
     ckpt = _checkpoint_path(args, out)
@@ -473,8 +477,14 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
         for epoch in range(start, args.epochs):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", fastmlp.TrainingWarning)
-                h = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=1, verbose=0,
-                            n_threads=args.threads)
+                try:
+                    h = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=1,
+                                verbose=0, n_threads=args.threads)
+                except FloatingPointError as e:  # fit counts its own single epoch as 1
+                    raise FloatingPointError(str(e).replace(
+                        "diverged in epoch 1,", f"diverged in epoch {epoch + 1},", 1)) from None
+                except ValueError as e:  # e.g. a training split of one class
+                    raise UsageError(f"cannot train on {args.data or 'digits'}: {e}") from None
             for key in hist._keys:  # an interrupted fit holds 0 or 1 complete epochs
                 getattr(hist, key).extend(getattr(h, key))
             if h.interrupted:
@@ -967,6 +977,9 @@ def _load_model(path):
     except Exception as e:  # a damaged file can make zipfile or NumPy raise almost anything
         text = " ".join(f"{type(e).__name__}: {e}".split())
         raise UsageError(f"{path} is not a readable fastmlp model: {text}") from None
+    if not isinstance(net, fastmlp.MLP):
+        raise UsageError(f"{path} holds a {type(net).__name__} saved from Python, not a model "
+                         f"of fastmlp train; load it with fastmlp.load() and call its predict")
     meta = net.metadata if isinstance(net.metadata, dict) else {}
     if "fastmlp_cli" not in meta:
         return net, {}
