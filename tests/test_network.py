@@ -341,3 +341,18 @@ def test_save_load_round_trip(pair, dtype, rng, tmp_path):
     X = rng.standard_normal((33, 6))
     assert np.array_equal(back.forward(X), net.forward(X))
     assert np.array_equal(back.predict(X), net.predict(X))
+
+
+def test_assigning_whole_parameter_lists_copies_into_the_network():
+    net = fastmlp.MLP([4, 8, 1], output="identity", seed=0)
+    X = np.ones((3, 4), np.float32)
+    net.weights = [np.zeros((4, 8)), np.zeros((8, 1))]
+    net.biases = [np.zeros(8), np.full(1, 7.0)]
+    np.testing.assert_array_equal(net.predict(X), [7.0, 7.0, 7.0])
+    assert np.shares_memory(net.weights[0], net._params)
+    before = net._params.copy()
+    with pytest.raises(ValueError, match=r"weights\[1\] has shape \(8, 1\), got \(8, 2\)"):
+        net.weights = [np.zeros((4, 8)), np.zeros((8, 2))]
+    with pytest.raises(ValueError, match="biases has 2 layers, got 1"):
+        net.biases = [np.zeros(8)]
+    np.testing.assert_array_equal(net._params, before)  # nothing half-written

@@ -72,7 +72,7 @@ class _ParamList:
     def __getitem__(self, l):
         return self._views[l]
 
-    def __setitem__(self, l, value):
+    def _checked(self, l, value):
         view = self._views[l]
         arr = np.asarray(value)
         if arr.shape != view.shape:
@@ -81,7 +81,20 @@ class _ParamList:
             raise ValueError(f"{self._name}[{l}] must be numeric, got dtype {arr.dtype}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{self._name}[{l}] must be finite")
-        view[...] = arr
+        return arr
+
+    def __setitem__(self, l, value):
+        self._views[l][...] = self._checked(l, value)
+
+    def assign(self, values):
+        """Copy a whole list in; every entry is checked before any is written."""
+        values = list(values)
+        if len(values) != len(self._views):
+            raise ValueError(f"{self._name} has {len(self._views)} layers, got {len(values)} "
+                             f"arrays")
+        arrays = [self._checked(l, v) for l, v in enumerate(values)]
+        for view, arr in zip(self._views, arrays):
+            view[...] = arr
 
     def __repr__(self):
         return f"[{', '.join(repr(v) for v in self._views)}]"
@@ -275,9 +288,9 @@ class MLP:
         self._plan = plan
         self._params = np.zeros(off, dtype=self.dtype)
         self._grads = np.zeros(off, dtype=self.dtype)
-        self.weights = _ParamList([self._params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
+        self._weights = _ParamList([self._params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
                                    for p in plan], "weights")
-        self.biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases")
+        self._biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases")
         self._dweights = [self._grads[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
                           for p in plan]
         self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
@@ -313,6 +326,26 @@ class MLP:
             self._shuffle_rng.bit_generator.state = state
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"not a shuffle state of this network: {e!r}") from None
+
+    @property
+    def weights(self):
+        """W of each layer, (fan_in, fan_out): NumPy views into the parameter buffer. Writing
+        into them, or assigning ``weights[l] = W`` or ``weights = [...]``, copies the values in
+        (shape, dtype kind and finiteness checked)."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, values):
+        self._weights.assign(values)
+
+    @property
+    def biases(self):
+        """b of each layer, (fan_out,): views like ``weights``."""
+        return self._biases
+
+    @biases.setter
+    def biases(self, values):
+        self._biases.assign(values)
 
     @property
     def n_layers(self):
