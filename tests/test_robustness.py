@@ -220,3 +220,34 @@ def test_label_far_outside_classes_is_named_exactly():
     y[7] = 1e300
     with pytest.raises(ValueError, match=r"label 1e\+300 at row 7"):
         net.fit(X, y, epochs=1)
+
+
+def test_compressed_parameter_bomb_is_refused_before_decompressing(tmp_path):
+    """A small file whose parameter array inflates to 400 MB is refused from the stored
+    shape alone: nothing near that size is ever allocated."""
+    import tracemalloc
+    net = fastmlp.MLP([4, 3, 2])
+    header = {"format": "fastmlp", "version": 1, "layer_sizes": [4, 3, 2],
+              "activations": ["relu"], "output": "identity", "loss": "squared",
+              "init": "he", "dtype": "float32", "seed": 0, "metadata": {}}
+    raw = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, header=raw, params=np.zeros(100_000_000, np.float32))
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"100000000 parameters stored, .* need 23"):
+            fastmlp.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000, peak
+    assert net.n_params == 23
+
+
+def test_deeply_nested_header_is_a_value_error(tmp_path):
+    path = tmp_path / "nested.npz"
+    np.savez(path, header=np.frombuffer(b"[" * 100_000, dtype=np.uint8),
+             params=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="header is not JSON"):
+        fastmlp.load(path)

@@ -846,16 +846,38 @@ def _umask():
     return mask
 
 
-def _read_npz(path):
-    """(header bytes, params) of a model file, or ValueError naming the file and the problem.
+# A model header is a few hundred bytes of JSON (more with metadata); a larger one is refused
+# before it is read.
+_MAX_HEADER_BYTES = 1 << 24
 
-    The file is opened here, not by np.load, so that it is closed also when np.load fails
-    on a damaged archive (np.load then leaves its own file object open)."""
+
+def _read_npz(path, parse_header):
+    """(parsed header, params) of a model file, or ValueError naming the file and the problem.
+
+    ``parse_header(raw uint8 array)`` returns (header, expected parameter count). The stored
+    shapes are read from the arrays' own small headers first, so an array larger than the
+    header allows is refused before it is decompressed. The file is opened here, not by
+    np.load, so that it is closed also when np.load fails on a damaged archive (np.load then
+    leaves its own file object open)."""
     with open(path, "rb") as fh:
-        return _read_npz_file(path, fh)
+        return _read_npz_file(path, fh, parse_header)
 
 
-def _read_npz_file(path, fh):
+def _npy_header(path, f, name):
+    """(shape, dtype) stored for array ``name`` of the NpzFile f, without reading its data."""
+    try:
+        with f.zip.open(name + ".npy") as m:
+            version = np.lib.format.read_magic(m)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(m)
+    except Exception as e:  # zipfile and numpy raise many kinds on a damaged member
+        raise ValueError(f"{path} is not a readable fastmlp model (damaged {name}: "
+                         f"{type(e).__name__}: {e})") from None
+    return shape, dtype
+
+
+def _read_npz_file(path, fh, parse_header):
     try:
         f = np.load(fh, allow_pickle=False)
     except ValueError as e:
@@ -871,16 +893,36 @@ def _read_npz_file(path, fh):
         keys = set(f.files)
         if keys != {"header", "params"}:
             raise ValueError(f"{path} is not a fastmlp model (arrays {sorted(keys)})")
-        try:
-            return f["header"], f["params"]
-        except ValueError as e:
-            if "pickle" in str(e):
-                raise ValueError(f"{path} is not a fastmlp model (it holds object arrays, "
-                                 f"which are never loaded)") from None
-            raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
-        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-            raise ValueError(f"{path} is not a readable fastmlp model (damaged: "
-                             f"{type(e).__name__}: {e})") from None
+        shape, dtype = _npy_header(path, f, "header")
+        pshape, pdtype = _npy_header(path, f, "params")
+        if dtype.hasobject or pdtype.hasobject:
+            raise ValueError(f"{path} is not a fastmlp model (it holds object arrays, which "
+                             f"are never loaded)")
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ValueError(f"{path} is not a fastmlp model (bad header array)")
+        if shape[0] > _MAX_HEADER_BYTES:
+            raise ValueError(f"{path} is not a fastmlp model (a header of {shape[0]} bytes)")
+        h, n_params = parse_header(_npz_member(path, f, "header"))
+        if pshape != (n_params,):
+            stored = (f"{pshape[0]} parameters" if len(pshape) == 1
+                      else f"parameters of shape {pshape}")
+            raise ValueError(f"{path}: {stored} stored, the header's layer sizes need "
+                             f"{n_params}")
+        return h, _npz_member(path, f, "params")
+
+
+def _npz_member(path, f, name):
+    """Array ``name`` of the NpzFile f, or ValueError naming the file and the problem."""
+    try:
+        return f[name]
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(f"{path} is not a fastmlp model (it holds object arrays, which "
+                             f"are never loaded)") from None
+        raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{path} is not a readable fastmlp model (damaged: "
+                         f"{type(e).__name__}: {e})") from None
 
 
 def _header_size(path, h):
@@ -893,18 +935,11 @@ def _header_size(path, h):
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def load(path):
-    """Read a network written by ``MLP.save``. Never unpickles; refuses foreign files.
-
-    Raises ValueError naming the file for anything that is not an intact fastmlp model of a
-    format this version reads (FileNotFoundError and PermissionError pass through)."""
-    path = os.fspath(path)
-    raw, params = _read_npz(path)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ValueError(f"{path} is not a fastmlp model (bad header array)")
+def _parse_header(path, raw):
+    """(header dict, parameter count) of a model file's raw header, checked."""
     try:
         h = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ValueError(f"{path} is not a fastmlp model (header is not JSON)") from None
     if not isinstance(h, dict) or h.get("format") != "fastmlp":
         raise ValueError(f"{path} is not a fastmlp model")
@@ -913,10 +948,16 @@ def load(path):
         raise ValueError(f"{path} has model format version {h.get('version')!r}; this fastmlp "
                          f"reads versions 1 to {FORMAT_VERSION} (upgrade fastmlp for newer "
                          f"files)")
-    n_params = _header_size(path, h)
-    if params.ndim != 1 or params.shape[0] != n_params:
-        raise ValueError(f"{path}: {params.size} parameters stored, the header's layer sizes "
-                         f"need {n_params}")
+    return h, _header_size(path, h)
+
+
+def load(path):
+    """Read a network written by ``MLP.save``. Never unpickles; refuses foreign files.
+
+    Raises ValueError naming the file for anything that is not an intact fastmlp model of a
+    format this version reads (FileNotFoundError and PermissionError pass through)."""
+    path = os.fspath(path)
+    h, params = _read_npz(path, lambda raw: _parse_header(path, raw))
     try:
         net = MLP(h["layer_sizes"], activation=h["activations"], output=h["output"],
                   loss=h["loss"], init=h["init"], dtype=h["dtype"], seed=h["seed"],
