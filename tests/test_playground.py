@@ -596,3 +596,38 @@ def test_single_row_steps_never_stop_the_session(client):
         client.call("POST", f"/api/session/{sid}/step")
         snap = poll_until(client, sid, lambda s, k=k: s["step"] == k or s["error"])
         assert not snap["error"], snap["error"]
+
+
+def test_a_burst_of_new_sessions_is_answered():
+    """60 tabs opening at once: every connection gets an answer (200, or 503 at the limit),
+    none is reset by a full listen queue."""
+
+    from collections import Counter
+    from fastmlp.playground.server import PlaygroundServer
+    srv = PlaygroundServer("127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    port, results = srv.server_address[1], []
+
+    def open_session():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/api/session", body="{}",
+                         headers={"Content-Type": "application/json"})
+            results.append(conn.getresponse().status)
+        except OSError as e:
+            results.append(type(e).__name__)
+        finally:
+            conn.close()
+
+    try:
+        clients = [threading.Thread(target=open_session) for _ in range(60)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(60)
+    finally:
+        srv.shutdown()
+        srv.close()
+    counts = Counter(results)
+    assert set(counts) <= {200, 503} and sum(counts.values()) == 60, counts

@@ -29,6 +29,7 @@ Design notes
 import json
 import mimetypes
 import os
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -138,6 +139,16 @@ class PlaygroundServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 reset connections when many tabs opened sessions at
+    # once (the accept loop waits for the GIL while sessions train); the kernel caps this.
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        """A client that goes away mid-request (a closed tab) is normal, not an error to
+        print; anything else is reported as socketserver does."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     def __init__(self, host="127.0.0.1", port=0, ttl=DEFAULT_TTL,
                  max_sessions=DEFAULT_MAX_SESSIONS):
