@@ -601,7 +601,6 @@ def test_single_row_steps_never_stop_the_session(client):
 def test_a_burst_of_new_sessions_is_answered():
     """60 tabs opening at once: every connection gets an answer (200, or 503 at the limit),
     none is reset by a full listen queue."""
-
     from collections import Counter
     from fastmlp.playground.server import PlaygroundServer
     srv = PlaygroundServer("127.0.0.1", 0)
