@@ -648,3 +648,20 @@ def test_refused_fit_leaves_the_optimizer_state_alone(kw, pattern):
 def test_bad_settings_of_main_optimizers_name_the_argument(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
+
+
+def test_inference_never_answers_from_an_overflowed_output():
+    """Finite float32 inputs near the limit overflow inside the layers: predict, predict_proba
+    and score refuse, naming the row, instead of answering from NaN logits."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 4))
+    clf = fastmlp.MLP([4, 8, 3], output="softmax", seed=0)
+    clf.fit(X, rng.integers(0, 3, 20), epochs=1)
+    big = X.copy()
+    big[7] = 3e38
+    for call in (clf.predict, clf.predict_proba,
+                 lambda X: clf.score(X, np.zeros(len(X), int))):
+        with pytest.raises(ValueError, match="output for row 7 of X is not finite"):
+            call(big)
+    assert not np.isfinite(clf.forward(big)[7]).all()  # forward shows the values as they are
+    assert np.isfinite(clf.predict_proba(X)).all()

@@ -432,11 +432,18 @@ class MLP:
 
     # ------------------------------------------------------------ inference
 
-    def _raw_output(self, X, nthreads):
-        """Last layer's output (logits for cross-entropy networks) of checked X."""
+    def _raw_output(self, X, nthreads, answer=False):
+        """Last layer's output (logits for cross-entropy networks) of checked X. With
+        ``answer`` (predict, predict_proba, score) a non-finite output is an error: no class or
+        value is ever computed from inf or NaN. ``forward`` shows the outputs as they are."""
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap):
             _core.forward(self._plan, self._params, ws, cap, X, out, nthreads)
+        if answer and not np.isfinite(out).all():
+            row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            raise ValueError(f"the network's output for row {row} of X is not finite: its "
+                             f"values (largest |x| {float(np.abs(X[row]).max()):.3g}) overflow "
+                             f"{self.dtype.name} in the layers; scale the inputs")
         return out
 
     def _activate_output(self, G):
@@ -493,7 +500,8 @@ class MLP:
         if not self.is_classifier:
             raise AttributeError("predict_proba is for classifiers (softmax or sigmoid output "
                                  "with a cross-entropy loss)")
-        P = self.forward(X, n_threads=n_threads)
+        P = self._activate_output(self._raw_output(self._X(X), resolve_threads(n_threads),
+                                                   answer=True))
         if self.loss == "binary_cross_entropy" and self.n_outputs == 1:
             P = np.hstack([1 - P, P])
         return P
@@ -504,7 +512,7 @@ class MLP:
         A network with one output returns shape (n_samples,); a multi-label sigmoid network
         returns (n_samples, n_outputs) of 0/1."""
         X = self._X(X)
-        G = self._raw_output(X, resolve_threads(n_threads))
+        G = self._raw_output(X, resolve_threads(n_threads), answer=True)
         if self.loss == "cross_entropy":
             return G.argmax(axis=1).astype(np.int64)
         if self.loss == "binary_cross_entropy":
@@ -538,10 +546,10 @@ class MLP:
         """Accuracy for classifiers, R^2 (averaged over outputs) for regression."""
         Xc = self._X(X)
         yc = self._y(y, Xc.shape[0])
-        return self._score(Xc, yc, resolve_threads(n_threads))
+        return self._score(Xc, yc, resolve_threads(n_threads), answer=True)
 
-    def _score(self, X, y, nt):
-        G = self._raw_output(X, nt)
+    def _score(self, X, y, nt, answer=False):
+        G = self._raw_output(X, nt, answer)
         if self.loss == "cross_entropy":
             return float(np.mean(G.argmax(axis=1) == y))
         if self.loss == "binary_cross_entropy":
