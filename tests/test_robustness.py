@@ -251,3 +251,18 @@ def test_deeply_nested_header_is_a_value_error(tmp_path):
              params=np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="header is not JSON"):
         fastmlp.load(path)
+
+
+def test_load_refuses_a_fifo_without_blocking(tmp_path):
+    path = tmp_path / "pipe.npz"
+    os.mkfifo(path)
+    with pytest.raises(ValueError, match="not a regular file"):
+        fastmlp.load(path)
+
+
+def test_divergence_from_huge_inputs_says_so():
+    X = np.random.default_rng(0).standard_normal((50, 3)) * 1e30
+    y = np.random.default_rng(1).standard_normal(50)
+    net = fastmlp.MLP([3, 4, 1], output="identity")
+    with pytest.raises(FloatingPointError, match=r"inputs reach \|x\| = .*standardize"):
+        net.fit(X, y, epochs=3)

@@ -21,6 +21,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -711,12 +712,15 @@ class MLP:
                                                nt)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
+                        big = float(np.abs(X).max())
+                        hint = (f" The inputs reach |x| = {big:.3g}: standardize them."
+                                if big > 1e6 else "")
                         raise FloatingPointError(
                             f"training diverged in epoch {epoch + 1}, step {e.step + 1}: "
                             f"non-finite {e.what}"
                             f"{f' in layer {e.layer}' if e.layer >= 0 else ''}. The network "
                             f"keeps the weights of the last finite step. Try a smaller "
-                            f"learning rate (lr={opt.lr:g}) or set clip_norm.") from None
+                            f"learning rate (lr={opt.lr:g}) or set clip_norm.{hint}") from None
                     tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
                     tot[2] = max(tot[2], st[2])
                     opt.t_ = st[9]
@@ -867,6 +871,8 @@ def _read_npz(path, parse_header):
     header allows is refused before it is decompressed. The file is opened here, not by
     np.load, so that it is closed also when np.load fails on a damaged archive (np.load then
     leaves its own file object open)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+        raise ValueError(f"{path} is not a fastmlp model (not a regular file)")
     with open(path, "rb") as fh:
         return _read_npz_file(path, fh, parse_header)
 
