@@ -698,3 +698,15 @@ def test_predict_refuses_an_estimator_file_with_one_line(tmp_path, capsys):
     np.savetxt(data, X, delimiter=",", header="a,b,c", comments="")
     code, _, err = run(capsys, "predict", tmp_path / "clf.npz", data)
     assert code == 2 and "saved from Python" in err
+
+
+def test_training_warnings_print_as_one_line(tmp_path):
+    """The diagnostics reach the terminal as 'fastmlp: warning: ...' lines, without the
+    source line of the code that raised them."""
+    proc = python_m("train", "--epochs", 2, "--activation", "sigmoid", "--hidden",
+                    "16,16,16,16,16,16", "--out", tmp_path / "m.npz", "-q", cwd=tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert any(l.startswith("fastmlp: warning: vanishing gradients") for l in lines), lines
+    assert all(l.startswith("fastmlp: ") for l in lines), lines

@@ -343,6 +343,10 @@ def main(argv=None):
     int
         The exit code: 0 success, 1 divergence, 2 user error, 130 interrupted.
     """
+    # Warnings (the training diagnostics) print as one line each, like the errors, not with
+    # the source line that raised them; recorders (catch_warnings(record=True)) still see them.
+    format_before = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         args = _build_parser().parse_args(argv)
         return _dispatch(args)
@@ -357,6 +361,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fastmlp: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = format_before
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"fastmlp: warning: {message}\n"
 
 
 def _dispatch(args):
