@@ -49,10 +49,10 @@ static void S(mark_active)(uint8_t *flags, const T *v, int64_t nb, int64_t O) {
     }
 }
 
-/* y[i] += x[i] over n values. */
-static void S(add_to)(T *y, const T *x, int64_t n) {
+/* y += a x over n values (a skip's sum, the L2 term). */
+static void S(axpy)(T *y, const T *x, int64_t n, T a) {
     #pragma omp simd
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 /* Forward of nb rows x (nb x I0) through every layer; returns the last layer's output, written
@@ -75,7 +75,7 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
                                 p->fan_out, FM_ACT_IDENTITY, w->gemm, nt);
             S(fm_act_forward)(w->h[l], dst, n, (int)p->act);
             if (p->skip == FM_SKIP_RESIDUAL) memcpy(dst, in, (size_t)n * sizeof(T));
-            S(add_to)(dst, w->h[l], n);
+            S(axpy)(dst, w->h[l], n, 1);
             if (active && p->act == FM_ACT_RELU)
                 S(mark_active)(active + off, w->h[l], nb, p->fan_out);
         }
@@ -123,13 +123,13 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
         if (!fused) {
             /* dnext holds dz W^T; make it the layer below's dA, then its dZ (note 8). */
             int64_t n = nb * p->fan_in;
-            if (p->skip == FM_SKIP_RESIDUAL) S(add_to)(dnext, w->d2, n);
+            if (p->skip == FM_SKIP_RESIDUAL) S(axpy)(dnext, w->d2, n, 1);
             if (lo->skip == FM_SKIP_NONE) {
                 S(fm_act_backward)(dnext, dnext, in, n, (int)lo->act);
             } else {
                 memcpy(w->d2, dnext, (size_t)n * sizeof(T));
                 S(fm_act_backward)(dnext, dnext, w->h[l - 1], n, (int)lo->act);
-                if (lo->skip == FM_SKIP_PREACT) S(add_to)(dnext, w->d2, n);
+                if (lo->skip == FM_SKIP_PREACT) S(axpy)(dnext, w->d2, n, 1);
             }
         }
         T *t = dz; dz = dnext; dnext = t;
@@ -161,12 +161,6 @@ static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const T *sw, const
             memcpy((T *)w->yb + r * K, (const T *)Y + i * K, (size_t)K * sizeof(T));
         if (sw) w->wb[r] = sw[i];
     }
-}
-
-/* g += a W over one layer's weights (the L2 term). */
-static void S(axpy)(T *g, const T *W, int64_t n, T a) {
-    #pragma omp simd
-    for (int64_t i = 0; i < n; i++) g[i] += a * W[i];
 }
 
 /* The largest change one step can make to a parameter (note 7), given the clipped gradient

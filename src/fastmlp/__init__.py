@@ -7,13 +7,13 @@ optimizer and hand them to that core.
 from fastmlp import _core
 from fastmlp._threads import get_num_threads, set_num_threads
 from fastmlp.diagnostics import TrainingWarning
-from fastmlp.network import MLP, History, load
+from fastmlp.network import MLP, DivergenceError, History, load
 from fastmlp.optim import SGD, Adam
 from fastmlp.profiling import profile
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "SGD", "Adam", "History", "TrainingWarning", "load", "profile", "show_config", "set_num_threads",
-           "get_num_threads", "__version__"]
+__all__ = ["MLP", "SGD", "Adam", "DivergenceError", "History", "TrainingWarning", "load",
+           "profile", "show_config", "set_num_threads", "get_num_threads", "__version__"]
 
 
 def show_config(file=None):

@@ -82,7 +82,7 @@ import numpy as np
 import fastmlp
 from fastmlp import datasets
 from fastmlp.diagnostics import epoch_warnings
-from fastmlp.network import ACTIVATIONS
+from fastmlp.network import ACTIVATIONS, DivergenceError
 
 MAX_AUTO_CLASSES = 20
 DEFAULT_HIDDEN = (128, 64)
@@ -490,9 +490,9 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
                 try:
                     h = net.fit(data.X_train, data.y_train, optimizer=opt, epochs=1,
                                 verbose=0, n_threads=args.threads)
-                except FloatingPointError as e:  # fit counts its own single epoch as 1
-                    raise FloatingPointError(str(e).replace(
-                        "diverged in epoch 1,", f"diverged in epoch {epoch + 1},", 1)) from None
+                except DivergenceError as e:  # fit counts its own single epoch as 1
+                    e.epoch = epoch + 1
+                    raise
                 except ValueError as e:  # e.g. a training split of one class
                     raise UsageError(f"cannot train on {args.data or 'digits'}: {e}") from None
             for key in hist._keys:  # an interrupted fit holds 0 or 1 complete epochs

@@ -101,6 +101,25 @@ class _ParamList:
         return f"[{', '.join(repr(v) for v in self._views)}]"
 
 
+class DivergenceError(FloatingPointError):
+    """A step of ``fit`` met a non-finite loss, gradient or update and was not applied.
+
+    Attributes ``epoch`` and ``step`` (1-based), ``what``, ``layer`` (-1 if none), ``lr``; the
+    message is made from them, so a caller that runs its epochs one fit at a time (the CLI)
+    sets ``epoch`` to its own count."""
+
+    def __init__(self, epoch, step, what, layer, lr, hint=""):
+        super().__init__()
+        self.epoch, self.step, self.what, self.layer, self.lr = epoch, step, what, layer, lr
+        self.hint = hint
+
+    def __str__(self):
+        where = f" in layer {self.layer}" if self.layer >= 0 else ""
+        return (f"training diverged in epoch {self.epoch}, step {self.step}: non-finite "
+                f"{self.what}{where}. The network keeps the weights of the last finite step. "
+                f"Try a smaller learning rate (lr={self.lr:g}) or set clip_norm.{self.hint}")
+
+
 class History:
     """Figures of a fit, one entry per completed epoch.
 
@@ -633,7 +652,7 @@ class MLP:
 
         Raises
         ------
-        FloatingPointError
+        DivergenceError (a FloatingPointError)
             When a batch's loss or gradient is not finite (divergence). The network keeps the
             weights of the last finite step; ``self.history_`` holds the epochs before.
         """
@@ -715,12 +734,8 @@ class MLP:
                         big = float(np.abs(X).max())
                         hint = (f" The inputs reach |x| = {big:.3g}: standardize them."
                                 if big > 1e6 else "")
-                        raise FloatingPointError(
-                            f"training diverged in epoch {epoch + 1}, step {e.step + 1}: "
-                            f"non-finite {e.what}"
-                            f"{f' in layer {e.layer}' if e.layer >= 0 else ''}. The network "
-                            f"keeps the weights of the last finite step. Try a smaller "
-                            f"learning rate (lr={opt.lr:g}) or set clip_norm.{hint}") from None
+                        raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
+                                              hint) from None
                     tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
                     tot[2] = max(tot[2], st[2])
                     opt.t_ = st[9]

@@ -33,10 +33,12 @@ def _check_nonneg(value, name):
     return v
 
 
+# State values per parameter of each kind the engine runs: velocity; Adam's m and v.
+_STATE_PER_PARAM = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
+
+
 class _Optimizer:
     """Shared parts: batch size, clipping, L2 and the state buffer."""
-
-    _n_state = 0  # state values per parameter
 
     def _common(self, lr, batch_size, clip_norm, l2):
         self.lr = check_positive_float(lr, "lr")
@@ -53,7 +55,7 @@ class _Optimizer:
 
     def _state_for(self, net):
         """The state buffer for ``net``: kept while the same network is trained, else new."""
-        n = self._kind_n_state() * net.n_params
+        n = self._state_per_param() * net.n_params
         if n == 0:
             return None
         owner = self._owner() if self._owner is not None else None
@@ -64,15 +66,15 @@ class _Optimizer:
             self._owner = weakref.ref(net)
         return self.state_
 
-    def _kind_n_state(self):
-        return self._n_state
+    def _state_per_param(self):
+        return _STATE_PER_PARAM[self._kind()]
 
     def bind(self, net):
         """Attach the state this optimizer holds to ``net``, so that the next fit of ``net``
         continues from it. The link to a network is not pickled (a pickled optimizer and its
         network come back as two objects); ``bind`` restores it. The state must have been made
         for a network of the same size and dtype."""
-        n = self._kind_n_state() * net.n_params
+        n = self._state_per_param() * net.n_params
         if self.state_ is not None and (self.state_.size != n or self.state_.dtype != net.dtype):
             raise ValueError(f"this optimizer's state ({self.state_.size} values of "
                              f"{self.state_.dtype}) does not fit a network of "
@@ -130,9 +132,6 @@ class SGD(_Optimizer):
             return "sgd"
         return "nesterov" if self.nesterov else "momentum"
 
-    def _kind_n_state(self):
-        return 0 if self.momentum == 0.0 else 1
-
     def _settings(self):
         """The tuple _core.train_steps reads."""
         return (self._kind(), self.lr, self.clip_norm or 0.0, self.momentum, 0.9, 0.999,
@@ -165,8 +164,6 @@ class Adam(_Optimizer):
     beta1, beta2 : float in [0, 1)
     eps : float > 0
     """
-
-    _n_state = 2
 
     def __init__(self, lr=0.001, batch_size=32, clip_norm=None, beta1=0.9, beta2=0.999,
                  eps=1e-8, l2=0.0):

@@ -124,8 +124,7 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     row_loss = np.empty(B)
     yb = np.empty((B,) + y.shape[1:], y.dtype)
     kind = opt._settings()[0]
-    state = np.zeros(params.size * {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[kind],
-                     dt)
+    state = np.zeros(params.size * opt._state_per_param(), dt)
     n_params = params.size
     s1 = state[:n_params] if state.size else None
     s2 = state[n_params:] if kind == "adam" else None
@@ -217,10 +216,8 @@ def _engine_step(net, X, y, opt, B, steps, nt, rng, calls=5):
     params = net._params.copy()
     grads = np.empty_like(params)
     settings = opt._settings()
-    kind = settings[0]
-    state = None
-    if kind != "sgd":
-        state = np.zeros(params.size * (2 if kind == "adam" else 1), net.dtype)
+    state = (np.zeros(params.size * opt._state_per_param(), net.dtype)
+             if opt._state_per_param() else None)
     ws = net._new_workspace(B, nt)
     stats = np.zeros((net.n_layers, 4))
     m = min(X.shape[0], B * steps)
