@@ -1,5 +1,6 @@
 /* gemm_impl.h: private interface between gemm.c (argument checks, ISA dispatch, threads) and the
- * kernel files (gemm_avx2.c; the portable path lives in gemm.c itself). Not part of the API.
+ * kernel files (gemm_avx2.c, gemm_avx512.c; the portable path lives in gemm.c itself). Not part
+ * of the API.
  *
  * gemm.c validates the arguments of a call once, folds them into one fm_gemm_prob, picks the path
  * and the thread count from the shape alone, and then calls either the direct (unpacked,
@@ -16,6 +17,13 @@
 #define FM_GEMM_HAVE_AVX2 1
 #else
 #define FM_GEMM_HAVE_AVX2 0
+#endif
+/* The AVX-512 kernels need GCC 7 or later (the AVX512DQ 256-bit extract and insert intrinsics)
+ * or clang. */
+#if FM_GEMM_HAVE_AVX2 && (defined(__clang__) || __GNUC__ >= 7)
+#define FM_GEMM_HAVE_AVX512 1
+#else
+#define FM_GEMM_HAVE_AVX512 0
 #endif
 
 /* One validated product. Sizes are > 0 except K, which may be 0 only for the portable worker
@@ -37,7 +45,7 @@ typedef struct {
     char *work;        /* 64-byte aligned; FM_GEMM_SLOT_BYTES per thread, slot t for thread t */
 } fm_gemm_prob;
 
-/* Scratch per thread: the packed A block and B panel of the AVX2 path (gemm_avx2.c checks its
+/* Scratch per thread: the packed A block and B panel of the SIMD paths (each kernel file checks its
  * blocking fits), or the transposed op(B) tile of the portable path. A multiple of 4 KiB so every
  * slot starts page-aligned when the first one does. */
 #define FM_GEMM_SLOT_BYTES ((size_t)1536 * 1024)
@@ -49,6 +57,14 @@ void fm_gemm_avx2_direct_f32(const fm_gemm_prob *p);
 void fm_gemm_avx2_direct_f64(const fm_gemm_prob *p);
 void fm_gemm_avx2_packed_f32(const fm_gemm_prob *p, int tid, int nth);
 void fm_gemm_avx2_packed_f64(const fm_gemm_prob *p, int tid, int nth);
+#endif
+
+/* AVX-512 kernels (gemm_avx512.c): the same two paths on 512-bit vectors. */
+#if FM_GEMM_HAVE_AVX512
+void fm_gemm_avx512_direct_f32(const fm_gemm_prob *p);
+void fm_gemm_avx512_direct_f64(const fm_gemm_prob *p);
+void fm_gemm_avx512_packed_f32(const fm_gemm_prob *p, int tid, int nth);
+void fm_gemm_avx512_packed_f64(const fm_gemm_prob *p, int tid, int nth);
 #endif
 
 #endif

@@ -67,6 +67,37 @@ def test_isa_names():
     assert _core.set_gemm_isa(before) is True
 
 
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+@pytest.mark.skipif(_cpu_flags() is None, reason="needs /proc/cpuinfo to know the CPU")
+def test_isa_default_is_the_best_the_cpu_has():
+    """A fresh process (FASTMLP_ISA unset) takes AVX-512 when the CPU lists F, VL, DQ and BW,
+    else AVX2 when it lists avx2 and fma (csrc/gemm.c note 1); FASTMLP_ISA lowers it."""
+    import os
+    import subprocess
+    import sys
+
+    flags = _cpu_flags()
+    want = ("avx512" if {"avx512f", "avx512vl", "avx512dq", "avx512bw"} <= flags else
+            "avx2" if {"avx2", "fma"} <= flags else "portable")
+    env = {k: v for k, v in os.environ.items() if k != "FASTMLP_ISA"}
+    code = "from fastmlp import _core; print(_core.gemm_isa())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == want, out.stderr
+    env["FASTMLP_ISA"] = "portable"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "portable", out.stderr
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("shape", SHAPES + LARGE, ids=shape_id)
 def test_gemm_small_integers_exact(isa, dtype, case, shape, rng):

@@ -1,15 +1,19 @@
-/* gemm_avx2_t.h: the AVX2 + FMA product for one dtype. Included twice by gemm_avx2.c, under
- * `#pragma GCC target("avx2,fma")`, with these defined:
+/* gemm_simd_t.h: the SIMD product for one dtype and one instruction set. Included twice (f32,
+ * f64) by gemm_avx2.c under `#pragma GCC target("avx2,fma")` and twice by gemm_avx512.c under
+ * its AVX-512 target, with these defined:
  *   T, S(name)         element type and dtype suffix (_f32, _f64)
- *   V, VL              the 256-bit vector type and its lane count (8 floats, 4 doubles)
- *   MR, NR             micro-tile of C: MR rows x NR = 2 VL columns (6 x 16 f32, 6 x 8 f64)
- *   KC, MC, NC         cache blocking of K, M, N (gemm_avx2.c says why)
- *   VZERO VSET1 VLOAD VLOADU VSTORE VSTOREU VBCAST VFMA VADD VSUB VMUL VMAX VAND VGT
- *   VMASK(n)           an __m256i with the first n lanes set (0 <= n <= VL)
- *   VMASKHI(n)         an __m256i with the last n lanes set
+ *   EXPORT_PACKED, EXPORT_DIRECT  the names of the two entry points (gemm_impl.h)
+ *   V, VL              the vector type and its lane count (__m256: 8 floats, __m512: 16, ...)
+ *   VM                 the lane-mask type (__m256i in AVX2, __mmask16 / __mmask8 in AVX-512)
+ *   MR, NR             micro-tile of C: MR rows x NR = 2 VL columns (e.g. 6 x 16 f32 in AVX2)
+ *   KC, MC, NC         cache blocking of K, M, N (the including file says why)
+ *   VZERO VSET1 VLOAD VLOADU VSTORE VSTOREU VBCAST VFMA VADD VSUB VMUL VMAX
+ *   VSTEP(a)           1 in the lanes where a > 0, else 0 (NaN gives 0, like a > 0 in C)
+ *   VMASK(n)           a VM with the first n lanes set (0 <= n <= VL)
+ *   VMASKHI(n)         a VM with the last n lanes set
  *   VKEEP(x, m)        x with the lanes where m is clear zeroed
  *   VMLOAD VMSTORE     masked load / store: masked-out lanes are neither read nor written
- *   VBLEND(a, b, m)    lanes of b where m (an __m256i) is set, else lanes of a
+ *   VBLEND(a, b, m)    lanes of b where m (a VM) is set, else lanes of a
  *   VREDUCE(a)         a vector whose lane c is the sum of the lanes of a[c], c < VL
  *   RD_ROWS            rows of a dot-product tile (direct NT path)
  *   TRB, TRANSPOSE(d, ldd, s, lds)  d[q*ldd + r] = s[r*lds + q] for r, q < TRB (in registers)
@@ -27,7 +31,7 @@
  * 2. The epilogue runs once per element in the last K block, on the accumulators, before the
  *    store: bias add, relu and every derivative are exact in SIMD (same operations as act.h).
  *    sigmoid and tanh need exp: after the store the tile (still in L1) goes through act_row
- *    (gemm_avx2.c): vmath_avx2.h for float, act.h (libm) for double and out-of-range values.
+ *    (gemm_x86.h): vmath_avx2.h for float, act.h (libm) for double and out-of-range values.
  * 3. C, A, B, bias and H are read and written with unaligned accesses only (NumPy gives no
  *    alignment), and never past their last element: edges are either copied (packed path),
  *    loaded as a whole vector shifted back inside the row (direct path, see S(rv_tile) and
@@ -50,7 +54,7 @@ static inline V S(vdact)(int act, V a) {
     switch (act) {
     case FM_ACT_SIGMOID: return VMUL(a, VSUB(one, a));
     case FM_ACT_TANH: return VSUB(one, VMUL(a, a));
-    case FM_ACT_RELU: return VAND(VGT(a, VZERO()), one);
+    case FM_ACT_RELU: return VSTEP(a);
     default: return one;
     }
 }
@@ -76,21 +80,22 @@ static inline void S(scalar_act)(const S(tile_epi) *e, T *c, ptrdiff_t ldc, int 
 
 /* Micro-kernel: C tile (MR x NR at c, leading dimension ldc) = [C +] pa . pb over kc steps.
  *   pa: kc x MR, k-major (MR values of one column of op(A) per k), from S(pack_a)
- *   pb: kc x NR, k-major (NR values of one row of op(B) per k), 32-byte aligned, from S(pack_b)
- * 2 x MR = 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers. On Zen 1 a
- * 256-bit FMA issues once per cycle with latency 5, so 12 independent chains keep it busy; per k
- * the 2 loads + 6 broadcasts fit the 2 load ports. e is NULL except in the last K block. */
+ *   pb: kc x NR, k-major (NR values of one row of op(B) per k), vector-aligned, from S(pack_b)
+ * 2 x MR accumulators + 2 B vectors + 1 broadcast: with MR = 6, 15 of AVX2's 16 registers. On
+ * Zen 1 a 256-bit FMA issues once per cycle with latency 5, so 12 independent chains keep it
+ * busy; per k the 2 loads + 6 broadcasts fit the 2 load ports. e is NULL except in the last K
+ * block. */
 static inline void S(kern)(ptrdiff_t kc, const T *restrict pa, const T *restrict pb, T *c,
                            ptrdiff_t ldc, int load_c, const S(tile_epi) *e) {
     V c0[MR], c1[MR];
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < MR; r++) {
         c0[r] = load_c ? VLOADU(c + r * ldc) : VZERO();
         c1[r] = load_c ? VLOADU(c + r * ldc + VL) : VZERO();
     }
     for (ptrdiff_t k = 0; k < kc; k++) {
         V b0 = VLOAD(pb), b1 = VLOAD(pb + VL);
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < MR; r++) {
             V a = VBCAST(pa + r);
             c0[r] = VFMA(a, b0, c0[r]);
@@ -105,7 +110,7 @@ static inline void S(kern)(ptrdiff_t kc, const T *restrict pa, const T *restrict
             bias0 = VLOADU(e->bias);
             bias1 = VLOADU(e->bias + VL);
         }
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < MR; r++) {
             if (e->kind == FM_EPI_DACT) {
                 h0 = VLOADU(e->h + r * e->ldh);
@@ -115,7 +120,7 @@ static inline void S(kern)(ptrdiff_t kc, const T *restrict pa, const T *restrict
             c1[r] = S(vepi)(e, c1[r], bias1, h1);
         }
     }
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < MR; r++) {
         VSTOREU(c + r * ldc, c0[r]);
         VSTOREU(c + r * ldc + VL, c1[r]);
@@ -127,9 +132,9 @@ static inline void S(kern)(ptrdiff_t kc, const T *restrict pa, const T *restrict
  * bias and H (note 1), then the mr x nr valid part copied back. Nothing outside it is touched. */
 static void S(kern_edge)(ptrdiff_t kc, const T *pa, const T *pb, T *c, ptrdiff_t ldc,
                          int mr, int nr, int load_c, const S(tile_epi) *e) {
-    T ct[MR * NR] __attribute__((aligned(32)));
-    T bt[NR] __attribute__((aligned(32)));
-    T ht[MR * NR] __attribute__((aligned(32)));
+    T ct[MR * NR] __attribute__((aligned(64)));
+    T bt[NR] __attribute__((aligned(64)));
+    T ht[MR * NR] __attribute__((aligned(64)));
     S(tile_epi) el;
     memset(ct, 0, sizeof ct);
     if (load_c)
@@ -274,7 +279,7 @@ static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, p
 /* Thread tid of nth takes an equal share of NR-wide column panels (when C is at least as wide
  * as tall: each thread then packs only its own columns of op(B), the larger operand in the
  * forward and dA products) or else of MR-tall row panels. Shares start on the tile grid. */
-void S(fm_gemm_avx2_packed)(const fm_gemm_prob *p, int tid, int nth) {
+void EXPORT_PACKED(const fm_gemm_prob *p, int tid, int nth) {
     ptrdiff_t i0 = 0, i1 = p->M, j0 = 0, j1 = p->N;
     if (p->N >= p->M) {
         ptrdiff_t u = (p->N + NR - 1) / NR;
@@ -305,7 +310,7 @@ void S(fm_gemm_avx2_packed)(const fm_gemm_prob *p, int tid, int nth) {
  *             C already overwritten) are discarded by blending the stored value back in. Lanes
  *             covered twice inside this tile get the same value twice.
  *   RV_MASK   N < VL: one vector, masked loads and stores (only tiny products get here).
- * (RV_FULL, RV_SHIFT, RV_MASK are defined once in gemm_avx2.c.) */
+ * (RV_FULL, RV_SHIFT, RV_MASK are defined once in gemm_x86.h.) */
 static inline __attribute__((always_inline)) void
 S(rv_tile)(const int ROWS, const int NV, const int MODE, const fm_gemm_prob *p, ptrdiff_t i,
            ptrdiff_t j) {
@@ -313,26 +318,26 @@ S(rv_tile)(const int ROWS, const int NV, const int MODE, const fm_gemm_prob *p, 
     T *C = (T *)p->C + i * p->ldc;
     ptrdiff_t si = p->trans_a ? 1 : p->lda, sk = p->trans_a ? p->lda : 1, ldb = p->ldb;
     const T *a = A + i * si;
-    __m256i m = VMASK(MODE == RV_MASK ? (int)p->N : VL);
+    VM m = VMASK(MODE == RV_MASK ? (int)p->N : VL);
     ptrdiff_t col[4];
     V acc[6][4];
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 16")
     for (int v = 0; v < NV; v++)
         col[v] = MODE == RV_SHIFT && j + v * VL > p->N - VL ? p->N - VL : j + v * VL;
 #define RV_LOAD(ptr) (MODE == RV_MASK ? VMLOAD((ptr), m) : VLOADU(ptr))
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < ROWS; r++)
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int v = 0; v < NV; v++)
             acc[r][v] = p->beta ? RV_LOAD(C + r * p->ldc + col[v]) : VZERO();
     for (ptrdiff_t k = 0; k < p->K; k++, a += sk, B += ldb) {
         V b[4];
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int v = 0; v < NV; v++) b[v] = RV_LOAD(B + col[v]);
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < ROWS; r++) {
             V ar = VSET1(a[r * si]);
-            _Pragma("GCC unroll 8")
+            _Pragma("GCC unroll 16")
             for (int v = 0; v < NV; v++) acc[r][v] = VFMA(ar, b[v], acc[r][v]);
         }
     }
@@ -340,24 +345,24 @@ S(rv_tile)(const int ROWS, const int NV, const int MODE, const fm_gemm_prob *p, 
                      p->ldh};
     if (e.kind != FM_EPI_NONE) {
         V bias[4], h[4];
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int v = 0; v < NV; v++) {
             bias[v] = e.kind == FM_EPI_BIAS_ACT && e.bias ? RV_LOAD(e.bias + col[v]) : VZERO();
             h[v] = VZERO();
         }
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < ROWS; r++) {
             if (e.kind == FM_EPI_DACT)
-                _Pragma("GCC unroll 8")
+                _Pragma("GCC unroll 16")
                 for (int v = 0; v < NV; v++) h[v] = RV_LOAD(e.h + r * e.ldh + col[v]);
-            _Pragma("GCC unroll 8")
+            _Pragma("GCC unroll 16")
             for (int v = 0; v < NV; v++) acc[r][v] = S(vepi)(&e, acc[r][v], bias[v], h[v]);
         }
     }
 #undef RV_LOAD
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < ROWS; r++)
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int v = 0; v < NV; v++) {
             T *c = C + r * p->ldc + col[v];
             if (MODE == RV_MASK) VMSTORE(c, m, acc[r][v]);
@@ -409,19 +414,19 @@ S(rd_tile)(const int ROWS, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i,
     T *C = (T *)p->C + i * p->ldc + j;
     ptrdiff_t K = p->K, lda = p->lda, ldb = p->ldb, k = 0;
     V acc[RD_ROWS][VL];
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < ROWS; r++)
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int c = 0; c < VL; c++) acc[r][c] = VZERO();
     for (; k + VL <= K; k += VL) {
         V a[RD_ROWS];
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < ROWS; r++) a[r] = VLOADU(A + r * lda + k);
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int c = 0; c < VL; c++) {
             if (MASKED && c >= ncols) break;
             V b = VLOADU(B + c * ldb + k);
-            _Pragma("GCC unroll 8")
+            _Pragma("GCC unroll 16")
             for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
         }
     }
@@ -430,27 +435,27 @@ S(rd_tile)(const int ROWS, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i,
          * and zero its lanes before k, already summed, in both operands (so an infinite value
          * there cannot make 0 x inf = NaN). K < VL: masked loads (tiny products only). */
         int rem = (int)(K - k);
-        __m256i keep = K >= VL ? VMASKHI(rem) : VMASK(rem);
+        VM keep = K >= VL ? VMASKHI(rem) : VMASK(rem);
         ptrdiff_t k0 = K >= VL ? K - VL : 0;
 #define RD_TAIL(ptr) (K >= VL ? VKEEP(VLOADU(ptr), keep) : VMLOAD((ptr), keep))
         V a[RD_ROWS];
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < ROWS; r++) a[r] = RD_TAIL(A + r * lda + k0);
-        _Pragma("GCC unroll 8")
+        _Pragma("GCC unroll 16")
         for (int c = 0; c < VL; c++) {
             if (MASKED && c >= ncols) break;
             V b = RD_TAIL(B + c * ldb + k0);
-            _Pragma("GCC unroll 8")
+            _Pragma("GCC unroll 16")
             for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
         }
 #undef RD_TAIL
     }
-    __m256i cm = VMASK(MASKED ? ncols : VL);
+    VM cm = VMASK(MASKED ? ncols : VL);
 #define RD_LOAD(ptr) (MASKED ? VMLOAD((ptr), cm) : VLOADU(ptr))
     S(tile_epi) e = {p->epi, p->act, p->bias ? (const T *)p->bias + j : NULL,
                      p->h ? (const T *)p->h + i * p->ldh + j : NULL, p->ldh};
     V bias = e.kind == FM_EPI_BIAS_ACT && e.bias ? RD_LOAD(e.bias) : VZERO();
-    _Pragma("GCC unroll 8")
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < ROWS; r++) {
         V s = VREDUCE(acc[r]);
         if (p->beta) s = VADD(RD_LOAD(C + r * p->ldc), s);
@@ -478,7 +483,7 @@ static void S(direct_rd)(const fm_gemm_prob *p) {
     for (; i < p->M; i++) S(rd_rows)(1, p, i);
 }
 
-void S(fm_gemm_avx2_direct)(const fm_gemm_prob *p) {
+void EXPORT_DIRECT(const fm_gemm_prob *p) {
     if (!p->trans_b) S(direct_rv)(p);
     else S(direct_rd)(p);  /* gemm.c sends TT to the packed path */
 }
