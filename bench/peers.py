@@ -11,8 +11,11 @@ Each workload trains every implementation (fastmlp, fastmlp.fit, NumPy, PyTorch 
 installed, scikit-learn) from the same initial weights (a fastmlp MLP, seed 0, He init) on the
 same data, with the same permutation of the rows in every epoch (drawn once per epoch with
 NumPy and given to all; see _trainers.py for how each one is driven). Epochs are interleaved
-(A B C A B C ...) so that the machine's load drifts over all of them alike. The first epoch is a
-warm-up: it is trained but not timed. The report gives, per implementation, seconds per epoch
+(A B C A B C ...) so that the machine's load drifts over all of them alike, with a pause before
+each timed epoch (`--settle`, 0.3 s): a BLAS or OpenMP pool keeps its threads spinning for a while
+after its last call, and without the pause they take a core from whichever implementation runs
+next (seen on the 2-core Zen 4: fastmlp's W3 epoch 1.21 s alone, 1.68 s right after NumPy's).
+The first epoch is a warm-up: it is trained but not timed. The report gives, per implementation, seconds per epoch
 (median, min-max), samples/s, GFLOP/s (counted flops, _common.py), the fraction of the measured
 FMA peak, and the final epoch's mean loss on fastmlp's scale: equal losses show equal work.
 Then the speed-up of fastmlp over each peer against the issue's targets.
@@ -68,6 +71,9 @@ def _parse():
     p.add_argument("--epochs", type=int, default=None,
                    help="timed epochs per workload (default: per workload; see --quick)")
     p.add_argument("--quick", action="store_true", help="fewer epochs")
+    p.add_argument("--settle", type=float, default=0.3, metavar="SECONDS",
+                   help="pause before each timed epoch, so the previous implementation's "
+                        "thread pool has gone idle (default 0.3)")
     p.add_argument("--no-thread-scaling", action="store_true",
                    help="skip the one-thread fastmlp run beside W3")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH")
@@ -113,7 +119,7 @@ def _make_trainers(wl, impls, X, y, threads, thread_scaling):
     return trainers
 
 
-def run_workload(wl, impls, epochs, threads, thread_scaling):
+def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3):
     """Train every implementation for 1 + epochs interleaved epochs; returns the figures."""
     X, y = _common.make_data(wl)
     trainers = _make_trainers(wl, impls, X, y, threads, thread_scaling)
@@ -128,6 +134,7 @@ def run_workload(wl, impls, epochs, threads, thread_scaling):
         for t in trainers:
             t.prepare(perm, Xp, yp)
             gc.collect()
+            time.sleep(settle)
             t0 = time.perf_counter()
             loss = t.run()
             dt = time.perf_counter() - t0
@@ -281,7 +288,7 @@ def main():
             wl = _common.WORKLOADS[name]
             epochs = a.epochs or (wl.quick_epochs if a.quick else wl.epochs)
             scaling = (name == "W3" and a.threads > 1 and not a.no_thread_scaling)
-            res = run_workload(wl, impls, epochs, a.threads, scaling)
+            res = run_workload(wl, impls, epochs, a.threads, scaling, a.settle)
             rows, checks = summarize(res, peak, peak1)
             print_workload(res, rows, checks, peak)
             sys.stdout.flush()
