@@ -45,7 +45,10 @@ def flag_on(name):
 sanitize = flag_on("FASTMLP_SANITIZE")
 debug = flag_on("FASTMLP_DEBUG") or sanitize
 cflags = ["-O1", "-g", "-fno-omit-frame-pointer"] if debug else ["-O3"]
-cflags += ["-std=gnu11", "-Wall", "-Wno-unknown-pragmas"]
+# -fno-math-errno: the core never reads errno, and with it set GCC must call sqrtf for each
+# value (to set errno on a negative one), which keeps Adam's update from vectorising (2.8 ns
+# per value instead of 0.3 on the Zen 4 it was measured on). sqrt stays correctly rounded.
+cflags += ["-std=gnu11", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
 ldflags = []
 if sys.platform != "win32" and not flag_on("FASTMLP_NO_OPENMP") and compiler_accepts(["-fopenmp"]):
     cflags.append("-fopenmp")

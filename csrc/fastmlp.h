@@ -128,6 +128,9 @@ int fm_loss_f64(double *dG, double *row_loss, double *loss_sum, const double *G,
 /* L2 norm of g (n values), summed in double; overflow-safe (finite whenever the norm is). */
 double fm_norm_f32(const float *g, ptrdiff_t n);
 double fm_norm_f64(const double *g, ptrdiff_t n);
+/* The same on up to nt threads, block by block: the value does not depend on nt. */
+double fm_norm_nt_f32(const float *g, ptrdiff_t n, int nt);
+double fm_norm_nt_f64(const double *g, ptrdiff_t n, int nt);
 /* sqrt(sum v_i^2) of n non-negative norms without overflow; NaN or inf if any v_i is. */
 double fm_norm_combine(const double *v, ptrdiff_t n);
 /* Scale g in place by min(1, tau / ||g||) when tau > 0; returns ||g|| before clipping. */

@@ -22,6 +22,17 @@
  *    (a loop-carried dependence), which cost more than the update itself on batch-1 steps.
  *    The engine bounds max|p| instead (engine.c note 7). The public fm_sgd_update and
  *    fm_opt_update, off the hot path, still return the maxima, by a second pass.
+ * 7. The sum of squares keeps 16 partial sums (one running sum waited 4 cycles per add: the
+ *    W3 network's 669706 gradients took 141 us, single-threaded, on Zen 4) over blocks whose
+ *    length depends on n alone; threads take whole blocks and the block sums are added in
+ *    order, so the norm is the same for any thread count. Figures in the engine's step, W3
+ *    (784-512-512-10, batch 128, 2 threads): see bench/RESULTS.md.
+ * 8. The baseline build is plain x86-64 (SSE2), which is all a memory-bound pass needs. The
+ *    sum of squares and the momentum/Adam pass are compute-bound (a conversion and a multiply
+ *    per value; a square root and a division), so GCC builds them once per ISA
+ *    (target_clones: AVX-512, AVX2, baseline) and the loader picks one for the CPU. Adam's
+ *    pass on the digits network (17226 values): 47.7 us with libm's sqrtf per value (before
+ *    -fno-math-errno, setup.py), 17.2 us vectorised on SSE2; see bench/RESULTS.md for the clones.
  */
 #include <float.h>
 #include <math.h>
@@ -37,6 +48,18 @@
  * memory, so a second thread gains under 10% until the vectors leave the caches; at 65536 it
  * breaks even, which keeps the threaded path in use (and tested) on mid-sized networks. */
 #define FM_PAR_MIN 65536
+
+/* Note 7: sums of squares are taken over blocks of at least NORM_BLOCK values, at most
+ * NORM_MAX_BLOCKS of them (their sums wait on the stack). */
+#define NORM_BLOCK 4096
+#define NORM_MAX_BLOCKS 512
+
+/* Note 8: compute-bound passes get one clone per ISA, chosen at load time (an ifunc). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FM_CLONES
+#endif
 
 /* sqrt(sum_i v_i^2) of n norms, scaled by the largest so that no square overflows. */
 double fm_norm_combine(const double *v, ptrdiff_t n) {

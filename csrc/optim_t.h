@@ -1,14 +1,43 @@
 /* Included by optim.c with T and S(name) defined for one dtype. */
 
-static double S(sumsq_plain)(const T *g, ptrdiff_t n) {
+/* Sum of squares in double of g[0:n): 16 independent partial sums (note 7). */
+FM_CLONES static double S(sumsq_run)(const T *g, ptrdiff_t n) {
+    double a[16] = {0};
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) a[k] += (double)g[i + k] * (double)g[i + k];
+    for (int k = 0; i < n; i++, k++) a[k] += (double)g[i] * (double)g[i];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int k = 0; k < w; k++) a[k] += a[k + w];
+    return a[0];
+}
+
+/* The same over blocks of a length set by n alone, the block sums added in order; threads
+ * take blocks, so the value does not depend on nt (note 7). */
+static double S(sumsq_plain)(const T *g, ptrdiff_t n, int nt) {
+    ptrdiff_t bl = (n + NORM_MAX_BLOCKS - 1) / NORM_MAX_BLOCKS;
+    bl = bl < NORM_BLOCK ? NORM_BLOCK : (bl + 15) / 16 * 16;
+    ptrdiff_t nb = (n + bl - 1) / bl;
+    double part[NORM_MAX_BLOCKS];
+#ifdef _OPENMP
+    if (nt >= 2 && n >= FM_PAR_MIN) {
+        #pragma omp parallel for num_threads(nt) schedule(static)
+        for (ptrdiff_t b = 0; b < nb; b++)
+            part[b] = S(sumsq_run)(g + b * bl, n - b * bl < bl ? n - b * bl : bl);
+    } else
+#endif
+    {
+        (void)nt;
+        for (ptrdiff_t b = 0; b < nb; b++)
+            part[b] = S(sumsq_run)(g + b * bl, n - b * bl < bl ? n - b * bl : bl);
+    }
     double s = 0.0;
-    #pragma omp simd reduction(+:s)
-    for (ptrdiff_t i = 0; i < n; i++) s += (double)g[i] * (double)g[i];
+    for (ptrdiff_t b = 0; b < nb; b++) s += part[b];
     return s;
 }
 
-double S(fm_norm)(const T *g, ptrdiff_t n) {
-    double s = S(sumsq_plain)(g, n);
+double S(fm_norm_nt)(const T *g, ptrdiff_t n, int nt) {
+    double s = S(sumsq_plain)(g, n, nt);
     if (isfinite(s)) return sqrt(s);
     /* Overflow or a non-finite value: find the largest magnitude (NaN and inf propagate). */
     double m = 0.0;
@@ -25,6 +54,8 @@ double S(fm_norm)(const T *g, ptrdiff_t n) {
     }
     return m * sqrt(r);  /* r in [1, n]: finite unless the norm exceeds the double range */
 }
+
+double S(fm_norm)(const T *g, ptrdiff_t n) { return S(fm_norm_nt)(g, n, 1); }
 
 double S(fm_clip)(T *g, ptrdiff_t n, double tau) {
     double norm = S(fm_norm)(g, n);
@@ -110,8 +141,9 @@ void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, do
 }
 
 /* The momentum, Nesterov and Adam steps of p[i0:i1] (fastmlp.h, fm_opt): one pass over p, g
- * and the state, in the order scikit-learn writes the sums. */
-static void S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1, int kind,
+ * and the state, in the order scikit-learn writes the sums. Cloned per ISA (note 8): Adam's
+ * square root and division are its cost. */
+FM_CLONES static void S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1, int kind,
                          T lr, T c, T mu, T b1, T b2, T eps) {
     if (kind == FM_OPT_ADAM) {
         #pragma omp simd

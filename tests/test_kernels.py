@@ -563,6 +563,18 @@ def test_clip_float64_overflow_safe_norm():
     assert_close(g, [1 / math.sqrt(2)] * 2, rtol=4 * eps(np.float64))
 
 
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 4095, 4096, 4097, 65536, 300001, 2100000])
+def test_norm_blocks_and_threads(dtype, n, rng):
+    """The sum of squares runs in blocks (csrc/optim.c note 7): across block and vector-width
+    edges it matches math.fsum of the float64 squares to rtol (n + 4) eps(float64) / 64, and
+    it is bitwise the same on 1, 2 and 3 threads."""
+    g = rng.standard_normal(n).astype(dtype)
+    ref = math.sqrt(math.fsum(f64(g) ** 2))
+    got = [_core.norm(g, nt) for nt in (1, 2, 3)]
+    assert got[0] == got[1] == got[2]
+    assert_close(got[0], ref, rtol=max(1, (n + 4) // 64) * eps(np.float64))
+
+
 def test_clip_float64_large_random_vector(rng):
     v = rng.standard_normal(100)
     g = v * 1e250

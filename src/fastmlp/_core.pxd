@@ -43,6 +43,8 @@ cdef extern from "fastmlp.h" nogil:
                     const void *Y, Py_ssize_t N, Py_ssize_t K, int kind, double scale)
     double fm_norm_f32(const float *g, Py_ssize_t n)
     double fm_norm_f64(const double *g, Py_ssize_t n)
+    double fm_norm_nt_f32(const float *g, Py_ssize_t n, int nt)
+    double fm_norm_nt_f64(const double *g, Py_ssize_t n, int nt)
     double fm_norm_combine(const double *v, Py_ssize_t n)
     double fm_clip_f32(float *g, Py_ssize_t n, double tau)
     double fm_clip_f64(double *g, Py_ssize_t n, double tau)

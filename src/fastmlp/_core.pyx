@@ -247,16 +247,17 @@ def loss(const floating[:, ::1] G, Y, floating[:, ::1] dG, double[::1] row_loss,
     return total
 
 
-def norm(const floating[::1] g):
-    """L2 norm of g, accumulated in double; finite whenever the true norm is."""
+def norm(const floating[::1] g, int nthreads=1):
+    """L2 norm of g, accumulated in double; finite whenever the true norm is. The same value
+    for any nthreads."""
     if g.shape[0] == 0:
         return 0.0
     cdef double s
     with nogil:
         if floating is float:
-            s = fm_norm_f32(&g[0], g.shape[0])
+            s = fm_norm_nt_f32(&g[0], g.shape[0], nthreads)
         else:
-            s = fm_norm_f64(&g[0], g.shape[0])
+            s = fm_norm_nt_f64(&g[0], g.shape[0], nthreads)
     return s
 
 
