@@ -36,6 +36,11 @@
  * 9. Dead units: a ReLU unit whose pre-activation is <= 0 for every row never fires. Forward
  *    marks each unit that fired (h > 0, i.e. z > 0) in a byte flag per unit when asked, one pass
  *    over the layer's output per step.
+ * 10. The gather reads batch rows scattered over X (a 188 MB X for W3: each row a cache miss
+ *    chain of its own). After each step's forward pass the next batch's rows are prefetched,
+ *    one hint per cache line, so they arrive while backward runs. W3 (batch 128, 2 threads,
+ *    Zen 4), whole epochs, builds with and without the hints run in alternation, 4 rounds:
+ *    1.533 s against 1.552 s (medians; the gather alone was ~110 us of a ~2.4 ms step).
  */
 #include <float.h>
 #include <math.h>

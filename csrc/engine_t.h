@@ -163,6 +163,16 @@ static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const T *sw, const
     }
 }
 
+/* Ask for rows idx[r0..r0+nb) of X ahead of their gather (note 10), a cache line at a time. */
+static void S(prefetch_rows)(const T *X, const int64_t *idx, int64_t r0, int64_t nb,
+                             int64_t I0) {
+    size_t bytes = (size_t)I0 * sizeof(T);
+    for (int64_t r = 0; r < nb; r++) {
+        const char *row = (const char *)(X + idx[r0 + r] * I0);
+        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, 0, 2);
+    }
+}
+
 /* The largest change one step can make to a parameter (note 7), given the clipped gradient
  * norm gn and the largest |state| sm. Adam's step is bounded without its state: with
  * r = b1 / sqrt(b2) < 1, |m| / sqrt(v) <= (1 - b1) / (sqrt(1 - b2) (1 - r)) for any gradients,
@@ -223,6 +233,10 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
             if (!(div > 0.0)) div = 1.0;
         }
         S(forward_rows)(plan, L, params, &w, x, nb, NULL, active, nt);
+        if (idx && s + 1 < step_end) {
+            int64_t nr0 = r0 + nb, nnb = n - nr0 < B ? n - nr0 : B;
+            S(prefetch_rows)(X, idx, nr0, nnb, I0);
+        }
         /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
          * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. Only
          * plain SGD without L2 can use it: the others need dW itself. */
@@ -250,7 +264,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
             const fm_layer *p = plan + l;
             double nbias = S(fm_norm)(grads + p->b_off, p->fan_out);
             double nw = rank1 ? S(fm_norm)(l ? w.a[l - 1] : x, p->fan_in) * nbias
-                              : S(fm_norm)(grads + p->w_off, p->fan_in * p->fan_out);
+                              : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
             if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
             double *ls = layer_stats + 4 * l;
             ls[0] += nw;
