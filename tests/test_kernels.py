@@ -23,7 +23,9 @@ CASES = {"NN": (False, False), "TN": (True, False), "NT": (False, True), "TT": (
 # (M, N, K): C is M x N, the sum runs over K. Sizes avoid multiples of 4, 8 and 16 on purpose.
 SHAPES = [(1, 1, 1), (1, 1, 0), (3, 7, 0), (0, 5, 3), (4, 0, 3), (1, 17, 33), (1, 130, 65),
           (3, 7, 5), (7, 3, 17), (17, 33, 65), (33, 65, 130), (65, 130, 7), (130, 1, 33),
-          (1, 1, 130), (5, 1, 1), (8, 16, 4), (16, 16, 16), (64, 64, 64)]
+          (1, 1, 130), (5, 1, 1), (8, 16, 4), (16, 16, 16), (64, 64, 64),
+          # thin products, turned around before dispatch (csrc/gemm.c note 5)
+          (200, 1, 64), (40, 1, 300), (64, 9, 1), (300, 40, 1)]
 LARGE = [(128, 512, 784), (257, 259, 263), (130, 65, 130)]
 # Threads: above the cut-off of the product (M N K >= 2^19); the biggest one only in slow runs.
 THREADED = [pytest.param((128, 512, 784), marks=pytest.mark.slow), (257, 259, 263),
@@ -306,7 +308,8 @@ def test_act_unknown_name_raises(dtype):
 
 # ------------------------------------------------------------------ dense layer
 
-DENSE_SHAPES = [(1, 1, 1), (1, 3, 7), (5, 17, 3), (33, 65, 130), (130, 7, 33), (64, 200, 64)]
+DENSE_SHAPES = [(1, 1, 1), (1, 3, 7), (5, 17, 3), (33, 65, 130), (130, 7, 33), (64, 200, 64),
+                (200, 64, 1), (256, 1, 40)]  # one output, one input: thin products
 
 
 def layer_data(rng, N, I, O, act_in, dtype):
