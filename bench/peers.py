@@ -13,8 +13,10 @@ same data, with the same permutation of the rows in every epoch (drawn once per 
 NumPy and given to all; see _trainers.py for how each one is driven). Epochs are interleaved
 (A B C A B C ...) so that the machine's load drifts over all of them alike, with a pause before
 each timed epoch (`--settle`, 0.3 s): a BLAS or OpenMP pool keeps its threads spinning for a while
-after its last call, and without the pause they take a core from whichever implementation runs
-next (seen on the 2-core Zen 4: fastmlp's W3 epoch 1.21 s alone, 1.68 s right after NumPy's).
+after its last call, and they take a core from whichever implementation runs next. On the 2-core
+Zen 4, 200 of fastmlp's 128x784x512 products on two threads took 0.11 s alone, 0.18-0.20 s right
+after 200 of NumPy's, and 0.13-0.14 s after a 0.3 s pause; over whole epochs the effect is
+smaller but not gone, so compare ratios from one run, not times across runs.
 The first epoch is a warm-up: it is trained but not timed. The report gives, per implementation, seconds per epoch
 (median, min-max), samples/s, GFLOP/s (counted flops, _common.py), the fraction of the measured
 FMA peak, and the final epoch's mean loss on fastmlp's scale: equal losses show equal work.
