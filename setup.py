@@ -48,7 +48,10 @@ cflags = ["-O1", "-g", "-fno-omit-frame-pointer"] if debug else ["-O3"]
 # -fno-math-errno: the core never reads errno, and with it set GCC must call sqrtf for each
 # value (to set errno on a negative one), which keeps Adam's update from vectorising (2.8 ns
 # per value instead of 0.3 on the Zen 4 it was measured on). sqrt stays correctly rounded.
-cflags += ["-std=gnu11", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
+# -ffp-contract=off: the element-wise passes are cloned per ISA (csrc/optim.c note 8); without
+# it GCC would fuse a * b + c into one FMA in the AVX clones only, and their results would
+# differ in the last bit from the baseline clone's. The GEMM kernels call FMA explicitly.
+cflags += ["-std=gnu11", "-fno-math-errno", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
 ldflags = []
 if sys.platform != "win32" and not flag_on("FASTMLP_NO_OPENMP") and compiler_accepts(["-fopenmp"]):
     cflags.append("-fopenmp")
