@@ -101,42 +101,7 @@ _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(float) <= FM_GEMM_SLOT_BY
                "f32 packing buffers exceed the per-thread slot");
 _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #include "gemm_simd_t.h"
-#undef T
-#undef S
-#undef EXPORT_PACKED
-#undef EXPORT_DIRECT
-#undef V
-#undef VM
-#undef VL
-#undef MR
-#undef NR
-#undef KC
-#undef MC
-#undef NC
-#undef PACK_A_BYTES
-#undef VZERO
-#undef VSET1
-#undef VLOAD
-#undef VLOADU
-#undef VSTORE
-#undef VSTOREU
-#undef VBCAST
-#undef VFMA
-#undef VADD
-#undef VSUB
-#undef VMUL
-#undef VMAX
-#undef VSTEP
-#undef VMASK
-#undef VMASKHI
-#undef VKEEP
-#undef VMLOAD
-#undef VMSTORE
-#undef VBLEND
-#undef VREDUCE
-#undef RD_ROWS
-#undef TRB
-#undef TRANSPOSE
+#include "gemm_simd_undef.h"
 
 /* ---- float64: 6 x 16 tiles ---- */
 #define T double
