@@ -60,7 +60,9 @@
  *    product (K = 1) with trans_b = 1 becomes trans_b = 0 on the same memory. A bias and
  *    activation epilogue on a matrix-vector product is applied afterwards, over the M values,
  *    by act.h. Each rewrite needs the vectors contiguous (ld 1); otherwise the product goes as
- *    it came. The form depends on the shape and strides only. Single-thread us, f32, on the
+ *    it came. The form depends on the shape and strides only, and a row's value does not
+ *    depend on M (each element is one dot product, summed in an order set by K alone), so a
+ *    row predicted alone gets the bits it gets in a batch. Single-thread us, f32, on the
  *    Zen 4, medians of 31 calls from Python (W4's output layer, 1024 -> 1, batch 256):
  *      NN 256x1x1024 (forward)      75.4 -> 37.0
  *      TN 1024x1x256 (dW)          128.4 -> 33.9
@@ -196,7 +198,8 @@ static int thin_form(fm_gemm_prob *p) {
         p->ldb = p->N;
         return 0;
     }
-    if (p->N != 1 || p->M < 2 || (!p->trans_b && p->ldb != 1) || p->ldc != 1) return 0;
+    /* M = 1 too: every row of a batch must get the bits it gets alone (note 5). */
+    if (p->N != 1 || (!p->trans_b && p->ldb != 1) || p->ldc != 1) return 0;
     if (p->epi == FM_EPI_DACT && p->ldh != 1) return 0;
     /* C (M x 1) read as the row C^T (1 x M) = b^T (1 x K) op(A)^T, b = op(B) contiguous. */
     int post = p->epi == FM_EPI_BIAS_ACT;
