@@ -86,6 +86,32 @@ def test_ctrl_c_keeps_the_checkpoint_at_the_out_path(tmp_path, capsys, monkeypat
     assert params(out) == params(full6)
 
 
+def test_ctrl_c_in_a_resumed_run_keeps_the_checkpoint_it_resumed_from(tmp_path, capsys,
+                                                                     monkeypatch, full6):
+    """Found by a new-user run: a Ctrl-C in a resumed run, before its own first checkpoint,
+    replaced the checkpoint it had resumed from with a mid-epoch model that cannot resume."""
+    out = tmp_path / "m.npz"
+    assert run(capsys, "train", "--epochs", 4, "--checkpoint-every", 2, "--out", out,
+               *SMALL)[0] == 0
+    before = out.read_bytes()
+    real_fit = fastmlp.MLP.fit
+
+    def interrupted_fit(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastmlp.MLP, "fit", interrupted_fit)
+    code, text, err = run(capsys, "train", "--epochs", 6, "--checkpoint-every", 2, "--resume",
+                          "--out", out, *SMALL)
+    monkeypatch.setattr(fastmlp.MLP, "fit", real_fit)
+    assert code == 130, err
+    assert f"the checkpoint of epoch 4 in {out} is kept; continue with --resume" in text
+    assert out.read_bytes() == before
+    code, _, err = run(capsys, "train", "--epochs", 6, "--checkpoint-every", 2, "--resume",
+                       "--out", out, *SMALL)
+    assert code == 0, err
+    assert params(out) == params(full6)
+
+
 def test_model_saved_after_ctrl_c_is_not_resumable(tmp_path, capsys, monkeypatch):
     class Interrupted(fastmlp.MLP):
         def fit(self, *args, **kwargs):
@@ -93,8 +119,11 @@ def test_model_saved_after_ctrl_c_is_not_resumable(tmp_path, capsys, monkeypatch
 
     out = tmp_path / "m.npz"
     monkeypatch.setattr(fastmlp, "MLP", Interrupted)
-    assert run(capsys, "train", "--epochs", 3, "--out", out, *SMALL)[0] == 130
+    code, text, _ = run(capsys, "train", "--epochs", 3, "--checkpoint-every", 2, "--out", out,
+                        *SMALL)
     monkeypatch.undo()
+    assert code == 130
+    assert "no checkpoint was reached, so --resume cannot continue it" in text
     assert fastmlp.load(out).metadata["training"]["resumable"] is False
     code, _, err = run(capsys, "train", "--epochs", 3, "--resume", "--out", out, *SMALL)
     assert code == 2 and "cannot be resumed exactly" in err

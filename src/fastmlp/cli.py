@@ -424,7 +424,10 @@ def _train(args):
                              f"parameters; try a smaller --hidden or --batch-size") from None
     done = start + hist.epochs
     data.meta["metrics"] = _report(net, data, args.threads)
-    keep_checkpoint = hist.interrupted and saved and ckpt == out
+    # After Ctrl-C the resumable file at --out (this run's last checkpoint, or the one it
+    # resumed from) is kept: the mid-epoch model could not be resumed.
+    last = saved or start
+    keep_checkpoint = hist.interrupted and last > 0 and ckpt == out
     if not keep_checkpoint:
         _save(net, out, _with_state(data.meta, net, done, settings,
                                     resumable=not hist.interrupted))
@@ -432,9 +435,11 @@ def _train(args):
     if hist.interrupted:
         print(f"training interrupted after {done} of {args.epochs} epochs")
         if keep_checkpoint:
-            print(f"the checkpoint of epoch {saved} in {out} is kept; continue with --resume")
+            print(f"the checkpoint of epoch {last} in {out} is kept; continue with --resume")
         else:
             print(f"model of the last completed step saved to {out}")
+            if args.checkpoint_every is not None and ckpt == out:
+                print("no checkpoint was reached, so --resume cannot continue it")
         return 130
     print(f"model saved to {out}")
     return 0
