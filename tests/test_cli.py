@@ -710,3 +710,17 @@ def test_training_warnings_print_as_one_line(tmp_path):
     lines = [l for l in err.splitlines() if l.strip()]
     assert any(l.startswith("fastmlp: warning: vanishing gradients") for l in lines), lines
     assert all(l.startswith("fastmlp: ") for l in lines), lines
+
+
+def test_predict_into_a_pipe_closed_early(small_model, tmp_path):
+    """`fastmlp predict ... | head -1` (found by a new-user run): the reader leaving early
+    ends the process quietly with 141, as SIGPIPE would, without a traceback."""
+    model, _ = small_model
+    big = write_csv(tmp_path / "big.csv", ["x", "label"], [[i % 10, i % 2] for i in range(20000)])
+    proc = python_m("predict", model, big, cwd=tmp_path)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141
+    assert first.strip()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

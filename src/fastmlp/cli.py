@@ -341,7 +341,8 @@ def main(argv=None):
     Returns
     -------
     int
-        The exit code: 0 success, 1 divergence, 2 user error, 130 interrupted.
+        The exit code: 0 success, 1 divergence, 2 user error, 130 interrupted, 141 the
+        output pipe was closed by its reader.
     """
     # Warnings (the training diagnostics) print as one line each, like the errors, not with
     # the source line that raised them; recorders (catch_warnings(record=True)) still see them.
@@ -361,6 +362,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fastmlp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`fastmlp predict ... | head`): stop quietly, as a
+        # process killed by SIGPIPE would, and keep the interpreter's last flush from failing.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     finally:
         warnings.formatwarning = format_before
 
