@@ -311,10 +311,27 @@ def test_sample_weight_errors_change_nothing():
     for w, msg in (([1.0] * 9, r"shape \(9,\), expected \(10,\)"),
                    ([1.0] * 9 + [-1.0], r"sample_weight\[9\] = -1.0"),
                    ([1.0] * 9 + [np.nan], r"sample_weight\[9\]"),
-                   ([0.0] * 10, "sums to 0")):
+                   ([0.0] * 10, "sums to 0"),
+                   ([1.0] * 9 + [1e308], r"sample_weight\[9\] = 1e\+308 is above 1.8e\+307")):
         with pytest.raises(ValueError, match=msg):
             net.fit(X, y, sample_weight=w)
     np.testing.assert_array_equal(net._params, before)
+
+
+def test_sample_weights_out_of_the_float32_range_are_refused():
+    """Found by a new-user run: on a float32 network 1e39 diverged, 1e-45 gave a non-finite
+    gradient and 1e-46 (0 in float32) silently trained nothing."""
+    X, y = data(n=10)
+    net = net_with("none", "tanh", dtype="float32", sizes=(4, 5, 3))
+    before = net._params.copy()
+    for w, msg in (([1.0] * 9 + [1e39], r"sample_weight\[9\] = 1e\+39 is above 3.4e\+37"),
+                   ([1.0] * 9 + [1e-45], r"sample_weight\[9\] = 1e-45 is below the smallest"),
+                   ([1e-46] * 10, r"sample_weight\[0\] = 1e-46 is below the smallest normal "
+                                  r"float32 \(1.18e-38\)")):
+        with pytest.raises(ValueError, match=msg):
+            net.fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(net._params, before)
+    net.fit(X, y, sample_weight=[1e-30] * 10, epochs=1)  # tiny but normal: only ratios matter
 
 
 def test_optimizer_argument_errors():

@@ -856,6 +856,19 @@ def _sample_weight(w, n, dtype):
                          f"and >= 0")
     if not a.sum() > 0:
         raise ValueError("sample_weight sums to 0")
+    # Only the ratios matter (each batch is divided by its weight sum), but every weight must be
+    # a normal number of the network's dtype and any batch's sum finite: a subnormal weight's
+    # reciprocal sum overflows, and one that rounds to 0 silently drops its row.
+    info = np.finfo(dtype)
+    top = float(info.max) / n
+    bad = np.flatnonzero(((a > 0) & (a < info.tiny)) | (a > top))
+    if bad.size:
+        v = float(a[bad[0]])
+        where = (f"below the smallest normal {np.dtype(dtype).name} ({float(info.tiny):.3g})"
+                 if v < info.tiny else
+                 f"above {top:.3g} ({np.dtype(dtype).name}'s largest value over {n} rows)")
+        raise ValueError(f"sample_weight[{bad[0]}] = {v!r} is {where}; only the ratios of the "
+                         f"weights matter, so rescale them")
     return np.ascontiguousarray(a, dtype=dtype)
 
 
