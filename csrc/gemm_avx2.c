@@ -1,4 +1,4 @@
-/* gemm_avx2.c: the AVX2 + FMA product, float32 and float64 (the kernels are in gemm_avx2_t.h).
+/* gemm_avx2.c: the AVX2 + FMA product, float32 and float64 (the kernels are in gemm_simd_t.h).
  *
  * Design notes
  * 1. The whole file is compiled for AVX2 + FMA by the pragma below, whatever flags the build

@@ -9,14 +9,15 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "act.h"
 #include "vmath_avx2.h"
 
 /* sigmoid or tanh over n values of one row of C, in place (the epilogue's last step, after the
- * tile's store; gemm_avx2_t.h note 2). float: 8 at a time with vmath_avx2.h (<= 3 ulp), any
- * vector holding an |x| > FM_VMATH_MAX or a NaN, and the tail, through act.h, so saturated and
- * subnormal results are exactly libm's. double: act.h (libm) throughout. */
+ * tile's store; gemm_simd_t.h note 2). float: 8 at a time with vmath_avx2.h (<= 3 ulp), the
+ * tail zero-padded to 8; any vector holding an |x| > FM_VMATH_MAX or a NaN goes through act.h,
+ * so saturated and subnormal results are exactly libm's. double: act.h (libm) throughout. */
 static inline void act_row_f32(int act, float *c, int n) {
     int j = 0;
     for (; j + 8 <= n; j += 8) {
@@ -27,7 +28,20 @@ static inline void act_row_f32(int act, float *c, int n) {
             for (int k = j; k < j + 8; k++) c[k] = fm_act_f32(act, c[k]);
         }
     }
-    for (; j < n; j++) c[j] = fm_act_f32(act, c[j]);
+    if (j < n) {
+        /* The last n - j < 8 values, padded with zeros: the same lanes as an edge tile of the
+         * packed path, which runs on a zero-padded copy, so a value gets the same bits on
+         * either path (a row's output must not depend on the batch it is in). */
+        float t[8] = {0};
+        memcpy(t, c + j, (size_t)(n - j) * sizeof(float));
+        __m256 x = _mm256_loadu_ps(t);
+        if (fm_vmath_in_range(x)) {
+            _mm256_storeu_ps(t, act == FM_ACT_TANH ? fm_vtanh_ps(x) : fm_vsigmoid_ps(x));
+            memcpy(c + j, t, (size_t)(n - j) * sizeof(float));
+        } else {
+            for (; j < n; j++) c[j] = fm_act_f32(act, c[j]);
+        }
+    }
 }
 
 static inline void act_row_f64(int act, double *c, int n) {
@@ -69,7 +83,7 @@ static inline void tr2x2_f64(double *d, ptrdiff_t ldd, const double *s, ptrdiff_
     _mm_storeu_pd(d + ldd, _mm_unpackhi_pd(r0, r1));
 }
 
-/* Modes of the direct row-vector tile (gemm_avx2_t.h, S(rv_tile)). */
+/* Modes of the direct row-vector tile (gemm_simd_t.h, S(rv_tile)). */
 enum { RV_FULL, RV_SHIFT, RV_MASK };
 
 #endif
