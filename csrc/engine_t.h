@@ -253,7 +253,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
             for (int64_t l = 0; l < L; l++) {
                 const fm_layer *p = plan + l;
                 int64_t nw = p->fan_in * p->fan_out;
-                double wn = S(fm_norm)(params + p->w_off, nw);
+                double wn = S(fm_norm_nt)(params + p->w_off, nw, nt);
                 reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
                 S(axpy)(grads + p->w_off, params + p->w_off, nw, (T)(opt->l2 / div));
             }

@@ -256,20 +256,21 @@ int fm_gemm_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
     if (M == 0 || N == 0) return FM_GEMM_OK;
     fm_gemm_init();
     int post = K > 0 && thin_form(&p);
-    if (0) {
+    direct_fn direct = NULL;  /* the portable ISA has no SIMD paths */
+    worker_fn packed = NULL;
 #if FM_GEMM_HAVE_AVX512
-    } else if (isa_current == ISA_AVX512) {
-        dispatch(&p, nthreads, fm_gemm_avx512_direct_f32, fm_gemm_avx512_packed_f32,
-                 fm_gemm_portable_f32);
+    if (isa_current == ISA_AVX512) {
+        direct = fm_gemm_avx512_direct_f32;
+        packed = fm_gemm_avx512_packed_f32;
+    }
 #endif
 #if FM_GEMM_HAVE_AVX2
-    } else if (isa_current == ISA_AVX2) {
-        dispatch(&p, nthreads, fm_gemm_avx2_direct_f32, fm_gemm_avx2_packed_f32,
-                 fm_gemm_portable_f32);
-#endif
-    } else {
-        dispatch(&p, nthreads, NULL, NULL, fm_gemm_portable_f32);
+    if (isa_current == ISA_AVX2) {
+        direct = fm_gemm_avx2_direct_f32;
+        packed = fm_gemm_avx2_packed_f32;
     }
+#endif
+    dispatch(&p, nthreads, direct, packed, fm_gemm_portable_f32);
     if (post) THIN_POST(float, fm_act_f32);
     return FM_GEMM_OK;
 }
@@ -284,20 +285,21 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
     if (M == 0 || N == 0) return FM_GEMM_OK;
     fm_gemm_init();
     int post = K > 0 && thin_form(&p);
-    if (0) {
+    direct_fn direct = NULL;  /* the portable ISA has no SIMD paths */
+    worker_fn packed = NULL;
 #if FM_GEMM_HAVE_AVX512
-    } else if (isa_current == ISA_AVX512) {
-        dispatch(&p, nthreads, fm_gemm_avx512_direct_f64, fm_gemm_avx512_packed_f64,
-                 fm_gemm_portable_f64);
+    if (isa_current == ISA_AVX512) {
+        direct = fm_gemm_avx512_direct_f64;
+        packed = fm_gemm_avx512_packed_f64;
+    }
 #endif
 #if FM_GEMM_HAVE_AVX2
-    } else if (isa_current == ISA_AVX2) {
-        dispatch(&p, nthreads, fm_gemm_avx2_direct_f64, fm_gemm_avx2_packed_f64,
-                 fm_gemm_portable_f64);
-#endif
-    } else {
-        dispatch(&p, nthreads, NULL, NULL, fm_gemm_portable_f64);
+    if (isa_current == ISA_AVX2) {
+        direct = fm_gemm_avx2_direct_f64;
+        packed = fm_gemm_avx2_packed_f64;
     }
+#endif
+    dispatch(&p, nthreads, direct, packed, fm_gemm_portable_f64);
     if (post) THIN_POST(double, fm_act_f64);
     return FM_GEMM_OK;
 }

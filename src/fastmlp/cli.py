@@ -82,7 +82,7 @@ import numpy as np
 import fastmlp
 from fastmlp import datasets
 from fastmlp.diagnostics import epoch_warnings
-from fastmlp.network import ACTIVATIONS, DivergenceError
+from fastmlp.network import ACTIVATIONS, DivergenceError, _Progress
 
 MAX_AUTO_CLASSES = 20
 DEFAULT_HIDDEN = (128, 64)
@@ -496,7 +496,7 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
     each fit's own (on its single epoch) are silenced."""
     hist, saved = fastmlp.History(), 0
     checks = {}  # epoch_warnings' memory: each warning once per run
-    progress = _EpochProgress(args.quiet, start, args.epochs)
+    progress = _Progress(not args.quiet, args.epochs, start)
     try:
         for epoch in range(start, args.epochs):
             with warnings.catch_warnings():
@@ -566,33 +566,6 @@ def _resume(path, net, data, settings, epochs):
     except ValueError as e:
         raise UsageError(f"--resume: {path}: {e}") from None
     return saved, done
-
-
-class _EpochProgress:
-    """A tqdm bar over all epochs on a terminal (a resumed run starts part-way), plain lines
-    otherwise; nothing with --quiet."""
-
-    def __init__(self, quiet, start, epochs):
-        self.bar, self.lines, self.epochs = None, False, epochs
-        if quiet:
-            return
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=epochs, initial=start, unit="epoch", leave=True)
-        else:
-            self.lines = True
-
-    def update(self, epoch, h):
-        text = f"loss {h.loss[-1]:.4f}"
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        elif self.lines:
-            print(f"epoch {epoch}/{self.epochs} {text}", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _default_out(data):

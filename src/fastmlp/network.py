@@ -741,7 +741,7 @@ class MLP:
                     opt.t_ = st[9]
                 self._record(hist, tot, layer_stats, fired if diagnostics else None, val, nt,
                              time.perf_counter() - t0)
-                progress.update(hist)
+                progress.update(hist.epochs, hist)
                 if diagnostics:
                     for message in epoch_warnings(self, hist, checks):
                         warnings.warn(message, TrainingWarning, stacklevel=3)
@@ -1023,19 +1023,21 @@ def load(path):
 
 
 class _Progress:
-    """A tqdm bar over epochs on a terminal, plain lines otherwise (verbose >= 1)."""
+    """A tqdm bar over epochs on a terminal, plain lines otherwise; nothing when not `show`.
+    `start` epochs are already done (a resumed CLI run starts part-way)."""
 
-    def __init__(self, verbose, epochs):
-        self.bar, self.lines = None, False
-        if not verbose:
+    def __init__(self, show, epochs, start=0):
+        self.bar, self.lines, self.epochs = None, False, epochs
+        if not show:
             return
         if sys.stderr.isatty():
             from tqdm import tqdm
-            self.bar = tqdm(total=epochs, unit="epoch", leave=True)
+            self.bar = tqdm(total=epochs, initial=start, unit="epoch", leave=True)
         else:
-            self.lines, self.epochs = True, epochs
+            self.lines = True
 
-    def update(self, hist):
+    def update(self, epoch, hist):
+        """Epoch `epoch` (counted from 1) is done; `hist` holds its figures last."""
         text = f"loss {hist.loss[-1]:.4f}"
         if hist.val_loss:
             text += f" val_loss {hist.val_loss[-1]:.4f}"
@@ -1045,7 +1047,7 @@ class _Progress:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)
         elif self.lines:
-            print(f"epoch {hist.epochs}/{self.epochs} {text}", file=sys.stderr, flush=True)
+            print(f"epoch {epoch}/{self.epochs} {text}", file=sys.stderr, flush=True)
 
     def close(self):
         if self.bar is not None:

@@ -274,6 +274,14 @@ class _EpochPolicy:
 
 # ---------------------------------------------------------------- the shared base
 
+def _store_params(est, params):
+    """Keep every constructor argument as the attribute of its name, unchanged (scikit-learn's
+    rule: no logic in __init__); `params` is the constructor's locals()."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(est, name, value)
+
+
 class _BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share; not for direct use."""
 
@@ -605,34 +613,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  clip_norm=None, init="glorot", skip_connections=None, dtype="float32",
                  n_threads=None):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.clip_norm = clip_norm
-        self.init = init
-        self.skip_connections = skip_connections
-        self.dtype = dtype
-        self.n_threads = n_threads
+        _store_params(self, locals())
 
     _loss_scale = 1.0
 
@@ -799,35 +780,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  clip_norm=None, init="glorot", skip_connections=None, dtype="float32",
                  n_threads=None):
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.clip_norm = clip_norm
-        self.init = init
-        self.skip_connections = skip_connections
-        self.dtype = dtype
-        self.n_threads = n_threads
+        _store_params(self, locals())
 
     _output = "identity"
 
