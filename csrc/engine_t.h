@@ -298,7 +298,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
             return FM_EOVERFLOW_STEP;
         }
         st->clipped += clipped;
-        for (int64_t l = 0; l < L; l++) {
+        for (int64_t l = L - 1; l >= 0; l--) {
             const fm_layer *p = plan + l;
             int64_t off[2] = {p->w_off, p->b_off}, len[2] = {p->fan_in * p->fan_out, p->fan_out};
             for (int k = 0; k < 2; k++) {

@@ -303,3 +303,25 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
     if (post) THIN_POST(double, fm_act_f64);
     return FM_GEMM_OK;
 }
+
+/* The rank-1 update (gemm.h) on the current ISA. */
+#define RANK1_ENTRY(T, SFX)                                                                   \
+    void fm_rank1_sub_##SFX(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1,        \
+                            ptrdiff_t O, T r) {                                               \
+        fm_gemm_init();                                                                       \
+        if (isa_current == ISA_AVX512) RANK1_AVX512(SFX)(W, a, dz, i0, i1, O, r);             \
+        else if (isa_current == ISA_AVX2) RANK1_AVX2(SFX)(W, a, dz, i0, i1, O, r);            \
+        else portable_rank1_##SFX(W, a, dz, i0, i1, O, r);                                    \
+    }
+#if FM_GEMM_HAVE_AVX512
+#define RANK1_AVX512(SFX) fm_gemm_avx512_rank1_##SFX
+#else
+#define RANK1_AVX512(SFX) portable_rank1_##SFX
+#endif
+#if FM_GEMM_HAVE_AVX2
+#define RANK1_AVX2(SFX) fm_gemm_avx2_rank1_##SFX
+#else
+#define RANK1_AVX2(SFX) portable_rank1_##SFX
+#endif
+RANK1_ENTRY(float, f32)
+RANK1_ENTRY(double, f64)

@@ -50,6 +50,15 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 double beta, double *C, ptrdiff_t ldc, const fm_epilogue *epi,
                 void *work, int nthreads);
 
+/* Rows i0 <= i < i1 of W (I x O, leading dimension O) -= r (a dz^T): each element becomes
+ * w - r (a_i dz_j), rounded in that order (what forming g = a_i dz_j and then w - r g gives);
+ * a row whose a_i is 0 is left alone (it would only subtract +-0). The update of a single-row
+ * SGD step, on the instruction set the products use. One thread; callers split the rows. */
+void fm_rank1_sub_f32(float *W, const float *a, const float *dz, ptrdiff_t i0, ptrdiff_t i1,
+                      ptrdiff_t O, float r);
+void fm_rank1_sub_f64(double *W, const double *a, const double *dz, ptrdiff_t i0,
+                      ptrdiff_t i1, ptrdiff_t O, double r);
+
 /* Bytes of scratch one call needs at most, for any shape, with up to nthreads threads. */
 size_t fm_gemm_work_bytes(int nthreads);
 

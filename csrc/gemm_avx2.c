@@ -43,6 +43,7 @@ static const int64_t mask64[12] = {0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
 #define S(name) name##_f32
 #define EXPORT_PACKED fm_gemm_avx2_packed_f32
 #define EXPORT_DIRECT fm_gemm_avx2_direct_f32
+#define EXPORT_RANK1 fm_gemm_avx2_rank1_f32
 #define V __m256
 #define VM __m256i
 #define VL 8
@@ -87,6 +88,7 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define S(name) name##_f64
 #define EXPORT_PACKED fm_gemm_avx2_packed_f64
 #define EXPORT_DIRECT fm_gemm_avx2_direct_f64
+#define EXPORT_RANK1 fm_gemm_avx2_rank1_f64
 #define V __m256d
 #define VM __m256i
 #define VL 4

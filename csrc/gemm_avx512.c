@@ -59,11 +59,47 @@ static inline __m512d reduce8_pd(const __m512d *a) {
     return _mm512_insertf64x4(_mm512_castpd256_pd512(reduce4_pd(h)), reduce4_pd(h + 4), 1);
 }
 
+/* VLIST: the indices q < n with v[q] != 0 (positive = 0; NaN counts) or v[q] > 0 (positive =
+ * 1), compressed a vector at a time in registers (the memory form of vpcompressd is slow on
+ * Zen 4) and stored whole: up to VL - 1 entries past the count are written. */
+static inline ptrdiff_t list16_ps(int32_t *kl, const float *v, ptrdiff_t n, int positive) {
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    ptrdiff_t m = 0;
+    for (ptrdiff_t q = 0; q < n; q += 16) {
+        __mmask16 in = n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(in, v + q);
+        __mmask16 hit = positive ? _mm512_mask_cmp_ps_mask(in, x, _mm512_setzero_ps(), _CMP_GT_OQ)
+                                 : _mm512_mask_cmp_ps_mask(in, x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_si512(kl + m, _mm512_maskz_compress_epi32(hit, idx));
+        m += __builtin_popcount(hit);
+        idx = _mm512_add_epi32(idx, step);
+    }
+    return m;
+}
+
+static inline ptrdiff_t list8_pd(int32_t *kl, const double *v, ptrdiff_t n, int positive) {
+    const __m256i step = _mm256_set1_epi32(8);
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    ptrdiff_t m = 0;
+    for (ptrdiff_t q = 0; q < n; q += 8) {
+        __mmask8 in = n - q >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - q)) - 1u);
+        __m512d x = _mm512_maskz_loadu_pd(in, v + q);
+        __mmask8 hit = positive ? _mm512_mask_cmp_pd_mask(in, x, _mm512_setzero_pd(), _CMP_GT_OQ)
+                                : _mm512_mask_cmp_pd_mask(in, x, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        _mm256_storeu_si256((__m256i *)(kl + m), _mm256_maskz_compress_epi32(hit, idx));
+        m += __builtin_popcount(hit);
+        idx = _mm256_add_epi32(idx, step);
+    }
+    return m;
+}
+
 /* ---- float32: 6 x 32 tiles ---- */
 #define T float
 #define S(name) name##_f32
 #define EXPORT_PACKED fm_gemm_avx512_packed_f32
 #define EXPORT_DIRECT fm_gemm_avx512_direct_f32
+#define EXPORT_RANK1 fm_gemm_avx512_rank1_f32
 #define V __m512
 #define VM __mmask16
 #define VL 16
@@ -97,6 +133,7 @@ static inline __m512d reduce8_pd(const __m512d *a) {
 #define RD_ROWS 1
 #define TRB 4
 #define TRANSPOSE tr4x4_f32
+#define VLIST list16_ps
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(float) <= FM_GEMM_SLOT_BYTES,
                "f32 packing buffers exceed the per-thread slot");
 _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
@@ -108,6 +145,7 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define S(name) name##_f64
 #define EXPORT_PACKED fm_gemm_avx512_packed_f64
 #define EXPORT_DIRECT fm_gemm_avx512_direct_f64
+#define EXPORT_RANK1 fm_gemm_avx512_rank1_f64
 #define V __m512d
 #define VM __mmask8
 #define VL 8
@@ -141,6 +179,7 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define RD_ROWS 2
 #define TRB 2
 #define TRANSPOSE tr2x2_f64
+#define VLIST list8_pd
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(double) <= FM_GEMM_SLOT_BYTES,
                "f64 packing buffers exceed the per-thread slot");
 _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");

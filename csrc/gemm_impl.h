@@ -49,6 +49,8 @@ typedef struct {
  * blocking fits), or the transposed op(B) tile of the portable path. A multiple of 4 KiB so every
  * slot starts page-aligned when the first one does. */
 #define FM_GEMM_SLOT_BYTES ((size_t)1536 * 1024)
+/* Rows of W listed per pass of the rank-1 update (fm_rank1_sub; a stack array of ints). */
+#define RANK1_CHUNK 256
 
 /* AVX2 + FMA kernels (gemm_avx2.c). direct: one thread, no packing, trans_a = 0 or trans_b = 0
  * (not TT). packed: any transposes; thread tid of nth computes its own block of C. */
@@ -57,6 +59,10 @@ void fm_gemm_avx2_direct_f32(const fm_gemm_prob *p);
 void fm_gemm_avx2_direct_f64(const fm_gemm_prob *p);
 void fm_gemm_avx2_packed_f32(const fm_gemm_prob *p, int tid, int nth);
 void fm_gemm_avx2_packed_f64(const fm_gemm_prob *p, int tid, int nth);
+void fm_gemm_avx2_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t i0,
+                            ptrdiff_t i1, ptrdiff_t O, float r);
+void fm_gemm_avx2_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t i0,
+                            ptrdiff_t i1, ptrdiff_t O, double r);
 #endif
 
 /* AVX-512 kernels (gemm_avx512.c): the same two paths on 512-bit vectors. */
@@ -65,6 +71,10 @@ void fm_gemm_avx512_direct_f32(const fm_gemm_prob *p);
 void fm_gemm_avx512_direct_f64(const fm_gemm_prob *p);
 void fm_gemm_avx512_packed_f32(const fm_gemm_prob *p, int tid, int nth);
 void fm_gemm_avx512_packed_f64(const fm_gemm_prob *p, int tid, int nth);
+void fm_gemm_avx512_rank1_f32(float *W, const float *a, const float *dz, ptrdiff_t i0,
+                              ptrdiff_t i1, ptrdiff_t O, float r);
+void fm_gemm_avx512_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t i0,
+                              ptrdiff_t i1, ptrdiff_t O, double r);
 #endif
 
 #endif

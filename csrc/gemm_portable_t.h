@@ -66,3 +66,21 @@ static void S(fm_gemm_portable)(const fm_gemm_prob *p, int tid, int nth) {
         for (ptrdiff_t i = i0; i < i1; i++) S(portable_epi_row)(p, i, jb, nb);
     }
 }
+
+/* gemm.h, fm_rank1_sub, in plain C: the rows to update are listed without a branch per row
+ * (optim.c note 5), then each row is one contiguous pass. */
+static void S(portable_rank1)(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1,
+                              ptrdiff_t O, T r) {
+    int32_t kl[RANK1_CHUNK];
+    for (ptrdiff_t c0 = i0; c0 < i1; c0 += RANK1_CHUNK) {
+        ptrdiff_t n = i1 - c0 < RANK1_CHUNK ? i1 - c0 : RANK1_CHUNK, m = 0;
+        for (ptrdiff_t q = 0; q < n; q++) {
+            kl[m] = (int32_t)q;
+            m += a[c0 + q] != 0;
+        }
+        for (ptrdiff_t q = 0; q < m; q++) {
+            T ai = a[c0 + kl[q]], *w = W + (c0 + kl[q]) * O;
+            for (ptrdiff_t j = 0; j < O; j++) w[j] -= r * (ai * dz[j]);
+        }
+    }
+}

@@ -4,6 +4,7 @@
 #undef S
 #undef EXPORT_PACKED
 #undef EXPORT_DIRECT
+#undef EXPORT_RANK1
 #undef V
 #undef VM
 #undef VL
@@ -36,3 +37,4 @@
 #undef RD_ROWS
 #undef TRB
 #undef TRANSPOSE
+#undef VLIST

@@ -19,27 +19,30 @@
  *    On digits (about half the pixels 0, half the ReLUs off) this halves the update. The rows
  *    to update are listed first, without a branch per row: a test-and-skip per row was
  *    mispredicted about half the time on digits (~15 cycles each, some 0.7 us of a 3.1 us
- *    batch-1 step on Zen 4).
+ *    batch-1 step on Zen 4). The pass itself is fm_rank1_sub (gemm.h), on the instruction set
+ *    of the products, which lists the rows a vector at a time (gemm_simd_t.h notes 4 and 5).
  * 6. The steps the engine runs (fm_*_step, fm_sgd_rank1) are plain passes with no reduction:
  *    a running max|p| in the same loop made every vector wait for the previous one's max
  *    (a loop-carried dependence), which cost more than the update itself on batch-1 steps.
  *    The engine bounds max|p| instead (engine.c note 7). The public fm_sgd_update and
  *    fm_opt_update, off the hot path, still return the maxima, by a second pass.
- * 7. The sum of squares keeps 16 partial sums (one running sum waited 4 cycles per add: the
+ * 7. The sum of squares keeps NORM_LANES = 16 partial sums (one running sum waited 4 cycles per add: the
  *    W3 network's 669706 gradients took 141 us, single-threaded, on Zen 4) over blocks whose
  *    length depends on n alone; threads take whole blocks and the block sums are added in
  *    order, so the norm is the same for any thread count. Figures in the engine's step, W3
- *    (784-512-512-10, batch 128, 2 threads): see bench/RESULTS.md.
+ *    (784-512-512-10, batch 128, 2 threads): see bench/RESULTS.md. 32 or 64 partial sums
+ *    were no faster (2.25 us for the digits network's 17226 values with 16, 32 and 64, one
+ *    thread, AVX-512 clone): the conversions and multiplies bound the pass, not the adds.
  * 8. The baseline build is plain x86-64 (SSE2), which is all a memory-bound pass needs. The
  *    sum of squares and the momentum/Adam pass are compute-bound (a conversion and a multiply
  *    per value; a square root and a division), so GCC builds them once per ISA
  *    (target_clones: AVX-512, AVX2, baseline) and the loader picks one for the CPU. Adam's
  *    pass on the digits network (17226 values): 47.7 us with libm's sqrtf per value (before
  *    -fno-math-errno, setup.py), 17.2 us vectorised on SSE2, 11.9 us with the AVX-512 clone.
- *    The SGD passes are cloned too: small ones run from L1, and the single-row update is the
- *    largest cost of a batch-1 step. With the branchless row list (note 5) the digits epoch
- *    at batch 1 (W2b1, one thread, Zen 4) went from 6.13 to 4.33 ms (medians of 3 runs of
- *    4 s, the two builds alternating). -ffp-contract=off (setup.py) keeps every clone's
+ *    The SGD passes are cloned too: small ones run from L1. (The single-row update, cloned
+ *    here at first, went to the product's kernels: note 5.) With the branchless row list the
+ *    digits epoch at batch 1 (W2b1, one thread, Zen 4) went from 6.13 to 4.33 ms (medians of
+ *    3 runs of 4 s, the two builds alternating). -ffp-contract=off (setup.py) keeps every clone's
  *    rounding the same as the baseline's.
  */
 #include <float.h>
@@ -60,8 +63,7 @@
 /* Note 7: sums of squares are taken over blocks of at least NORM_BLOCK values, at most
  * NORM_MAX_BLOCKS of them (their sums wait on the stack). */
 #define NORM_BLOCK 4096
-/* Note 5: rows of W listed per pass of the single-row update (a stack array of ints). */
-#define RANK1_CHUNK 256
+#define NORM_LANES 16
 #define NORM_MAX_BLOCKS 512
 
 /* Note 8: compute-bound passes get one clone per ISA, chosen at load time (an ifunc). */

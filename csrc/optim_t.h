@@ -1,13 +1,13 @@
 /* Included by optim.c with T and S(name) defined for one dtype. */
 
-/* Sum of squares in double of g[0:n): 16 independent partial sums (note 7). */
+/* Sum of squares in double of g[0:n): NORM_LANES independent partial sums (note 7). */
 FM_CLONES static double S(sumsq_run)(const T *g, ptrdiff_t n) {
-    double a[16] = {0};
+    double a[NORM_LANES] = {0};
     ptrdiff_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) a[k] += (double)g[i + k] * (double)g[i + k];
+    for (; i + NORM_LANES <= n; i += NORM_LANES)
+        for (int k = 0; k < NORM_LANES; k++) a[k] += (double)g[i + k] * (double)g[i + k];
     for (int k = 0; i < n; i++, k++) a[k] += (double)g[i] * (double)g[i];
-    for (int w = 8; w >= 1; w /= 2)
+    for (int w = NORM_LANES / 2; w >= 1; w /= 2)
         for (int k = 0; k < w; k++) a[k] += a[k + w];
     return a[0];
 }
@@ -16,7 +16,7 @@ FM_CLONES static double S(sumsq_run)(const T *g, ptrdiff_t n) {
  * take blocks, so the value does not depend on nt (note 7). */
 static double S(sumsq_plain)(const T *g, ptrdiff_t n, int nt) {
     ptrdiff_t bl = (n + NORM_MAX_BLOCKS - 1) / NORM_MAX_BLOCKS;
-    bl = bl < NORM_BLOCK ? NORM_BLOCK : (bl + 15) / 16 * 16;
+    bl = bl < NORM_BLOCK ? NORM_BLOCK : (bl + NORM_LANES - 1) / NORM_LANES * NORM_LANES;
     ptrdiff_t nb = (n + bl - 1) / bl;
     double part[NORM_MAX_BLOCKS];
 #ifdef _OPENMP
@@ -111,28 +111,7 @@ double S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
 }
 
 /* W[i, j] -= lr * (a[i] dz[j]): the same rounding as forming dW = a dz^T and then the update
- * above, without writing dW and reading it back. Threads own blocks of rows. A row whose a[i]
- * is 0 (a ReLU that is off, a zero pixel) would only subtract zeros, so it is left alone
- * (note 5). Cloned per ISA (note 8): on batch-1 steps this pass is the largest cost. */
-FM_CLONES static void S(rank1_rows)(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1,
-                                    ptrdiff_t O, T r) {
-    for (ptrdiff_t c0 = i0; c0 < i1; c0 += RANK1_CHUNK) {
-        /* The rows to update, listed without a branch per row (note 5). */
-        int rows[RANK1_CHUNK], m = 0;
-        ptrdiff_t c1 = i1 - c0 < RANK1_CHUNK ? i1 : c0 + RANK1_CHUNK;
-        for (ptrdiff_t i = c0; i < c1; i++) {
-            rows[m] = (int)(i - c0);
-            m += a[i] != 0;
-        }
-        for (int q = 0; q < m; q++) {
-            ptrdiff_t i = c0 + rows[q];
-            T ai = a[i], *w = W + i * O;
-            #pragma omp simd
-            for (ptrdiff_t j = 0; j < O; j++) w[j] -= r * (ai * dz[j]);
-        }
-    }
-}
-
+ * above, without writing dW and reading it back (note 5). Threads own blocks of rows. */
 void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, double lr,
                      int nt) {
     const T r = (T)lr;
@@ -141,19 +120,19 @@ void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, do
         #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num(), p = omp_get_num_threads();
-            S(rank1_rows)(W, a, dz, I * t / p, I * (t + 1) / p, O, r);
+            S(fm_rank1_sub)(W, a, dz, I * t / p, I * (t + 1) / p, O, r);
         }
         return;
     }
 #endif
-    S(rank1_rows)(W, a, dz, 0, I, O, r);
+    S(fm_rank1_sub)(W, a, dz, 0, I, O, r);
 }
 
 /* The momentum, Nesterov and Adam steps of p[i0:i1] (fastmlp.h, fm_opt): one pass over p, g
  * and the state, in the order scikit-learn writes the sums. Cloned per ISA (note 8): Adam's
  * square root and division are its cost. */
-FM_CLONES static void S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1, int kind,
-                         T lr, T c, T mu, T b1, T b2, T eps) {
+FM_CLONES static void S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1,
+                                   int kind, T lr, T c, T mu, T b1, T b2, T eps) {
     if (kind == FM_OPT_ADAM) {
         #pragma omp simd
         for (ptrdiff_t i = i0; i < i1; i++) {

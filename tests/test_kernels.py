@@ -125,6 +125,26 @@ def test_gemm_random_vs_float64(isa, dtype, case, shape, rng):
                  what=f"gemm {case} {shape}")
 
 
+@pytest.mark.parametrize("case", ["NN", "TN"])
+@pytest.mark.parametrize("K", [1, 7, 33, 300])
+def test_gemm_single_row_skips_zeros(isa, dtype, case, K, rng):
+    """A single row sums only its terms with a_k != 0 (csrc/gemm_simd_t.h note 4): with finite
+    B it gets the bits of the same row inside a batch, and the float64 product's value; a row
+    of zeros gives zeros."""
+    M, N = 9, 70
+    A, B, opA, opB = operands(rng, M, N, K, case, dtype)
+    A[rng.random(A.shape) < 0.5] = 0
+    A[(slice(None), 4) if case == "TN" else 4] = 0
+    opA = f64(A).T if case == "TN" else f64(A)
+    C = run_gemm(A, B, M, N, case, dtype)
+    assert_close(C, opA @ opB, rtol=2 * (K + 2) * eps(dtype), scale=np.abs(opA) @ np.abs(opB),
+                 what=f"gemm {case} with zeros")
+    assert np.all(C[4] == 0)
+    for i in range(M):
+        Ai = np.ascontiguousarray(A[:, i:i + 1] if case == "TN" else A[i:i + 1])
+        assert np.array_equal(run_gemm(Ai, B, 1, N, case, dtype)[0], C[i]), i
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("shape", THREADED, ids=shape_id)
 def test_gemm_threads_bitwise(isa, dtype, case, shape, rng):
@@ -309,7 +329,8 @@ def test_act_unknown_name_raises(dtype):
 # ------------------------------------------------------------------ dense layer
 
 DENSE_SHAPES = [(1, 1, 1), (1, 3, 7), (5, 17, 3), (33, 65, 130), (130, 7, 33), (64, 200, 64),
-                (200, 64, 1), (256, 1, 40)]  # one output, one input: thin products
+                (200, 64, 1), (256, 1, 40),  # one output, one input: thin products
+                (1, 130, 65), (1, 64, 10)]  # single rows, whose zeros are skipped
 
 
 def layer_data(rng, N, I, O, act_in, dtype):
@@ -343,6 +364,7 @@ def test_dense_forward(isa, dtype, name, shape, rng):
     the activation (Lipschitz <= 1), plus 4 eps |ref| for the activation's own rounding."""
     N, I, O = shape
     A_in, W, b, _ = layer_data(rng, N, I, O, "identity", dtype)
+    A_in[rng.random(A_in.shape) < 0.3] = 0  # a single row skips these (gemm_simd_t.h note 4)
     out = dense_fwd(A_in, W, b, name, dtype)
     Z = f64(A_in) @ f64(W) + f64(b)
     ref = act(name, Z)

@@ -157,6 +157,32 @@ def test_minibatch_trajectory_matches_reference(config, B, dtype, rng):
     close_arrays(params_of(net), ref.W + ref.b, traj_rtol(net, B, steps), "parameters")
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_single_row_sgd_equals_formed_gradient_step(isa, activation, dtype, rng):
+    """Plain SGD at batch 1 never forms dW: it applies W -= lr a dz^T to the rows whose a_i is
+    not 0 (csrc/optim.c note 5, gemm_simd_t.h notes 4 and 5). Momentum 0 takes the general
+    path (dW formed, then p + (-lr g)), with the same rounding of every value, so the two runs
+    agree to the bit on every instruction set; half the inputs are 0 so rows are skipped."""
+    from fastmlp import _core
+
+    net = fastmlp.MLP([40, 70, 33, 10], activation=activation, output="softmax",
+                      dtype=dtype.__name__, seed=2)
+    X = rng.standard_normal((30, 40)).astype(dtype)
+    X[rng.random(X.shape) < 0.5] = 0
+    y = rng.integers(0, 10, 30)
+    out = {}
+    for kind in ("sgd", "momentum"):
+        params, grads = net._params.copy(), np.empty_like(net._params)
+        state = None if kind == "sgd" else np.zeros_like(params)
+        _core.train_steps(net._plan, net.loss, params, grads, state, net._new_workspace(1, 1),
+                          1, X, y, None, None, 1, 0, 30,
+                          (kind, 0.05, 0.0, 0.0, 0.9, 0.999, 1e-8, 0.0, 0),
+                          np.zeros((net.n_layers, 4)), None, 1)
+        out[kind] = params
+    assert not np.array_equal(out["sgd"], net._params)
+    assert np.array_equal(out["sgd"], out["momentum"])
+
+
 def test_shuffle_same_seed_bit_identical(dtype, rng):
     config = ("tanh", "softmax", "cross_entropy")
     a, X, y = small_problem(rng, config, dtype, n=50, seed=8)
