@@ -18,6 +18,9 @@
  *    for the norm and again for the update would triple the memory traffic of a step whose
  *    arithmetic is tiny, so it is never stored: ||dW||_F = ||a|| ||dz|| exactly (up to
  *    rounding), and fm_sgd_rank1 applies W -= lr a dz^T in the one pass over W the update needs.
+ *    The update runs from the top layer down: the rows of W that dA_in just read are still in
+ *    L1 when they are updated (digits at batch 1: 68 KB of weights against a 32 KB L1; the
+ *    W2b1 epoch 4.84 -> 4.69 ms on Zen 4, medians of 7 alternating runs; W2 unchanged).
  * 7. A finite gradient can still overflow a parameter (a huge rate). Each |g_i| <= ||g||, so
  *    an SGD step moves no parameter by more than lr ||g||, and momentum and Adam have bounds of
  *    their own (step_bound in engine_t.h). A step is refused unless max|p| + that bound stays
