@@ -4,7 +4,11 @@
  * 1. Every derivative is written in terms of the activation's *output* a = f(z), so the forward
  *    pass caches one buffer per layer (A) and backward needs nothing else:
  *      identity f'(z) = 1,  sigmoid f'(z) = a (1 - a),  tanh f'(z) = 1 - a^2,  relu f'(z) = [a > 0].
- *    (relu'(0) is taken as 0, the usual subgradient choice.)
+ *    (relu'(0) is taken as 0, the usual subgradient choice.) Backward multiplies dA by f'
+ *    (fm_grad), except for relu, which passes dA where a > 0 and gives +0 elsewhere, whatever
+ *    dA holds (as PyTorch's threshold backward): a unit that is off has no gradient, even when
+ *    the sum behind its dA overflowed. So every path, including the single-row one that does
+ *    not form the dA of an off unit (gemm_simd_t.h note 4), gives the same dZ.
  * 2. sigmoid is evaluated on the side where exp() cannot overflow: for z >= 0 as 1 / (1 + e^-z),
  *    for z < 0 as e^z / (1 + e^z). Both are finite for every finite z, raise no overflow, and keep
  *    full relative accuracy of tiny outputs: sigmoid(-40) = 4.248354255291589e-18 in double, and
@@ -65,6 +69,17 @@ static inline float fm_dact_f32(int act, float a) {
     case FM_ACT_RELU: return a > 0.0f ? 1.0f : 0.0f;
     default: return 1.0f;
     }
+}
+
+/* dZ = dA f'(z) from the output a (note 1). */
+static inline double fm_grad_f64(int act, double da, double a) {
+    if (act == FM_ACT_RELU) return a > 0.0 ? da : 0.0;
+    return act == FM_ACT_IDENTITY ? da : da * fm_dact_f64(act, a);
+}
+
+static inline float fm_grad_f32(int act, float da, float a) {
+    if (act == FM_ACT_RELU) return a > 0.0f ? da : 0.0f;
+    return act == FM_ACT_IDENTITY ? da : da * fm_dact_f32(act, a);
 }
 
 #endif

@@ -14,7 +14,7 @@ int S(fm_act_backward)(T *dZ, const T *dA, const T *A, ptrdiff_t n, int act) {
         if (dZ != dA) memmove(dZ, dA, (size_t)n * sizeof(T));
         return FM_OK;
     }
-    for (ptrdiff_t i = 0; i < n; i++) dZ[i] = dA[i] * S(fm_dact)(act, A[i]);
+    for (ptrdiff_t i = 0; i < n; i++) dZ[i] = S(fm_grad)(act, dA[i], A[i]);
     return FM_OK;
 }
 

@@ -121,8 +121,8 @@ static inline ptrdiff_t list8_pd(int32_t *kl, const double *v, ptrdiff_t n, int 
 #define VSUB _mm512_sub_ps
 #define VMUL _mm512_mul_ps
 #define VMAX _mm512_max_ps
-#define VSTEP(a) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_GT_OQ), \
-                                     _mm512_set1_ps(1.0f))
+#define VPASS(c, a) \
+    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_GT_OQ), (c))
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
 #define VMASKHI(n) ((__mmask16)(0xFFFFu << (16 - (n))))
 #define VKEEP(x, m) _mm512_maskz_mov_ps((m), (x))
@@ -167,8 +167,8 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define VSUB _mm512_sub_pd
 #define VMUL _mm512_mul_pd
 #define VMAX _mm512_max_pd
-#define VSTEP(a) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((a), _mm512_setzero_pd(), _CMP_GT_OQ), \
-                                     _mm512_set1_pd(1.0))
+#define VPASS(c, a) \
+    _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((a), _mm512_setzero_pd(), _CMP_GT_OQ), (c))
 #define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
 #define VMASKHI(n) ((__mmask8)(0xFFu << (8 - (n))))
 #define VKEEP(x, m) _mm512_maskz_mov_pd((m), (x))

@@ -27,7 +27,7 @@ static void S(portable_epi_row)(const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j0
         for (ptrdiff_t j = 0; j < n; j++) c[j] = S(fm_act)(p->act, c[j] + (bias ? bias[j] : 0));
     } else if (p->epi == FM_EPI_DACT && p->act != FM_ACT_IDENTITY) {
         const T *h = (const T *)p->h + i * p->ldh + j0;
-        for (ptrdiff_t j = 0; j < n; j++) c[j] *= S(fm_dact)(p->act, h[j]);
+        for (ptrdiff_t j = 0; j < n; j++) c[j] = S(fm_grad)(p->act, c[j], h[j]);
     }
 }
 

@@ -8,7 +8,7 @@
  *   MR, NR             micro-tile of C: MR rows x NR = 2 VL columns (e.g. 6 x 16 f32 in AVX2)
  *   KC, MC, NC         cache blocking of K, M, N (the including file says why)
  *   VZERO VSET1 VLOAD VLOADU VSTORE VSTOREU VBCAST VFMA VADD VSUB VMUL VMAX
- *   VSTEP(a)           1 in the lanes where a > 0, else 0 (NaN gives 0, like a > 0 in C)
+ *   VPASS(c, a)        c in the lanes where a > 0, else +0 (NaN in a gives +0, as a > 0 in C)
  *   VMASK(n)           a VM with the first n lanes set (0 <= n <= VL)
  *   VMASKHI(n)         a VM with the last n lanes set
  *   VKEEP(x, m)        x with the lanes where m is clear zeroed
@@ -40,11 +40,14 @@
  * 4. A single row (M = 1, a batch-1 step or a row predicted alone) first lists the indices that
  *    matter, without a branch per index (VLIST, where defined, a vector at a time with
  *    AVX-512's compress), into the scratch slot, which the direct path has no other use for:
- *      - NN/TN: the k with a_k != 0. A term 0 * b_kj added to a sum started at +0 leaves it as
- *        it is, so skipping it changes no bit while B is finite (a NaN or inf in a skipped row
- *        of B does not reach C, as in the reference BLAS, which skips zeros the same way).
- *      - NT with a relu' epilogue (dA_in of a ReLU layer): the columns j with h_j > 0; the
- *        others are relu' = 0 times their sum, written as 0 without summing.
+ *      - NN/TN: the k with a_k != 0. Adding a term 0 * b_kj changes no nonzero sum, so
+ *        skipping it changes no bit while B is finite, except the sign of a zero sum (a -0
+ *        from an underflowed product stays -0, where adding +0 would make it +0); a NaN or inf
+ *        in a skipped row of B does not reach C, as in the reference BLAS, which skips zeros
+ *        the same way.
+ *      - NT with a relu epilogue (dA_in of a ReLU layer): the columns j with h_j > 0; the
+ *        others are +0 without summing, which is what relu's backward gives them on every
+ *        path, even when their sum would overflow (act.h note 1).
  *    On digits (half the pixels 0, about half the ReLUs off) this halves the products of a
  *    batch-1 step. When nothing can be skipped the plain loops run. W2b1 epoch (one thread,
  *    Zen 4, medians of 7 to 11 runs alternating builds): 4.82 -> 4.36 ms with scalar lists,
@@ -64,15 +67,15 @@ typedef struct {
     ptrdiff_t ldh;
 } S(tile_epi);
 
-/* act'(a) from the activation output a, as in act.h: sigmoid a (1 - a), tanh 1 - a^2, relu
- * [a > 0] (1.0 or 0.0, so a NaN or infinite gradient still propagates as in the scalar form). */
-static inline V S(vdact)(int act, V a) {
+/* dZ = c f'(z) from the activation output a, as act.h's fm_grad: sigmoid c a (1 - a), tanh
+ * c (1 - a^2), relu c where a > 0 and +0 elsewhere, whatever c holds. */
+static inline V S(vgrad)(int act, V c, V a) {
     const V one = VSET1((T)1);
     switch (act) {
-    case FM_ACT_SIGMOID: return VMUL(a, VSUB(one, a));
-    case FM_ACT_TANH: return VSUB(one, VMUL(a, a));
-    case FM_ACT_RELU: return VSTEP(a);
-    default: return one;
+    case FM_ACT_SIGMOID: return VMUL(c, VMUL(a, VSUB(one, a)));
+    case FM_ACT_TANH: return VMUL(c, VSUB(one, VMUL(a, a)));
+    case FM_ACT_RELU: return VPASS(c, a);
+    default: return c;
     }
 }
 
@@ -83,7 +86,7 @@ static inline V S(vepi)(const S(tile_epi) *e, V c, V bias, V h) {
         c = VADD(c, bias);
         return e->act == FM_ACT_RELU ? VMAX(c, VZERO()) : c;  /* max(z, 0) = z > 0 ? z : 0 */
     }
-    if (e->kind == FM_EPI_DACT && e->act != FM_ACT_IDENTITY) return VMUL(c, S(vdact)(e->act, h));
+    if (e->kind == FM_EPI_DACT) return S(vgrad)(e->act, c, h);
     return c;
 }
 

@@ -26,7 +26,7 @@
 #undef VSUB
 #undef VMUL
 #undef VMAX
-#undef VSTEP
+#undef VPASS
 #undef VMASK
 #undef VMASKHI
 #undef VKEEP

@@ -357,6 +357,23 @@ def dense_bwd(dZ, A_in, W, act_in, dtype, with_dA=True, nthreads=1):
     return dW, db, dA
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_relu_backward_gives_off_units_zero_even_past_overflow(isa, dtype, rows):
+    """relu's backward passes dA where a > 0 and gives +0 elsewhere, whatever the sum behind dA
+    holds (csrc/act.h note 1): an off unit whose sum overflows gets +0, the same for a row alone
+    (which never forms that sum, gemm_simd_t.h note 4), in a batch, and on every ISA."""
+    big = np.finfo(dtype).max / 4
+    W = np.array([[0.5, 0.5, 0.5], [big, big, big]], dtype=dtype)
+    A_in = np.tile(np.array([1.0, 0.0], dtype=dtype), (rows, 1))
+    dZ = np.full((rows, 3), 8.0, dtype=dtype)
+    _, _, dA = dense_bwd(dZ, A_in, W, "relu", dtype)
+    assert np.array_equal(dA, np.tile(np.array([12.0, 0.0], dtype=dtype), (rows, 1)))
+    assert not np.signbit(dA).any()
+    dZ2 = act_bwd("relu", [np.inf, np.nan, -np.inf, -3.0, 2.0], [0.0, -1.0, 0.0, 0.0, 1.0], dtype)
+    assert np.array_equal(dZ2, np.array([0, 0, 0, 0, 2.0], dtype=dtype))
+    assert not np.signbit(dZ2).any()
+
+
 @pytest.mark.parametrize("name", ACTIVATIONS)
 @pytest.mark.parametrize("shape", DENSE_SHAPES, ids=shape_id)
 def test_dense_forward(isa, dtype, name, shape, rng):
