@@ -149,10 +149,12 @@ static double S(params_absmax)(const fm_layer *plan, int64_t L, const T *params)
     return m;
 }
 
-/* Copy rows idx[r0..r0+nb) of X, Y and the sample weights into the workspace. */
-static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const T *sw, const int64_t *idx,
-                      int64_t r0, int64_t nb, int64_t I0, int64_t K, int loss) {
-    for (int64_t r = 0; r < nb; r++) {
+/* Copy rows idx[r0+lo..r0+hi) of X, Y and the sample weights into rows lo..hi of the
+ * workspace. */
+static void S(gather_rows)(S(fm_ws) *w, const T *X, const void *Y, const T *sw,
+                           const int64_t *idx, int64_t r0, int64_t lo, int64_t hi, int64_t I0,
+                           int64_t K, int loss) {
+    for (int64_t r = lo; r < hi; r++) {
         int64_t i = idx[r0 + r];
         memcpy(w->xb + r * I0, X + i * I0, (size_t)I0 * sizeof(T));
         if (loss == FM_LOSS_SOFTMAX_CE)
@@ -161,6 +163,23 @@ static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const T *sw, const
             memcpy((T *)w->yb + r * K, (const T *)Y + i * K, (size_t)K * sizeof(T));
         if (sw) w->wb[r] = sw[i];
     }
+}
+
+/* The batch's nb rows; a large batch by nt threads, each a block of rows (note 10). */
+static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const T *sw, const int64_t *idx,
+                      int64_t r0, int64_t nb, int64_t I0, int64_t K, int loss, int nt) {
+#ifdef _OPENMP
+    if (nt >= 2 && (double)nb * (double)I0 * (double)sizeof(T) >= GATHER_PAR_MIN) {
+        #pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), q = omp_get_num_threads();
+            S(gather_rows)(w, X, Y, sw, idx, r0, nb * t / q, nb * (t + 1) / q, I0, K, loss);
+        }
+        return;
+    }
+#endif
+    (void)nt;
+    S(gather_rows)(w, X, Y, sw, idx, r0, 0, nb, I0, K, loss);
 }
 
 /* Ask for rows idx[r0..r0+nb) of X ahead of their gather (note 10), a cache line at a time. */
@@ -215,7 +234,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         const T *x, *wb = NULL;
         const void *y;
         if (idx) {
-            S(gather)(&w, X, Y, sw, idx, r0, nb, I0, K, loss);
+            S(gather)(&w, X, Y, sw, idx, r0, nb, I0, K, loss, nt);
             x = w.xb;
             y = w.yb;
             wb = sw ? w.wb : NULL;
