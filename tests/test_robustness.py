@@ -209,6 +209,22 @@ def test_save_through_symlink_and_onto_non_files(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_weight_set_through_a_view_is_named(value, rng):
+    """The views cannot check what is written through them: fit refuses at once, and predict
+    names the weight, not the inputs, when the output is not finite."""
+    net = fastmlp.MLP([3, 5, 2], output="softmax", seed=0)
+    X = rng.standard_normal((40, 3))
+    y = np.arange(40) % 2
+    net.weights[1][4, 1] = value
+    before = net._params.copy()
+    with pytest.raises(ValueError, match=r"weights\[1\] hold a non-finite value .* at \(4, 1\)"):
+        net.fit(X, y, epochs=1)
+    assert np.array_equal(net._params, before, equal_nan=True)
+    with pytest.raises(ValueError, match=r"weights\[1\] hold a non-finite"):
+        net.predict(X)
+
+
 def test_too_many_layers_is_a_clear_error():
     with pytest.raises(ValueError, match="at most 256"):
         fastmlp.MLP([2] * 258)

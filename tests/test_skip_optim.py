@@ -318,6 +318,7 @@ def test_sample_weight_errors_change_nothing():
     np.testing.assert_array_equal(net._params, before)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_sample_weights_out_of_the_float32_range_are_refused():
     """Found by a new-user run: on a float32 network 1e39 diverged, 1e-45 gave a non-finite
     gradient and 1e-46 (0 in float32) silently trained nothing."""
@@ -325,6 +326,7 @@ def test_sample_weights_out_of_the_float32_range_are_refused():
     net = net_with("none", "tanh", dtype="float32", sizes=(4, 5, 3))
     before = net._params.copy()
     for w, msg in (([1.0] * 9 + [1e39], r"sample_weight\[9\] = 1e\+39 is above 3.4e\+37"),
+                   ([1e300] * 10, r"sample_weight\[0\] = 1e\+300 is above"),  # no cast warning
                    ([1.0] * 9 + [1e-45], r"sample_weight\[9\] = 1e-45 is below the smallest"),
                    ([1e-46] * 10, r"sample_weight\[0\] = 1e-46 is below the smallest normal "
                                   r"float32 \(1.18e-38\)")):

@@ -460,11 +460,26 @@ class MLP:
         with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap):
             _core.forward(self._plan, self._params, ws, cap, X, out, nthreads)
         if answer and not np.isfinite(out).all():
+            self._check_finite_params()
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise ValueError(f"the network's output for row {row} of X is not finite: its "
                              f"values (largest |x| {float(np.abs(X[row]).max()):.3g}) overflow "
                              f"{self.dtype.name} in the layers; scale the inputs")
         return out
+
+    def _check_finite_params(self):
+        """ValueError naming the first layer whose weights or biases are not finite (they can
+        be set that way only through the views, which cannot check what is written to them)."""
+        if np.isfinite(self._params).all():
+            return
+        for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+            for what, a in (("weights", W), ("biases", b)):
+                bad = np.flatnonzero(~np.isfinite(a.ravel()))
+                if bad.size:
+                    idx = np.unravel_index(bad[0], a.shape)
+                    raise ValueError(f"the network's {what}[{l}] hold a non-finite value "
+                                     f"({float(a[idx])!r} at {tuple(map(int, idx))}); set "
+                                     f"finite values before using it")
 
     def _activate_output(self, G):
         if self.loss == "cross_entropy":
@@ -683,6 +698,7 @@ class MLP:
             B = n
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
+        self._check_finite_params()
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is being fitted in another thread")
         try:
@@ -865,7 +881,7 @@ def _sample_weight(w, n, dtype):
     if bad.size:
         v = float(a[bad[0]])
         where = (f"below the smallest normal {np.dtype(dtype).name} ({float(info.tiny):.3g})"
-                 if v < info.tiny else
+                 if v < float(info.tiny) else
                  f"above {top:.3g} ({np.dtype(dtype).name}'s largest value over {n} rows)")
         raise ValueError(f"sample_weight[{bad[0]}] = {v!r} is {where}; only the ratios of the "
                          f"weights matter, so rescale them")
