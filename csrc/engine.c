@@ -48,9 +48,64 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "fastmlp.h"
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Note 11: the team of threads that shares the steps of a small network. */
+#define FM_TEAM_MAX 8                       /* threads in a team at most */
+#define TEAM_MAX_MNK ((double)(1 << 21))    /* a product this large threads by itself (gemm.c) */
+#define TEAM_MIN_WORK ((double)(1 << 16))   /* sum of B I O over the layers, at least */
+#define TEAM_MIN_ROWS 2
+#define TUNE_CHUNK 16                       /* steps timed together */
+#define TUNE_GAP_MIN 16                     /* chunks between probes of the slower mode ... */
+#define TUNE_GAP_MAX 1024                   /* ... doubled after each probe it loses, to this */
+#define TUNE_SLOW 4.0                       /* a team step this many one-thread steps long */
+#define TUNE_MAGIC 0x66746d6c7074756eULL
+
+/* The timings of the two modes, kept in the workspace across the calls of one fit. */
+typedef struct {
+    uint64_t magic;
+    double t_team, t_one;                   /* seconds per step, 0 until measured */
+    int64_t chunks, next_probe, gap;
+} fm_tune;
+
+#ifdef _OPENMP
+#define TEAM_SYNC(nth)                                                                        \
+    do {                                                                                      \
+        if ((nth) > 1) {                                                                      \
+            _Pragma("omp barrier")                                                            \
+        }                                                                                     \
+    } while (0)
+#else
+#define TEAM_SYNC(nth) ((void)(nth))
+#endif
+
+/* -1: the team or one thread, whichever is faster (note 11); 0: never the team; 1: the team
+ * whenever the network allows it (tests compare the two forms bit for bit). */
+static int team_policy = -1;
+
+int fm_set_team_policy(int policy) {
+    if (policy < -1 || policy > 1) return FM_EARG;
+    team_policy = policy;
+    return FM_OK;
+}
+
+/* How many threads share the steps (1: none). Note 11. */
+static int team_size(const fm_layer *plan, int64_t L, int64_t B, int nt) {
+    if (nt < 2 || B < TEAM_MIN_ROWS || team_policy == 0) return 1;
+    double work = 0.0;
+    for (int64_t l = 0; l < L; l++) {
+        double mnk = (double)B * (double)plan[l].fan_in * (double)plan[l].fan_out;
+        if (plan[l].skip != FM_SKIP_NONE || mnk >= TEAM_MAX_MNK) return 1;
+        work += mnk;
+    }
+    if (work < TEAM_MIN_WORK) return 1;
+    return nt < FM_TEAM_MAX ? nt : FM_TEAM_MAX;
+}
 
 int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params) {
     if (L < 1 || L > FM_MAX_LAYERS || n_params < 0) return FM_EARG;
@@ -107,6 +162,7 @@ size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, si
         if (plan[l].skip != FM_SKIP_NONE) n += round64(B * (size_t)plan[l].fan_out * elem);
     }
     n += 3 * round64(B * (size_t)max_width(plan, L) * elem);
+    n += round64(sizeof(fm_tune));
     n += round64(fm_gemm_work_bytes(nt));
     return n + 64;  /* room to align the start */
 }
