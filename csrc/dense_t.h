@@ -20,11 +20,18 @@ int S(fm_act_backward)(T *dZ, const T *dA, const T *A, ptrdiff_t n, int act) {
 
 /* Forward: A_out (N x O) = act(A_in (N x I) . W (I x O) + b (O)), the bias and the activation
  * applied by the product's epilogue while each tile is still hot. */
-int S(fm_dense_forward)(T *A_out, const T *A_in, const T *W, const T *b,
-                        ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt) {
+int S(fm_dense_forward_part)(T *A_out, const T *A_in, const T *W, const T *b, ptrdiff_t N,
+                             ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt, int part,
+                             int nparts) {
     if (N < 0 || I < 0 || O < 0 || act < 0 || act >= FM_ACT_COUNT) return FM_EARG;
     fm_epilogue epi = {FM_EPI_BIAS_ACT, act, b, NULL, 0};
-    return S(fm_gemm)(0, 0, N, O, I, A_in, I, W, O, 0, A_out, O, &epi, work, nt) ? FM_EARG : FM_OK;
+    return S(fm_gemm_part)(0, 0, N, O, I, A_in, I, W, O, 0, A_out, O, &epi, work, nt, part,
+                           nparts) ? FM_EARG : FM_OK;
+}
+
+int S(fm_dense_forward)(T *A_out, const T *A_in, const T *W, const T *b,
+                        ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt) {
+    return S(fm_dense_forward_part)(A_out, A_in, W, b, N, I, O, act, work, nt, 0, 1);
 }
 
 /* db[j0:j1] (+)= column sums of dZ (N x O) over those columns, rows summed in order. */
@@ -61,18 +68,29 @@ static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int
  *   dA_in (N x I) = (dZ W^T) * act_in'(A_in)   (skipped when dA_in is NULL, e.g. layer 0).
  * Multiplying by the lower layer's activation derivative here, in the product's epilogue, hands
  * the layer below its dZ directly. */
-int S(fm_dense_backward)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
-                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act_in, int accumulate,
-                         void *work, int nt) {
+int S(fm_dense_backward_part)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
+                              ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act_in, int accumulate,
+                              void *work, int nt, int part, int nparts) {
     if (N < 0 || I < 0 || O < 0 || act_in < 0 || act_in >= FM_ACT_COUNT) return FM_EARG;
     T beta = accumulate ? 1 : 0;
-    if (dW && S(fm_gemm)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt))
+    if (dW && S(fm_gemm_part)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt, part,
+                              nparts))
         return FM_EARG;
-    S(colsum)(db, dZ, N, O, accumulate, nt);
+    if (nparts == 1) S(colsum)(db, dZ, N, O, accumulate, nt);
+    else S(colsum_range)(db, dZ, N, O, O * part / nparts, O * (part + 1) / nparts, accumulate);
     if (dA_in) {
         fm_epilogue epi = {act_in == FM_ACT_IDENTITY ? FM_EPI_NONE : FM_EPI_DACT, act_in,
                            NULL, A_in, I};
-        if (S(fm_gemm)(0, 1, N, I, O, dZ, O, W, O, 0, dA_in, I, &epi, work, nt)) return FM_EARG;
+        if (S(fm_gemm_part)(0, 1, N, I, O, dZ, O, W, O, 0, dA_in, I, &epi, work, nt, part,
+                            nparts))
+            return FM_EARG;
     }
     return FM_OK;
+}
+
+int S(fm_dense_backward)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
+                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act_in, int accumulate,
+                         void *work, int nt) {
+    return S(fm_dense_backward_part)(dW, db, dA_in, dZ, A_in, W, N, I, O, act_in, accumulate,
+                                     work, nt, 0, 1);
 }

@@ -48,6 +48,27 @@
  *    each (a copy: no bit depends on it): W3 at two threads 1079 -> 1071 ms per epoch (5
  *    alternating runs of 5 s each, every run faster but one); one thread against two in the
  *    same process, 6 rounds: 1.979 / 1.095 s, 1.81x.
+ * 11. A small network's products (each B I O < 2^21) run on one thread each (gemm.c note 4), so
+ *    with nt >= 2 a team of threads shares each step instead: one parallel region per chunk
+ *    of TUNE_CHUNK steps, and in every step each thread takes a part of the columns of every
+ *    product (fm_gemm_part: the path of the whole product, so the same bits), of the bias
+ *    sums and of the update (the columns its products wrote, so they stay in its cache), and
+ *    a block of rows of the gather and the loss; the per-row losses are added in row order
+ *    by every thread alike, and thread 0 alone takes the norms and the decisions of note 7.
+ *    The team meets 2 L + 4 times a step (L layers). The bits are those of one thread (tested
+ *    with the team forced on and off, 1 to 3 threads). Networks with skips, batches of one
+ *    row and steps of under 2^16 B I O stay on one thread.
+ *    Whether the team pays depends on the machine, so it is timed: each fit's workspace keeps
+ *    the seconds per step of the team and of one thread, a chunk runs in the faster mode, the
+ *    slower one is timed again after TUNE_GAP_MIN chunks (twice as late after each probe it
+ *    loses), and a team step longer than TUNE_SLOW one-thread steps (a thread descheduled at
+ *    a barrier) ends its chunk at once. On the 2-core Zen 4, two threads, epochs of digits
+ *    64-128-64-10 (medians of 40): batch 200 (scikit-learn's 'auto'), one thread 1.63 ms,
+ *    team 1.12 ms (1.45x); batch 32 (W2) 1.93 against 1.73-1.94 ms, where the update's cache
+ *    lines cross between the cores every step (dA_in reads whole rows of W) and each thread
+ *    waits ~27% of its time at the barriers. With `yes` running on the machine the forced
+ *    team still took 1.10 ms at batch 200, but the timing chose one thread (1.61 ms): a chunk
+ *    with one descheduled step counts against the team, a cautious error.
  */
 #include <float.h>
 #include <math.h>
@@ -63,6 +84,58 @@
 #endif
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Note 11: the team of threads that shares the steps of a small network. */
+#define FM_TEAM_MAX 8                       /* threads in a team at most */
+#define TEAM_MAX_MNK ((double)(1 << 21))    /* a product this large threads by itself (gemm.c) */
+#define TEAM_MIN_WORK ((double)(1 << 16))   /* sum of B I O over the layers, at least */
+#define TEAM_MIN_ROWS 2
+#define TUNE_CHUNK 16                       /* steps timed together */
+#define TUNE_GAP_MIN 16                     /* chunks between probes of the slower mode ... */
+#define TUNE_GAP_MAX 1024                   /* ... doubled after each probe it loses, to this */
+#define TUNE_SLOW 4.0                       /* a team step this many one-thread steps long */
+#define TUNE_MAGIC 0x66746d6c7074756eULL
+
+/* The timings of the two modes, kept in the workspace across the calls of one fit. */
+typedef struct {
+    uint64_t magic;
+    double t_team, t_one;                   /* seconds per step, 0 until measured */
+    int64_t chunks, next_probe, gap;
+} fm_tune;
+
+#ifdef _OPENMP
+#define TEAM_SYNC(nth)                                                                        \
+    do {                                                                                      \
+        if ((nth) > 1) {                                                                      \
+            _Pragma("omp barrier")                                                            \
+        }                                                                                     \
+    } while (0)
+#else
+#define TEAM_SYNC(nth) ((void)(nth))
+#endif
+
+/* -1: the team or one thread, whichever is faster (note 11); 0: never the team; 1: the team
+ * whenever the network allows it (tests compare the two forms bit for bit). */
+static int team_policy = -1;
+
+int fm_set_team_policy(int policy) {
+    if (policy < -1 || policy > 1) return FM_EARG;
+    team_policy = policy;
+    return FM_OK;
+}
+
+/* How many threads share the steps (1: none). Note 11. */
+static int team_size(const fm_layer *plan, int64_t L, int64_t B, int nt) {
+    if (nt < 2 || B < TEAM_MIN_ROWS || team_policy == 0) return 1;
+    double work = 0.0;
+    for (int64_t l = 0; l < L; l++) {
+        double mnk = (double)B * (double)plan[l].fan_in * (double)plan[l].fan_out;
+        if (plan[l].skip != FM_SKIP_NONE || mnk >= TEAM_MAX_MNK) return 1;
+        work += mnk;
+    }
+    if (work < TEAM_MIN_WORK) return 1;
+    return nt < FM_TEAM_MAX ? nt : FM_TEAM_MAX;
+}
 
 int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params) {
     if (L < 1 || L > FM_MAX_LAYERS || n_params < 0) return FM_EARG;
@@ -119,6 +192,7 @@ size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, si
         if (plan[l].skip != FM_SKIP_NONE) n += round64(B * (size_t)plan[l].fan_out * elem);
     }
     n += 3 * round64(B * (size_t)max_width(plan, L) * elem);
+    n += round64(sizeof(fm_tune));
     n += round64(fm_gemm_work_bytes(nt));
     return n + 64;  /* room to align the start */
 }

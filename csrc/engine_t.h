@@ -9,6 +9,8 @@ typedef struct {
     T *h[FM_MAX_LAYERS];       /* B x O_l act(z) of each layer with a skip (else NULL) */
     T *d0, *d1;                /* B x max width: dZ of the current and of the next layer down */
     T *d2;                     /* B x max width: dA of a layer with a skip (note 8) */
+    int rc_team[FM_TEAM_MAX];  /* each team thread's loss status (note 11) */
+    fm_tune *tune;             /* the team's timings, kept across calls (note 11) */
     void *gemm;                /* scratch of the product */
     double norms[2 * FM_MAX_LAYERS];  /* ||dW_l||, ||db_l|| of the current step */
 } S(fm_ws);
@@ -37,15 +39,18 @@ static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t 
     w->d0 = (T *)p;
     w->d1 = (T *)(p + dsz);
     w->d2 = (T *)(p + 2 * dsz);
-    w->gemm = p + 3 * dsz;
+    w->tune = (fm_tune *)(p + 3 * dsz);
+    w->gemm = p + 3 * dsz + round64(sizeof(fm_tune));
 }
 
-/* flags[j] |= (v[r, j] > 0) over nb rows of O values: the units that fired. */
-static void S(mark_active)(uint8_t *flags, const T *v, int64_t nb, int64_t O) {
+/* flags[j] |= (v[r, j] > 0) over nb rows of O values, columns j0 <= j < j1: the units that
+ * fired. */
+static void S(mark_active)(uint8_t *flags, const T *v, int64_t nb, int64_t O, int64_t j0,
+                           int64_t j1) {
     for (int64_t r = 0; r < nb; r++) {
         const T *row = v + r * O;
         #pragma omp simd
-        for (int64_t j = 0; j < O; j++) flags[j] = (uint8_t)(flags[j] | (row[j] > 0));
+        for (int64_t j = j0; j < j1; j++) flags[j] = (uint8_t)(flags[j] | (row[j] > 0));
     }
 }
 
@@ -56,19 +61,24 @@ static void S(axpy)(T *y, const T *x, int64_t n, T a) {
 }
 
 /* Forward of nb rows x (nb x I0) through every layer; returns the last layer's output, written
- * to `out` when it is not NULL, else to the workspace. Marks fired ReLU units in `active`. */
+ * to `out` when it is not NULL, else to the workspace. Marks fired ReLU units in `active`.
+ * Team form (note 11, nth > 1, no skips): thread tid computes its part of each layer's
+ * columns, and the team meets after each layer. */
 static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm_ws) *w,
-                          const T *x, int64_t nb, T *out, uint8_t *active, int nt) {
+                          const T *x, int64_t nb, T *out, uint8_t *active, int nt, int tid,
+                          int nth) {
     const T *in = x;
     int64_t off = 0;
     for (int64_t l = 0; l < L; l++) {
         const fm_layer *p = plan + l;
         T *dst = (l == L - 1 && out) ? out : w->a[l];
-        int64_t n = nb * p->fan_out;
+        int64_t n = nb * p->fan_out, O = p->fan_out;
         if (p->skip == FM_SKIP_NONE) {
-            S(fm_dense_forward)(dst, in, params + p->w_off, params + p->b_off, nb, p->fan_in,
-                                p->fan_out, (int)p->act, w->gemm, nt);
-            if (active && p->act == FM_ACT_RELU) S(mark_active)(active + off, dst, nb, p->fan_out);
+            S(fm_dense_forward_part)(dst, in, params + p->w_off, params + p->b_off, nb,
+                                     p->fan_in, O, (int)p->act, w->gemm, nt, tid, nth);
+            if (active && p->act == FM_ACT_RELU)
+                S(mark_active)(active + off, dst, nb, O, O * tid / nth, O * (tid + 1) / nth);
+            TEAM_SYNC(nth);
         } else {
             /* Note 8: z from the product, then h = act(z) kept for backward, then the sum. */
             S(fm_dense_forward)(dst, in, params + p->w_off, params + p->b_off, nb, p->fan_in,
@@ -76,8 +86,7 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
             S(fm_act_forward)(w->h[l], dst, n, (int)p->act);
             if (p->skip == FM_SKIP_RESIDUAL) memcpy(dst, in, (size_t)n * sizeof(T));
             S(axpy)(dst, w->h[l], n, 1);
-            if (active && p->act == FM_ACT_RELU)
-                S(mark_active)(active + off, w->h[l], nb, p->fan_out);
+            if (active && p->act == FM_ACT_RELU) S(mark_active)(active + off, w->h[l], nb, O, 0, O);
         }
         off += p->fan_out;
         in = dst;
@@ -87,28 +96,46 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
 
 /* Loss and backward of nb rows already run forward (outputs in w->a). dG is scaled by `scale`
  * and, when wb is not NULL, row r by wb[r]; gradients overwrite `grads` or add to it (acc).
- * Returns a status; *loss_sum gets the sum of the per-row losses (weighted by wb). */
+ * Returns a status; *loss_sum gets the sum of the per-row losses (weighted by wb). Team form
+ * (note 11): rows of the loss and columns of each product split; every thread returns the
+ * same status and the same sum. */
 static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *params,
                             T *grads, S(fm_ws) *w, const T *x, const void *y, const T *wb,
                             int64_t nb, double scale, int acc, int skip_dw, double *loss_sum,
-                            int nt) {
+                            int nt, int tid, int nth) {
     const fm_layer *top = plan + L - 1;
-    int64_t K = top->fan_out;
-    int rc = S(fm_loss)(w->d0, wb ? w->rl : NULL, loss_sum, w->a[L - 1], y, nb, K, loss, scale);
-    if (rc) return rc;
-    if (wb) {
-        double t = 0.0;
-        for (int64_t r = 0; r < nb; r++) {
-            t += (double)wb[r] * w->rl[r];
-            for (int64_t k = 0; k < K; k++) w->d0[r * K + k] *= wb[r];
-        }
-        *loss_sum = t;
+    int64_t K = top->fan_out, r0 = nb * tid / nth, r1 = nb * (tid + 1) / nth;
+    const void *yr = loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)y + r0)
+                                                : (const void *)((const T *)y + r0 * K);
+    double part = 0.0;
+    int rc = S(fm_loss)(w->d0 + r0 * K, wb || nth > 1 ? w->rl + r0 : NULL, &part,
+                        w->a[L - 1] + r0 * K, yr, r1 - r0, K, loss, scale);
+    if (!rc) {
+        if (wb)
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t k = 0; k < K; k++) w->d0[r * K + k] *= wb[r];
+        /* A squared loss on a non-identity output (e.g. sigmoid) needs that output's
+         * derivative; the hidden layers get theirs in the dA epilogue. */
+        if (top->act != FM_ACT_IDENTITY)
+            S(fm_act_backward)(w->d0 + r0 * K, w->d0 + r0 * K, w->a[L - 1] + r0 * K,
+                               (r1 - r0) * K, (int)top->act);
     }
-    if (!isfinite(*loss_sum)) return FM_ENONFINITE_LOSS;
-    /* A squared loss on a non-identity output (e.g. sigmoid) needs that output's derivative;
-     * the hidden layers get theirs in the dA epilogue. */
-    if (top->act != FM_ACT_IDENTITY)
-        S(fm_act_backward)(w->d0, w->d0, w->a[L - 1], nb * K, (int)top->act);
+    if (nth > 1) {
+        w->rc_team[tid] = rc;
+        TEAM_SYNC(nth);
+        for (int t = 0; t < nth && !rc; t++) rc = w->rc_team[t];
+    }
+    if (rc) return rc;
+    /* The row losses added in row order, by every thread alike. */
+    double t = 0.0;
+    if (wb)
+        for (int64_t r = 0; r < nb; r++) t += (double)wb[r] * w->rl[r];
+    else if (nth > 1)
+        for (int64_t r = 0; r < nb; r++) t += w->rl[r];
+    else
+        t = part;
+    *loss_sum = t;
+    if (!isfinite(t)) return FM_ENONFINITE_LOSS;
     T *dz = w->d0, *dnext = w->d1;
     for (int64_t l = L - 1; l >= 0; l--) {
         const fm_layer *p = plan + l;
@@ -117,9 +144,9 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
         /* Without skips the layer below's derivative is applied in the product's epilogue. */
         int fused = !lo || (lo->skip == FM_SKIP_NONE && p->skip != FM_SKIP_RESIDUAL);
         int act_in = lo && fused ? (int)lo->act : FM_ACT_IDENTITY;
-        S(fm_dense_backward)(skip_dw ? NULL : grads + p->w_off, grads + p->b_off,
-                             l ? dnext : NULL, dz, in, params + p->w_off, nb, p->fan_in,
-                             p->fan_out, act_in, acc, w->gemm, nt);
+        S(fm_dense_backward_part)(skip_dw ? NULL : grads + p->w_off, grads + p->b_off,
+                                  l ? dnext : NULL, dz, in, params + p->w_off, nb, p->fan_in,
+                                  p->fan_out, act_in, acc, w->gemm, nt, tid, nth);
         if (!fused) {
             /* dnext holds dz W^T; make it the layer below's dA, then its dZ (note 8). */
             int64_t n = nb * p->fan_in;
@@ -132,7 +159,8 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
                 if (lo->skip == FM_SKIP_PREACT) S(axpy)(dnext, w->d2, n, 1);
             }
         }
-        T *t = dz; dz = dnext; dnext = t;
+        TEAM_SYNC(nth);
+        T *tmp = dz; dz = dnext; dnext = tmp;
     }
     return FM_OK;
 }
@@ -214,91 +242,112 @@ static double S(step_bound)(const fm_opt *o, double lr, double gn, double sm) {
     }
 }
 
-int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *grads, T *state,
-                      void *ws, int64_t max_batch, const T *X, const void *Y, const T *sw,
-                      const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
-                      int64_t step_end, fm_opt *opt, fm_stats *st, double *layer_stats,
-                      uint8_t *active, int nt) {
-    if (B < 1 || B > max_batch || n < 1 || step_begin < 0) return FM_EARG;
-    if (opt->kind < 0 || opt->kind >= FM_OPT_COUNT || (opt->kind != FM_OPT_SGD && !state))
-        return FM_EARG;
+/* One call's steps, shared by the team (note 11): the arguments, the workspace, and what
+ * thread 0 hands the others between phases. */
+typedef struct {
+    const fm_layer *plan;
+    int64_t L, I0, K, n, B, n_params;
+    int loss, nt;
+    T *params, *grads, *s1, *s2;
+    const T *X, *sw;
+    const void *Y;
+    const int64_t *idx;
+    fm_opt *opt;
+    fm_stats *st;
+    double *layer_stats;
+    uint8_t *active;
     S(fm_ws) w;
-    S(ws_layout)(&w, ws, plan, L, max_batch);
-    int64_t I0 = plan[0].fan_in, K = plan[L - 1].fan_out;
-    int64_t n_params = plan_extent(plan, L);  /* Adam's v follows m in the state buffer */
-    T *s1 = state, *s2 = opt->kind == FM_OPT_ADAM ? state + n_params : NULL;
-    int64_t n_steps = (n + B - 1) / B;
-    if (step_end > n_steps) step_end = n_steps;
-    for (int64_t s = step_begin; s < step_end; s++) {
-        int64_t r0 = s * B, nb = n - r0 < B ? n - r0 : B;
-        const T *x, *wb = NULL;
-        const void *y;
-        if (idx) {
-            S(gather)(&w, X, Y, sw, idx, r0, nb, I0, K, loss, nt);
-            x = w.xb;
-            y = w.yb;
-            wb = sw ? w.wb : NULL;
-        } else {
-            x = X + r0 * I0;
-            y = loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)Y + r0)
-                                           : (const void *)((const T *)Y + r0 * K);
-            wb = sw ? sw + r0 : NULL;
-        }
-        /* The divisor of the batch gradient: its rows, or its weight sum (1 if that is 0). */
-        double div = (double)nb;
-        if (wb) {
-            div = 0.0;
-            for (int64_t r = 0; r < nb; r++) div += (double)wb[r];
-            if (!(div > 0.0)) div = 1.0;
-        }
-        S(forward_rows)(plan, L, params, &w, x, nb, NULL, active, nt);
-        if (idx && s + 1 < step_end) {
-            int64_t nr0 = r0 + nb, nnb = n - nr0 < B ? n - nr0 : B;
-            S(prefetch_rows)(X, idx, nr0, nnb, I0);
-        }
-        /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
-         * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. Only
-         * plain SGD without L2 can use it: the others need dW itself. */
-        int rank1 = nb == 1 && opt->kind == FM_OPT_SGD && !(opt->l2 > 0.0);
-        double lsum = 0.0;
-        int rc = S(backward_rows)(plan, L, loss, params, grads, &w, x, y, wb, nb, 1.0 / div,
-                                  0, rank1, &lsum, nt);
-        if (rc) {
-            st->bad_step = s;
-            return rc;
-        }
-        double reg = 0.0;
-        if (opt->l2 > 0.0) {
-            for (int64_t l = 0; l < L; l++) {
-                const fm_layer *p = plan + l;
-                int64_t nw = p->fan_in * p->fan_out;
+    int rc, rank1, stop;       /* thread 0 to all: status, the rank-one form, end the chunk */
+    double lr, c;              /* thread 0 to all: the rate and the clipping factor */
+    double slow;               /* a team step longer than this ends the chunk (note 11) */
+} S(fm_run);
+
+/* Step s, run by thread tid of a team of nth (nth = 1: the plain step, whose products may
+ * thread themselves on R->nt threads). Returns a status, the same on every thread. */
+static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
+    const fm_layer *plan = R->plan;
+    fm_opt *opt = R->opt;
+    fm_stats *st = R->st;
+    S(fm_ws) *w = &R->w;
+    int64_t L = R->L, n = R->n, B = R->B, I0 = R->I0, K = R->K;
+    int nt = nth > 1 ? 1 : R->nt, loss = R->loss;
+    T *params = R->params, *grads = R->grads, *s1 = R->s1, *s2 = R->s2;
+    int64_t r0 = s * B, nb = n - r0 < B ? n - r0 : B;
+    const T *x, *wb = NULL;
+    const void *y;
+    if (R->idx) {
+        if (nth > 1)
+            S(gather_rows)(w, R->X, R->Y, R->sw, R->idx, r0, nb * tid / nth,
+                           nb * (tid + 1) / nth, I0, K, loss);
+        else
+            S(gather)(w, R->X, R->Y, R->sw, R->idx, r0, nb, I0, K, loss, nt);
+        x = w->xb;
+        y = w->yb;
+        wb = R->sw ? w->wb : NULL;
+    } else {
+        x = R->X + r0 * I0;
+        y = loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)R->Y + r0)
+                                       : (const void *)((const T *)R->Y + r0 * K);
+        wb = R->sw ? R->sw + r0 : NULL;
+    }
+    TEAM_SYNC(nth);
+    /* The divisor of the batch gradient: its rows, or its weight sum (1 if that is 0). */
+    double div = (double)nb;
+    if (wb) {
+        div = 0.0;
+        for (int64_t r = 0; r < nb; r++) div += (double)wb[r];
+        if (!(div > 0.0)) div = 1.0;
+    }
+    S(forward_rows)(plan, L, params, w, x, nb, NULL, R->active, nt, tid, nth);
+    if (R->idx && s + 1 < n / B + (n % B != 0)) {
+        int64_t nr0 = r0 + nb, nnb = n - nr0 < B ? n - nr0 : B;
+        if (nnb > 0)
+            S(prefetch_rows)(R->X, R->idx, nr0 + nnb * tid / nth, nnb * (tid + 1) / nth -
+                             nnb * tid / nth, I0);
+    }
+    /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
+     * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. Only
+     * plain SGD without L2 can use it: the others need dW itself. */
+    int rank1 = nb == 1 && opt->kind == FM_OPT_SGD && !(opt->l2 > 0.0);
+    double lsum = 0.0;
+    int rc = S(backward_rows)(plan, L, loss, params, grads, w, x, y, wb, nb, 1.0 / div, 0,
+                              rank1, &lsum, nt, tid, nth);
+    if (rc) {
+        if (tid == 0) st->bad_step = s;
+        return rc;
+    }
+    double reg = 0.0;
+    if (opt->l2 > 0.0) {
+        for (int64_t l = 0; l < L; l++) {
+            const fm_layer *p = plan + l;
+            int64_t nw = p->fan_in * p->fan_out, i0 = nw * tid / nth, i1 = nw * (tid + 1) / nth;
+            if (tid == 0) {
                 double wn = S(fm_norm_nt)(params + p->w_off, nw, nt);
                 reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
-                S(axpy)(grads + p->w_off, params + p->w_off, nw, (T)(opt->l2 / div));
             }
+            S(axpy)(grads + p->w_off + i0, params + p->w_off + i0, i1 - i0, (T)(opt->l2 / div));
         }
+        TEAM_SYNC(nth);
+    }
+    if (tid == 0) {
         /* Global norm from the per-layer norms (which are diagnostics of their own). */
         int64_t bad = -1;
+        R->rc = FM_OK;
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
             double nbias = S(fm_norm)(grads + p->b_off, p->fan_out);
-            double nw = rank1 ? S(fm_norm)(l ? w.a[l - 1] : x, p->fan_in) * nbias
+            double nw = rank1 ? S(fm_norm)(l ? w->a[l - 1] : x, p->fan_in) * nbias
                               : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
             if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
-            double *ls = layer_stats + 4 * l;
+            double *ls = R->layer_stats + 4 * l;
             ls[0] += nw;
             ls[1] = nw > ls[1] ? nw : ls[1];
             ls[2] += nbias;
             ls[3] = nbias > ls[3] ? nbias : ls[3];
-            w.norms[2 * l] = nw;
-            w.norms[2 * l + 1] = nbias;
+            w->norms[2 * l] = nw;
+            w->norms[2 * l + 1] = nbias;
         }
-        double norm = fm_norm_combine(w.norms, 2 * L);
-        if (bad >= 0) {
-            st->bad_step = s;
-            st->bad_layer = bad;
-            return FM_ENONFINITE_GRAD;
-        }
+        double norm = fm_norm_combine(w->norms, 2 * L);
         int clipped = opt->clip_norm > 0.0 && norm > opt->clip_norm;
         double c = clipped ? opt->clip_norm / norm : 1.0;
         double lr = opt->lr;
@@ -309,41 +358,186 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         /* Design note 7: no update may carry a parameter near overflow. */
         if (st->param_max < 0) st->param_max = S(params_absmax)(plan, L, params);
         if (opt->kind != FM_OPT_SGD && st->state_max < 0)
-            st->state_max = S(fm_absmax)(state, n_params);
+            st->state_max = S(fm_absmax)(s1, R->n_params);
         double sm = opt->kind == FM_OPT_SGD ? 0.0 : st->state_max, gn = c * norm;
         double step = S(step_bound)(opt, lr, gn, sm);
-        if (!(st->param_max + step < 0.25 * (double)TMAX)) {
+        if (bad >= 0) {
             st->bad_step = s;
-            return FM_EOVERFLOW_STEP;
+            st->bad_layer = bad;
+            R->rc = FM_ENONFINITE_GRAD;
+        } else if (!(st->param_max + step < 0.25 * (double)TMAX)) {
+            st->bad_step = s;
+            R->rc = FM_EOVERFLOW_STEP;
+        } else {
+            st->clipped += clipped;
+            /* The bounds after the step (note 7): no pass over the parameters to measure. */
+            st->param_max += step;
+            if (opt->kind == FM_OPT_MOMENTUM || opt->kind == FM_OPT_NESTEROV)
+                st->state_max = opt->momentum * sm + lr * gn;
+            else if (opt->kind == FM_OPT_ADAM)
+                st->state_max = opt->beta1 * sm + (1.0 - opt->beta1) * gn;
+            st->loss_sum += lsum * (double)nb / div;
+            st->reg_sum += reg;
+            st->norm_sum += norm;
+            st->norm_max = norm > st->norm_max ? norm : st->norm_max;
+            st->rows += nb;
+            st->steps++;
         }
-        st->clipped += clipped;
-        for (int64_t l = L - 1; l >= 0; l--) {
-            const fm_layer *p = plan + l;
-            int64_t off[2] = {p->w_off, p->b_off}, len[2] = {p->fan_in * p->fan_out, p->fan_out};
-            for (int k = 0; k < 2; k++) {
-                if (rank1 && k == 0)
-                    S(fm_sgd_rank1)(params + p->w_off, l ? w.a[l - 1] : x, grads + p->b_off,
-                                    p->fan_in, p->fan_out, lr * c, nt);
-                else
-                    S(fm_opt_step)(params + off[k], s1 ? s1 + off[k] : NULL,
-                                   s2 ? s2 + off[k] : NULL, grads + off[k], len[k],
-                                   (int)opt->kind, lr, c, opt->momentum, opt->beta1,
-                                   opt->beta2, opt->eps, nt);
+        R->lr = lr;
+        R->c = c;
+    }
+    TEAM_SYNC(nth);
+    if (R->rc) return R->rc;
+    double lr = R->lr, c = R->c;
+    /* From the top layer down (note 6); threads take their part of every block. */
+    for (int64_t l = L - 1; l >= 0; l--) {
+        const fm_layer *p = plan + l;
+        int64_t off[2] = {p->w_off, p->b_off}, len[2] = {p->fan_in * p->fan_out, p->fan_out};
+        for (int k = 0; k < 2; k++) {
+            if (rank1 && k == 0) {
+                int64_t O = p->fan_out, i0 = p->fan_in * tid / nth;
+                int64_t i1 = p->fan_in * (tid + 1) / nth;
+                S(fm_sgd_rank1)(params + p->w_off + i0 * O, (l ? w->a[l - 1] : x) + i0,
+                                grads + p->b_off, i1 - i0, O, lr * c, nt);
+            } else if (nth > 1) {
+                /* The columns this thread's products wrote (note 11): they stay in its cache. */
+                int64_t O = p->fan_out, rows = k ? 1 : p->fan_in, o = off[k];
+                int64_t j0 = O * tid / nth / 16 * 16;
+                int64_t j1 = tid + 1 == nth ? O : O * (tid + 1) / nth / 16 * 16;
+                S(fm_opt_step_cols)(params + o, s1 ? s1 + o : NULL, s2 ? s2 + o : NULL,
+                                    grads + o, rows, O, j0, j1, (int)opt->kind, lr, c,
+                                    opt->momentum, opt->beta1, opt->beta2, opt->eps);
+            } else {
+                S(fm_opt_step)(params + off[k], s1 ? s1 + off[k] : NULL,
+                               s2 ? s2 + off[k] : NULL, grads + off[k], len[k],
+                               (int)opt->kind, lr, c, opt->momentum, opt->beta1, opt->beta2,
+                               opt->eps, nt);
             }
         }
-        /* The bounds after the step (note 7): no pass over the parameters to measure them. */
-        st->param_max += step;
-        if (opt->kind == FM_OPT_MOMENTUM || opt->kind == FM_OPT_NESTEROV)
-            st->state_max = opt->momentum * sm + lr * gn;
-        else if (opt->kind == FM_OPT_ADAM)
-            st->state_max = opt->beta1 * sm + (1.0 - opt->beta1) * gn;
-        if (opt->kind == FM_OPT_ADAM) opt->t++;
-        st->loss_sum += lsum * (double)nb / div;
-        st->reg_sum += reg;
-        st->norm_sum += norm;
-        st->norm_max = norm > st->norm_max ? norm : st->norm_max;
-        st->rows += nb;
-        st->steps++;
+    }
+    if (tid == 0 && opt->kind == FM_OPT_ADAM) opt->t++;
+    TEAM_SYNC(nth);
+    return FM_OK;
+}
+
+#ifdef _OPENMP
+/* Steps [s0, s1) on a team of nth threads (note 11); returns a status and sets *done to the
+ * steps completed. A step slower than R->slow ends the chunk early. */
+static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t *done) {
+    int rc = FM_OK;
+    int64_t d = 0;
+    R->stop = 0;
+    #pragma omp parallel num_threads(nth)
+    {
+        int tid = omp_get_thread_num(), q = omp_get_num_threads(), r = FM_OK;
+        for (int64_t s = s0; s < s1; s++) {
+            double t0 = tid == 0 ? omp_get_wtime() : 0.0;
+            r = S(step)(R, s, tid, q);
+            if (r) break;
+            if (tid == 0) {
+                d++;
+                if (omp_get_wtime() - t0 > R->slow) R->stop = 1;
+            }
+            #pragma omp barrier
+            if (R->stop) break;
+        }
+        if (tid == 0) rc = r;
+    }
+    *done = d;
+    return rc;
+}
+#endif
+
+int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *grads, T *state,
+                      void *ws, int64_t max_batch, const T *X, const void *Y, const T *sw,
+                      const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
+                      int64_t step_end, fm_opt *opt, fm_stats *st, double *layer_stats,
+                      uint8_t *active, int nt) {
+    if (B < 1 || B > max_batch || n < 1 || step_begin < 0) return FM_EARG;
+    if (opt->kind < 0 || opt->kind >= FM_OPT_COUNT || (opt->kind != FM_OPT_SGD && !state))
+        return FM_EARG;
+    S(fm_run) R;
+    memset(&R, 0, sizeof R);
+    S(ws_layout)(&R.w, ws, plan, L, max_batch);
+    R.plan = plan;
+    R.L = L;
+    R.I0 = plan[0].fan_in;
+    R.K = plan[L - 1].fan_out;
+    R.n = n;
+    R.B = B;
+    R.n_params = plan_extent(plan, L);  /* Adam's v follows m in the state buffer */
+    R.loss = loss;
+    R.nt = nt;
+    R.params = params;
+    R.grads = grads;
+    R.s1 = state;
+    R.s2 = opt->kind == FM_OPT_ADAM ? state + R.n_params : NULL;
+    R.X = X;
+    R.Y = Y;
+    R.sw = sw;
+    R.idx = idx;
+    R.opt = opt;
+    R.st = st;
+    R.layer_stats = layer_stats;
+    R.active = active;
+    int64_t n_steps = (n + B - 1) / B;
+    if (step_end > n_steps) step_end = n_steps;
+    int64_t s = step_begin;
+#ifdef _OPENMP
+    int nth = team_size(plan, L, B, nt);
+    fm_tune *tu = R.w.tune;
+    if (nth > 1 && team_policy == 1) {
+        while (s < step_end) {
+            int64_t done = 0;
+            R.slow = INFINITY;
+            int rc = S(team_chunk)(&R, s, step_end, nth, &done);
+            if (rc) return rc;
+            s += done;
+        }
+    }
+    if (nth > 1 && tu->magic != TUNE_MAGIC) {
+        memset(tu, 0, sizeof *tu);
+        tu->magic = TUNE_MAGIC;
+        tu->gap = TUNE_GAP_MIN;
+    }
+    while (nth > 1 && s < step_end) {
+        /* Note 11: chunks of steps on the team or on one thread, whichever has been faster;
+         * each mode is timed first, and the slower one again now and then. */
+        int64_t e = step_end - s < TUNE_CHUNK ? step_end : s + TUNE_CHUNK, done = 0;
+        int team = tu->t_team == 0.0 || (tu->t_one > 0.0 && tu->t_team <= tu->t_one);
+        int probe = tu->t_team > 0.0 && tu->t_one > 0.0 && tu->chunks >= tu->next_probe;
+        if (tu->t_team > 0.0 && tu->t_one == 0.0) team = 0;
+        if (probe) team = !team;
+        double t0 = omp_get_wtime();
+        int rc = FM_OK;
+        if (team) {
+            R.slow = tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
+            rc = S(team_chunk)(&R, s, e, nth, &done);
+        } else {
+            for (int64_t q = s; q < e && !rc; q++) {
+                rc = S(step)(&R, q, 0, 1);
+                done += !rc;
+            }
+        }
+        double per = done ? (omp_get_wtime() - t0) / (double)done : 0.0;
+        if (rc) return rc;
+        s += done;
+        if (per > 0.0) {
+            double *t = team ? &tu->t_team : &tu->t_one;
+            *t = *t == 0.0 || probe ? per : 0.5 * (*t + per);
+        }
+        tu->chunks++;
+        if (probe) {
+            /* A probe that lost waits twice as long for the next one. */
+            int lost = team ? tu->t_team > tu->t_one : tu->t_one > tu->t_team;
+            tu->gap = lost ? (tu->gap < TUNE_GAP_MAX ? 2 * tu->gap : tu->gap) : TUNE_GAP_MIN;
+            tu->next_probe = tu->chunks + tu->gap;
+        }
+    }
+#endif
+    for (; s < step_end; s++) {
+        int rc = S(step)(&R, s, 0, 1);
+        if (rc) return rc;
     }
     return FM_OK;
 }
@@ -356,7 +550,7 @@ int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, in
     int64_t I0 = plan[0].fan_in, K = plan[L - 1].fan_out;
     for (int64_t r0 = 0; r0 < n; r0 += max_batch) {
         int64_t nb = n - r0 < max_batch ? n - r0 : max_batch;
-        S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active, nt);
+        S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active, nt, 0, 1);
     }
     return FM_OK;
 }
@@ -374,10 +568,10 @@ int S(fm_loss_and_grad)(const fm_layer *plan, int64_t L, int loss, const T *para
         const T *x = X + r0 * I0;
         const void *y = loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)Y + r0)
                                                    : (const void *)((const T *)Y + r0 * K);
-        S(forward_rows)(plan, L, params, &w, x, nb, NULL, NULL, nt);
+        S(forward_rows)(plan, L, params, &w, x, nb, NULL, NULL, nt, 0, 1);
         double lsum = 0.0;
         int rc = S(backward_rows)(plan, L, loss, params, grads, &w, x, y, NULL, nb,
-                                  1.0 / (double)n, r0 > 0, 0, &lsum, nt);
+                                  1.0 / (double)n, r0 > 0, 0, &lsum, nt, 0, 1);
         if (rc) return rc;
         total += lsum;
     }

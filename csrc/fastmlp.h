@@ -113,6 +113,23 @@ int fm_dense_backward_f64(double *dW, double *db, double *dA_in, const double *d
                           const double *A_in, const double *W, ptrdiff_t N, ptrdiff_t I,
                           ptrdiff_t O, int act_in, int accumulate, void *work, int nt);
 
+/* The same two on part `part` of `nparts` of their output columns (dW and db: columns of O;
+ * dA_in: columns of I), on the calling thread with scratch slot `part` (gemm.h,
+ * fm_gemm_part): the bits of the whole call. For the engine's team of threads. */
+int fm_dense_forward_part_f32(float *A_out, const float *A_in, const float *W, const float *b,
+                              ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt,
+                              int part, int nparts);
+int fm_dense_forward_part_f64(double *A_out, const double *A_in, const double *W,
+                              const double *b, ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act,
+                              void *work, int nt, int part, int nparts);
+int fm_dense_backward_part_f32(float *dW, float *db, float *dA_in, const float *dZ,
+                               const float *A_in, const float *W, ptrdiff_t N, ptrdiff_t I,
+                               ptrdiff_t O, int act_in, int accumulate, void *work, int nt,
+                               int part, int nparts);
+int fm_dense_backward_part_f64(double *dW, double *db, double *dA_in, const double *dZ,
+                               const double *A_in, const double *W, ptrdiff_t N, ptrdiff_t I,
+                               ptrdiff_t O, int act_in, int accumulate, void *work, int nt,
+                               int part, int nparts);
 /* Loss of outputs G (N x K) against targets Y: for FM_LOSS_SOFTMAX_CE an int64 label per row,
  * otherwise an N x K matrix of the same dtype. Writes dG = scale * dL/dG (N x K), the per-row
  * losses into row_loss when it is not NULL, and their sum into *loss_sum.
@@ -157,6 +174,14 @@ double fm_opt_update_f64(double *p, double *s1, double *s2, const double *g, ptr
 /* The same two updates without the maxima (what the engine runs; optim.c note 6). */
 void fm_sgd_step_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
 void fm_sgd_step_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
+/* The step on columns j0 <= j < j1 of `rows` rows (leading dimension ld), on the calling
+ * thread, element for element as above (engine.c note 11). */
+void fm_opt_step_cols_f32(float *p, float *s1, float *s2, const float *g, ptrdiff_t rows,
+                          ptrdiff_t ld, ptrdiff_t j0, ptrdiff_t j1, int kind, double lr, double c,
+                          double mu, double b1, double b2, double eps);
+void fm_opt_step_cols_f64(double *p, double *s1, double *s2, const double *g, ptrdiff_t rows,
+                          ptrdiff_t ld, ptrdiff_t j0, ptrdiff_t j1, int kind, double lr,
+                          double c, double mu, double b1, double b2, double eps);
 void fm_opt_step_f32(float *p, float *s1, float *s2, const float *g, ptrdiff_t n, int kind,
                      double lr, double c, double mu, double b1, double b2, double eps, int nt);
 void fm_opt_step_f64(double *p, double *s1, double *s2, const double *g, ptrdiff_t n, int kind,
@@ -195,6 +220,11 @@ int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params
                        const void *Y, const double *sw, const int64_t *idx, int64_t n, int64_t B,
                        int64_t step_begin, int64_t step_end, fm_opt *opt, fm_stats *st,
                        double *layer_stats, uint8_t *active, int nt);
+
+/* How fm_train_steps may share the steps of a small network among its threads (engine.c
+ * note 11): -1 (the default) when that has been faster than one thread, 0 never, 1 whenever
+ * the network allows it. The results are the same bits in every case. FM_EARG for others. */
+int fm_set_team_policy(int policy);
 
 /* Forward of X (n x I0) in chunks of max_batch rows; writes the last layer's output (n x K).
  * active as in fm_train_steps (NULL: not recorded). */

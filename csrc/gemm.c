@@ -67,6 +67,12 @@
  *      NN 256x1x1024 (forward)      75.4 -> 37.0
  *      TN 1024x1x256 (dW)          128.4 -> 33.9
  *      NT 256x1024x1 (dA_in)        60.2 -> 19.4
+ * 6. fm_gemm_part computes a part of the columns of C on the calling thread, for a team of
+ *    threads that splits a step's small products among itself (engine.c note 11). The path
+ *    is chosen from the whole product's shape before the columns are narrowed (take_part),
+ *    and every path sums an element in the same order wherever its column lies, so each
+ *    element gets the bits fm_gemm gives it. Parts are whole vectors of 16 columns except
+ *    the last, and part p uses scratch slot p.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -233,76 +239,86 @@ static int take_direct(const fm_gemm_prob *p, double mnk) {
     return p->trans_b ? mnk <= NT_DIRECT_MAX : mnk < DIRECT_MAX;
 }
 
-/* Note 2: the path and thread count from the shape. direct is NULL for the portable ISA. */
-static void dispatch(const fm_gemm_prob *p, int nthreads, direct_fn direct, worker_fn packed,
-                     worker_fn portable) {
+/* Note 6: narrow p to part `part` of `nparts` of its columns (after thin_form), whole vectors
+ * of 16 except the last part, with scratch slot `part`. */
+static void take_part(fm_gemm_prob *p, size_t es, int part, int nparts) {
+    ptrdiff_t j0 = p->N * part / nparts / 16 * 16;
+    ptrdiff_t j1 = part + 1 == nparts ? p->N : p->N * (part + 1) / nparts / 16 * 16;
+    p->C = (char *)p->C + (size_t)j0 * es;
+    p->B = (const char *)p->B + (size_t)(p->trans_b ? j0 * p->ldb : j0) * es;
+    /* (a product turned around by thin_form keeps its one bias value: epi is NONE then) */
+    if (p->epi == FM_EPI_BIAS_ACT && p->bias) p->bias = (const char *)p->bias + (size_t)j0 * es;
+    if (p->epi == FM_EPI_DACT) p->h = (const char *)p->h + (size_t)j0 * es;
+    p->N = j1 - j0;
+    p->work += (size_t)part * FM_GEMM_SLOT_BYTES;
+}
+
+/* Note 2: the path and thread count from the shape. direct is NULL for the portable ISA.
+ * nparts > 1 (note 6): only part `part` of the columns, on this thread, on the path the whole
+ * product takes (which keeps its bits). */
+static void dispatch(fm_gemm_prob *p, size_t es, int nthreads, int part, int nparts,
+                     direct_fn direct, worker_fn packed, worker_fn portable) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
-    if (p->K == 0) {
-        portable(p, 0, 1);
-    } else if (direct && take_direct(p, mnk)) {
-        direct(p);
-    } else {
-        run_threads(p, packed ? packed : portable, mnk >= PAR_MIN ? nthreads : 1);
+    int path = p->K == 0 ? 0 : direct && take_direct(p, mnk) ? 1 : 2;
+    if (nparts > 1) {
+        take_part(p, es, part, nparts);
+        if (p->N <= 0) return;
+        nthreads = 1;
     }
+    if (path == 0) portable(p, 0, 1);
+    else if (path == 1) direct(p);
+    else run_threads(p, packed ? packed : portable, mnk >= PAR_MIN ? nthreads : 1);
 }
 
-int fm_gemm_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
-                float beta, float *C, ptrdiff_t ldc, const fm_epilogue *epi,
-                void *work, int nthreads) {
-    fm_gemm_prob p;
-    if (make_prob(&p, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, epi, work, nthreads))
-        return FM_GEMM_EARG;
-    if (M == 0 || N == 0) return FM_GEMM_OK;
-    fm_gemm_init();
-    int post = K > 0 && thin_form(&p);
-    direct_fn direct = NULL;  /* the portable ISA has no SIMD paths */
-    worker_fn packed = NULL;
+/* The entry points of gemm.h, once per dtype: checks, thin_form, the ISA's kernels, dispatch. */
 #if FM_GEMM_HAVE_AVX512
-    if (isa_current == ISA_AVX512) {
-        direct = fm_gemm_avx512_direct_f32;
-        packed = fm_gemm_avx512_packed_f32;
+#define KERNELS_AVX512(SFX)                                                                   \
+    if (isa_current == ISA_AVX512) {                                                          \
+        direct = fm_gemm_avx512_direct_##SFX;                                                 \
+        packed = fm_gemm_avx512_packed_##SFX;                                                 \
     }
+#else
+#define KERNELS_AVX512(SFX)
 #endif
 #if FM_GEMM_HAVE_AVX2
-    if (isa_current == ISA_AVX2) {
-        direct = fm_gemm_avx2_direct_f32;
-        packed = fm_gemm_avx2_packed_f32;
+#define KERNELS_AVX2(SFX)                                                                     \
+    if (isa_current == ISA_AVX2) {                                                            \
+        direct = fm_gemm_avx2_direct_##SFX;                                                   \
+        packed = fm_gemm_avx2_packed_##SFX;                                                   \
     }
+#else
+#define KERNELS_AVX2(SFX)
 #endif
-    dispatch(&p, nthreads, direct, packed, fm_gemm_portable_f32);
-    if (post) THIN_POST(float, fm_act_f32);
-    return FM_GEMM_OK;
-}
-
-int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
-                double beta, double *C, ptrdiff_t ldc, const fm_epilogue *epi,
-                void *work, int nthreads) {
-    fm_gemm_prob p;
-    if (make_prob(&p, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, epi, work, nthreads))
-        return FM_GEMM_EARG;
-    if (M == 0 || N == 0) return FM_GEMM_OK;
-    fm_gemm_init();
-    int post = K > 0 && thin_form(&p);
-    direct_fn direct = NULL;  /* the portable ISA has no SIMD paths */
-    worker_fn packed = NULL;
-#if FM_GEMM_HAVE_AVX512
-    if (isa_current == ISA_AVX512) {
-        direct = fm_gemm_avx512_direct_f64;
-        packed = fm_gemm_avx512_packed_f64;
+#define GEMM_ENTRY(T, SFX)                                                                    \
+    int fm_gemm_part_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,   \
+                           const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta,      \
+                           T *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work,           \
+                           int nthreads, int part, int nparts) {                              \
+        fm_gemm_prob p;                                                                       \
+        if (nparts < 1 || part < 0 || part >= nparts ||                                       \
+            make_prob(&p, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, epi, work, \
+                      nthreads))                                                              \
+            return FM_GEMM_EARG;                                                              \
+        if (M == 0 || N == 0) return FM_GEMM_OK;                                              \
+        fm_gemm_init();                                                                       \
+        int post = K > 0 && thin_form(&p);                                                    \
+        direct_fn direct = NULL; /* the portable ISA has no SIMD paths */                     \
+        worker_fn packed = NULL;                                                              \
+        KERNELS_AVX512(SFX)                                                                   \
+        KERNELS_AVX2(SFX)                                                                     \
+        dispatch(&p, sizeof(T), nthreads, part, nparts, direct, packed,                       \
+                 fm_gemm_portable_##SFX);                                                     \
+        if (post && p.N > 0) THIN_POST(T, fm_act_##SFX);                                      \
+        return FM_GEMM_OK;                                                                    \
+    }                                                                                         \
+    int fm_gemm_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,        \
+                      const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta, T *C,     \
+                      ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads) {      \
+        return fm_gemm_part_##SFX(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc,    \
+                                  epi, work, nthreads, 0, 1);                                 \
     }
-#endif
-#if FM_GEMM_HAVE_AVX2
-    if (isa_current == ISA_AVX2) {
-        direct = fm_gemm_avx2_direct_f64;
-        packed = fm_gemm_avx2_packed_f64;
-    }
-#endif
-    dispatch(&p, nthreads, direct, packed, fm_gemm_portable_f64);
-    if (post) THIN_POST(double, fm_act_f64);
-    return FM_GEMM_OK;
-}
+GEMM_ENTRY(float, f32)
+GEMM_ENTRY(double, f64)
 
 /* The rank-1 update (gemm.h) on the current ISA. */
 #define RANK1_ENTRY(T, SFX)                                                                   \

@@ -50,6 +50,20 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 double beta, double *C, ptrdiff_t ldc, const fm_epilogue *epi,
                 void *work, int nthreads);
 
+/* The same product, but only part `part` (0 <= part < nparts) of the columns of C, split in
+ * whole vectors, on the calling thread, with scratch slot `part` of work (so work must hold
+ * fm_gemm_work_bytes(nparts)): the path is the one the whole product takes, so every element
+ * gets the bits fm_gemm gives it. nparts = 1 is fm_gemm. For threads that already run
+ * together and split a step's small products among themselves (engine.c). */
+int fm_gemm_part_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                     const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb, float beta,
+                     float *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads,
+                     int part, int nparts);
+int fm_gemm_part_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                     const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
+                     double beta, double *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work,
+                     int nthreads, int part, int nparts);
+
 /* Rows i0 <= i < i1 of W (I x O, leading dimension O) -= r (a dz^T): each element becomes
  * w - r (a_i dz_j), rounded in that order (what forming g = a_i dz_j and then w - r g gives);
  * a row whose a_i is 0 is left alone (it would only subtract +-0). The update of a single-row

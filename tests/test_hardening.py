@@ -393,6 +393,45 @@ def test_one_two_and_three_threads_give_identical_weights(dtype, rng, monkeypatc
     assert out[0] == out[1] == out[2]
 
 
+@pytest.mark.parametrize("case", ["sgd", "clip-weights", "momentum-l2", "adam-squared"])
+def test_team_of_threads_gives_the_bits_of_one_thread(case, dtype, rng, monkeypatch):
+    """A small network's steps shared by a team of threads (csrc/engine.c note 11: rows of the
+    gather and the loss, columns of every product and parts of the update) give the weights,
+    history and predictions of one thread, with the team forced on, forced off and chosen by
+    timing; 201 rows in batches of 25 end with a single row (the rank-one update)."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 4)
+    n, I = 201, 37
+    X = rng.standard_normal((n, I))
+    X[rng.random(X.shape) < 0.3] = 0
+    squared = case == "adam-squared"
+    y = rng.standard_normal((n, 3)) if squared else rng.integers(0, 10, n)
+    sw = rng.random(n) + 0.5 if case == "clip-weights" else None
+    opt = {"sgd": fastmlp.SGD(lr=0.05, batch_size=25),
+           "clip-weights": fastmlp.SGD(lr=0.5, batch_size=25, clip_norm=0.5),
+           "momentum-l2": fastmlp.SGD(lr=0.05, batch_size=25, momentum=0.9, l2=1e-3),
+           "adam-squared": fastmlp.Adam(lr=0.01, batch_size=25)}[case]
+    out = []
+    try:
+        for policy, nt in [(0, 1), (1, 2), (1, 3), (-1, 2)]:
+            _core.set_team_policy(policy)
+            net = fastmlp.MLP([I, 130, 70, 3 if squared else 10], activation=["relu", "tanh"],
+                              output="identity" if squared else "softmax", dtype=dtype.__name__,
+                              seed=4)
+            h = net.fit(X, y, optimizer=opt, epochs=3, n_threads=nt, sample_weight=sw,
+                        diagnostics=True)
+            out.append((net._params.tobytes(), h.loss, h.grad_norm, h.n_clipped,
+                        net.forward(X, n_threads=nt).tobytes()))
+    finally:
+        _core.set_team_policy(-1)
+    assert out[0][0] != fastmlp.MLP([I, 130, 70, 3 if squared else 10], seed=4)._params.tobytes()
+    for o in out[1:]:
+        assert o == out[0]
+    with pytest.raises(ValueError, match="team policy"):
+        _core.set_team_policy(2)
+
+
 def test_same_seed_bit_identical_run_after_run(rng):
     X = rng.standard_normal((300, 16))
     y = rng.integers(0, 3, 300)

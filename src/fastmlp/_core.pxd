@@ -60,6 +60,7 @@ cdef extern from "fastmlp.h" nogil:
     int fm_plan_check(const fm_layer *plan, int64_t L, int64_t n_params)
     size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
                               int nt)
+    int fm_set_team_policy(int policy)
     int fm_train_steps_f32(const fm_layer *plan, int64_t L, int loss, float *params,
                            float *grads, float *state, void *ws, int64_t max_batch,
                            const float *X, const void *Y, const float *sw, const int64_t *idx,

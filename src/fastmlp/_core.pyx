@@ -93,6 +93,13 @@ def set_gemm_isa(str name):
     return fm_gemm_set_isa(name.encode()) == 0
 
 
+def set_team_policy(int policy):
+    """How the engine shares a small network's steps among its threads (csrc/engine.c note
+    11): -1 when that has been faster (the default), 0 never, 1 always (for tests)."""
+    if fm_set_team_policy(policy):
+        raise ValueError(f"team policy must be -1, 0 or 1, not {policy}")
+
+
 # ---------------------------------------------------------------- kernels
 
 def gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
