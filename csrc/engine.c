@@ -68,7 +68,11 @@
  *    lines cross between the cores every step (dA_in reads whole rows of W) and each thread
  *    waits ~27% of its time at the barriers. With `yes` running on the machine the forced
  *    team still took 1.10 ms at batch 200, but the timing chose one thread (1.61 ms): a chunk
- *    with one descheduled step counts against the team, a cautious error.
+ *    with one descheduled step counts against the team, a cautious error. The first step of a
+ *    chunk, which wakes the team, never ends it. After the machine idles the team is slow for
+ *    a while: W2 epochs started 0.3 s apart took 7.9-11.8 ms with the team forced on against
+ *    2.1-2.2 ms on one thread, and 2.1-2.2 ms with the timing (medians of 12); started 0.05 s
+ *    apart, 2.16 against 2.11 ms; back to back, 1.85 against 1.99 ms.
  */
 #include <float.h>
 #include <math.h>

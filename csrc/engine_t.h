@@ -436,7 +436,7 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
             if (r) break;
             if (tid == 0) {
                 d++;
-                if (omp_get_wtime() - t0 > R->slow) R->stop = 1;
+                if (s > s0 && omp_get_wtime() - t0 > R->slow) R->stop = 1;
             }
             #pragma omp barrier
             if (R->stop) break;
