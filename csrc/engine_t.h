@@ -76,9 +76,10 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
         if (p->skip == FM_SKIP_NONE) {
             S(fm_dense_forward_part)(dst, in, params + p->w_off, params + p->b_off, nb,
                                      p->fan_in, O, (int)p->act, w->gemm, nt, tid, nth);
+            /* After the meeting: the product's parts are not these columns (gemm.c note 6). */
+            TEAM_SYNC(nth);
             if (active && p->act == FM_ACT_RELU)
                 S(mark_active)(active + off, dst, nb, O, O * tid / nth, O * (tid + 1) / nth);
-            TEAM_SYNC(nth);
         } else {
             /* Note 8: z from the product, then h = act(z) kept for backward, then the sum. */
             S(fm_dense_forward)(dst, in, params + p->w_off, params + p->b_off, nb, p->fan_in,

@@ -422,6 +422,7 @@ def test_team_of_threads_gives_the_bits_of_one_thread(case, dtype, rng, monkeypa
             h = net.fit(X, y, optimizer=opt, epochs=3, n_threads=nt, sample_weight=sw,
                         diagnostics=True)
             out.append((net._params.tobytes(), h.loss, h.grad_norm, h.n_clipped,
+                        np.asarray(h.dead_fraction).tobytes(),
                         net.forward(X, n_threads=nt).tobytes()))
     finally:
         _core.set_team_policy(-1)
@@ -430,6 +431,28 @@ def test_team_of_threads_gives_the_bits_of_one_thread(case, dtype, rng, monkeypa
         assert o == out[0]
     with pytest.raises(ValueError, match="team policy"):
         _core.set_team_policy(2)
+
+
+def test_team_of_threads_counts_dead_units_as_one_thread(rng, monkeypatch):
+    """Found by a helper: a team marked fired units in columns other than those its product
+    part wrote, before the team met, so a 20-unit ReLU layer (product parts 0 and 20 columns,
+    marks 10 and 10) counted half its units dead on the first step."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 4)
+    X = rng.standard_normal((256, 16))
+    y = rng.integers(0, 3, 256)
+    out = []
+    try:
+        for policy, nt in [(0, 1), (1, 2), (1, 3)]:
+            _core.set_team_policy(policy)
+            net = fastmlp.MLP([16, 20, 1, 3], activation="relu", output="softmax", seed=1)
+            h = net.fit(X, y, optimizer=fastmlp.SGD(lr=0.01, batch_size=256), epochs=3,
+                        n_threads=nt, shuffle=False)
+            out.append((net._params.tobytes(), np.asarray(h.dead_fraction).tobytes()))
+    finally:
+        _core.set_team_policy(-1)
+    assert out[1] == out[0] and out[2] == out[0]
 
 
 def test_same_seed_bit_identical_run_after_run(rng):
