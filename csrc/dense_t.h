@@ -76,8 +76,13 @@ int S(fm_dense_backward_part)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in
     if (dW && S(fm_gemm_part)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt, part,
                               nparts))
         return FM_EARG;
-    if (nparts == 1) S(colsum)(db, dZ, N, O, accumulate, nt);
-    else S(colsum_range)(db, dZ, N, O, O * part / nparts, O * (part + 1) / nparts, accumulate);
+    if (nparts == 1) {
+        S(colsum)(db, dZ, N, O, accumulate, nt);
+    } else {
+        ptrdiff_t j0, j1;  /* the columns of dW this part writes */
+        fm_part_cols(O, part, nparts, &j0, &j1);
+        S(colsum_range)(db, dZ, N, O, j0, j1, accumulate);
+    }
     if (dA_in) {
         fm_epilogue epi = {act_in == FM_ACT_IDENTITY ? FM_EPI_NONE : FM_EPI_DACT, act_in,
                            NULL, A_in, I};

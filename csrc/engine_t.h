@@ -258,7 +258,7 @@ typedef struct {
     double *layer_stats;
     uint8_t *active;
     S(fm_ws) w;
-    int rc, rank1, stop;       /* thread 0 to all: status, the rank-one form, end the chunk */
+    int rc, stop;              /* thread 0 to all: status, end the chunk */
     double lr, c;              /* thread 0 to all: the rate and the clipping factor */
     double slow;               /* a team step longer than this ends the chunk (note 11) */
 } S(fm_run);
@@ -403,8 +403,8 @@ static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
             } else if (nth > 1) {
                 /* The columns this thread's products wrote (note 11): they stay in its cache. */
                 int64_t O = p->fan_out, rows = k ? 1 : p->fan_in, o = off[k];
-                int64_t j0 = O * tid / nth / 16 * 16;
-                int64_t j1 = tid + 1 == nth ? O : O * (tid + 1) / nth / 16 * 16;
+                ptrdiff_t j0, j1;
+                fm_part_cols(O, tid, nth, &j0, &j1);
                 S(fm_opt_step_cols)(params + o, s1 ? s1 + o : NULL, s2 ? s2 + o : NULL,
                                     grads + o, rows, O, j0, j1, (int)opt->kind, lr, c,
                                     opt->momentum, opt->beta1, opt->beta2, opt->eps);
@@ -487,15 +487,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
 #ifdef _OPENMP
     int nth = team_size(plan, L, B, nt);
     fm_tune *tu = R.w.tune;
-    if (nth > 1 && team_policy == 1) {
-        while (s < step_end) {
-            int64_t done = 0;
-            R.slow = INFINITY;
-            int rc = S(team_chunk)(&R, s, step_end, nth, &done);
-            if (rc) return rc;
-            s += done;
-        }
-    }
+    int forced = team_policy == 1;
     if (nth > 1 && tu->magic != TUNE_MAGIC) {
         memset(tu, 0, sizeof *tu);
         tu->magic = TUNE_MAGIC;
@@ -504,15 +496,20 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
     while (nth > 1 && s < step_end) {
         /* Note 11: chunks of steps on the team or on one thread, whichever has been faster;
          * each mode is timed first, and the slower one again now and then. */
-        int64_t e = step_end - s < TUNE_CHUNK ? step_end : s + TUNE_CHUNK, done = 0;
-        int team = tu->t_team == 0.0 || (tu->t_one > 0.0 && tu->t_team <= tu->t_one);
-        int probe = tu->t_team > 0.0 && tu->t_one > 0.0 && tu->chunks >= tu->next_probe;
-        if (tu->t_team > 0.0 && tu->t_one == 0.0) team = 0;
-        if (probe) team = !team;
+        int64_t e = forced || step_end - s < TUNE_CHUNK ? step_end : s + TUNE_CHUNK, done = 0;
+        int team, probe = 0;
+        if (forced || tu->t_team == 0.0) {
+            team = 1;
+        } else if (tu->t_one == 0.0) {
+            team = 0;
+        } else {
+            probe = tu->chunks >= tu->next_probe;
+            team = (tu->t_team <= tu->t_one) != probe;
+        }
         double t0 = omp_get_wtime();
         int rc = FM_OK;
         if (team) {
-            R.slow = tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
+            R.slow = !forced && tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
             rc = S(team_chunk)(&R, s, e, nth, &done);
         } else {
             for (int64_t q = s; q < e && !rc; q++) {

@@ -242,8 +242,8 @@ static int take_direct(const fm_gemm_prob *p, double mnk) {
 /* Note 6: narrow p to part `part` of `nparts` of its columns (after thin_form), whole vectors
  * of 16 except the last part, with scratch slot `part`. */
 static void take_part(fm_gemm_prob *p, size_t es, int part, int nparts) {
-    ptrdiff_t j0 = p->N * part / nparts / 16 * 16;
-    ptrdiff_t j1 = part + 1 == nparts ? p->N : p->N * (part + 1) / nparts / 16 * 16;
+    ptrdiff_t j0, j1;
+    fm_part_cols(p->N, part, nparts, &j0, &j1);
     p->C = (char *)p->C + (size_t)j0 * es;
     p->B = (const char *)p->B + (size_t)(p->trans_b ? j0 * p->ldb : j0) * es;
     /* (a product turned around by thin_form keeps its one bias value: epi is NONE then) */

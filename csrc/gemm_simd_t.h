@@ -473,19 +473,15 @@ static void S(direct_rv)(const fm_gemm_prob *p) {
     }
 }
 
-/* Dot-product tile for trans_a = 0, trans_b = 1 (NT): C[i : i+ROWS, j : j+VL], each element
- * the dot product of row i of A and row j of B, both contiguous in k. Vectors run along k (the
- * last partial one masked); ROWS x VL accumulators (f32: 1 x 8, f64: 2 x 4, RD_ROWS) are then
- * folded by VREDUCE into one vector per row, whose lanes are the VL columns: from there the
- * epilogue is the vector one of the other paths. MASKED: only ncols < VL columns exist; the
- * others are neither loaded nor stored. */
+/* The sums of a dot-product tile: acc[r][c] holds, lane by lane, the products of row r of A
+ * (leading dimension lda) and the row of B at Bc[c], K long, vectors along k; the last partial
+ * vector of k is loaded ending at K with its earlier lanes zeroed in both operands (so an
+ * infinite value there cannot make 0 x inf = NaN), or masked when K < VL (tiny products only).
+ * MASKED: only the first ncols rows of B exist. */
 static inline __attribute__((always_inline)) void
-S(rd_tile)(const int ROWS, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j,
-           int ncols) {
-    const T *A = (const T *)p->A + i * p->lda, *B = (const T *)p->B + j * p->ldb;
-    T *C = (T *)p->C + i * p->ldc + j;
-    ptrdiff_t K = p->K, lda = p->lda, ldb = p->ldb, k = 0;
-    V acc[RD_ROWS][VL];
+S(rd_sums)(const int ROWS, const int MASKED, const T *A, ptrdiff_t lda, const T *const *Bc,
+           ptrdiff_t K, int ncols, V acc[RD_ROWS][VL]) {
+    ptrdiff_t k = 0;
     _Pragma("GCC unroll 16")
     for (int r = 0; r < ROWS; r++)
         _Pragma("GCC unroll 16")
@@ -497,15 +493,12 @@ S(rd_tile)(const int ROWS, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i,
         _Pragma("GCC unroll 16")
         for (int c = 0; c < VL; c++) {
             if (MASKED && c >= ncols) break;
-            V b = VLOADU(B + c * ldb + k);
+            V b = VLOADU(Bc[c] + k);
             _Pragma("GCC unroll 16")
             for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
         }
     }
     if (k < K) {
-        /* The last K - k values of each row. K >= VL: load the vector ending at K (in bounds)
-         * and zero its lanes before k, already summed, in both operands (so an infinite value
-         * there cannot make 0 x inf = NaN). K < VL: masked loads (tiny products only). */
         int rem = (int)(K - k);
         VM keep = K >= VL ? VMASKHI(rem) : VMASK(rem);
         ptrdiff_t k0 = K >= VL ? K - VL : 0;
@@ -516,12 +509,30 @@ S(rd_tile)(const int ROWS, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i,
         _Pragma("GCC unroll 16")
         for (int c = 0; c < VL; c++) {
             if (MASKED && c >= ncols) break;
-            V b = RD_TAIL(B + c * ldb + k0);
+            V b = RD_TAIL(Bc[c] + k0);
             _Pragma("GCC unroll 16")
             for (int r = 0; r < ROWS; r++) acc[r][c] = VFMA(a[r], b, acc[r][c]);
         }
 #undef RD_TAIL
     }
+}
+
+/* Dot-product tile for trans_a = 0, trans_b = 1 (NT): C[i : i+ROWS, j : j+VL], each element
+ * the dot product of row i of A and row j of B, both contiguous in k. Vectors run along k (the
+ * last partial one masked); ROWS x VL accumulators (f32: 1 x 8, f64: 2 x 4, RD_ROWS) are then
+ * folded by VREDUCE into one vector per row, whose lanes are the VL columns: from there the
+ * epilogue is the vector one of the other paths. MASKED: only ncols < VL columns exist; the
+ * others are neither loaded nor stored. */
+static inline __attribute__((always_inline)) void
+S(rd_tile)(const int ROWS, const int MASKED, const fm_gemm_prob *p, ptrdiff_t i, ptrdiff_t j,
+           int ncols) {
+    const T *A = (const T *)p->A + i * p->lda, *B = (const T *)p->B + j * p->ldb;
+    T *C = (T *)p->C + i * p->ldc + j;
+    const T *Bc[VL];
+    _Pragma("GCC unroll 16")
+    for (int c = 0; c < VL; c++) Bc[c] = MASKED && c >= ncols ? B : B + c * p->ldb;
+    V acc[RD_ROWS][VL];
+    S(rd_sums)(ROWS, MASKED, A, p->lda, Bc, p->K, ncols, acc);
     VM cm = VMASK(MASKED ? ncols : VL);
 #define RD_LOAD(ptr) (MASKED ? VMLOAD((ptr), cm) : VLOADU(ptr))
     S(tile_epi) e = {p->epi, p->act, p->bias ? (const T *)p->bias + j : NULL,
@@ -549,41 +560,18 @@ S(rd_rows)(const int ROWS, const fm_gemm_prob *p, ptrdiff_t i) {
 }
 
 /* Note 4: one row of a dot-product product whose DACT epilogue is relu': only the columns j
- * of kl (those with h_j > 0, where relu' is 1) are summed, VL at a time as in S(rd_tile) (the
- * same order of the K sum), and scattered; C was zeroed. */
+ * of kl (those with h_j > 0, where relu' is 1) are summed, VL at a time by S(rd_sums) as in
+ * S(rd_tile), and scattered; C was zeroed. */
 static inline __attribute__((always_inline)) void
 S(rd_list_tile)(const int MASKED, const fm_gemm_prob *p, const int32_t *kl, int ncols) {
-    const T *A = (const T *)p->A, *Bc[VL];
-    ptrdiff_t K = p->K, k = 0;
-    V acc[VL];
+    const T *Bc[VL];
     _Pragma("GCC unroll 16")
-    for (int c = 0; c < VL; c++) {
-        acc[c] = VZERO();
+    for (int c = 0; c < VL; c++)
         Bc[c] = (const T *)p->B + (MASKED && c >= ncols ? 0 : kl[c]) * p->ldb;
-    }
-    for (; k + VL <= K; k += VL) {
-        V a = VLOADU(A + k);
-        _Pragma("GCC unroll 16")
-        for (int c = 0; c < VL; c++) {
-            if (MASKED && c >= ncols) break;
-            acc[c] = VFMA(a, VLOADU(Bc[c] + k), acc[c]);
-        }
-    }
-    if (k < K) {
-        int rem = (int)(K - k);
-        VM keep = K >= VL ? VMASKHI(rem) : VMASK(rem);
-        ptrdiff_t k0 = K >= VL ? K - VL : 0;
-#define RD_TAIL(ptr) (K >= VL ? VKEEP(VLOADU(ptr), keep) : VMLOAD((ptr), keep))
-        V a = RD_TAIL(A + k0);
-        _Pragma("GCC unroll 16")
-        for (int c = 0; c < VL; c++) {
-            if (MASKED && c >= ncols) break;
-            acc[c] = VFMA(a, RD_TAIL(Bc[c] + k0), acc[c]);
-        }
-#undef RD_TAIL
-    }
+    V acc[RD_ROWS][VL];
+    S(rd_sums)(1, MASKED, (const T *)p->A, 0, Bc, p->K, ncols, acc);
     T out[VL] __attribute__((aligned(64)));
-    VSTORE(out, VREDUCE(acc));
+    VSTORE(out, VREDUCE(acc[0]));
     T *C = (T *)p->C;
     for (int c = 0; c < ncols; c++) C[kl[c]] = out[c];
 }
