@@ -74,6 +74,7 @@ static const int64_t mask64[12] = {0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
 #define VBLEND(a, b, m) _mm256_blendv_ps((a), (b), _mm256_castsi256_ps(m))
 #define VREDUCE reduce8_ps
 #define RD_ROWS 1
+#define RV_NV 2
 #define TRB 4
 #define TRANSPOSE tr4x4_f32
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(float) <= FM_GEMM_SLOT_BYTES,
@@ -118,6 +119,7 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define VBLEND(a, b, m) _mm256_blendv_pd((a), (b), _mm256_castsi256_pd(m))
 #define VREDUCE reduce4_pd
 #define RD_ROWS 2
+#define RV_NV 2
 #define TRB 2
 #define TRANSPOSE tr2x2_f64
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(double) <= FM_GEMM_SLOT_BYTES,

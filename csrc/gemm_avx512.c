@@ -131,6 +131,7 @@ static inline ptrdiff_t list8_pd(int32_t *kl, const double *v, ptrdiff_t n, int 
 #define VBLEND(a, b, m) _mm512_mask_blend_ps((m), (a), (b))
 #define VREDUCE reduce16_ps
 #define RD_ROWS 1
+#define RV_NV 4
 #define TRB 4
 #define TRANSPOSE tr4x4_f32
 #define VLIST list16_ps
@@ -177,6 +178,7 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define VBLEND(a, b, m) _mm512_mask_blend_pd((m), (a), (b))
 #define VREDUCE reduce8_pd
 #define RD_ROWS 2
+#define RV_NV 4
 #define TRB 2
 #define TRANSPOSE tr2x2_f64
 #define VLIST list8_pd

@@ -35,6 +35,7 @@
 #undef VBLEND
 #undef VREDUCE
 #undef RD_ROWS
+#undef RV_NV
 #undef TRB
 #undef TRANSPOSE
 #undef VLIST

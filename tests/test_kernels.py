@@ -24,6 +24,8 @@ CASES = {"NN": (False, False), "TN": (True, False), "NT": (False, True), "TT": (
 SHAPES = [(1, 1, 1), (1, 1, 0), (3, 7, 0), (0, 5, 3), (4, 0, 3), (1, 17, 33), (1, 130, 65),
           (3, 7, 5), (7, 3, 17), (17, 33, 65), (33, 65, 130), (65, 130, 7), (130, 1, 33),
           (1, 1, 130), (5, 1, 1), (8, 16, 4), (16, 16, 16), (64, 64, 64),
+          # direct-path edges of every width in vectors (csrc/gemm_simd_t.h note 6)
+          (9, 60, 20), (7, 120, 33), (13, 100, 9),
           # thin products, turned around before dispatch (csrc/gemm.c note 5)
           (200, 1, 64), (40, 1, 300), (64, 9, 1), (300, 40, 1)]
 LARGE = [(128, 512, 784), (257, 259, 263), (130, 65, 130)]
