@@ -29,6 +29,16 @@
  *    each variant built apart and run in its own process, interleaved), so the tile and the
  *    blocking stay those of the AVX2 path, with twice the width: KC = 256, MC = 240 (f32) /
  *    120 (f64), NC = 1024 / 512.
+ * 4. Checked again on a 2-core Intel Xeon (family 6 model 207, Sapphire Rapids class: two
+ *    512-bit FMA units per core, L1d 48 KiB, L2 2 MiB per core). In its quiet spells the
+ *    6 x 32 micro-kernel alone ran at 165-171 GFLOP/s, 99% of the FMA probe's 166-175 at the
+ *    same moments, and so did 12 x 32 and 6 x 64; in its busy spells (another guest on the
+ *    same cores, no steal time shown) all of them fell to 74-86. Whole products with
+ *    12 x 32, 8 x 32, 14 x 32 or 16 x 32 tiles, 12 x 32 with KC 384, and 6 x 64 tiles
+ *    (NR = 4 VL) were no faster on the ten W3/W4 training products than 6 x 32 (sums of
+ *    per-product times within the run-to-run spread, one and two threads, builds alternating
+ *    in separate processes), so the tile stays. The direct path's tile did change there
+ *    (gemm_simd_t.h note 6).
  */
 #include "gemm_impl.h"
 
