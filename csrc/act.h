@@ -14,6 +14,9 @@
  *    full relative accuracy of tiny outputs: sigmoid(-40) = 4.248354255291589e-18 in double, and
  *    sigmoid(-100) = 3.7e-44 (a subnormal) in float. tanh() from libm saturates to +-1 by itself.
  * 3. The codes are the values the Python layer writes into the network plan.
+ * 4. relu(z) is z where z > 0 or z is NaN, else +0: NaN propagates as in NumPy's maximum and
+ *    PyTorch's relu, so a NaN weight behind a ReLU layer makes a NaN output that predict
+ *    refuses, instead of a 0 that looks like an answer; -0 gives +0 on every path.
  */
 #ifndef FASTMLP_ACT_H
 #define FASTMLP_ACT_H
@@ -38,7 +41,7 @@ static inline double fm_act_f64(int act, double z) {
     switch (act) {
     case FM_ACT_SIGMOID: return fm_sigmoid_f64(z);
     case FM_ACT_TANH: return tanh(z);
-    case FM_ACT_RELU: return z > 0.0 ? z : 0.0;
+    case FM_ACT_RELU: return !(z <= 0.0) ? z : 0.0;  /* note 4: NaN stays NaN */
     default: return z;
     }
 }
@@ -47,7 +50,7 @@ static inline float fm_act_f32(int act, float z) {
     switch (act) {
     case FM_ACT_SIGMOID: return fm_sigmoid_f32(z);
     case FM_ACT_TANH: return tanhf(z);
-    case FM_ACT_RELU: return z > 0.0f ? z : 0.0f;
+    case FM_ACT_RELU: return !(z <= 0.0f) ? z : 0.0f;
     default: return z;
     }
 }

@@ -43,14 +43,14 @@ static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t 
     w->gemm = p + 3 * dsz + round64(sizeof(fm_tune));
 }
 
-/* flags[j] |= (v[r, j] > 0) over nb rows of O values, columns j0 <= j < j1: the units that
- * fired. */
+/* flags[j] |= !(v[r, j] <= 0) over nb rows of O values, columns j0 <= j < j1: the units that
+ * fired (a NaN output counts: its pre-activation is not <= 0, act.h note 4). */
 static void S(mark_active)(uint8_t *flags, const T *v, int64_t nb, int64_t O, int64_t j0,
                            int64_t j1) {
     for (int64_t r = 0; r < nb; r++) {
         const T *row = v + r * O;
         #pragma omp simd
-        for (int64_t j = j0; j < j1; j++) flags[j] = (uint8_t)(flags[j] | (row[j] > 0));
+        for (int64_t j = j0; j < j1; j++) flags[j] = (uint8_t)(flags[j] | !(row[j] <= 0));
     }
 }
 

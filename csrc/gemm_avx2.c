@@ -64,7 +64,7 @@ static const int64_t mask64[12] = {0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
 #define VADD _mm256_add_ps
 #define VSUB _mm256_sub_ps
 #define VMUL _mm256_mul_ps
-#define VMAX _mm256_max_ps
+#define VRELU(c) _mm256_and_ps(_mm256_cmp_ps((c), _mm256_setzero_ps(), _CMP_NLE_UQ), (c))
 #define VPASS(c, a) _mm256_and_ps(_mm256_cmp_ps((a), _mm256_setzero_ps(), _CMP_GT_OQ), (c))
 #define VMASK(n) _mm256_loadu_si256((const __m256i *)(mask32 + 16 - (n)))
 #define VMASKHI(n) _mm256_loadu_si256((const __m256i *)(mask32 + (n)))
@@ -109,7 +109,7 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define VADD _mm256_add_pd
 #define VSUB _mm256_sub_pd
 #define VMUL _mm256_mul_pd
-#define VMAX _mm256_max_pd
+#define VRELU(c) _mm256_and_pd(_mm256_cmp_pd((c), _mm256_setzero_pd(), _CMP_NLE_UQ), (c))
 #define VPASS(c, a) _mm256_and_pd(_mm256_cmp_pd((a), _mm256_setzero_pd(), _CMP_GT_OQ), (c))
 #define VMASK(n) _mm256_loadu_si256((const __m256i *)(mask64 + 8 - (n)))
 #define VMASKHI(n) _mm256_loadu_si256((const __m256i *)(mask64 + (n)))

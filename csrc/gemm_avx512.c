@@ -130,7 +130,8 @@ static inline ptrdiff_t list8_pd(int32_t *kl, const double *v, ptrdiff_t n, int 
 #define VADD _mm512_add_ps
 #define VSUB _mm512_sub_ps
 #define VMUL _mm512_mul_ps
-#define VMAX _mm512_max_ps
+#define VRELU(c) \
+    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((c), _mm512_setzero_ps(), _CMP_NLE_UQ), (c))
 #define VPASS(c, a) \
     _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_GT_OQ), (c))
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
@@ -177,7 +178,8 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define VADD _mm512_add_pd
 #define VSUB _mm512_sub_pd
 #define VMUL _mm512_mul_pd
-#define VMAX _mm512_max_pd
+#define VRELU(c) \
+    _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((c), _mm512_setzero_pd(), _CMP_NLE_UQ), (c))
 #define VPASS(c, a) \
     _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((a), _mm512_setzero_pd(), _CMP_GT_OQ), (c))
 #define VMASK(n) ((__mmask8)((1u << (n)) - 1u))

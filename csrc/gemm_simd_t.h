@@ -7,7 +7,8 @@
  *   VM                 the lane-mask type (__m256i in AVX2, __mmask16 / __mmask8 in AVX-512)
  *   MR, NR             micro-tile of C: MR rows x NR = 2 VL columns (e.g. 6 x 16 f32 in AVX2)
  *   KC, MC, NC         cache blocking of K, M, N (the including file says why)
- *   VZERO VSET1 VLOAD VLOADU VSTORE VSTOREU VBCAST VFMA VADD VSUB VMUL VMAX
+ *   VZERO VSET1 VLOAD VLOADU VSTORE VSTOREU VBCAST VFMA VADD VSUB VMUL
+ *   VRELU(c)           c in the lanes where c > 0 or c is NaN, else +0 (act.h note 4)
  *   VPASS(c, a)        c in the lanes where a > 0, else +0 (NaN in a gives +0, as a > 0 in C)
  *   VMASK(n)           a VM with the first n lanes set (0 <= n <= VL)
  *   VMASKHI(n)         a VM with the last n lanes set
@@ -92,7 +93,7 @@ static inline V S(vgrad)(int act, V c, V a) {
 static inline V S(vepi)(const S(tile_epi) *e, V c, V bias, V h) {
     if (e->kind == FM_EPI_BIAS_ACT) {
         c = VADD(c, bias);
-        return e->act == FM_ACT_RELU ? VMAX(c, VZERO()) : c;  /* max(z, 0) = z > 0 ? z : 0 */
+        return e->act == FM_ACT_RELU ? VRELU(c) : c;
     }
     if (e->kind == FM_EPI_DACT) return S(vgrad)(e->act, c, h);
     return c;

@@ -25,7 +25,7 @@
 #undef VADD
 #undef VSUB
 #undef VMUL
-#undef VMAX
+#undef VRELU
 #undef VPASS
 #undef VMASK
 #undef VMASKHI

@@ -392,6 +392,25 @@ def test_dense_forward(isa, dtype, name, shape, rng):
     assert_close(out, ref, rtol=1.0, scale=tol, what=f"dense forward {name}")
 
 
+@pytest.mark.parametrize("shape", [(1, 5, 40), (7, 5, 40), (200, 64, 128)], ids=shape_id)
+def test_dense_forward_relu_keeps_nan_and_gives_plus_zero(isa, dtype, shape, rng):
+    """relu(z) is NaN where z is NaN, as NumPy's maximum(z, 0) (csrc/act.h note 4), and +0
+    (never -0) where z <= 0, on the direct, packed and single-row paths alike."""
+    N, I, O = shape
+    A_in, W, b, _ = layer_data(rng, N, I, O, "identity", dtype)
+    W[:, 3] = np.nan             # column 3: NaN on every row
+    b[5] = -0.0
+    W[:, 5] = 0                  # column 5: z = -0 + 0 ... = +0 or -0 depending on the order
+    W[:, 6] = -np.abs(W[:, 6])   # column 6: z < 0 for positive inputs
+    A_in = np.abs(A_in)
+    out = dense_fwd(A_in, W, b, "relu", dtype)
+    ref = np.maximum(f64(A_in) @ f64(W) + f64(b), 0)
+    assert np.isnan(out[:, 3]).all()
+    assert np.array_equal(np.isnan(out), np.isnan(ref))
+    assert not np.signbit(out[:, [5, 6]]).any(), "relu gave -0"
+    assert (out[:, 6][ref[:, 6] == 0] == 0).all()
+
+
 @pytest.mark.parametrize("act_in", ACTIVATIONS)
 @pytest.mark.parametrize("shape", DENSE_SHAPES, ids=shape_id)
 def test_dense_backward(isa, dtype, act_in, shape, rng):

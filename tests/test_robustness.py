@@ -225,6 +225,24 @@ def test_non_finite_weight_set_through_a_view_is_named(value, rng):
         net.predict(X)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+def test_nan_weight_behind_any_activation_is_refused_by_predict(activation, rng):
+    """A NaN first-layer weight must not vanish behind a ReLU (max(NaN, 0) is NaN, as in
+    NumPy): predict, predict_proba and score name the weight for every activation, and the
+    unit is not reported dead (its pre-activation is not <= 0)."""
+    act = "sigmoid" if activation == "logistic" else activation
+    net = fastmlp.MLP([4, 6, 3], activation=act, output="softmax", seed=0)
+    X = np.abs(rng.standard_normal((30, 4))) + 0.1
+    y = np.arange(30) % 3
+    net.weights[0][0, 2] = np.nan
+    for call in (net.predict, net.predict_proba, lambda X: net.score(X, y)):
+        with pytest.raises(ValueError, match=r"weights\[0\] hold a non-finite value \(nan at \(0, 2\)\)"):
+            call(X)
+    assert np.isnan(net.forward(X)).all()
+    if act == "relu":
+        assert not net.dead_units(X)[0].dead[2]
+
+
 def test_too_many_layers_is_a_clear_error():
     with pytest.raises(ValueError, match="at most 256"):
         fastmlp.MLP([2] * 258)
