@@ -300,3 +300,15 @@ def test_divergence_from_huge_inputs_says_so():
     net = fastmlp.MLP([3, 4, 1], output="identity")
     with pytest.raises(FloatingPointError, match=r"inputs reach \|x\| = .*standardize"):
         net.fit(X, y, epochs=3)
+
+
+@pytest.mark.parametrize("output, loss, message", [
+    ("softmax", "squared", "output 'softmax' needs loss 'cross_entropy', got loss 'squared'"),
+    ("softmax", "binary_cross_entropy", "output 'softmax' needs loss 'cross_entropy'"),
+    ("identity", "cross_entropy", "loss 'cross_entropy' needs output 'softmax', got output "
+                                  "'identity'")])
+def test_output_and_loss_mismatch_names_what_is_needed(output, loss, message):
+    """The message states the pair's rule from the side the caller chose (found by a new user:
+    it used to say 'cross_entropy goes with softmax only' for a softmax with squared loss)."""
+    with pytest.raises(ValueError, match=message):
+        fastmlp.MLP([4, 8, 3], output=output, loss=loss)

@@ -915,16 +915,16 @@ def _predict(args):
     if args.out is not None:
         _check_writable(args.out, "the predictions")
     net, meta = _load_model(args.model)
-    table = datasets.read_csv(args.data, features=meta.get("feature_names"))
-    if table.X.shape[1] != net.n_features:
-        raise UsageError(f"{args.data} has {table.X.shape[1]} columns; {args.model} takes "
-                         f"{net.n_features} features (it has no feature names, so all "
-                         f"columns are used in order)")
-    X = table.X
-    if meta:
-        with np.errstate(all="ignore"):  # overflow becomes inf, refused just below
-            X = (X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])
-    _check_scaled(table, X, args.model, scaled=bool(meta))
+    if not meta:
+        # Without the metadata of fastmlp train there are no feature names, scaling or class
+        # labels: the CSV's columns would go in by position, unscaled, the target among them.
+        raise UsageError(f"{args.model} holds a network saved from Python, not a model of "
+                         f"fastmlp train (no feature names, input scaling or class labels); "
+                         f"load it with fastmlp.load() and call its predict")
+    table = datasets.read_csv(args.data, features=meta["feature_names"])
+    with np.errstate(all="ignore"):  # overflow becomes inf, refused just below
+        X = (table.X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])
+    _check_scaled(table, X, args.model)
     pred = net.predict(X, n_threads=args.threads)
     _write_table(args.out, _header(meta, pred), _decode(pred, meta, net))
     if args.out:
@@ -932,18 +932,15 @@ def _predict(args):
     return 0
 
 
-def _check_scaled(table, X, model, scaled):
+def _check_scaled(table, X, model):
     """Refuse the first feature beyond MAX_ABS_VALUE after the model's scaling (note 5)."""
     bad = _too_large(X)
     if bad is None:
         return
     i, j = bad
     where = f"{table.where(i, table.feature_names[j])}: {float(table.X[i, j])!r} is too large"
-    limit = f"fastmlp takes |values| up to {MAX_ABS_VALUE:g}"
-    if scaled:
-        raise UsageError(f"{where} for {model}: scaled as in its training it is "
-                         f"{X[i, j]:.3g}, and {limit}")
-    raise UsageError(f"{where} to represent ({limit})")
+    raise UsageError(f"{where} for {model}: scaled as in its training it is {X[i, j]:.3g}, "
+                     f"and fastmlp takes |values| up to {MAX_ABS_VALUE:g}")
 
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")

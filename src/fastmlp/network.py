@@ -248,9 +248,11 @@ class MLP:
         check_choice(output, "output", OUTPUTS)
         loss = NATURAL_LOSS.get(output, "squared") if loss is None else loss
         check_choice(loss, "loss", tuple(_core.LOSSES))
-        if (loss == "cross_entropy") != (output == "softmax"):
-            raise ValueError(f"loss 'cross_entropy' goes with output 'softmax' only; got "
-                             f"output {output!r} and loss {loss!r}")
+        if output == "softmax" and loss != "cross_entropy":
+            raise ValueError(f"output 'softmax' needs loss 'cross_entropy', got loss {loss!r}")
+        if loss == "cross_entropy" and output != "softmax":
+            raise ValueError(f"loss 'cross_entropy' needs output 'softmax', got output "
+                             f"{output!r}")
         if loss == "binary_cross_entropy" and output != "sigmoid":
             raise ValueError(f"loss 'binary_cross_entropy' needs output 'sigmoid', got "
                              f"{output!r}")
