@@ -260,6 +260,25 @@ def test_load_refuses_newer_truncated_and_object_files(tmp_path):
     assert isinstance(fastmlp.load(tmp_path / "net.npz"), fastmlp.MLP)
 
 
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda e: e["fitted"].update(classes_=["a", "b"]), "2 classes_ of a multiclass"),
+    (lambda e: e["fitted"].update(classes_=["a", "b", "c", "d"]), "4 classes_ of a multiclass"),
+    (lambda e: e["fitted"].update(classes_=["a", "a", "c"]), "classes_ repeat a label"),
+    (lambda e: e["params"].update(hidden_layer_sizes=[7]), r"hidden_layer_sizes \(7,\)"),
+    (lambda e: e["params"].update(activation="tanh"), "activation 'tanh'"),
+    (lambda e: e["fitted"].update(out_activation_="logistic"), "out_activation_ 'logistic'"),
+    (lambda e: e["fitted"].update(n_layers_=5), "n_layers_ 5")])
+def test_load_refuses_a_header_that_contradicts_its_network(tmp_path, edit, fragment):
+    """A hand-edited header must not load into an estimator that answers wrongly (found by a
+    new user: 2 classes_ on a 3-output network loaded, then predict indexed past them)."""
+    clf, _ = _fitted()
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    clf.save(good)
+    _rewrite(good, bad, lambda h: edit(h["metadata"]["estimator"]))
+    with pytest.raises(ValueError, match=r"bad.npz has an invalid estimator header: .*" + fragment):
+        fastmlp.load(bad)
+
+
 # ------------------------------------------------------------ against scikit-learn's own MLP
 # Same data, same initial weights (init='glorot' draws them as scikit-learn does), batches in
 # the same order (shuffle=False), float64: the trajectories are the same up to rounding.

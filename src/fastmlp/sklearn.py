@@ -524,6 +524,37 @@ class _BaseMLP(BaseEstimator):
         if net.loss != want:
             raise ValueError(f"the network's loss {net.loss!r} does not fit a "
                              f"{type(self).__name__} ({want!r} expected)")
+        self._check_restored(net)
+
+    def _check_restored(self, net):
+        """The header's description against the network it came with (a hand-edited or
+        damaged header must not load into an estimator that answers wrongly)."""
+        out_act = {"sigmoid": "logistic"}.get(self._output, self._output)
+        if self.out_activation_ != out_act:
+            raise ValueError(f"out_activation_ {self.out_activation_!r} does not fit the "
+                             f"network ({out_act!r} expected)")
+        hs = self.hidden_layer_sizes
+        hs = [hs] if np.isscalar(hs) else list(hs)
+        if [int(h) for h in hs] != list(net.layer_sizes[1:-1]):
+            raise ValueError(f"hidden_layer_sizes {tuple(hs)} do not match the network's "
+                             f"hidden layers {tuple(net.layer_sizes[1:-1])}")
+        if self.n_layers_ != len(net.layer_sizes):
+            raise ValueError(f"n_layers_ {self.n_layers_} does not match the network's "
+                             f"{len(net.layer_sizes)} layers")
+        act = {"logistic": "sigmoid"}.get(self.activation, self.activation)
+        if any(a != act for a in net.activations):
+            raise ValueError(f"activation {self.activation!r} does not match the network's "
+                             f"{net.activations}")
+        if isinstance(self, MLPClassifier):
+            n, kind = len(self.classes_), self._target_kind
+            if len(set(self.classes_.tolist())) != n:
+                raise ValueError("classes_ repeat a label")
+            ok = {"binary": n == 2 and self.n_outputs_ == 1,
+                  "multiclass": n >= 3 and self.n_outputs_ == n,
+                  "multilabel": n >= 1 and self.n_outputs_ == n}[kind]
+            if not ok:
+                raise ValueError(f"{n} classes_ of a {kind} classifier do not match the "
+                                 f"network's {self.n_outputs_} outputs")
 
     def __getstate__(self):
         state = super().__getstate__()
