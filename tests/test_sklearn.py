@@ -235,6 +235,16 @@ def test_load_refuses_newer_truncated_and_object_files(tmp_path):
     _rewrite(good, newer, lambda h: h["metadata"]["estimator"].update(version=99))
     with pytest.raises(ValueError, match=r"newer.npz.*version 99.*upgrade"):
         fastmlp.load(newer)
+    for v in (0, -1, "2"):  # not newer: no advice to upgrade
+        odd = tmp_path / "odd.npz"
+        _rewrite(good, odd, lambda h: h["metadata"]["estimator"].update(version=v))
+        with pytest.raises(ValueError, match=r"odd.npz.*version") as e:
+            fastmlp.load(odd)
+        assert "upgrade" not in str(e.value)
+        _rewrite(good, odd, lambda h: h.update(version=v))
+        with pytest.raises(ValueError, match=r"odd.npz has model format version") as e:
+            fastmlp.load(odd)
+        assert "upgrade" not in str(e.value)
     newer_net = tmp_path / "newer_net.npz"
     _rewrite(good, newer_net, lambda h: h.update(version=99))
     with pytest.raises(ValueError, match=r"newer_net.npz.*version 99"):

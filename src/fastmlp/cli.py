@@ -393,7 +393,7 @@ def _dispatch(args):
         return 0
     if args.command == "playground":
         return _playground(args)
-    raise UsageError("a command is needed: train, predict, demo or config "
+    raise UsageError("a command is needed: train, predict, demo, config or playground "
                      "(see fastmlp --help)")
 
 

@@ -1005,9 +1005,11 @@ def _parse_header(path, raw):
         raise ValueError(f"{path} is not a fastmlp model")
     if h.get("version") not in range(1, FORMAT_VERSION + 1) or isinstance(h.get("version"),
                                                                            bool):
-        raise ValueError(f"{path} has model format version {h.get('version')!r}; this fastmlp "
-                         f"reads versions 1 to {FORMAT_VERSION} (upgrade fastmlp for newer "
-                         f"files)")
+        v = h.get("version")
+        newer = isinstance(v, int) and not isinstance(v, bool) and v > FORMAT_VERSION
+        raise ValueError(f"{path} has model format version {v!r}; this fastmlp reads versions "
+                         f"1 to {FORMAT_VERSION}" + (" (upgrade fastmlp for newer files)"
+                                                     if newer else ""))
     return h, _header_size(path, h)
 
 

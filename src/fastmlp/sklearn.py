@@ -939,9 +939,11 @@ def _from_network(path, net):
         raise ValueError(f"{path} has an invalid estimator header: not an object")
     version = meta.get("version")
     if version != ESTIMATOR_FORMAT:
+        newer = (isinstance(version, int) and not isinstance(version, bool)
+                 and version > ESTIMATOR_FORMAT)
         raise ValueError(f"{path} holds a fastmlp estimator of format version {version!r}; "
-                         f"this fastmlp reads version {ESTIMATOR_FORMAT} (upgrade fastmlp for "
-                         f"newer files)")
+                         f"this fastmlp reads version {ESTIMATOR_FORMAT}"
+                         + (" (upgrade fastmlp for newer files)" if newer else ""))
     try:
         cls = _CLASSES[meta["class"]]
         params = dict(meta["params"])
