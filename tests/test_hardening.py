@@ -539,9 +539,10 @@ def test_keyboard_interrupt_keeps_the_last_completed_step():
         if epoch == 1:
             raise KeyboardInterrupt
 
-    with pytest.warns(UserWarning, match="interrupted after 2 complete epochs"):
+    with pytest.warns(UserWarning, match="interrupted after 2 complete epochs") as w:
         hist = net.fit(X, y, callback=stop, optimizer=FIT["optimizer"], epochs=10)
     assert hist.interrupted and hist.epochs == 2
+    assert w[0].filename == __file__, "the warning should point at the caller of fit"
     twin = classifier()[0]
     twin.fit(X, y, optimizer=FIT["optimizer"], epochs=2)
     assert net._params.tobytes() == twin._params.tobytes()
@@ -727,3 +728,14 @@ def test_inference_never_answers_from_an_overflowed_output():
             call(big)
     assert not np.isfinite(clf.forward(big)[7]).all()  # forward shows the values as they are
     assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_target_too_large_for_the_dtype_is_named_by_row():
+    net = fastmlp.MLP([2, 3, 1], seed=0)
+    y = np.zeros(5)
+    y[3] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy overflow warning on the way
+        with pytest.raises(ValueError, match=r"y holds 1e\+300 at row 3, column 0, too large "
+                                             r"for float32"):
+            net.fit(np.ones((5, 2)), y, epochs=1)

@@ -79,7 +79,7 @@ def as_float_array(X, name, dtype, n_features=None):
     if arr.dtype.kind == "f" and not _all_finite(out):
         if _all_finite(arr):
             row, col = np.argwhere(~np.isfinite(out))[0]
-            raise ValueError(f"{name} holds {float(arr[row, col])!r} at row {row}, column "
+            raise ValueError(f"{name} holds {arr[row, col]} at row {row}, column "
                              f"{col}, too large for {np.dtype(dtype).name}")
         kind, (row, col) = _first_nonfinite(arr)
         raise ValueError(f"{name} contains {kind} (first at row {row}, column {col})")
@@ -127,9 +127,12 @@ def as_targets(y, name, n_rows, n_outputs, dtype, binary=False):
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         kind, (row, col) = _first_nonfinite(arr)
         raise ValueError(f"{name} contains {kind} (first at row {row}, column {col})")
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # a value too large for dtype is reported below
+        out = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(out).all():
-        raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}")
+        row, col = np.argwhere(~np.isfinite(out))[0]
+        raise ValueError(f"{name} holds {arr[row, col]} at row {row}, column {col}, too large "
+                         f"for {np.dtype(dtype).name}")
     if binary and not np.isin(out, (0, 1)).all():
         row = int(np.argwhere(~np.isin(out, (0, 1)))[0][0])
         raise ValueError(f"{name} must hold 0/1 targets for binary_cross_entropy; "

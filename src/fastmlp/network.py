@@ -190,6 +190,17 @@ def _sigmoid(G):
     return out
 
 
+def _caller_level():
+    """The stacklevel of the first frame outside the fastmlp package, for warnings.warn called
+    by the function that calls this: a warning from fit points at the user's line whether fit
+    was called directly or through an estimator."""
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class MLP:
     """A fully-connected network trained by fastmlp's C core.
 
@@ -696,7 +707,7 @@ class MLP:
         B = n if opt.batch_size is None else opt.batch_size
         if B > n:
             warnings.warn(f"batch_size {B} is larger than the {n} rows of X; using {n}",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=_caller_level())
             B = n
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
@@ -762,7 +773,7 @@ class MLP:
                 progress.update(hist.epochs, hist)
                 if diagnostics:
                     for message in epoch_warnings(self, hist, checks):
-                        warnings.warn(message, TrainingWarning, stacklevel=3)
+                        warnings.warn(message, TrainingWarning, stacklevel=_caller_level())
                 if callback is not None and callback(epoch, hist) is True:
                     hist.stopped_early = True
                     break
@@ -779,7 +790,7 @@ class MLP:
             hist.interrupted = True
             warnings.warn(f"fit interrupted after {hist.epochs} complete epochs; the network "
                           f"holds the weights of the last completed step", UserWarning,
-                          stacklevel=2)
+                          stacklevel=_caller_level())
         finally:
             progress.close()
         return hist
