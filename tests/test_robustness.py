@@ -204,6 +204,8 @@ def test_save_through_symlink_and_onto_non_files(tmp_path):
     (tmp_path / "dir.npz").mkdir()
     with pytest.raises(ValueError, match="not a regular file"):
         net.save(tmp_path / "dir.npz")
+    with pytest.raises(ValueError, match="cannot save to an empty path"):
+        net.save("")
     with pytest.raises(OSError, match="cannot save to"):
         net.save(tmp_path / "missing" / "m.npz")
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]

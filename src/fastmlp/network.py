@@ -840,6 +840,8 @@ class MLP:
         except (TypeError, ValueError) as e:
             raise ValueError(f"metadata must be JSON-serializable: {e}") from None
         path = os.fspath(path)
+        if not path:
+            raise ValueError("cannot save to an empty path")
         target = os.path.realpath(path)  # through a symlink: replace the file it points to
         if os.path.lexists(target) and not os.path.isfile(target):
             raise ValueError(f"cannot save to {path}: it exists and is not a regular file")
