@@ -6,6 +6,7 @@ import os
 import pickle
 import stat
 import threading
+import warnings
 import zipfile
 
 import numpy as np
@@ -243,6 +244,25 @@ def test_nan_weight_behind_any_activation_is_refused_by_predict(activation, rng)
     assert np.isnan(net.forward(X)).all()
     if act == "relu":
         assert not net.dead_units(X)[0].dead[2]
+    # A row alone skips its zero inputs, so the NaN behind one need not reach its output: the
+    # weights are checked before the products (found by a new user).
+    X0 = X[:1].copy()
+    X0[0, 0] = 0
+    with pytest.raises(ValueError, match=r"weights\[0\] hold a non-finite value"):
+        net.predict(X0)
+
+
+def test_estimator_predict_names_a_nan_set_through_coefs(rng):
+    from fastmlp.sklearn import MLPClassifier, MLPRegressor
+    X = rng.random((40, 3))
+    for est, y in ((MLPClassifier(hidden_layer_sizes=(5,), max_iter=3), np.arange(40) % 3),
+                   (MLPRegressor(hidden_layer_sizes=(5,), max_iter=3), rng.random(40))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+        est.coefs_[0][0, 1] = np.nan
+        with pytest.raises(ValueError, match=r"weights\[0\] hold a non-finite value"):
+            est.predict(X[:1] * 0)
 
 
 def test_too_many_layers_is_a_clear_error():

@@ -235,7 +235,7 @@ def test_load_refuses_newer_truncated_and_object_files(tmp_path):
     _rewrite(good, newer, lambda h: h["metadata"]["estimator"].update(version=99))
     with pytest.raises(ValueError, match=r"newer.npz.*version 99.*upgrade"):
         fastmlp.load(newer)
-    for v in (0, -1, "2"):  # not newer: no advice to upgrade
+    for v in (0, -1, "2", True, 1.0):  # not newer: no advice to upgrade
         odd = tmp_path / "odd.npz"
         _rewrite(good, odd, lambda h: h["metadata"]["estimator"].update(version=v))
         with pytest.raises(ValueError, match=r"odd.npz.*version") as e:
@@ -277,7 +277,10 @@ def test_load_refuses_newer_truncated_and_object_files(tmp_path):
     (lambda e: e["params"].update(hidden_layer_sizes=[7]), r"hidden_layer_sizes \(7,\)"),
     (lambda e: e["params"].update(activation="tanh"), "activation 'tanh'"),
     (lambda e: e["fitted"].update(out_activation_="logistic"), "out_activation_ 'logistic'"),
-    (lambda e: e["fitted"].update(n_layers_=5), "n_layers_ 5")])
+    (lambda e: e["fitted"].update(n_layers_=5), "n_layers_ 5"),
+    (lambda e: e["fitted"].update(classes_=[100, 200, 300], classes_dtype="<i1"), "Overflow"),
+    (lambda e: e["fitted"].update(classes_=[1.5, None, 2.5], classes_dtype="object"), "null"),
+    (lambda e: e["fitted"].update(feature_names_in_=["a", "b"]), "feature_names_in_ has 2")])
 def test_load_refuses_a_header_that_contradicts_its_network(tmp_path, edit, fragment):
     """A hand-edited header must not load into an estimator that answers wrongly (found by a
     new user: 2 classes_ on a 3-output network loaded, then predict indexed past them)."""

@@ -993,7 +993,7 @@ def _check_metadata(path, net, meta):
         return UsageError(f"{path}: the model's metadata {key!r} {why}")
 
     version = meta["fastmlp_cli"]
-    if version != METADATA_VERSION or isinstance(version, bool):
+    if version != METADATA_VERSION or type(version) is not int:
         raise bad("fastmlp_cli", f"is {_short(version)}; this fastmlp reads version "
                   f"{METADATA_VERSION}")
     keys = ["task", "target", "feature_names", "x_mean", "x_scale"]

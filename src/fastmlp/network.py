@@ -177,8 +177,9 @@ class History:
 
 
 def _softmax(G):
-    e = np.exp(G - G.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):  # an inf logit gives NaN, shown as such
+        e = np.exp(G - G.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
 
 def _sigmoid(G):
@@ -469,11 +470,14 @@ class MLP:
         """Last layer's output (logits for cross-entropy networks) of checked X. With
         ``answer`` (predict, predict_proba, score) a non-finite output is an error: no class or
         value is ever computed from inf or NaN. ``forward`` shows the outputs as they are."""
+        if answer:
+            # Before the products: a row alone skips its zero inputs and a ReLU's off units,
+            # so a NaN weight behind them need not reach its output (found by a new user).
+            self._check_finite_params()
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap):
             _core.forward(self._plan, self._params, ws, cap, X, out, nthreads)
         if answer and not np.isfinite(out).all():
-            self._check_finite_params()
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise ValueError(f"the network's output for row {row} of X is not finite: its "
                              f"values (largest |x| {float(np.abs(X[row]).max()):.3g}) overflow "
@@ -1016,8 +1020,7 @@ def _parse_header(path, raw):
         raise ValueError(f"{path} is not a fastmlp model (header is not JSON)") from None
     if not isinstance(h, dict) or h.get("format") != "fastmlp":
         raise ValueError(f"{path} is not a fastmlp model")
-    if h.get("version") not in range(1, FORMAT_VERSION + 1) or isinstance(h.get("version"),
-                                                                           bool):
+    if type(h.get("version")) is not int or h["version"] not in range(1, FORMAT_VERSION + 1):
         v = h.get("version")
         newer = isinstance(v, int) and not isinstance(v, bool) and v > FORMAT_VERSION
         raise ValueError(f"{path} has model format version {v!r}; this fastmlp reads versions "

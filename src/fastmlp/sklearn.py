@@ -538,6 +538,10 @@ class _BaseMLP(BaseEstimator):
         if [int(h) for h in hs] != list(net.layer_sizes[1:-1]):
             raise ValueError(f"hidden_layer_sizes {tuple(hs)} do not match the network's "
                              f"hidden layers {tuple(net.layer_sizes[1:-1])}")
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None and (names.ndim != 1 or len(names) != self.n_features_in_):
+            raise ValueError(f"feature_names_in_ has {names.size} names for "
+                             f"{self.n_features_in_} features")
         if self.n_layers_ != len(net.layer_sizes):
             raise ValueError(f"n_layers_ {self.n_layers_} does not match the network's "
                              f"{len(net.layer_sizes)} layers")
@@ -547,7 +551,11 @@ class _BaseMLP(BaseEstimator):
                              f"{net.activations}")
         if isinstance(self, MLPClassifier):
             n, kind = len(self.classes_), self._target_kind
-            if len(set(self.classes_.tolist())) != n:
+            labels = self.classes_.tolist()
+            if any(x != x for x in labels) or any(x is None or isinstance(x, (list, dict))
+                                                  for x in labels):
+                raise ValueError("classes_ hold a NaN, a null or a container")
+            if len(set(labels)) != n:
                 raise ValueError("classes_ repeat a label")
             ok = {"binary": n == 2 and self.n_outputs_ == 1,
                   "multiclass": n >= 3 and self.n_outputs_ == n,
@@ -754,6 +762,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                  f"Call 'fit' with appropriate arguments before using this "
                                  f"estimator.")
         X = self._validate_X(X, reset=False)
+        self._net._check_finite_params()  # coefs_ are views: a NaN set there is named here
         return self._net.forward(X, n_threads=_resolve_n_threads(self.n_threads))
 
     def _decode(self, P):
@@ -856,6 +865,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                                  f"Call 'fit' with appropriate arguments before using this "
                                  f"estimator.")
         X = self._validate_X(X, reset=False)
+        self._net._check_finite_params()  # coefs_ are views: a NaN set there is named here
         G = self._net.forward(X, n_threads=_resolve_n_threads(self.n_threads))
         return G[:, 0] if G.shape[1] == 1 else G
 
@@ -938,7 +948,7 @@ def _from_network(path, net):
     if not isinstance(meta, dict):
         raise ValueError(f"{path} has an invalid estimator header: not an object")
     version = meta.get("version")
-    if version != ESTIMATOR_FORMAT:
+    if version != ESTIMATOR_FORMAT or type(version) is not int:
         newer = (isinstance(version, int) and not isinstance(version, bool)
                  and version > ESTIMATOR_FORMAT)
         raise ValueError(f"{path} holds a fastmlp estimator of format version {version!r}; "
@@ -957,7 +967,7 @@ def _from_network(path, net):
         est._restore(net, f)
     except NotImplementedError as e:
         raise ValueError(f"{path} has an invalid estimator header: {e}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise ValueError(f"{path} has an invalid estimator header: {type(e).__name__}: {e}"
                          ) from None
     return est
