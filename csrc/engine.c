@@ -93,9 +93,15 @@
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* [*lo, *hi): the block of n items (rows, columns, weights) thread t of q takes, in order. */
+static inline void team_block(int64_t n, int t, int q, int64_t *lo, int64_t *hi) {
+    *lo = n * t / q;
+    *hi = n * (t + 1) / q;
+}
+
 /* Note 11: the team of threads that shares the steps of a small network. */
 #define FM_TEAM_MAX 8                       /* threads in a team at most */
-#define TEAM_MAX_MNK ((double)(1 << 21))    /* a product this large threads by itself (gemm.c) */
+#define TEAM_MAX_MNK FM_GEMM_PAR_MIN        /* a product this large threads by itself (gemm.c) */
 #define TEAM_MIN_WORK ((double)(1 << 16))   /* sum of B I O over the layers, at least */
 #define TEAM_MIN_ROWS 2
 #define TUNE_CHUNK 16                       /* steps timed together */

@@ -43,6 +43,12 @@ static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t 
     w->gemm = p + 3 * dsz + round64(sizeof(fm_tune));
 }
 
+/* Rows r0.. of the targets: an int64 label per row (softmax cross-entropy) or K values. */
+static const void *S(target_rows)(const void *Y, int loss, int64_t r0, int64_t K) {
+    return loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)Y + r0)
+                                      : (const void *)((const T *)Y + r0 * K);
+}
+
 /* flags[j] |= !(v[r, j] <= 0) over nb rows of O values, columns j0 <= j < j1: the units that
  * fired (a NaN output counts: its pre-activation is not <= 0, act.h note 4). */
 static void S(mark_active)(uint8_t *flags, const T *v, int64_t nb, int64_t O, int64_t j0,
@@ -78,8 +84,11 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
                                      p->fan_in, O, (int)p->act, w->gemm, nt, tid, nth);
             /* After the meeting: the product's parts are not these columns (gemm.c note 6). */
             TEAM_SYNC(nth);
-            if (active && p->act == FM_ACT_RELU)
-                S(mark_active)(active + off, dst, nb, O, O * tid / nth, O * (tid + 1) / nth);
+            if (active && p->act == FM_ACT_RELU) {
+                int64_t j0, j1;
+                team_block(O, tid, nth, &j0, &j1);
+                S(mark_active)(active + off, dst, nb, O, j0, j1);
+            }
         } else {
             /* Note 8: z from the product, then h = act(z) kept for backward, then the sum. */
             S(fm_dense_forward)(dst, in, params + p->w_off, params + p->b_off, nb, p->fan_in,
@@ -105,9 +114,9 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
                             int64_t nb, double scale, int acc, int skip_dw, double *loss_sum,
                             int nt, int tid, int nth) {
     const fm_layer *top = plan + L - 1;
-    int64_t K = top->fan_out, r0 = nb * tid / nth, r1 = nb * (tid + 1) / nth;
-    const void *yr = loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)y + r0)
-                                                : (const void *)((const T *)y + r0 * K);
+    int64_t K = top->fan_out, r0, r1;
+    team_block(nb, tid, nth, &r0, &r1);
+    const void *yr = S(target_rows)(y, loss, r0, K);
     double part = 0.0;
     int rc = S(fm_loss)(w->d0 + r0 * K, wb || nth > 1 ? w->rl + r0 : NULL, &part,
                         w->a[L - 1] + r0 * K, yr, r1 - r0, K, loss, scale);
@@ -202,7 +211,9 @@ static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const T *sw, const
         #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num(), q = omp_get_num_threads();
-            S(gather_rows)(w, X, Y, sw, idx, r0, nb * t / q, nb * (t + 1) / q, I0, K, loss);
+            int64_t lo, hi;
+            team_block(nb, t, q, &lo, &hi);
+            S(gather_rows)(w, X, Y, sw, idx, r0, lo, hi, I0, K, loss);
         }
         return;
     }
@@ -277,9 +288,10 @@ static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
     const T *x, *wb = NULL;
     const void *y;
     if (R->idx) {
+        int64_t lo, hi;
+        team_block(nb, tid, nth, &lo, &hi);
         if (nth > 1)
-            S(gather_rows)(w, R->X, R->Y, R->sw, R->idx, r0, nb * tid / nth,
-                           nb * (tid + 1) / nth, I0, K, loss);
+            S(gather_rows)(w, R->X, R->Y, R->sw, R->idx, r0, lo, hi, I0, K, loss);
         else
             S(gather)(w, R->X, R->Y, R->sw, R->idx, r0, nb, I0, K, loss, nt);
         x = w->xb;
@@ -287,8 +299,7 @@ static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
         wb = R->sw ? w->wb : NULL;
     } else {
         x = R->X + r0 * I0;
-        y = loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)R->Y + r0)
-                                       : (const void *)((const T *)R->Y + r0 * K);
+        y = S(target_rows)(R->Y, loss, r0, K);
         wb = R->sw ? R->sw + r0 : NULL;
     }
     TEAM_SYNC(nth);
@@ -300,11 +311,10 @@ static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
         if (!(div > 0.0)) div = 1.0;
     }
     S(forward_rows)(plan, L, params, w, x, nb, NULL, R->active, nt, tid, nth);
-    if (R->idx && s + 1 < n / B + (n % B != 0)) {
-        int64_t nr0 = r0 + nb, nnb = n - nr0 < B ? n - nr0 : B;
-        if (nnb > 0)
-            S(prefetch_rows)(R->X, R->idx, nr0 + nnb * tid / nth, nnb * (tid + 1) / nth -
-                             nnb * tid / nth, I0);
+    if (R->idx && r0 + nb < n) {  /* the next step's rows, each thread its block */
+        int64_t nr0 = r0 + nb, nnb = n - nr0 < B ? n - nr0 : B, lo, hi;
+        team_block(nnb, tid, nth, &lo, &hi);
+        S(prefetch_rows)(R->X, R->idx, nr0 + lo, hi - lo, I0);
     }
     /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
      * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. Only
@@ -321,7 +331,8 @@ static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
     if (opt->l2 > 0.0) {
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
-            int64_t nw = p->fan_in * p->fan_out, i0 = nw * tid / nth, i1 = nw * (tid + 1) / nth;
+            int64_t nw = p->fan_in * p->fan_out, i0, i1;
+            team_block(nw, tid, nth, &i0, &i1);
             if (tid == 0) {
                 double wn = S(fm_norm_nt)(params + p->w_off, nw, nt);
                 reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
@@ -396,8 +407,8 @@ static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
         int64_t off[2] = {p->w_off, p->b_off}, len[2] = {p->fan_in * p->fan_out, p->fan_out};
         for (int k = 0; k < 2; k++) {
             if (rank1 && k == 0) {
-                int64_t O = p->fan_out, i0 = p->fan_in * tid / nth;
-                int64_t i1 = p->fan_in * (tid + 1) / nth;
+                int64_t O = p->fan_out, i0, i1;
+                team_block(p->fan_in, tid, nth, &i0, &i1);
                 S(fm_sgd_rank1)(params + p->w_off + i0 * O, (l ? w->a[l - 1] : x) + i0,
                                 grads + p->b_off, i1 - i0, O, lr * c, nt);
             } else if (nth > 1) {
@@ -457,30 +468,14 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
     if (B < 1 || B > max_batch || n < 1 || step_begin < 0) return FM_EARG;
     if (opt->kind < 0 || opt->kind >= FM_OPT_COUNT || (opt->kind != FM_OPT_SGD && !state))
         return FM_EARG;
-    S(fm_run) R;
-    memset(&R, 0, sizeof R);
+    int64_t n_params = plan_extent(plan, L);  /* Adam's v follows m in the state buffer */
+    S(fm_run) R = {.plan = plan, .L = L, .I0 = plan[0].fan_in, .K = plan[L - 1].fan_out,
+                   .n = n, .B = B, .n_params = n_params, .loss = loss, .nt = nt,
+                   .params = params, .grads = grads, .s1 = state,
+                   .s2 = opt->kind == FM_OPT_ADAM ? state + n_params : NULL, .X = X, .sw = sw,
+                   .Y = Y, .idx = idx, .opt = opt, .st = st, .layer_stats = layer_stats,
+                   .active = active};
     S(ws_layout)(&R.w, ws, plan, L, max_batch);
-    R.plan = plan;
-    R.L = L;
-    R.I0 = plan[0].fan_in;
-    R.K = plan[L - 1].fan_out;
-    R.n = n;
-    R.B = B;
-    R.n_params = plan_extent(plan, L);  /* Adam's v follows m in the state buffer */
-    R.loss = loss;
-    R.nt = nt;
-    R.params = params;
-    R.grads = grads;
-    R.s1 = state;
-    R.s2 = opt->kind == FM_OPT_ADAM ? state + R.n_params : NULL;
-    R.X = X;
-    R.Y = Y;
-    R.sw = sw;
-    R.idx = idx;
-    R.opt = opt;
-    R.st = st;
-    R.layer_stats = layer_stats;
-    R.active = active;
     int64_t n_steps = (n + B - 1) / B;
     if (step_end > n_steps) step_end = n_steps;
     int64_t s = step_begin;
@@ -564,8 +559,7 @@ int S(fm_loss_and_grad)(const fm_layer *plan, int64_t L, int loss, const T *para
     for (int64_t r0 = 0; r0 < n; r0 += max_batch) {
         int64_t nb = n - r0 < max_batch ? n - r0 : max_batch;
         const T *x = X + r0 * I0;
-        const void *y = loss == FM_LOSS_SOFTMAX_CE ? (const void *)((const int64_t *)Y + r0)
-                                                   : (const void *)((const T *)Y + r0 * K);
+        const void *y = S(target_rows)(Y, loss, r0, K);
         S(forward_rows)(plan, L, params, &w, x, nb, NULL, NULL, nt, 0, 1);
         double lsum = 0.0;
         int rc = S(backward_rows)(plan, L, loss, params, grads, &w, x, y, NULL, nb,

@@ -85,7 +85,7 @@
 #include "gemm.h"
 #include "gemm_impl.h"
 
-#define PAR_MIN ((double)(1 << 21))
+#define PAR_MIN FM_GEMM_PAR_MIN
 #define DIRECT_MAX PAR_MIN
 #define NT_DIRECT_MAX ((double)(1 << 13))
 
@@ -271,21 +271,18 @@ static void dispatch(fm_gemm_prob *p, size_t es, int nthreads, int part, int npa
 }
 
 /* The entry points of gemm.h, once per dtype: checks, thin_form, the ISA's kernels, dispatch. */
-#if FM_GEMM_HAVE_AVX512
-#define KERNELS_AVX512(SFX)                                                                   \
-    if (isa_current == ISA_AVX512) {                                                          \
-        direct = fm_gemm_avx512_direct_##SFX;                                                 \
-        packed = fm_gemm_avx512_packed_##SFX;                                                 \
+#define KERNELS(ISA, NAME, SFX)                                                               \
+    if (isa_current == ISA) {                                                                 \
+        direct = fm_gemm_##NAME##_direct_##SFX;                                               \
+        packed = fm_gemm_##NAME##_packed_##SFX;                                               \
     }
+#if FM_GEMM_HAVE_AVX512
+#define KERNELS_AVX512(SFX) KERNELS(ISA_AVX512, avx512, SFX)
 #else
 #define KERNELS_AVX512(SFX)
 #endif
 #if FM_GEMM_HAVE_AVX2
-#define KERNELS_AVX2(SFX)                                                                     \
-    if (isa_current == ISA_AVX2) {                                                            \
-        direct = fm_gemm_avx2_direct_##SFX;                                                   \
-        packed = fm_gemm_avx2_packed_##SFX;                                                   \
-    }
+#define KERNELS_AVX2(SFX) KERNELS(ISA_AVX2, avx2, SFX)
 #else
 #define KERNELS_AVX2(SFX)
 #endif

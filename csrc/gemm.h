@@ -50,11 +50,10 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 double beta, double *C, ptrdiff_t ldc, const fm_epilogue *epi,
                 void *work, int nthreads);
 
-/* The same product, but only part `part` (0 <= part < nparts) of the columns of C, split in
- * whole vectors, on the calling thread, with scratch slot `part` of work (so work must hold
- * fm_gemm_work_bytes(nparts)): the path is the one the whole product takes, so every element
- * gets the bits fm_gemm gives it. nparts = 1 is fm_gemm. For threads that already run
- * together and split a step's small products among themselves (engine.c). */
+/* Products with M N K at least this run on fm_gemm's nthreads; smaller ones on one thread
+ * (gemm.c note 2). */
+#define FM_GEMM_PAR_MIN ((double)(1 << 21))
+
 /* The columns [*j0, *j1) of part `part` of `nparts` of N columns, as fm_gemm_part splits them:
  * whole vectors of 16 except the last part (possibly empty parts). */
 static inline void fm_part_cols(ptrdiff_t N, int part, int nparts, ptrdiff_t *j0,
@@ -63,6 +62,11 @@ static inline void fm_part_cols(ptrdiff_t N, int part, int nparts, ptrdiff_t *j0
     *j1 = part + 1 == nparts ? N : N * (part + 1) / nparts / 16 * 16;
 }
 
+/* The same product, but only part `part` (0 <= part < nparts) of the columns of C, split in
+ * whole vectors, on the calling thread, with scratch slot `part` of work (so work must hold
+ * fm_gemm_work_bytes(nparts)): the path is the one the whole product takes, so every element
+ * gets the bits fm_gemm gives it. nparts = 1 is fm_gemm. For threads that already run
+ * together and split a step's small products among themselves (engine.c). */
 int fm_gemm_part_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                      const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb, float beta,
                      float *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads,

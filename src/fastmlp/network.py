@@ -191,6 +191,12 @@ def _sigmoid(G):
     return out
 
 
+def upgrade_advice(version, latest):
+    """The advice to add to a refused format version: only a newer integer one (not a bool,
+    a float or an older number) is helped by upgrading fastmlp."""
+    return " (upgrade fastmlp for newer files)" if type(version) is int and version > latest else ""
+
+
 def _caller_level():
     """The stacklevel of the first frame outside the fastmlp package, for warnings.warn called
     by the function that calls this: a warning from fit points at the user's line whether fit
@@ -1020,12 +1026,10 @@ def _parse_header(path, raw):
         raise ValueError(f"{path} is not a fastmlp model (header is not JSON)") from None
     if not isinstance(h, dict) or h.get("format") != "fastmlp":
         raise ValueError(f"{path} is not a fastmlp model")
-    if type(h.get("version")) is not int or h["version"] not in range(1, FORMAT_VERSION + 1):
-        v = h.get("version")
-        newer = isinstance(v, int) and not isinstance(v, bool) and v > FORMAT_VERSION
+    v = h.get("version")
+    if type(v) is not int or v not in range(1, FORMAT_VERSION + 1):
         raise ValueError(f"{path} has model format version {v!r}; this fastmlp reads versions "
-                         f"1 to {FORMAT_VERSION}" + (" (upgrade fastmlp for newer files)"
-                                                     if newer else ""))
+                         f"1 to {FORMAT_VERSION}" + upgrade_advice(v, FORMAT_VERSION))
     return h, _header_size(path, h)
 
 

@@ -38,7 +38,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
-from fastmlp.network import MLP
+from fastmlp.network import MLP, upgrade_advice
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -423,7 +423,7 @@ class _BaseMLP(BaseEstimator):
             self._net = self._make_network(sizes, draws, int(rs.randint(0, 2**31 - 1)))
             self.n_layers_ = len(sizes)
             self.n_outputs_ = n_outputs
-            self.out_activation_ = {"sigmoid": "logistic"}.get(self._output, self._output)
+            self.out_activation_ = self._out_activation()
             self._reset_curves()
             if hasattr(self, "_optimizer"):
                 del self._optimizer
@@ -488,6 +488,20 @@ class _BaseMLP(BaseEstimator):
     def _validate_X(self, X, reset):
         return _validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
 
+    def _outputs(self, X):
+        """The fitted network's outputs for X (probabilities, or values for regression)."""
+        if not hasattr(self, "_net"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. "
+                                 f"Call 'fit' with appropriate arguments before using this "
+                                 f"estimator.")
+        X = self._validate_X(X, reset=False)
+        self._net._check_finite_params()  # coefs_ are views: a NaN set there is named here
+        return self._net.forward(X, n_threads=_resolve_n_threads(self.n_threads))
+
+    def _out_activation(self):
+        """scikit-learn's name of the output activation ('sigmoid' is its 'logistic')."""
+        return {"sigmoid": "logistic"}.get(self._output, self._output)
+
     # ------------------------------------------------------------ persistence
 
     def _restore(self, net, f):
@@ -529,7 +543,7 @@ class _BaseMLP(BaseEstimator):
     def _check_restored(self, net):
         """The header's description against the network it came with (a hand-edited or
         damaged header must not load into an estimator that answers wrongly)."""
-        out_act = {"sigmoid": "logistic"}.get(self._output, self._output)
+        out_act = self._out_activation()
         if self.out_activation_ != out_act:
             raise ValueError(f"out_activation_ {self.out_activation_!r} does not fit the "
                              f"network ({out_act!r} expected)")
@@ -545,8 +559,7 @@ class _BaseMLP(BaseEstimator):
         if self.n_layers_ != len(net.layer_sizes):
             raise ValueError(f"n_layers_ {self.n_layers_} does not match the network's "
                              f"{len(net.layer_sizes)} layers")
-        act = {"logistic": "sigmoid"}.get(self.activation, self.activation)
-        if any(a != act for a in net.activations):
+        if any(a != _ACTIVATIONS[self.activation] for a in net.activations):
             raise ValueError(f"activation {self.activation!r} does not match the network's "
                              f"{net.activations}")
         if isinstance(self, MLPClassifier):
@@ -757,13 +770,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     # ------------------------------------------------------------ prediction
 
     def _proba(self, X):
-        if not hasattr(self, "_net"):
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. "
-                                 f"Call 'fit' with appropriate arguments before using this "
-                                 f"estimator.")
-        X = self._validate_X(X, reset=False)
-        self._net._check_finite_params()  # coefs_ are views: a NaN set there is named here
-        return self._net.forward(X, n_threads=_resolve_n_threads(self.n_threads))
+        return self._outputs(X)
 
     def _decode(self, P):
         if self._target_kind == "multiclass":
@@ -860,13 +867,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def predict(self, X):
         """Predicted values (n_samples,) or (n_samples, n_outputs)."""
-        if not hasattr(self, "_net"):
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. "
-                                 f"Call 'fit' with appropriate arguments before using this "
-                                 f"estimator.")
-        X = self._validate_X(X, reset=False)
-        self._net._check_finite_params()  # coefs_ are views: a NaN set there is named here
-        G = self._net.forward(X, n_threads=_resolve_n_threads(self.n_threads))
+        G = self._outputs(X)
         return G[:, 0] if G.shape[1] == 1 else G
 
     def _val_score_and_loss(self, G, y, w):
@@ -949,11 +950,9 @@ def _from_network(path, net):
         raise ValueError(f"{path} has an invalid estimator header: not an object")
     version = meta.get("version")
     if version != ESTIMATOR_FORMAT or type(version) is not int:
-        newer = (isinstance(version, int) and not isinstance(version, bool)
-                 and version > ESTIMATOR_FORMAT)
         raise ValueError(f"{path} holds a fastmlp estimator of format version {version!r}; "
                          f"this fastmlp reads version {ESTIMATOR_FORMAT}"
-                         + (" (upgrade fastmlp for newer files)" if newer else ""))
+                         + upgrade_advice(version, ESTIMATOR_FORMAT))
     try:
         cls = _CLASSES[meta["class"]]
         params = dict(meta["params"])
