@@ -3,6 +3,7 @@
 Most runs call ``fastmlp.cli.main`` in-process; a few start ``python -m fastmlp`` for real.
 """
 import csv
+import io
 import os
 import re
 import signal
@@ -529,6 +530,29 @@ def small_model(tmp_path, capsys):
     assert run(capsys, "train", data, "--target", "label", "--hidden", 2, "--epochs", 1,
                "--out", model, "-q")[0] == 0
     return model, data
+
+
+def test_predict_reads_standard_input(small_model, capsys, monkeypatch):
+    """`fastmlp predict MODEL -` reads the CSV from standard input (UTF-8, a BOM allowed), with
+    the same predictions as from the file, and names <stdin> in its errors."""
+    def stdin(raw):
+        buffer = io.BytesIO(raw)
+        buffer.name = "<stdin>"  # as sys.stdin.buffer names itself
+        return io.TextIOWrapper(buffer)
+
+    model, data = small_model
+    code, from_file, _ = run(capsys, "predict", model, data)
+    assert code == 0
+    for raw in (data.read_bytes(), b"\xef\xbb\xbf" + data.read_bytes()):
+        monkeypatch.setattr(sys, "stdin", stdin(raw))
+        code, out, _ = run(capsys, "predict", model, "-")
+        assert code == 0 and out == from_file
+    monkeypatch.setattr(sys, "stdin", stdin(b"nothing,here\n1,2\n"))
+    code, _, err = run(capsys, "predict", model, "-")
+    assert code == 2 and "<stdin>: missing feature column" in err
+    monkeypatch.setattr(sys, "stdin", stdin(b""))
+    code, _, err = run(capsys, "predict", model, "-")
+    assert code == 2 and "<stdin>: the file is empty" in err
 
 
 def test_predict_model_with_a_flipped_byte(small_model, tmp_path, capsys):

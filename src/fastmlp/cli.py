@@ -7,7 +7,7 @@ Usage::
                   [--task auto|classification|regression] [--test-size F] [--threads N]
                   [--out MODEL.npz] [--checkpoint-every N] [--checkpoint PATH] [--resume]
                   [--quiet]
-    fastmlp predict MODEL.npz DATA.csv [--out PREDICTIONS.csv] [--threads N]
+    fastmlp predict MODEL.npz DATA.csv|- [--out PREDICTIONS.csv] [--threads N]
     fastmlp demo NAME [--plot OUT.png] [--seed N]      (fastmlp demo --list names them)
     fastmlp config                      (the same as fastmlp --version --verbose)
 
@@ -285,7 +285,7 @@ def _add_predict(sub):
                        description="Predict for each row of a CSV file. The feature columns "
                        "are found by name; other columns (such as the target) are ignored.")
     p.add_argument("model", metavar="MODEL.npz")
-    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("data", metavar="DATA.csv", help="the rows to predict; - reads standard input")
     p.add_argument("--out", metavar="PREDICTIONS.csv",
                    help="write the predictions here (default: standard output)")
     p.add_argument("--threads", type=_type(_threads), default=None, metavar="N",
@@ -921,7 +921,10 @@ def _predict(args):
         raise UsageError(f"{args.model} holds a network saved from Python, not a model of "
                          f"fastmlp train (no feature names, input scaling or class labels); "
                          f"load it with fastmlp.load() and call its predict")
-    table = datasets.read_csv(args.data, features=meta["feature_names"])
+    data = args.data
+    if data == "-":
+        data = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    table = datasets.read_csv(data, features=meta["feature_names"])
     with np.errstate(all="ignore"):  # overflow becomes inf, refused just below
         X = (table.X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])
     _check_scaled(table, X, args.model)

@@ -18,6 +18,7 @@ with an optional decimal point, and an optional exponent (``12``, ``-0.5``, ``.5
 which are numbers but not finite ones. Python's ``float()`` alone would also take ``1_000``
 and digits of other scripts (full-width ``１２``); those are reported as not numbers.
 """
+import contextlib
 import csv
 import dataclasses
 import math
@@ -147,9 +148,11 @@ def read_csv(path, target=None, features=None):
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, os.PathLike or text stream
         A comma-separated file, UTF-8 (a byte-order mark is allowed), whose first line names
-        the columns. Blank lines are skipped; cells are stripped of surrounding spaces.
+        the columns. Blank lines are skipped; cells are stripped of surrounding spaces. A
+        stream opened with ``newline=""`` (such as standard input) is read as it is, and
+        named in messages by its ``name``.
     target : str or None
         The name of the target column; None reads no target.
     features : list of str or None
@@ -166,7 +169,7 @@ def read_csv(path, target=None, features=None):
     DataError
         With a one-line message naming the file, column and row (see the module notes).
     """
-    name = str(path)
+    name = _name(path)
     rows = _read_records(path, name)
     columns = _check_header(name, rows[0][1])
     records = rows[1:]
@@ -187,7 +190,7 @@ def read_csv(path, target=None, features=None):
 
 def read_columns(path):
     """The column names in the header line of a CSV file (checked as in :func:`read_csv`)."""
-    name = str(path)
+    name = _name(path)
     return _check_header(name, _read_records(path, name)[0][1])
 
 
@@ -196,12 +199,19 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _name(path):
+    """How messages name a file or a stream."""
+    return str(getattr(path, "name", "<stream>")) if hasattr(path, "read") else str(path)
+
+
 def _read_records(path, name):
     """(line number, stripped cells) for each non-blank record of the file, header first."""
     records = []
     reader = None
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        stream = hasattr(path, "read")
+        with contextlib.nullcontext(path) if stream else open(path, newline="",
+                                                              encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             line = 1
             for cells in reader:
