@@ -226,6 +226,8 @@ def test_non_finite_weight_set_through_a_view_is_named(value, rng):
     assert np.array_equal(net._params, before, equal_nan=True)
     with pytest.raises(ValueError, match=r"weights\[1\] hold a non-finite"):
         net.predict(X)
+    with pytest.raises(ValueError, match=r"weights\[1\] hold a non-finite value .* at \(4, 1\)"):
+        net.loss_and_gradients(X, y)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])

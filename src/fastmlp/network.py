@@ -638,6 +638,7 @@ class MLP:
         """
         X = self._X(X)
         y = self._y(y, X.shape[0])
+        self._check_finite_params()
         nt = resolve_threads(n_threads)
         with self._workspace(min(X.shape[0], _PREDICT_ROWS), nt, wait=True) as (ws, cap):
             J = _core.loss_and_grad(self._plan, self.loss, self._params, self._grads, ws, cap,
