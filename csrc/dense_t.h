@@ -20,18 +20,24 @@ int S(fm_act_backward)(T *dZ, const T *dA, const T *A, ptrdiff_t n, int act) {
 
 /* Forward: A_out (N x O) = act(A_in (N x I) . W (I x O) + b (O)), the bias and the activation
  * applied by the product's epilogue while each tile is still hot. */
-int S(fm_dense_forward_part)(T *A_out, const T *A_in, const T *W, const T *b, ptrdiff_t N,
-                             ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt, int part,
-                             int nparts) {
-    if (N < 0 || I < 0 || O < 0 || act < 0 || act >= FM_ACT_COUNT) return FM_EARG;
-    fm_epilogue epi = {FM_EPI_BIAS_ACT, act, b, NULL, 0};
-    return S(fm_gemm_part)(0, 0, N, O, I, A_in, I, W, O, 0, A_out, O, &epi, work, nt, part,
-                           nparts) ? FM_EARG : FM_OK;
-}
-
 int S(fm_dense_forward)(T *A_out, const T *A_in, const T *W, const T *b,
                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt) {
-    return S(fm_dense_forward_part)(A_out, A_in, W, b, N, I, O, act, work, nt, 0, 1);
+    if (N < 0 || I < 0 || O < 0 || act < 0 || act >= FM_ACT_COUNT) return FM_EARG;
+    fm_epilogue epi = {FM_EPI_BIAS_ACT, act, b, NULL, 0};
+    return S(fm_gemm)(0, 0, N, O, I, A_in, I, W, O, 0, A_out, O, &epi, work, nt) ? FM_EARG
+                                                                                 : FM_OK;
+}
+
+/* `rows` rows of the forward above for a batch of N rows (A_out and A_in from the block's
+ * first row), on the calling thread with scratch slot `slot`: the bits of the whole call
+ * (gemm.h, fm_gemm_rows). */
+int S(fm_dense_forward_rows)(T *A_out, const T *A_in, const T *W, const T *b, ptrdiff_t N,
+                             ptrdiff_t rows, ptrdiff_t I, ptrdiff_t O, int act, void *work,
+                             int slot) {
+    if (N < 0 || I < 0 || O < 0 || act < 0 || act >= FM_ACT_COUNT) return FM_EARG;
+    fm_epilogue epi = {FM_EPI_BIAS_ACT, act, b, NULL, 0};
+    return S(fm_gemm_rows)(0, 0, N, rows, O, I, A_in, I, W, O, 0, A_out, O, &epi, work, slot)
+               ? FM_EARG : FM_OK;
 }
 
 /* db[j0:j1] (+)= column sums of dZ (N x O) over those columns, rows summed in order. */
@@ -68,34 +74,42 @@ static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int
  *   dA_in (N x I) = (dZ W^T) * act_in'(A_in)   (skipped when dA_in is NULL, e.g. layer 0).
  * Multiplying by the lower layer's activation derivative here, in the product's epilogue, hands
  * the layer below its dZ directly. */
-int S(fm_dense_backward_part)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
-                              ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act_in, int accumulate,
-                              void *work, int nt, int part, int nparts) {
+int S(fm_dense_backward)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
+                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act_in, int accumulate,
+                         void *work, int nt) {
     if (N < 0 || I < 0 || O < 0 || act_in < 0 || act_in >= FM_ACT_COUNT) return FM_EARG;
     T beta = accumulate ? 1 : 0;
-    if (dW && S(fm_gemm_part)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt, part,
-                              nparts))
+    if (dW && S(fm_gemm)(1, 0, I, O, N, A_in, I, dZ, O, beta, dW, O, NULL, work, nt))
         return FM_EARG;
-    if (nparts == 1) {
-        S(colsum)(db, dZ, N, O, accumulate, nt);
-    } else {
-        ptrdiff_t j0, j1;  /* the columns of dW this part writes */
-        fm_part_cols(O, part, nparts, &j0, &j1);
-        S(colsum_range)(db, dZ, N, O, j0, j1, accumulate);
-    }
+    S(colsum)(db, dZ, N, O, accumulate, nt);
     if (dA_in) {
         fm_epilogue epi = {act_in == FM_ACT_IDENTITY ? FM_EPI_NONE : FM_EPI_DACT, act_in,
                            NULL, A_in, I};
-        if (S(fm_gemm_part)(0, 1, N, I, O, dZ, O, W, O, 0, dA_in, I, &epi, work, nt, part,
-                            nparts))
+        if (S(fm_gemm)(0, 1, N, I, O, dZ, O, W, O, 0, dA_in, I, &epi, work, nt))
             return FM_EARG;
     }
     return FM_OK;
 }
 
-int S(fm_dense_backward)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
-                         ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act_in, int accumulate,
-                         void *work, int nt) {
-    return S(fm_dense_backward_part)(dW, db, dA_in, dZ, A_in, W, N, I, O, act_in, accumulate,
-                                     work, nt, 0, 1);
+/* The backward above on `rows` rows of a batch of N rows (dA_in, dZ and A_in from the
+ * block's first row), on the calling thread with scratch slot `slot` (engine.c note 11): dW
+ * and db are the sums over these rows alone (overwritten: the engine adds the blocks' sums in
+ * block order), and dA_in gets the bits of the whole call (gemm.h, fm_gemm_rows). */
+int S(fm_dense_backward_rows)(T *dW, T *db, T *dA_in, const T *dZ, const T *A_in, const T *W,
+                              ptrdiff_t N, ptrdiff_t rows, ptrdiff_t I, ptrdiff_t O, int act_in,
+                              void *work, int slot) {
+    if (N < 0 || rows < 0 || rows > N || I < 0 || O < 0 || act_in < 0 ||
+        act_in >= FM_ACT_COUNT)
+        return FM_EARG;
+    if (S(fm_gemm)(1, 0, I, O, rows, A_in, I, dZ, O, 0, dW, O, NULL, fm_gemm_slot(work, slot),
+                   1))
+        return FM_EARG;
+    S(colsum_range)(db, dZ, rows, O, 0, O, 0);
+    if (dA_in) {
+        fm_epilogue epi = {act_in == FM_ACT_IDENTITY ? FM_EPI_NONE : FM_EPI_DACT, act_in,
+                           NULL, A_in, I};
+        if (S(fm_gemm_rows)(0, 1, N, rows, I, O, dZ, O, W, O, 0, dA_in, I, &epi, work, slot))
+            return FM_EARG;
+    }
+    return FM_OK;
 }

@@ -49,34 +49,29 @@
  *    alternating runs of 5 s each, every run faster but one); one thread against two in the
  *    same process, 6 rounds: 1.979 / 1.095 s, 1.81x.
  * 11. A small network's products (each B I O < 2^21) run on one thread each (gemm.c note 4), so
- *    with nt >= 2 a team of threads shares each step instead: one parallel region per chunk
- *    of TUNE_CHUNK steps, and in every step each thread takes a part of the columns of every
- *    product (fm_gemm_part: the path of the whole product, so the same bits), of the bias
- *    sums and of the update (the columns its products wrote, so they stay in its cache), and
- *    a block of rows of the gather and the loss; the per-row losses are added in row order
- *    by every thread alike, and thread 0 alone takes the norms and the decisions of note 7.
- *    The team meets 2 L + 4 times a step (L layers). The bits are those of one thread (tested
- *    with the team forced on and off, 1 to 3 threads). Networks with skips, batches of one
- *    row and steps of under 2^16 B I O stay on one thread.
- *    Whether the team pays depends on the machine, so it is timed: each fit's workspace keeps
- *    the seconds per step of the team and of one thread, a chunk runs in the faster mode, the
- *    slower one is timed again after TUNE_GAP_MIN chunks (twice as late after each probe it
- *    loses), and a team step longer than TUNE_SLOW one-thread steps (a thread descheduled at
- *    a barrier) ends its chunk at once. On the 2-core Zen 4, two threads, epochs of digits
- *    64-128-64-10 (medians of 40): batch 200 (scikit-learn's 'auto'), one thread 1.63 ms,
- *    team 1.12 ms (1.45x); batch 32 (W2) 1.93 against 1.73-1.94 ms, where the update's cache
- *    lines cross between the cores every step (dA_in reads whole rows of W) and each thread
- *    waits ~27% of its time at the barriers. With `yes` running on the machine the forced
- *    team still took 1.10 ms at batch 200, but the timing chose one thread (1.61 ms): a chunk
- *    with one descheduled step counts against the team, a cautious error. The first step of a
- *    chunk, which wakes the team, never ends it. After the machine idles the team is slow for
- *    a while: W2 epochs started 0.3 s apart took 7.9-11.8 ms with the team forced on against
- *    2.1-2.2 ms on one thread, and 2.1-2.2 ms with the timing (medians of 12); started 0.05 s
- *    apart, 2.16 against 2.11 ms; back to back, 1.85 against 1.99 ms.
- *    On a 2-core Intel Xeon (Sapphire Rapids class) the team does not pay: W2 epochs back to
- *    back (medians of 60, policies interleaved) took 1.70 ms with the timing, 1.71 on one
- *    thread and 3.35 with the team forced on; digits at batch 200, 2.19 / 2.20 / 2.21 ms.
- *    The timing picks one thread there, which is what it is for.
+ *    with nt >= 2 its steps are split instead: each step's rows into q = nt blocks (at most
+ *    FM_TEAM_MAX), and a team of threads takes a block each, through the forward pass, the
+ *    loss and the backward pass, without meeting: the products of a block give its rows the
+ *    bits of the whole batch's (fm_gemm_rows), and its dW and db are the sums over its rows,
+ *    in a buffer of its own. The team then meets to add the blocks' sums in block order (each
+ *    thread a part of every parameter block), thread 0 takes the norms and the decisions of
+ *    note 7, and each thread updates the part it added. Four meetings a step (five with
+ *    sample weights, whose sum over the batch divides the gradient).
+ *    This replaced a team that split every product by columns and met after every layer:
+ *    on a 2-core Intel Xeon (Sapphire Rapids class) the activations, dZ and W rows it passed
+ *    between the cores cost more than the second core gave (digits 64-128-64-10 at batch
+ *    200: 156-182 us a step against 131-178 on one thread, standalone harness). Split by
+ *    rows, only W and the blocks' sums cross (68 KB a step there): 110-131 us.
+ *    The blocks' sums make the bits depend on q, so on nt, but never on who runs the
+ *    blocks: without the team one thread runs them in turn, with the same calls (tested with
+ *    the team forced on, off and timed, 2 and 3 blocks). Networks with skips, batches under
+ *    TEAM_MIN_ROWS and the steps of fewer rows (an epoch's last) are not split.
+ *    Whether the team pays depends on the machine and its load, so it is timed: each fit's
+ *    workspace keeps the seconds per step of the team and of one thread, a chunk runs in the
+ *    faster mode, the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
+ *    after each probe it loses), and a team step longer than TUNE_SLOW one-thread steps (a
+ *    thread descheduled at a meeting) ends its chunk at once. The first step of a chunk,
+ *    which wakes the team, never ends it.
  */
 #include <float.h>
 #include <math.h>
@@ -103,7 +98,7 @@ static inline void team_block(int64_t n, int t, int q, int64_t *lo, int64_t *hi)
 #define FM_TEAM_MAX 8                       /* threads in a team at most */
 #define TEAM_MAX_MNK FM_GEMM_PAR_MIN        /* a product this large threads by itself (gemm.c) */
 #define TEAM_MIN_WORK ((double)(1 << 16))   /* sum of B I O over the layers, at least */
-#define TEAM_MIN_ROWS 2
+#define TEAM_MIN_ROWS 128                   /* rows in a step, at least */
 #define TUNE_CHUNK 16                       /* steps timed together */
 #define TUNE_GAP_MIN 16                     /* chunks between probes of the slower mode ... */
 #define TUNE_GAP_MAX 1024                   /* ... doubled after each probe it loses, to this */
@@ -138,9 +133,9 @@ int fm_set_team_policy(int policy) {
     return FM_OK;
 }
 
-/* How many threads share the steps (1: none). Note 11. */
+/* How many blocks of rows the steps of batch size B are split into (1: none). Note 11. */
 static int team_size(const fm_layer *plan, int64_t L, int64_t B, int nt) {
-    if (nt < 2 || B < TEAM_MIN_ROWS || team_policy == 0) return 1;
+    if (nt < 2 || B < TEAM_MIN_ROWS) return 1;
     double work = 0.0;
     for (int64_t l = 0; l < L; l++) {
         double mnk = (double)B * (double)plan[l].fan_in * (double)plan[l].fan_out;
@@ -195,6 +190,27 @@ static int64_t plan_extent(const fm_layer *plan, int64_t L) {
     return e;
 }
 
+/* The units of all layers (one fired-unit flag each). */
+static int64_t plan_units(const fm_layer *plan, int64_t L) {
+    int64_t u = 0;
+    for (int64_t l = 0; l < L; l++) u += plan[l].fan_out;
+    return u;
+}
+
+/* The blocks a workspace for batches of up to max_batch rows keeps room for: team_size at the
+ * largest batch whose products all stay under TEAM_MAX_MNK (team_size of any smaller batch
+ * is 1 or the same). */
+static int team_reserved(const fm_layer *plan, int64_t L, int64_t max_batch, int nt) {
+    double io = 0.0;
+    for (int64_t l = 0; l < L; l++) {
+        double v = (double)plan[l].fan_in * (double)plan[l].fan_out;
+        io = v > io ? v : io;
+    }
+    double cap = ceil(TEAM_MAX_MNK / io) - 1.0;
+    int64_t B = (double)max_batch < cap ? max_batch : (int64_t)cap;
+    return B >= 1 ? team_size(plan, L, B, nt) : 1;
+}
+
 size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
                           int nt) {
     size_t B = (size_t)max_batch;
@@ -208,6 +224,9 @@ size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, si
     n += 3 * round64(B * (size_t)max_width(plan, L) * elem);
     n += round64(sizeof(fm_tune));
     n += round64(fm_gemm_work_bytes(nt));
+    size_t q = (size_t)team_reserved(plan, L, max_batch, nt);
+    n += (q - 1) * (round64((size_t)plan_extent(plan, L) * elem) +
+                    round64((size_t)plan_units(plan, L)));
     return n + 64;  /* room to align the start */
 }
 

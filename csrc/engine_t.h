@@ -9,13 +9,16 @@ typedef struct {
     T *h[FM_MAX_LAYERS];       /* B x O_l act(z) of each layer with a skip (else NULL) */
     T *d0, *d1;                /* B x max width: dZ of the current and of the next layer down */
     T *d2;                     /* B x max width: dA of a layer with a skip (note 8) */
-    int rc_team[FM_TEAM_MAX];  /* each team thread's loss status (note 11) */
+    int rc_team[FM_TEAM_MAX];  /* each block's loss status (note 11) */
+    T *part[FM_TEAM_MAX];      /* block b > 0: its weight and bias sums, laid out as grads */
+    uint8_t *flags[FM_TEAM_MAX];  /* block b > 0: the ReLU units its rows fired */
     fm_tune *tune;             /* the team's timings, kept across calls (note 11) */
     void *gemm;                /* scratch of the product */
     double norms[2 * FM_MAX_LAYERS];  /* ||dW_l||, ||db_l|| of the current step */
 } S(fm_ws);
 
-static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t L, int64_t B) {
+static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t L, int64_t B,
+                         int nt) {
     char *p = (char *)(((uintptr_t)base + 63) & ~(uintptr_t)63);
     size_t e = sizeof(T);
     w->xb = (T *)p;
@@ -41,6 +44,14 @@ static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t 
     w->d2 = (T *)(p + 2 * dsz);
     w->tune = (fm_tune *)(p + 3 * dsz);
     w->gemm = p + 3 * dsz + round64(sizeof(fm_tune));
+    p = (char *)w->gemm + round64(fm_gemm_work_bytes(nt));
+    int q = team_reserved(plan, L, B, nt);
+    for (int b = 1; b < q; b++) {
+        w->part[b] = (T *)p;
+        p += round64((size_t)plan_extent(plan, L) * e);
+        w->flags[b] = (uint8_t *)p;
+        p += round64((size_t)plan_units(plan, L));
+    }
 }
 
 /* Rows r0.. of the targets: an int64 label per row (softmax cross-entropy) or K values. */
@@ -49,14 +60,13 @@ static const void *S(target_rows)(const void *Y, int loss, int64_t r0, int64_t K
                                       : (const void *)((const T *)Y + r0 * K);
 }
 
-/* flags[j] |= !(v[r, j] <= 0) over nb rows of O values, columns j0 <= j < j1: the units that
- * fired (a NaN output counts: its pre-activation is not <= 0, act.h note 4). */
-static void S(mark_active)(uint8_t *flags, const T *v, int64_t nb, int64_t O, int64_t j0,
-                           int64_t j1) {
+/* flags[j] |= !(v[r, j] <= 0) over nb rows of O values: the units that fired (a NaN output
+ * counts: its pre-activation is not <= 0, act.h note 4). */
+static void S(mark_active)(uint8_t *flags, const T *v, int64_t nb, int64_t O) {
     for (int64_t r = 0; r < nb; r++) {
         const T *row = v + r * O;
         #pragma omp simd
-        for (int64_t j = j0; j < j1; j++) flags[j] = (uint8_t)(flags[j] | !(row[j] <= 0));
+        for (int64_t j = 0; j < O; j++) flags[j] = (uint8_t)(flags[j] | !(row[j] <= 0));
     }
 }
 
@@ -67,12 +77,9 @@ static void S(axpy)(T *y, const T *x, int64_t n, T a) {
 }
 
 /* Forward of nb rows x (nb x I0) through every layer; returns the last layer's output, written
- * to `out` when it is not NULL, else to the workspace. Marks fired ReLU units in `active`.
- * Team form (note 11, nth > 1, no skips): thread tid computes its part of each layer's
- * columns, and the team meets after each layer. */
+ * to `out` when it is not NULL, else to the workspace. Marks fired ReLU units in `active`. */
 static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm_ws) *w,
-                          const T *x, int64_t nb, T *out, uint8_t *active, int nt, int tid,
-                          int nth) {
+                          const T *x, int64_t nb, T *out, uint8_t *active, int nt) {
     const T *in = x;
     int64_t off = 0;
     for (int64_t l = 0; l < L; l++) {
@@ -80,15 +87,9 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
         T *dst = (l == L - 1 && out) ? out : w->a[l];
         int64_t n = nb * p->fan_out, O = p->fan_out;
         if (p->skip == FM_SKIP_NONE) {
-            S(fm_dense_forward_part)(dst, in, params + p->w_off, params + p->b_off, nb,
-                                     p->fan_in, O, (int)p->act, w->gemm, nt, tid, nth);
-            /* After the meeting: the product's parts are not these columns (gemm.c note 6). */
-            TEAM_SYNC(nth);
-            if (active && p->act == FM_ACT_RELU) {
-                int64_t j0, j1;
-                team_block(O, tid, nth, &j0, &j1);
-                S(mark_active)(active + off, dst, nb, O, j0, j1);
-            }
+            S(fm_dense_forward)(dst, in, params + p->w_off, params + p->b_off, nb, p->fan_in, O,
+                                (int)p->act, w->gemm, nt);
+            if (active && p->act == FM_ACT_RELU) S(mark_active)(active + off, dst, nb, O);
         } else {
             /* Note 8: z from the product, then h = act(z) kept for backward, then the sum. */
             S(fm_dense_forward)(dst, in, params + p->w_off, params + p->b_off, nb, p->fan_in,
@@ -96,7 +97,7 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
             S(fm_act_forward)(w->h[l], dst, n, (int)p->act);
             if (p->skip == FM_SKIP_RESIDUAL) memcpy(dst, in, (size_t)n * sizeof(T));
             S(axpy)(dst, w->h[l], n, 1);
-            if (active && p->act == FM_ACT_RELU) S(mark_active)(active + off, w->h[l], nb, O, 0, O);
+            if (active && p->act == FM_ACT_RELU) S(mark_active)(active + off, w->h[l], nb, O);
         }
         off += p->fan_out;
         in = dst;
@@ -106,42 +107,26 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
 
 /* Loss and backward of nb rows already run forward (outputs in w->a). dG is scaled by `scale`
  * and, when wb is not NULL, row r by wb[r]; gradients overwrite `grads` or add to it (acc).
- * Returns a status; *loss_sum gets the sum of the per-row losses (weighted by wb). Team form
- * (note 11): rows of the loss and columns of each product split; every thread returns the
- * same status and the same sum. */
+ * Returns a status; *loss_sum gets the sum of the per-row losses (weighted by wb). */
 static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *params,
                             T *grads, S(fm_ws) *w, const T *x, const void *y, const T *wb,
                             int64_t nb, double scale, int acc, int skip_dw, double *loss_sum,
-                            int nt, int tid, int nth) {
+                            int nt) {
     const fm_layer *top = plan + L - 1;
-    int64_t K = top->fan_out, r0, r1;
-    team_block(nb, tid, nth, &r0, &r1);
-    const void *yr = S(target_rows)(y, loss, r0, K);
+    int64_t K = top->fan_out;
     double part = 0.0;
-    int rc = S(fm_loss)(w->d0 + r0 * K, wb || nth > 1 ? w->rl + r0 : NULL, &part,
-                        w->a[L - 1] + r0 * K, yr, r1 - r0, K, loss, scale);
-    if (!rc) {
-        if (wb)
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t k = 0; k < K; k++) w->d0[r * K + k] *= wb[r];
-        /* A squared loss on a non-identity output (e.g. sigmoid) needs that output's
-         * derivative; the hidden layers get theirs in the dA epilogue. */
-        if (top->act != FM_ACT_IDENTITY)
-            S(fm_act_backward)(w->d0 + r0 * K, w->d0 + r0 * K, w->a[L - 1] + r0 * K,
-                               (r1 - r0) * K, (int)top->act);
-    }
-    if (nth > 1) {
-        w->rc_team[tid] = rc;
-        TEAM_SYNC(nth);
-        for (int t = 0; t < nth && !rc; t++) rc = w->rc_team[t];
-    }
+    int rc = S(fm_loss)(w->d0, wb ? w->rl : NULL, &part, w->a[L - 1], y, nb, K, loss, scale);
     if (rc) return rc;
-    /* The row losses added in row order, by every thread alike. */
+    if (wb)
+        for (int64_t r = 0; r < nb; r++)
+            for (int64_t k = 0; k < K; k++) w->d0[r * K + k] *= wb[r];
+    /* A squared loss on a non-identity output (e.g. sigmoid) needs that output's derivative;
+     * the hidden layers get theirs in the dA epilogue. */
+    if (top->act != FM_ACT_IDENTITY)
+        S(fm_act_backward)(w->d0, w->d0, w->a[L - 1], nb * K, (int)top->act);
     double t = 0.0;
     if (wb)
         for (int64_t r = 0; r < nb; r++) t += (double)wb[r] * w->rl[r];
-    else if (nth > 1)
-        for (int64_t r = 0; r < nb; r++) t += w->rl[r];
     else
         t = part;
     *loss_sum = t;
@@ -154,9 +139,9 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
         /* Without skips the layer below's derivative is applied in the product's epilogue. */
         int fused = !lo || (lo->skip == FM_SKIP_NONE && p->skip != FM_SKIP_RESIDUAL);
         int act_in = lo && fused ? (int)lo->act : FM_ACT_IDENTITY;
-        S(fm_dense_backward_part)(skip_dw ? NULL : grads + p->w_off, grads + p->b_off,
-                                  l ? dnext : NULL, dz, in, params + p->w_off, nb, p->fan_in,
-                                  p->fan_out, act_in, acc, w->gemm, nt, tid, nth);
+        S(fm_dense_backward)(skip_dw ? NULL : grads + p->w_off, grads + p->b_off,
+                             l ? dnext : NULL, dz, in, params + p->w_off, nb, p->fan_in,
+                             p->fan_out, act_in, acc, w->gemm, nt);
         if (!fused) {
             /* dnext holds dz W^T; make it the layer below's dA, then its dZ (note 8). */
             int64_t n = nb * p->fan_in;
@@ -169,7 +154,6 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
                 if (lo->skip == FM_SKIP_PREACT) S(axpy)(dnext, w->d2, n, 1);
             }
         }
-        TEAM_SYNC(nth);
         T *tmp = dz; dz = dnext; dnext = tmp;
     }
     return FM_OK;
@@ -260,6 +244,7 @@ typedef struct {
     const fm_layer *plan;
     int64_t L, I0, K, n, B, n_params;
     int loss, nt;
+    int q;                     /* blocks of rows per step (note 11); 1: the plain step */
     T *params, *grads, *s1, *s2;
     const T *X, *sw;
     const void *Y;
@@ -274,162 +259,312 @@ typedef struct {
     double slow;               /* a team step longer than this ends the chunk (note 11) */
 } S(fm_run);
 
-/* Step s, run by thread tid of a team of nth (nth = 1: the plain step, whose products may
- * thread themselves on R->nt threads). Returns a status, the same on every thread. */
-static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
+/* Step s's rows: x (nb x I0), y and wb, gathered through the index (rows lo..hi of them by
+ * this caller) or read in place. */
+static void S(step_rows)(S(fm_run) *R, int64_t s, int64_t lo, int64_t hi, int nt,
+                         const T **x, const void **y, const T **wb) {
+    int64_t r0 = s * R->B, nb = R->n - r0 < R->B ? R->n - r0 : R->B;
+    S(fm_ws) *w = &R->w;
+    if (R->idx) {
+        if (nt > 1)
+            S(gather)(w, R->X, R->Y, R->sw, R->idx, r0, nb, R->I0, R->K, R->loss, nt);
+        else
+            S(gather_rows)(w, R->X, R->Y, R->sw, R->idx, r0, lo, hi, R->I0, R->K, R->loss);
+        *x = w->xb;
+        *y = w->yb;
+        *wb = R->sw ? w->wb : NULL;
+    } else {
+        *x = R->X + r0 * R->I0;
+        *y = S(target_rows)(R->Y, R->loss, r0, R->K);
+        *wb = R->sw ? R->sw + r0 : NULL;
+    }
+}
+
+/* The divisor of the batch gradient: its rows, or its weight sum (1 if that is 0). */
+static double S(batch_divisor)(const T *wb, int64_t nb) {
+    if (!wb) return (double)nb;
+    double div = 0.0;
+    for (int64_t r = 0; r < nb; r++) div += (double)wb[r];
+    return div > 0.0 ? div : 1.0;
+}
+
+/* Thread 0's part of step s, once the gradient is in R->grads: the norms, the checks of
+ * note 7 and the statistics; sets R->rc, R->lr and R->c for every thread. rank1: the weight
+ * gradients were not formed (design note 6), x is the step's input. */
+static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double lsum,
+                      double reg, int rank1, const T *x, int nt) {
     const fm_layer *plan = R->plan;
     fm_opt *opt = R->opt;
     fm_stats *st = R->st;
     S(fm_ws) *w = &R->w;
-    int64_t L = R->L, n = R->n, B = R->B, I0 = R->I0, K = R->K;
-    int nt = nth > 1 ? 1 : R->nt, loss = R->loss;
-    T *params = R->params, *grads = R->grads, *s1 = R->s1, *s2 = R->s2;
-    int64_t r0 = s * B, nb = n - r0 < B ? n - r0 : B;
-    const T *x, *wb = NULL;
-    const void *y;
-    if (R->idx) {
-        int64_t lo, hi;
-        team_block(nb, tid, nth, &lo, &hi);
-        if (nth > 1)
-            S(gather_rows)(w, R->X, R->Y, R->sw, R->idx, r0, lo, hi, I0, K, loss);
-        else
-            S(gather)(w, R->X, R->Y, R->sw, R->idx, r0, nb, I0, K, loss, nt);
-        x = w->xb;
-        y = w->yb;
-        wb = R->sw ? w->wb : NULL;
+    T *grads = R->grads;
+    /* Global norm from the per-layer norms (which are diagnostics of their own). */
+    int64_t bad = -1;
+    R->rc = FM_OK;
+    for (int64_t l = 0; l < R->L; l++) {
+        const fm_layer *p = plan + l;
+        double nbias = S(fm_norm)(grads + p->b_off, p->fan_out);
+        double nw = rank1 ? S(fm_norm)(l ? w->a[l - 1] : x, p->fan_in) * nbias
+                          : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
+        if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
+        double *ls = R->layer_stats + 4 * l;
+        ls[0] += nw;
+        ls[1] = nw > ls[1] ? nw : ls[1];
+        ls[2] += nbias;
+        ls[3] = nbias > ls[3] ? nbias : ls[3];
+        w->norms[2 * l] = nw;
+        w->norms[2 * l + 1] = nbias;
+    }
+    double norm = fm_norm_combine(w->norms, 2 * R->L);
+    int clipped = opt->clip_norm > 0.0 && norm > opt->clip_norm;
+    double c = clipped ? opt->clip_norm / norm : 1.0;
+    double lr = opt->lr;
+    if (opt->kind == FM_OPT_ADAM) {
+        double t1 = (double)(opt->t + 1);
+        lr *= sqrt(1.0 - pow(opt->beta2, t1)) / (1.0 - pow(opt->beta1, t1));
+    }
+    /* Design note 7: no update may carry a parameter near overflow. */
+    if (st->param_max < 0) st->param_max = S(params_absmax)(plan, R->L, R->params);
+    if (opt->kind != FM_OPT_SGD && st->state_max < 0)
+        st->state_max = S(fm_absmax)(R->s1, R->n_params);
+    double sm = opt->kind == FM_OPT_SGD ? 0.0 : st->state_max, gn = c * norm;
+    double step = S(step_bound)(opt, lr, gn, sm);
+    if (bad >= 0) {
+        st->bad_step = s;
+        st->bad_layer = bad;
+        R->rc = FM_ENONFINITE_GRAD;
+    } else if (!(st->param_max + step < 0.25 * (double)TMAX)) {
+        st->bad_step = s;
+        R->rc = FM_EOVERFLOW_STEP;
     } else {
-        x = R->X + r0 * I0;
-        y = S(target_rows)(R->Y, loss, r0, K);
-        wb = R->sw ? R->sw + r0 : NULL;
+        st->clipped += clipped;
+        /* The bounds after the step (note 7): no pass over the parameters to measure. */
+        st->param_max += step;
+        if (opt->kind == FM_OPT_MOMENTUM || opt->kind == FM_OPT_NESTEROV)
+            st->state_max = opt->momentum * sm + lr * gn;
+        else if (opt->kind == FM_OPT_ADAM)
+            st->state_max = opt->beta1 * sm + (1.0 - opt->beta1) * gn;
+        st->loss_sum += lsum * (double)nb / div;
+        st->reg_sum += reg;
+        st->norm_sum += norm;
+        st->norm_max = norm > st->norm_max ? norm : st->norm_max;
+        st->rows += nb;
+        st->steps++;
     }
-    TEAM_SYNC(nth);
-    /* The divisor of the batch gradient: its rows, or its weight sum (1 if that is 0). */
-    double div = (double)nb;
-    if (wb) {
-        div = 0.0;
-        for (int64_t r = 0; r < nb; r++) div += (double)wb[r];
-        if (!(div > 0.0)) div = 1.0;
+    R->lr = lr;
+    R->c = c;
+}
+
+/* The update of block b of q of every parameter block (each layer's weights, then its
+ * biases), from the top layer down (note 6). */
+static void S(update_block)(S(fm_run) *R, int b, int q, int nt) {
+    fm_opt *opt = R->opt;
+    T *s1 = R->s1, *s2 = R->s2;
+    for (int64_t l = R->L - 1; l >= 0; l--) {
+        const fm_layer *p = R->plan + l;
+        int64_t off[2] = {p->w_off, p->b_off}, len[2] = {p->fan_in * p->fan_out, p->fan_out};
+        for (int k = 0; k < 2; k++) {
+            int64_t i0, i1, o;
+            team_block(len[k], b, q, &i0, &i1);
+            o = off[k] + i0;
+            S(fm_opt_step)(R->params + o, s1 ? s1 + o : NULL, s2 ? s2 + o : NULL,
+                           R->grads + o, i1 - i0, (int)opt->kind, R->lr, R->c, opt->momentum,
+                           opt->beta1, opt->beta2, opt->eps, nt);
+        }
     }
-    S(forward_rows)(plan, L, params, w, x, nb, NULL, R->active, nt, tid, nth);
-    if (R->idx && r0 + nb < n) {  /* the next step's rows, each thread its block */
-        int64_t nr0 = r0 + nb, nnb = n - nr0 < B ? n - nr0 : B, lo, hi;
-        team_block(nnb, tid, nth, &lo, &hi);
-        S(prefetch_rows)(R->X, R->idx, nr0 + lo, hi - lo, I0);
+}
+
+/* Step s on one thread, its products on nt threads: the whole batch at once. */
+static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
+    const fm_layer *plan = R->plan;
+    fm_opt *opt = R->opt;
+    S(fm_ws) *w = &R->w;
+    int64_t L = R->L, n = R->n, B = R->B, r0 = s * B, nb = n - r0 < B ? n - r0 : B;
+    const T *x, *wb;
+    const void *y;
+    S(step_rows)(R, s, 0, nb, nt, &x, &y, &wb);
+    double div = S(batch_divisor)(wb, nb);
+    S(forward_rows)(plan, L, R->params, w, x, nb, NULL, R->active, nt);
+    if (R->idx && r0 + nb < n) {  /* the next step's rows */
+        int64_t nr0 = r0 + nb;
+        S(prefetch_rows)(R->X, R->idx, nr0, n - nr0 < B ? n - nr0 : B, R->I0);
     }
     /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
      * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. Only
      * plain SGD without L2 can use it: the others need dW itself. */
     int rank1 = nb == 1 && opt->kind == FM_OPT_SGD && !(opt->l2 > 0.0);
     double lsum = 0.0;
-    int rc = S(backward_rows)(plan, L, loss, params, grads, w, x, y, wb, nb, 1.0 / div, 0,
-                              rank1, &lsum, nt, tid, nth);
+    int rc = S(backward_rows)(plan, L, R->loss, R->params, R->grads, w, x, y, wb, nb,
+                              1.0 / div, 0, rank1, &lsum, nt);
     if (rc) {
-        if (tid == 0) st->bad_step = s;
+        R->st->bad_step = s;
         return rc;
     }
     double reg = 0.0;
     if (opt->l2 > 0.0) {
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
-            int64_t nw = p->fan_in * p->fan_out, i0, i1;
-            team_block(nw, tid, nth, &i0, &i1);
-            if (tid == 0) {
-                double wn = S(fm_norm_nt)(params + p->w_off, nw, nt);
+            int64_t nw = p->fan_in * p->fan_out;
+            double wn = S(fm_norm_nt)(R->params + p->w_off, nw, nt);
+            reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
+            S(axpy)(R->grads + p->w_off, R->params + p->w_off, nw, (T)(opt->l2 / div));
+        }
+    }
+    S(decide)(R, s, nb, div, lsum, reg, rank1, x, nt);
+    if (R->rc) return R->rc;
+    if (rank1) {
+        for (int64_t l = L - 1; l >= 0; l--) {
+            const fm_layer *p = plan + l;
+            S(fm_sgd_rank1)(R->params + p->w_off, l ? w->a[l - 1] : x, R->grads + p->b_off,
+                            p->fan_in, p->fan_out, R->lr * R->c, nt);
+            S(fm_opt_step)(R->params + p->b_off, NULL, NULL, R->grads + p->b_off, p->fan_out,
+                           (int)opt->kind, R->lr, R->c, 0, 0, 0, 0, nt);
+        }
+    } else {
+        S(update_block)(R, 0, 1, nt);
+    }
+    if (opt->kind == FM_OPT_ADAM) opt->t++;
+    return FM_OK;
+}
+
+/* Note 11: rows lo..hi (block b) of step s, forward, loss and backward. The products give
+ * these rows the bits of the whole batch's (fm_dense_*_rows); the block's weight and bias
+ * sums go to grads (b = 0) or w->part[b], its fired units to active (b = 0) or w->flags[b],
+ * its row losses to w->rl and its status to w->rc_team[b]. The blocks run without
+ * meeting, so each keeps its dZ in rows lo..hi of the dZ buffers at their widest (from
+ * lo * maxw): a block's rows at one layer's width would overlap another's at a wider one's. */
+static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, const T *wb,
+                          int64_t nb, double div, int b, int q) {
+    const fm_layer *plan = R->plan;
+    S(fm_ws) *w = &R->w;
+    const T *params = R->params;
+    int64_t L = R->L, K = R->K, lo, hi, off = 0;
+    team_block(nb, b, q, &lo, &hi);
+    int64_t m = hi - lo;
+    T *g = b ? w->part[b] : R->grads;
+    uint8_t *flags = R->active ? (b ? w->flags[b] : R->active) : NULL;
+    const T *in = x + lo * plan[0].fan_in;
+    for (int64_t l = 0; l < L; l++) {
+        const fm_layer *p = plan + l;
+        int64_t O = p->fan_out;
+        T *out = w->a[l] + lo * O;
+        S(fm_dense_forward_rows)(out, in, params + p->w_off, params + p->b_off, nb, m,
+                                 p->fan_in, O, (int)p->act, w->gemm, b);
+        if (flags && p->act == FM_ACT_RELU) S(mark_active)(flags + off, out, m, O);
+        off += O;
+        in = out;
+    }
+    int64_t r0 = s * R->B;
+    if (R->idx && r0 + nb < R->n) {  /* this block of the next step's rows */
+        int64_t nr0 = r0 + nb, nnb = R->n - nr0 < R->B ? R->n - nr0 : R->B, plo, phi;
+        team_block(nnb, b, q, &plo, &phi);
+        S(prefetch_rows)(R->X, R->idx, nr0 + plo, phi - plo, R->I0);
+    }
+    const fm_layer *top = plan + L - 1;
+    int64_t maxw = max_width(plan, L);
+    T *dz = w->d0 + lo * maxw, *dnext = w->d1 + lo * maxw;
+    const T *g_out = w->a[L - 1] + lo * K;
+    double part = 0.0;
+    int rc = S(fm_loss)(dz, w->rl + lo, &part, g_out, S(target_rows)(y, R->loss, lo, K), m, K,
+                        R->loss, 1.0 / div);
+    w->rc_team[b] = rc;
+    if (rc) return;
+    if (wb)
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t k = 0; k < K; k++) dz[r * K + k] *= wb[lo + r];
+    if (top->act != FM_ACT_IDENTITY) S(fm_act_backward)(dz, dz, g_out, m * K, (int)top->act);
+    for (int64_t l = L - 1; l >= 0; l--) {
+        const fm_layer *p = plan + l;
+        const T *a_in = l ? w->a[l - 1] + lo * p->fan_in : x + lo * p->fan_in;
+        S(fm_dense_backward_rows)(g + p->w_off, g + p->b_off, l ? dnext : NULL, dz, a_in,
+                                  params + p->w_off, nb, m, p->fan_in, p->fan_out,
+                                  l ? (int)plan[l - 1].act : FM_ACT_IDENTITY, w->gemm, b);
+        T *tmp = dz; dz = dnext; dnext = tmp;
+    }
+}
+
+/* Block b of q of the sums of note 11: each parameter's sums of the blocks added in block
+ * order into grads, the L2 term, and the blocks' fired units into active. */
+static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
+    S(fm_ws) *w = &R->w;
+    int64_t off = 0;
+    for (int64_t l = 0; l < R->L; l++) {
+        const fm_layer *p = R->plan + l;
+        int64_t nw = p->fan_in * p->fan_out, i0, i1, j0, j1;
+        team_block(nw, b, q, &i0, &i1);
+        team_block(p->fan_out, b, q, &j0, &j1);
+        for (int t = 1; t < q; t++) {
+            S(axpy)(R->grads + p->w_off + i0, w->part[t] + p->w_off + i0, i1 - i0, 1);
+            S(axpy)(R->grads + p->b_off + j0, w->part[t] + p->b_off + j0, j1 - j0, 1);
+            if (R->active)
+                for (int64_t j = off + j0; j < off + j1; j++) {
+                    R->active[j] |= w->flags[t][j];
+                    w->flags[t][j] = 0;
+                }
+        }
+        if (R->opt->l2 > 0.0)
+            S(axpy)(R->grads + p->w_off + i0, R->params + p->w_off + i0, i1 - i0,
+                    (T)(R->opt->l2 / div));
+        off += p->fan_out;
+    }
+}
+
+/* Step s in q blocks of rows (note 11), run by thread tid of nth: nth = q, a team with a
+ * block each, or nth = 1, every block in turn on one thread, with the same bits. */
+static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
+    S(fm_ws) *w = &R->w;
+    fm_opt *opt = R->opt;
+    int q = R->q;
+    int64_t r0 = s * R->B, nb = R->n - r0 < R->B ? R->n - r0 : R->B, lo, hi;
+    const T *x = NULL, *wb = NULL;
+    const void *y = NULL;
+    for (int b = tid; b < q; b += nth) {
+        team_block(nb, b, q, &lo, &hi);
+        S(step_rows)(R, s, lo, hi, 1, &x, &y, &wb);
+    }
+    if (wb) TEAM_SYNC(nth);  /* the divisor sums every row's weight */
+    double div = S(batch_divisor)(wb, nb);
+    for (int b = tid; b < q; b += nth) S(block_pass)(R, s, x, y, wb, nb, div, b, q);
+    TEAM_SYNC(nth);
+    int rc = FM_OK;
+    for (int b = 0; b < q && !rc; b++) rc = w->rc_team[b];
+    /* The row losses added in row order, by every thread alike. */
+    double lsum = 0.0;
+    if (!rc) {
+        for (int64_t r = 0; r < nb; r++) lsum += wb ? (double)wb[r] * w->rl[r] : w->rl[r];
+        if (!isfinite(lsum)) rc = FM_ENONFINITE_LOSS;
+    }
+    if (rc) {
+        if (tid == 0) R->st->bad_step = s;
+        return rc;
+    }
+    for (int b = tid; b < q; b += nth) S(reduce_block)(R, div, b, q);
+    TEAM_SYNC(nth);
+    if (tid == 0) {
+        double reg = 0.0;
+        if (opt->l2 > 0.0)
+            for (int64_t l = 0; l < R->L; l++) {
+                const fm_layer *p = R->plan + l;
+                double wn = S(fm_norm)(R->params + p->w_off, p->fan_in * p->fan_out);
                 reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
             }
-            S(axpy)(grads + p->w_off + i0, params + p->w_off + i0, i1 - i0, (T)(opt->l2 / div));
-        }
-        TEAM_SYNC(nth);
-    }
-    if (tid == 0) {
-        /* Global norm from the per-layer norms (which are diagnostics of their own). */
-        int64_t bad = -1;
-        R->rc = FM_OK;
-        for (int64_t l = 0; l < L; l++) {
-            const fm_layer *p = plan + l;
-            double nbias = S(fm_norm)(grads + p->b_off, p->fan_out);
-            double nw = rank1 ? S(fm_norm)(l ? w->a[l - 1] : x, p->fan_in) * nbias
-                              : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
-            if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
-            double *ls = R->layer_stats + 4 * l;
-            ls[0] += nw;
-            ls[1] = nw > ls[1] ? nw : ls[1];
-            ls[2] += nbias;
-            ls[3] = nbias > ls[3] ? nbias : ls[3];
-            w->norms[2 * l] = nw;
-            w->norms[2 * l + 1] = nbias;
-        }
-        double norm = fm_norm_combine(w->norms, 2 * L);
-        int clipped = opt->clip_norm > 0.0 && norm > opt->clip_norm;
-        double c = clipped ? opt->clip_norm / norm : 1.0;
-        double lr = opt->lr;
-        if (opt->kind == FM_OPT_ADAM) {
-            double t1 = (double)(opt->t + 1);
-            lr *= sqrt(1.0 - pow(opt->beta2, t1)) / (1.0 - pow(opt->beta1, t1));
-        }
-        /* Design note 7: no update may carry a parameter near overflow. */
-        if (st->param_max < 0) st->param_max = S(params_absmax)(plan, L, params);
-        if (opt->kind != FM_OPT_SGD && st->state_max < 0)
-            st->state_max = S(fm_absmax)(s1, R->n_params);
-        double sm = opt->kind == FM_OPT_SGD ? 0.0 : st->state_max, gn = c * norm;
-        double step = S(step_bound)(opt, lr, gn, sm);
-        if (bad >= 0) {
-            st->bad_step = s;
-            st->bad_layer = bad;
-            R->rc = FM_ENONFINITE_GRAD;
-        } else if (!(st->param_max + step < 0.25 * (double)TMAX)) {
-            st->bad_step = s;
-            R->rc = FM_EOVERFLOW_STEP;
-        } else {
-            st->clipped += clipped;
-            /* The bounds after the step (note 7): no pass over the parameters to measure. */
-            st->param_max += step;
-            if (opt->kind == FM_OPT_MOMENTUM || opt->kind == FM_OPT_NESTEROV)
-                st->state_max = opt->momentum * sm + lr * gn;
-            else if (opt->kind == FM_OPT_ADAM)
-                st->state_max = opt->beta1 * sm + (1.0 - opt->beta1) * gn;
-            st->loss_sum += lsum * (double)nb / div;
-            st->reg_sum += reg;
-            st->norm_sum += norm;
-            st->norm_max = norm > st->norm_max ? norm : st->norm_max;
-            st->rows += nb;
-            st->steps++;
-        }
-        R->lr = lr;
-        R->c = c;
+        S(decide)(R, s, nb, div, lsum, reg, 0, x, 1);
     }
     TEAM_SYNC(nth);
     if (R->rc) return R->rc;
-    double lr = R->lr, c = R->c;
-    /* From the top layer down (note 6); threads take their part of every block. */
-    for (int64_t l = L - 1; l >= 0; l--) {
-        const fm_layer *p = plan + l;
-        int64_t off[2] = {p->w_off, p->b_off}, len[2] = {p->fan_in * p->fan_out, p->fan_out};
-        for (int k = 0; k < 2; k++) {
-            if (rank1 && k == 0) {
-                int64_t O = p->fan_out, i0, i1;
-                team_block(p->fan_in, tid, nth, &i0, &i1);
-                S(fm_sgd_rank1)(params + p->w_off + i0 * O, (l ? w->a[l - 1] : x) + i0,
-                                grads + p->b_off, i1 - i0, O, lr * c, nt);
-            } else if (nth > 1) {
-                /* The columns this thread's products wrote (note 11): they stay in its cache. */
-                int64_t O = p->fan_out, rows = k ? 1 : p->fan_in, o = off[k];
-                ptrdiff_t j0, j1;
-                fm_part_cols(O, tid, nth, &j0, &j1);
-                S(fm_opt_step_cols)(params + o, s1 ? s1 + o : NULL, s2 ? s2 + o : NULL,
-                                    grads + o, rows, O, j0, j1, (int)opt->kind, lr, c,
-                                    opt->momentum, opt->beta1, opt->beta2, opt->eps);
-            } else {
-                S(fm_opt_step)(params + off[k], s1 ? s1 + off[k] : NULL,
-                               s2 ? s2 + off[k] : NULL, grads + off[k], len[k],
-                               (int)opt->kind, lr, c, opt->momentum, opt->beta1, opt->beta2,
-                               opt->eps, nt);
-            }
-        }
-    }
+    for (int b = tid; b < q; b += nth) S(update_block)(R, b, q, 1);
     if (tid == 0 && opt->kind == FM_OPT_ADAM) opt->t++;
+    return FM_OK;  /* the team meets after every step (team_chunk) */
+}
+
+/* Step s, run by thread tid of a team of nth (nth = 1: one thread). A step of fewer than
+ * TEAM_MIN_ROWS rows (an epoch's last) is not split: thread 0 takes it alone. */
+static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
+    int64_t nb = R->n - s * R->B < R->B ? R->n - s * R->B : R->B;
+    if (R->q > 1 && nb >= TEAM_MIN_ROWS) return S(step_split)(R, s, tid, nth);
+    if (tid == 0) R->rc = S(step_plain)(R, s, R->q > 1 ? 1 : R->nt);
     TEAM_SYNC(nth);
-    return FM_OK;
+    return R->rc;
 }
 
 #ifdef _OPENMP
@@ -474,13 +609,15 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
                    .params = params, .grads = grads, .s1 = state,
                    .s2 = opt->kind == FM_OPT_ADAM ? state + n_params : NULL, .X = X, .sw = sw,
                    .Y = Y, .idx = idx, .opt = opt, .st = st, .layer_stats = layer_stats,
-                   .active = active};
-    S(ws_layout)(&R.w, ws, plan, L, max_batch);
+                   .active = active, .q = team_size(plan, L, B, nt)};
+    S(ws_layout)(&R.w, ws, plan, L, max_batch, nt);
+    if (active)
+        for (int b = 1; b < R.q; b++) memset(R.w.flags[b], 0, (size_t)plan_units(plan, L));
     int64_t n_steps = (n + B - 1) / B;
     if (step_end > n_steps) step_end = n_steps;
     int64_t s = step_begin;
 #ifdef _OPENMP
-    int nth = team_size(plan, L, B, nt);
+    int nth = team_policy == 0 ? 1 : R.q;
     fm_tune *tu = R.w.tune;
     int forced = team_policy == 1;
     if (nth > 1 && tu->magic != TUNE_MAGIC) {
@@ -539,11 +676,11 @@ int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, in
                   const T *X, int64_t n, T *out, uint8_t *active, int nt) {
     if (max_batch < 1 || n < 0) return FM_EARG;
     S(fm_ws) w;
-    S(ws_layout)(&w, ws, plan, L, max_batch);
+    S(ws_layout)(&w, ws, plan, L, max_batch, nt);
     int64_t I0 = plan[0].fan_in, K = plan[L - 1].fan_out;
     for (int64_t r0 = 0; r0 < n; r0 += max_batch) {
         int64_t nb = n - r0 < max_batch ? n - r0 : max_batch;
-        S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active, nt, 0, 1);
+        S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active, nt);
     }
     return FM_OK;
 }
@@ -553,17 +690,17 @@ int S(fm_loss_and_grad)(const fm_layer *plan, int64_t L, int loss, const T *para
                         double *loss_out, int nt) {
     if (max_batch < 1 || n < 1) return FM_EARG;
     S(fm_ws) w;
-    S(ws_layout)(&w, ws, plan, L, max_batch);
+    S(ws_layout)(&w, ws, plan, L, max_batch, nt);
     int64_t I0 = plan[0].fan_in, K = plan[L - 1].fan_out;
     double total = 0.0;
     for (int64_t r0 = 0; r0 < n; r0 += max_batch) {
         int64_t nb = n - r0 < max_batch ? n - r0 : max_batch;
         const T *x = X + r0 * I0;
         const void *y = S(target_rows)(Y, loss, r0, K);
-        S(forward_rows)(plan, L, params, &w, x, nb, NULL, NULL, nt, 0, 1);
+        S(forward_rows)(plan, L, params, &w, x, nb, NULL, NULL, nt);
         double lsum = 0.0;
         int rc = S(backward_rows)(plan, L, loss, params, grads, &w, x, y, NULL, nb,
-                                  1.0 / (double)n, r0 > 0, 0, &lsum, nt, 0, 1);
+                                  1.0 / (double)n, r0 > 0, 0, &lsum, nt);
         if (rc) return rc;
         total += lsum;
     }

@@ -113,23 +113,23 @@ int fm_dense_backward_f64(double *dW, double *db, double *dA_in, const double *d
                           const double *A_in, const double *W, ptrdiff_t N, ptrdiff_t I,
                           ptrdiff_t O, int act_in, int accumulate, void *work, int nt);
 
-/* The same two on part `part` of `nparts` of their output columns (dW and db: columns of O;
- * dA_in: columns of I), on the calling thread with scratch slot `part` (gemm.h,
- * fm_gemm_part): the bits of the whole call. For the engine's team of threads. */
-int fm_dense_forward_part_f32(float *A_out, const float *A_in, const float *W, const float *b,
-                              ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act, void *work, int nt,
-                              int part, int nparts);
-int fm_dense_forward_part_f64(double *A_out, const double *A_in, const double *W,
-                              const double *b, ptrdiff_t N, ptrdiff_t I, ptrdiff_t O, int act,
-                              void *work, int nt, int part, int nparts);
-int fm_dense_backward_part_f32(float *dW, float *db, float *dA_in, const float *dZ,
-                               const float *A_in, const float *W, ptrdiff_t N, ptrdiff_t I,
-                               ptrdiff_t O, int act_in, int accumulate, void *work, int nt,
-                               int part, int nparts);
-int fm_dense_backward_part_f64(double *dW, double *db, double *dA_in, const double *dZ,
-                               const double *A_in, const double *W, ptrdiff_t N, ptrdiff_t I,
-                               ptrdiff_t O, int act_in, int accumulate, void *work, int nt,
-                               int part, int nparts);
+/* The same two on `rows` rows of a batch of N rows, every matrix but W given from the block's
+ * first row, on the calling thread with scratch slot `slot` (gemm.h, fm_gemm_rows), for the
+ * engine's team of threads: the outputs and dA_in get the bits of the whole call; dW and db
+ * are the sums over these rows alone, overwritten. */
+int fm_dense_forward_rows_f32(float *A_out, const float *A_in, const float *W, const float *b,
+                              ptrdiff_t N, ptrdiff_t rows, ptrdiff_t I, ptrdiff_t O, int act,
+                              void *work, int slot);
+int fm_dense_forward_rows_f64(double *A_out, const double *A_in, const double *W,
+                              const double *b, ptrdiff_t N, ptrdiff_t rows, ptrdiff_t I,
+                              ptrdiff_t O, int act, void *work, int slot);
+int fm_dense_backward_rows_f32(float *dW, float *db, float *dA_in, const float *dZ,
+                               const float *A_in, const float *W, ptrdiff_t N, ptrdiff_t rows,
+                               ptrdiff_t I, ptrdiff_t O, int act_in, void *work, int slot);
+int fm_dense_backward_rows_f64(double *dW, double *db, double *dA_in, const double *dZ,
+                               const double *A_in, const double *W, ptrdiff_t N,
+                               ptrdiff_t rows, ptrdiff_t I, ptrdiff_t O, int act_in, void *work,
+                               int slot);
 /* Loss of outputs G (N x K) against targets Y: for FM_LOSS_SOFTMAX_CE an int64 label per row,
  * otherwise an N x K matrix of the same dtype. Writes dG = scale * dL/dG (N x K), the per-row
  * losses into row_loss when it is not NULL, and their sum into *loss_sum.
@@ -174,14 +174,6 @@ double fm_opt_update_f64(double *p, double *s1, double *s2, const double *g, ptr
 /* The same two updates without the maxima (what the engine runs; optim.c note 6). */
 void fm_sgd_step_f32(float *p, const float *g, ptrdiff_t n, double lr, int nt);
 void fm_sgd_step_f64(double *p, const double *g, ptrdiff_t n, double lr, int nt);
-/* The step on columns j0 <= j < j1 of `rows` rows (leading dimension ld), on the calling
- * thread, element for element as above (engine.c note 11). */
-void fm_opt_step_cols_f32(float *p, float *s1, float *s2, const float *g, ptrdiff_t rows,
-                          ptrdiff_t ld, ptrdiff_t j0, ptrdiff_t j1, int kind, double lr, double c,
-                          double mu, double b1, double b2, double eps);
-void fm_opt_step_cols_f64(double *p, double *s1, double *s2, const double *g, ptrdiff_t rows,
-                          ptrdiff_t ld, ptrdiff_t j0, ptrdiff_t j1, int kind, double lr,
-                          double c, double mu, double b1, double b2, double eps);
 void fm_opt_step_f32(float *p, float *s1, float *s2, const float *g, ptrdiff_t n, int kind,
                      double lr, double c, double mu, double b1, double b2, double eps, int nt);
 void fm_opt_step_f64(double *p, double *s1, double *s2, const double *g, ptrdiff_t n, int kind,

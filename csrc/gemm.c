@@ -67,12 +67,12 @@
  *      NN 256x1x1024 (forward)      75.4 -> 37.0
  *      TN 1024x1x256 (dW)          128.4 -> 33.9
  *      NT 256x1024x1 (dA_in)        60.2 -> 19.4
- * 6. fm_gemm_part computes a part of the columns of C on the calling thread, for a team of
- *    threads that splits a step's small products among itself (engine.c note 11). The path
- *    is chosen from the whole product's shape before the columns are narrowed (take_part),
- *    and every path sums an element in the same order wherever its column lies, so each
- *    element gets the bits fm_gemm gives it. Parts are whole vectors of 16 columns except
- *    the last, and part p uses scratch slot p.
+ * 6. fm_gemm_rows computes a block of rows of a product on the calling thread (A, C and the
+ *    epilogue's h given from the block's first row), for a team of threads that splits a
+ *    step's rows among itself (engine.c note 11). The path is chosen from the whole
+ *    product's row count, and every path sums an element in an order set by K alone,
+ *    wherever its row lies (note 5), so each element gets the bits fm_gemm gives it in the
+ *    whole product. Block `slot` uses scratch slot `slot`.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -145,6 +145,10 @@ int fm_gemm_set_isa(const char *name) {
 
 /* Every thread gets one slot of the scratch; the first slot starts on a page (room for that
  * is the extra 4 KiB), so packed panels are page- and vector-aligned. */
+void *fm_gemm_slot(void *work, int slot) {
+    return (char *)work + (size_t)slot * FM_GEMM_SLOT_BYTES;
+}
+
 size_t fm_gemm_work_bytes(int nthreads) {
     return (size_t)(nthreads > 1 ? nthreads : 1) * FM_GEMM_SLOT_BYTES + 4096;
 }
@@ -239,32 +243,17 @@ static int take_direct(const fm_gemm_prob *p, double mnk) {
     return p->trans_b ? mnk <= NT_DIRECT_MAX : mnk < DIRECT_MAX;
 }
 
-/* Note 6: narrow p to part `part` of `nparts` of its columns (after thin_form), whole vectors
- * of 16 except the last part, with scratch slot `part`. */
-static void take_part(fm_gemm_prob *p, size_t es, int part, int nparts) {
-    ptrdiff_t j0, j1;
-    fm_part_cols(p->N, part, nparts, &j0, &j1);
-    p->C = (char *)p->C + (size_t)j0 * es;
-    p->B = (const char *)p->B + (size_t)(p->trans_b ? j0 * p->ldb : j0) * es;
-    /* (a product turned around by thin_form keeps its one bias value: epi is NONE then) */
-    if (p->epi == FM_EPI_BIAS_ACT && p->bias) p->bias = (const char *)p->bias + (size_t)j0 * es;
-    if (p->epi == FM_EPI_DACT) p->h = (const char *)p->h + (size_t)j0 * es;
-    p->N = j1 - j0;
-    p->work += (size_t)part * FM_GEMM_SLOT_BYTES;
+/* Note 2: the path of a product (after thin_form): 0 portable (K = 0), 1 direct, 2 packed.
+ * direct is NULL for the portable ISA. */
+static int choose_path(const fm_gemm_prob *p, direct_fn direct) {
+    double mnk = (double)p->M * (double)p->N * (double)p->K;
+    return p->K == 0 ? 0 : direct && take_direct(p, mnk) ? 1 : 2;
 }
 
-/* Note 2: the path and thread count from the shape. direct is NULL for the portable ISA.
- * nparts > 1 (note 6): only part `part` of the columns, on this thread, on the path the whole
- * product takes (which keeps its bits). */
-static void dispatch(fm_gemm_prob *p, size_t es, int nthreads, int part, int nparts,
-                     direct_fn direct, worker_fn packed, worker_fn portable) {
+/* Run p on its path; packed products of at least PAR_MIN use up to nthreads threads. */
+static void run_path(const fm_gemm_prob *p, int path, int nthreads, direct_fn direct,
+                     worker_fn packed, worker_fn portable) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
-    int path = p->K == 0 ? 0 : direct && take_direct(p, mnk) ? 1 : 2;
-    if (nparts > 1) {
-        take_part(p, es, part, nparts);
-        if (p->N <= 0) return;
-        nthreads = 1;
-    }
     if (path == 0) portable(p, 0, 1);
     else if (path == 1) direct(p);
     else run_threads(p, packed ? packed : portable, mnk >= PAR_MIN ? nthreads : 1);
@@ -287,13 +276,11 @@ static void dispatch(fm_gemm_prob *p, size_t es, int nthreads, int part, int npa
 #define KERNELS_AVX2(SFX)
 #endif
 #define GEMM_ENTRY(T, SFX)                                                                    \
-    int fm_gemm_part_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,   \
-                           const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta,      \
-                           T *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work,           \
-                           int nthreads, int part, int nparts) {                              \
+    int fm_gemm_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,        \
+                      const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta, T *C,     \
+                      ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads) {      \
         fm_gemm_prob p;                                                                       \
-        if (nparts < 1 || part < 0 || part >= nparts ||                                       \
-            make_prob(&p, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, epi, work, \
+        if (make_prob(&p, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, epi, work, \
                       nthreads))                                                              \
             return FM_GEMM_EARG;                                                              \
         if (M == 0 || N == 0) return FM_GEMM_OK;                                              \
@@ -303,16 +290,34 @@ static void dispatch(fm_gemm_prob *p, size_t es, int nthreads, int part, int npa
         worker_fn packed = NULL;                                                              \
         KERNELS_AVX512(SFX)                                                                   \
         KERNELS_AVX2(SFX)                                                                     \
-        dispatch(&p, sizeof(T), nthreads, part, nparts, direct, packed,                       \
+        run_path(&p, choose_path(&p, direct), nthreads, direct, packed,                       \
                  fm_gemm_portable_##SFX);                                                     \
-        if (post && p.N > 0) THIN_POST(T, fm_act_##SFX);                                      \
+        if (post) THIN_POST(T, fm_act_##SFX);                                                 \
         return FM_GEMM_OK;                                                                    \
     }                                                                                         \
-    int fm_gemm_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,        \
-                      const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta, T *C,     \
-                      ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads) {      \
-        return fm_gemm_part_##SFX(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc,    \
-                                  epi, work, nthreads, 0, 1);                                 \
+    int fm_gemm_rows_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t rows,            \
+                           ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda, const T *B,   \
+                           ptrdiff_t ldb, T beta, T *C, ptrdiff_t ldc,                        \
+                           const fm_epilogue *epi, void *work, int slot) {                    \
+        fm_gemm_prob p;                                                                       \
+        if (slot < 0 || rows < 0 || rows > M ||                                               \
+            make_prob(&p, trans_a, trans_b, rows, N, K, A, lda, B, ldb, beta, C, ldc, epi,    \
+                      fm_gemm_slot(work, slot), 1))                                           \
+            return FM_GEMM_EARG;                                                              \
+        if (rows == 0 || N == 0) return FM_GEMM_OK;                                           \
+        fm_gemm_init();                                                                       \
+        direct_fn direct = NULL;                                                              \
+        worker_fn packed = NULL;                                                              \
+        KERNELS_AVX512(SFX)                                                                   \
+        KERNELS_AVX2(SFX)                                                                     \
+        fm_gemm_prob whole = p; /* note 6: the path of the whole product */                   \
+        whole.M = M;                                                                          \
+        if (K > 0) thin_form(&whole);                                                         \
+        int path = choose_path(&whole, direct);                                               \
+        int post = K > 0 && thin_form(&p);                                                    \
+        run_path(&p, path, 1, direct, packed, fm_gemm_portable_##SFX);                        \
+        if (post) THIN_POST(T, fm_act_##SFX);                                                 \
+        return FM_GEMM_OK;                                                                    \
     }
 GEMM_ENTRY(float, f32)
 GEMM_ENTRY(double, f64)

@@ -54,27 +54,19 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
  * (gemm.c note 2). */
 #define FM_GEMM_PAR_MIN ((double)(1 << 21))
 
-/* The columns [*j0, *j1) of part `part` of `nparts` of N columns, as fm_gemm_part splits them:
- * whole vectors of 16 except the last part (possibly empty parts). */
-static inline void fm_part_cols(ptrdiff_t N, int part, int nparts, ptrdiff_t *j0,
-                                ptrdiff_t *j1) {
-    *j0 = N * part / nparts / 16 * 16;
-    *j1 = part + 1 == nparts ? N : N * (part + 1) / nparts / 16 * 16;
-}
-
-/* The same product, but only part `part` (0 <= part < nparts) of the columns of C, split in
- * whole vectors, on the calling thread, with scratch slot `part` of work (so work must hold
- * fm_gemm_work_bytes(nparts)): the path is the one the whole product takes, so every element
- * gets the bits fm_gemm gives it. nparts = 1 is fm_gemm. For threads that already run
- * together and split a step's small products among themselves (engine.c). */
-int fm_gemm_part_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                     const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb, float beta,
-                     float *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads,
-                     int part, int nparts);
-int fm_gemm_part_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                     const double *A, ptrdiff_t lda, const double *B, ptrdiff_t ldb,
-                     double beta, double *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work,
-                     int nthreads, int part, int nparts);
+/* `rows` rows of a product of M rows (rows <= M): A (op(A)'s rows), C and the epilogue's h
+ * start at the block's first row. On the calling thread, with scratch slot `slot` of work (so
+ * work must hold fm_gemm_work_bytes(slot + 1)). The path is the one the M-row product takes,
+ * so every element gets the bits fm_gemm gives it there. For threads that already run
+ * together and split a step's rows among themselves (engine.c). trans_a = 0 only in use. */
+int fm_gemm_rows_f32(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t rows, ptrdiff_t N,
+                     ptrdiff_t K, const float *A, ptrdiff_t lda, const float *B, ptrdiff_t ldb,
+                     float beta, float *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work,
+                     int slot);
+int fm_gemm_rows_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t rows, ptrdiff_t N,
+                     ptrdiff_t K, const double *A, ptrdiff_t lda, const double *B,
+                     ptrdiff_t ldb, double beta, double *C, ptrdiff_t ldc,
+                     const fm_epilogue *epi, void *work, int slot);
 
 /* Rows i0 <= i < i1 of W (I x O, leading dimension O) -= r (a dz^T): each element becomes
  * w - r (a_i dz_j), rounded in that order (what forming g = a_i dz_j and then w - r g gives);
@@ -87,6 +79,9 @@ void fm_rank1_sub_f64(double *W, const double *a, const double *dz, ptrdiff_t i0
 
 /* Bytes of scratch one call needs at most, for any shape, with up to nthreads threads. */
 size_t fm_gemm_work_bytes(int nthreads);
+/* Scratch slot `slot` of work (fm_gemm_work_bytes(slot + 1) bytes): the scratch of a
+ * one-thread call that runs beside others on the same work. */
+void *fm_gemm_slot(void *work, int slot);
 
 /* The instruction set the kernels run on: "avx512", "avx2", or "portable". Chosen once, on the
  * first call of fm_gemm_init(); FASTMLP_ISA=portable|avx2|avx512 in the environment overrides

@@ -83,14 +83,10 @@ double S(fm_absmax)(const T *x, ptrdiff_t n) {
     return (double)m;
 }
 
-/* p[r ld + i] -= a g[r ld + i] for r < rows, i0 <= i < i1. Cloned per ISA (note 8): small
- * updates run from L1. */
-FM_CLONES static void S(update_range)(T *p, const T *g, ptrdiff_t rows, ptrdiff_t ld,
-                                      ptrdiff_t i0, ptrdiff_t i1, T a) {
-    for (ptrdiff_t r = 0; r < rows; r++, p += ld, g += ld) {
-        #pragma omp simd
-        for (ptrdiff_t i = i0; i < i1; i++) p[i] -= a * g[i];
-    }
+/* p[i] -= a g[i] for i0 <= i < i1. Cloned per ISA (note 8): small updates run from L1. */
+FM_CLONES static void S(update_range)(T *p, const T *g, ptrdiff_t i0, ptrdiff_t i1, T a) {
+    #pragma omp simd
+    for (ptrdiff_t i = i0; i < i1; i++) p[i] -= a * g[i];
 }
 
 /* The SGD step the engine runs: no reduction in the pass (note 6). */
@@ -101,12 +97,12 @@ void S(fm_sgd_step)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
         #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num(), q = omp_get_num_threads();
-            S(update_range)(p, g, 1, 0, n * t / q, n * (t + 1) / q, a);
+            S(update_range)(p, g, n * t / q, n * (t + 1) / q, a);
         }
         return;
     }
 #endif
-    S(update_range)(p, g, 1, 0, 0, n, a);
+    S(update_range)(p, g, 0, n, a);
 }
 
 double S(fm_sgd_update)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
@@ -135,32 +131,26 @@ void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, do
 /* The momentum, Nesterov and Adam steps of p[i0:i1] (fastmlp.h, fm_opt): one pass over p, g
  * and the state, in the order scikit-learn writes the sums. Cloned per ISA (note 8): Adam's
  * square root and division are its cost. */
-FM_CLONES static void S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t rows, ptrdiff_t ld,
-                                   ptrdiff_t i0, ptrdiff_t i1, int kind, T lr, T c, T mu, T b1,
-                                   T b2, T eps) {
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        T *pr = p + r * ld, *m = s1 + r * ld;
-        const T *gr = g + r * ld;
-        if (kind == FM_OPT_ADAM) {
-            T *v = s2 + r * ld;
-            #pragma omp simd
-            for (ptrdiff_t i = i0; i < i1; i++) {
-                T gi = c * gr[i];
-                T mi = b1 * m[i] + (1 - b1) * gi;
-                T vi = b2 * v[i] + (1 - b2) * (gi * gi);
-                m[i] = mi;
-                v[i] = vi;
-                pr[i] -= lr * mi / (SQRT(vi) + eps);
-            }
-        } else {
-            const T nest = kind == FM_OPT_NESTEROV ? 1 : 0;
-            #pragma omp simd
-            for (ptrdiff_t i = i0; i < i1; i++) {
-                T step = lr * (c * gr[i]);
-                T vi = mu * m[i] - step;
-                m[i] = vi;
-                pr[i] += nest ? mu * vi - step : vi;
-            }
+FM_CLONES static void S(opt_range)(T *p, T *s1, T *s2, const T *g, ptrdiff_t i0, ptrdiff_t i1,
+                                   int kind, T lr, T c, T mu, T b1, T b2, T eps) {
+    if (kind == FM_OPT_ADAM) {
+        #pragma omp simd
+        for (ptrdiff_t i = i0; i < i1; i++) {
+            T gi = c * g[i];
+            T mi = b1 * s1[i] + (1 - b1) * gi;
+            T vi = b2 * s2[i] + (1 - b2) * (gi * gi);
+            s1[i] = mi;
+            s2[i] = vi;
+            p[i] -= lr * mi / (SQRT(vi) + eps);
+        }
+    } else {
+        const T nest = kind == FM_OPT_NESTEROV ? 1 : 0;
+        #pragma omp simd
+        for (ptrdiff_t i = i0; i < i1; i++) {
+            T step = lr * (c * g[i]);
+            T vi = mu * s1[i] - step;
+            s1[i] = vi;
+            p[i] += nest ? mu * vi - step : vi;
         }
     }
 }
@@ -176,26 +166,13 @@ void S(fm_opt_step)(T *p, T *s1, T *s2, const T *g, ptrdiff_t n, int kind, doubl
         #pragma omp parallel num_threads(nt)
         {
             int t = omp_get_thread_num(), q = omp_get_num_threads();
-            S(opt_range)(p, s1, s2, g, 1, 0, n * t / q, n * (t + 1) / q, kind, (T)lr, (T)c,
+            S(opt_range)(p, s1, s2, g, n * t / q, n * (t + 1) / q, kind, (T)lr, (T)c,
                          (T)mu, (T)b1, (T)b2, (T)eps);
         }
         return;
     }
 #endif
-    S(opt_range)(p, s1, s2, g, 1, 0, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2, (T)eps);
-}
-
-/* The step of fm_opt_step on columns j0 <= j < j1 of `rows` rows of leading dimension ld, on
- * the calling thread: the engine's team updates the columns its products wrote (engine.c
- * note 11). */
-void S(fm_opt_step_cols)(T *p, T *s1, T *s2, const T *g, ptrdiff_t rows, ptrdiff_t ld,
-                         ptrdiff_t j0, ptrdiff_t j1, int kind, double lr, double c, double mu,
-                         double b1, double b2, double eps) {
-    if (kind == FM_OPT_SGD)
-        S(update_range)(p, g, rows, ld, j0, j1, (T)(lr * c));
-    else
-        S(opt_range)(p, s1, s2, g, rows, ld, j0, j1, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2,
-                     (T)eps);
+    S(opt_range)(p, s1, s2, g, 0, n, kind, (T)lr, (T)c, (T)mu, (T)b1, (T)b2, (T)eps);
 }
 
 double S(fm_opt_update)(T *p, T *s1, T *s2, const T *g, ptrdiff_t n, int kind, double lr,
