@@ -155,6 +155,33 @@ def test_flipped_byte_and_truncation_are_value_errors(tmp_path):
             fastmlp.load(bad)
 
 
+def test_a_model_file_declaring_more_data_than_it_holds_is_refused(tmp_path):
+    """Found by a new user: a 772-byte file whose headers declared 10^10 parameters (and
+    layer sizes to match) made load allocate 37 GiB (MemoryError)."""
+    import io
+    import json
+    import zipfile
+    good = tmp_path / "ok.npz"
+    fastmlp.MLP([3, 2], seed=0).save(good)
+    with zipfile.ZipFile(good) as z:
+        header = json.loads(bytes(np.load(io.BytesIO(z.read("header.npy")))).decode())
+    header["layer_sizes"] = [100000, 100000]
+    n = 100000 * 100000 + 100000
+    params = io.BytesIO()
+    np.lib.format.write_array_header_1_0(params, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (n,)})
+    params.write(bytes(100))
+    raw = io.BytesIO()
+    np.save(raw, np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+    bad = tmp_path / "huge.npz"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("header.npy", raw.getvalue())
+        z.writestr("params.npy", params.getvalue())
+    with pytest.raises(ValueError, match=rf"huge.npz .*params: its header declares {4 * n} "
+                                         r"bytes of data, the file holds 100\)"):
+        fastmlp.load(bad)
+
+
 def test_npy_object_arrays_and_pickles_are_refused(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros(3))
     with pytest.raises(ValueError, match="not an .npz"):

@@ -351,6 +351,25 @@ def test_optimizer_argument_errors():
         fastmlp.MLP([2, 1]).fit(np.zeros((2, 2)), np.zeros(2), optimizer="adam")
 
 
+@pytest.mark.parametrize("name, value, error", [
+    ("lr", float("nan"), ValueError), ("lr", -5, ValueError), ("batch_size", 0, ValueError),
+    ("batch_size", -5, ValueError), ("batch_size", 2.5, TypeError),
+    ("clip_norm", -1.0, ValueError), ("clip_norm", float("nan"), ValueError),
+    ("momentum", 5.0, ValueError), ("l2", -10, ValueError), ("nesterov", 1, TypeError)])
+def test_optimizer_settings_are_checked_when_set_later(name, value, error):
+    """Found by a new user: a setting changed after construction (as a callback changes lr)
+    reached the engine unchecked (batch_size -5 trained nothing and reported a NaN loss)."""
+    opt = fastmlp.SGD(lr=0.1, momentum=0.5)
+    before = dict(vars(opt))
+    with pytest.raises(error, match=name):
+        setattr(opt, name, value)
+    assert vars(opt) == before
+    with pytest.raises(ValueError, match="nesterov=True needs momentum"):
+        fastmlp.SGD(momentum=0.5, nesterov=True).momentum = 0.0
+    with pytest.raises(ValueError, match="beta1"):
+        fastmlp.Adam().beta1 = 1.0
+
+
 def test_adam_huge_rate_refused_and_weights_kept():
     """lr 1e38 in float32 would overflow; the step is refused before anything changes."""
     X, y = data(n=8)

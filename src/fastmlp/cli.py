@@ -913,6 +913,10 @@ def _demo(args):
 
 def _predict(args):
     if args.out is not None:
+        for path, what in ((args.model, "model"), (args.data, "data file")):
+            if path != "-" and os.path.realpath(args.out) == os.path.realpath(path):
+                raise UsageError(f"--out {args.out} is the {what}; the predictions would "
+                                 f"overwrite it")
         _check_writable(args.out, "the predictions")
     net, meta = _load_model(args.model)
     if not meta:

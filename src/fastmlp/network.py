@@ -948,17 +948,29 @@ def _read_npz(path, parse_header):
 
 
 def _npy_header(path, f, name):
-    """(shape, dtype) stored for array ``name`` of the NpzFile f, without reading its data."""
+    """(shape, dtype, bytes of data the member holds) of array ``name`` of the NpzFile f,
+    without reading its data."""
     try:
         with f.zip.open(name + ".npy") as m:
             version = np.lib.format.read_magic(m)
             read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                     else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read(m)
+            offset = m.tell()
+        size = f.zip.getinfo(name + ".npy").file_size
     except Exception as e:  # zipfile and numpy raise many kinds on a damaged member
         raise ValueError(f"{path} is not a readable fastmlp model (damaged {name}: "
                          f"{type(e).__name__}: {e})") from None
-    return shape, dtype
+    return shape, dtype, size - offset
+
+
+def _check_room(path, name, shape, dtype, room):
+    """A crafted array header can declare any shape: refuse one that its member cannot hold,
+    before anything of that size is allocated."""
+    need = math.prod(shape) * dtype.itemsize
+    if need > room:
+        raise ValueError(f"{path} is not a readable fastmlp model (damaged {name}: its header "
+                         f"declares {need} bytes of data, the file holds {room})")
 
 
 def _read_npz_file(path, fh, parse_header):
@@ -977,11 +989,13 @@ def _read_npz_file(path, fh, parse_header):
         keys = set(f.files)
         if keys != {"header", "params"}:
             raise ValueError(f"{path} is not a fastmlp model (arrays {sorted(keys)})")
-        shape, dtype = _npy_header(path, f, "header")
-        pshape, pdtype = _npy_header(path, f, "params")
+        shape, dtype, room = _npy_header(path, f, "header")
+        pshape, pdtype, proom = _npy_header(path, f, "params")
         if dtype.hasobject or pdtype.hasobject:
             raise ValueError(f"{path} is not a fastmlp model (it holds object arrays, which "
                              f"are never loaded)")
+        _check_room(path, "header", shape, dtype, room)
+        _check_room(path, "params", pshape, pdtype, proom)
         if dtype != np.uint8 or len(shape) != 1:
             raise ValueError(f"{path} is not a fastmlp model (bad header array)")
         if shape[0] > _MAX_HEADER_BYTES:
@@ -999,6 +1013,8 @@ def _npz_member(path, f, name):
     """Array ``name`` of the NpzFile f, or ValueError naming the file and the problem."""
     try:
         return f[name]
+    except MemoryError:
+        raise ValueError(f"{path}: its {name} do not fit in this machine's memory") from None
     except ValueError as e:
         if "pickle" in str(e):
             raise ValueError(f"{path} is not a fastmlp model (it holds object arrays, which "

@@ -37,14 +37,44 @@ def _check_nonneg(value, name):
 _STATE_PER_PARAM = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}
 
 
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# Every setting is checked when it is set, in the constructor or later (a callback may change
+# lr between epochs), so the engine never sees a value the constructor would refuse.
+_CHECKS = {
+    "lr": check_positive_float,
+    "batch_size": lambda v, name: check_positive_int(v, name, allow_none=True),
+    "clip_norm": lambda v, name: check_positive_float(v, name, allow_none=True),
+    "l2": _check_nonneg,
+    "momentum": _check_unit,
+    "nesterov": _check_bool,
+    "beta1": _check_unit,
+    "beta2": _check_unit,
+    "eps": check_positive_float,
+}
+
+
 class _Optimizer:
-    """Shared parts: batch size, clipping, L2 and the state buffer."""
+    """Shared parts: batch size, clipping, L2, the checks of every setting and the state."""
+
+    def __setattr__(self, name, value):
+        check = _CHECKS.get(name)
+        if check is not None:
+            value = check(value, name)
+            if (name == "nesterov" and value and getattr(self, "momentum", 1.0) == 0.0) or (
+                    name == "momentum" and value == 0.0 and getattr(self, "nesterov", False)):
+                raise ValueError("nesterov=True needs momentum > 0")
+        object.__setattr__(self, name, value)
 
     def _common(self, lr, batch_size, clip_norm, l2):
-        self.lr = check_positive_float(lr, "lr")
-        self.batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
-        self.clip_norm = check_positive_float(clip_norm, "clip_norm", allow_none=True)
-        self.l2 = _check_nonneg(l2, "l2")
+        self.lr = lr
+        self.batch_size = batch_size
+        self.clip_norm = clip_norm
+        self.l2 = l2
         self.reset()
 
     def reset(self):
@@ -119,12 +149,8 @@ class SGD(_Optimizer):
 
     def __init__(self, lr=0.01, batch_size=32, clip_norm=None, momentum=0.0, nesterov=False,
                  l2=0.0):
-        self.momentum = _check_unit(momentum, "momentum")
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
-        if nesterov and self.momentum == 0.0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        self.nesterov = bool(nesterov)
+        self.momentum = momentum
+        self.nesterov = nesterov
         self._common(lr, batch_size, clip_norm, l2)
 
     def _kind(self):
@@ -167,9 +193,9 @@ class Adam(_Optimizer):
 
     def __init__(self, lr=0.001, batch_size=32, clip_norm=None, beta1=0.9, beta2=0.999,
                  eps=1e-8, l2=0.0):
-        self.beta1 = _check_unit(beta1, "beta1")
-        self.beta2 = _check_unit(beta2, "beta2")
-        self.eps = check_positive_float(eps, "eps")
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
         self._common(lr, batch_size, clip_norm, l2)
 
     def _kind(self):
