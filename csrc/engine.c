@@ -66,12 +66,19 @@
  *    blocks: without the team one thread runs them in turn, with the same calls (tested with
  *    the team forced on, off and timed, 2 and 3 blocks). Networks with skips, batches under
  *    TEAM_MIN_ROWS and the steps of fewer rows (an epoch's last) are not split.
- *    Whether the team pays depends on the machine and its load, so it is timed: each fit's
- *    workspace keeps the seconds per step of the team and of one thread, a chunk runs in the
+ *    Whether the team pays depends on the machine and its load, so it is timed (note 12).
+ * 12. Threads pay only when the cores are free. With another process busy on both cores of
+ *    the Xeon, every meeting of the threads waited for a descheduled thread: a new user saw
+ *    an epoch of 20-256-256-2 (16000 rows, batch 32: products threaded by gemm.c) take 19.4 s
+ *    on two threads and 0.07 s on one, and `fastmlp train` 32 s against 1.5 s. So whenever
+ *    nt threads would change anything (a team, a threaded product, gather or update), the
+ *    engine times the two modes, whose bits are equal: the fit's workspace (kept by the
+ *    network between fits of the same batch size and threads) holds the seconds per step of
+ *    each; one thread is timed first, then many; a chunk of TUNE_CHUNK steps runs in the
  *    faster mode, the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
- *    after each probe it loses), and a team step longer than TUNE_SLOW one-thread steps (a
- *    thread descheduled at a meeting) ends its chunk at once. The first step of a chunk,
- *    which wakes the team, never ends it.
+ *    after each probe it loses), and a step on many threads longer than TUNE_SLOW one-thread
+ *    steps (a thread descheduled at a meeting) ends its chunk at once. The first step of a
+ *    chunk, which wakes the threads, never ends it.
  */
 #include <float.h>
 #include <math.h>
@@ -108,7 +115,7 @@ static inline void team_block(int64_t n, int t, int q, int64_t *lo, int64_t *hi)
 /* The timings of the two modes, kept in the workspace across the calls of one fit. */
 typedef struct {
     uint64_t magic;
-    double t_team, t_one;                   /* seconds per step, 0 until measured */
+    double t_many, t_one;                   /* seconds per step, 0 until measured */
     int64_t chunks, next_probe, gap;
 } fm_tune;
 
@@ -188,6 +195,19 @@ static int64_t plan_extent(const fm_layer *plan, int64_t L) {
         e = b > e ? b : e;
     }
     return e;
+}
+
+/* Whether nt threads may change anything in a plain step of batch B (note 12): a product,
+ * the gather, or a pass large enough to be threaded. Passes are judged by the smallest of
+ * their cut-offs (dense.c's 32768 values): a step that threads nothing times two equal modes,
+ * which costs nothing. */
+static int uses_threads(const fm_layer *plan, int64_t L, int64_t B, size_t elem) {
+    if ((double)B * (double)plan[0].fan_in * (double)elem >= GATHER_PAR_MIN) return 1;
+    for (int64_t l = 0; l < L; l++) {
+        double bo = (double)B * (double)plan[l].fan_out;
+        if (bo * (double)plan[l].fan_in >= FM_GEMM_PAR_MIN || bo >= 32768.0) return 1;
+    }
+    return plan_extent(plan, L) >= 32768;
 }
 
 /* The units of all layers (one fired-unit flag each). */

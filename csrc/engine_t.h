@@ -593,6 +593,24 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
     *done = d;
     return rc;
 }
+/* Steps [s0, s1) on the calling thread, a plain step's products and passes on ntu threads
+ * (a split step's blocks in turn); sets *done. With ntu > 1, a step slower than R->slow
+ * ends the chunk early (note 12), as in team_chunk. */
+static int S(thread_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int ntu, int64_t *done) {
+    int nt = R->nt, rc = FM_OK;
+    int64_t d = 0;
+    R->nt = ntu;
+    for (int64_t s = s0; s < s1; s++) {
+        double t0 = omp_get_wtime();
+        rc = S(step)(R, s, 0, 1);
+        if (rc) break;
+        d++;
+        if (ntu > 1 && s > s0 && omp_get_wtime() - t0 > R->slow) break;
+    }
+    R->nt = nt;
+    *done = d;
+    return rc;
+}
 #endif
 
 int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *grads, T *state,
@@ -617,49 +635,43 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
     if (step_end > n_steps) step_end = n_steps;
     int64_t s = step_begin;
 #ifdef _OPENMP
-    int nth = team_policy == 0 ? 1 : R.q;
     fm_tune *tu = R.w.tune;
     int forced = team_policy == 1;
-    if (nth > 1 && tu->magic != TUNE_MAGIC) {
+    int timed = team_policy != 0 && nt >= 2 &&
+                (R.q > 1 || uses_threads(plan, L, B, sizeof(T)));
+    if (timed && tu->magic != TUNE_MAGIC) {
         memset(tu, 0, sizeof *tu);
         tu->magic = TUNE_MAGIC;
         tu->gap = TUNE_GAP_MIN;
     }
-    while (nth > 1 && s < step_end) {
-        /* Note 11: chunks of steps on the team or on one thread, whichever has been faster;
-         * each mode is timed first, and the slower one again now and then. */
+    while (timed && s < step_end) {
+        /* Note 12: chunks of steps in the mode that has been faster, many threads or one;
+         * one thread is timed first, then many, and the slower one again now and then. */
         int64_t e = forced || step_end - s < TUNE_CHUNK ? step_end : s + TUNE_CHUNK, done = 0;
-        int team, probe = 0;
-        if (forced || tu->t_team == 0.0) {
-            team = 1;
+        int many, probe = 0;
+        if (forced || (tu->t_one > 0.0 && tu->t_many == 0.0)) {
+            many = 1;
         } else if (tu->t_one == 0.0) {
-            team = 0;
+            many = 0;
         } else {
             probe = tu->chunks >= tu->next_probe;
-            team = (tu->t_team <= tu->t_one) != probe;
+            many = (tu->t_many <= tu->t_one) != probe;
         }
+        R.slow = !forced && tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
         double t0 = omp_get_wtime();
-        int rc = FM_OK;
-        if (team) {
-            R.slow = !forced && tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
-            rc = S(team_chunk)(&R, s, e, nth, &done);
-        } else {
-            for (int64_t q = s; q < e && !rc; q++) {
-                rc = S(step)(&R, q, 0, 1);
-                done += !rc;
-            }
-        }
+        int rc = many && R.q > 1 ? S(team_chunk)(&R, s, e, R.q, &done)
+                                 : S(thread_chunk)(&R, s, e, many ? nt : 1, &done);
         double per = done ? (omp_get_wtime() - t0) / (double)done : 0.0;
         if (rc) return rc;
         s += done;
         if (per > 0.0) {
-            double *t = team ? &tu->t_team : &tu->t_one;
+            double *t = many ? &tu->t_many : &tu->t_one;
             *t = *t == 0.0 || probe ? per : 0.5 * (*t + per);
         }
         tu->chunks++;
         if (probe) {
             /* A probe that lost waits twice as long for the next one. */
-            int lost = team ? tu->t_team > tu->t_one : tu->t_one > tu->t_team;
+            int lost = many ? tu->t_many > tu->t_one : tu->t_one > tu->t_many;
             tu->gap = lost ? (tu->gap < TUNE_GAP_MAX ? 2 * tu->gap : tu->gap) : TUNE_GAP_MIN;
             tu->next_probe = tu->chunks + tu->gap;
         }

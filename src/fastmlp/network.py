@@ -335,6 +335,7 @@ class MLP:
                           for p in plan]
         self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
         self._ws = {}
+        self._fit_ws = (None, None)  # (batch size, threads), the fit's workspace
         self._lock = threading.Lock()      # guards self._ws and self._grads
         self._fit_lock = threading.Lock()  # one fit at a time
 
@@ -734,7 +735,13 @@ class MLP:
     def _fit(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback,
              B, diagnostics):
         n = X.shape[0]
-        ws = self._new_workspace(B, nt)
+        # Kept between fits of the same batch size and threads: it holds the engine's timing
+        # of many threads against one (csrc/engine.c note 12), which a fit per epoch (as the
+        # CLI runs) would otherwise start over every time.
+        key, ws = self._fit_ws
+        if key != (B, nt):
+            ws = self._new_workspace(B, nt)
+            self._fit_ws = ((B, nt), ws)
         grads = np.empty_like(self._params)  # private: loss_and_gradients may run meanwhile
         state = opt._state_for(self)
         n_steps = -(-n // B)
