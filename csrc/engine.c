@@ -74,9 +74,13 @@
  *    nt threads would change anything (a team, a threaded product, gather or update), the
  *    engine times the two modes, whose bits are equal: the fit's workspace (kept by the
  *    network between fits of the same batch size and threads) holds the seconds per step of
- *    each; one thread is timed first, then many; a chunk of TUNE_CHUNK steps runs in the
- *    faster mode, the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
- *    after each probe it loses), and a step on many threads longer than TUNE_SLOW one-thread
+ *    each; one thread is timed first (on TUNE_FIRST steps: a large network pays for every step
+ *    it runs on one thread), then many; a chunk of TUNE_CHUNK steps runs in the
+ *    faster mode (many threads unless one thread is faster by TUNE_MARGIN: timings are
+ *    noisy, and a wrong turn to one thread costs a large network TUNE_GAP_MIN chunks at its
+ *    one-thread speed; the 60000 x 784 estimator fit took 5-8% longer without the margin),
+ *    the slower one is timed again after TUNE_GAP_MIN chunks (twice as late after each
+ *    probe it loses), and a step on many threads longer than TUNE_SLOW one-thread
  *    steps (a thread descheduled at a meeting) ends its chunk at once. The first step of a
  *    chunk, which wakes the threads, never ends it.
  */
@@ -105,8 +109,10 @@ static inline void team_block(int64_t n, int t, int q, int64_t *lo, int64_t *hi)
 #define FM_TEAM_MAX 8                       /* threads in a team at most */
 #define TEAM_MAX_MNK FM_GEMM_PAR_MIN        /* a product this large threads by itself (gemm.c) */
 #define TEAM_MIN_WORK ((double)(1 << 16))   /* sum of B I O over the layers, at least */
-#define TEAM_MIN_ROWS 128                   /* rows in a step, at least */
+#define TEAM_MIN_ROWS 150                   /* rows in a step, at least */
 #define TUNE_CHUNK 16                       /* steps timed together */
+#define TUNE_FIRST 2                        /* ... but only these on one thread, first */
+#define TUNE_MARGIN 1.2                     /* many threads unless one is this much faster */
 #define TUNE_GAP_MIN 16                     /* chunks between probes of the slower mode ... */
 #define TUNE_GAP_MAX 1024                   /* ... doubled after each probe it loses, to this */
 #define TUNE_SLOW 4.0                       /* a team step this many one-thread steps long */

@@ -653,9 +653,10 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
             many = 1;
         } else if (tu->t_one == 0.0) {
             many = 0;
+            e = step_end - s < TUNE_FIRST ? step_end : s + TUNE_FIRST;
         } else {
             probe = tu->chunks >= tu->next_probe;
-            many = (tu->t_many <= tu->t_one) != probe;
+            many = (tu->t_many <= TUNE_MARGIN * tu->t_one) != probe;
         }
         R.slow = !forced && tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
         double t0 = omp_get_wtime();
@@ -671,7 +672,8 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         tu->chunks++;
         if (probe) {
             /* A probe that lost waits twice as long for the next one. */
-            int lost = many ? tu->t_many > tu->t_one : tu->t_one > tu->t_many;
+            int lost = many ? tu->t_many > TUNE_MARGIN * tu->t_one
+                            : TUNE_MARGIN * tu->t_one >= tu->t_many;
             tu->gap = lost ? (tu->gap < TUNE_GAP_MAX ? 2 * tu->gap : tu->gap) : TUNE_GAP_MIN;
             tu->next_probe = tu->chunks + tu->gap;
         }

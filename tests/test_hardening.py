@@ -399,12 +399,12 @@ def test_team_of_threads_gives_the_bits_of_one_thread(case, dtype, rng, monkeypa
     weights, history and predictions whether a team of threads runs the blocks or one thread
     runs them in turn: team forced on, forced off and chosen by timing, for 2 and 3 blocks.
     They match the unsplit steps of n_threads=1 to rounding (the block sums are added in
-    another order). 391 rows in batches of 130 end with a single row, a step that is not
+    another order). 481 rows in batches of 160 end with a single row, a step that is not
     split (the rank-one update)."""
     from fastmlp import _threads
 
     monkeypatch.setattr(_threads, "_cpus", lambda: 4)
-    n, I = 391, 37
+    n, I = 481, 37
     X = rng.standard_normal((n, I))
     X[rng.random(X.shape) < 0.3] = 0
     squared = case == "adam-squared"
@@ -413,10 +413,10 @@ def test_team_of_threads_gives_the_bits_of_one_thread(case, dtype, rng, monkeypa
 
     def run(policy, nt):
         _core.set_team_policy(policy)
-        opt = {"sgd": fastmlp.SGD(lr=0.05, batch_size=130),
-               "clip-weights": fastmlp.SGD(lr=0.5, batch_size=130, clip_norm=0.5),
-               "momentum-l2": fastmlp.SGD(lr=0.05, batch_size=130, momentum=0.9, l2=1e-3),
-               "adam-squared": fastmlp.Adam(lr=0.01, batch_size=130)}[case]
+        opt = {"sgd": fastmlp.SGD(lr=0.05, batch_size=160),
+               "clip-weights": fastmlp.SGD(lr=0.5, batch_size=160, clip_norm=0.5),
+               "momentum-l2": fastmlp.SGD(lr=0.05, batch_size=160, momentum=0.9, l2=1e-3),
+               "adam-squared": fastmlp.Adam(lr=0.01, batch_size=160)}[case]
         net = fastmlp.MLP([I, 130, 70, 3 if squared else 10], activation=["relu", "tanh"],
                           output="identity" if squared else "softmax", dtype=dtype.__name__,
                           seed=4)
