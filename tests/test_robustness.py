@@ -294,6 +294,43 @@ def test_estimator_predict_names_a_nan_set_through_coefs(rng):
             est.predict(X[:1] * 0)
 
 
+def test_weights_beyond_the_dtype_range_are_refused_by_name():
+    """Found by a new user: 1e300 assigned to a float32 network's weights became inf."""
+    net = fastmlp.MLP([4, 8, 1], dtype="float32", seed=0)
+    before = net._params.copy()
+    W = np.zeros((4, 8))
+    W[1, 2] = 1e300
+    with pytest.raises(ValueError, match=r"weights\[0\] at \(1, 2\) holds 1e\+300, beyond "
+                                         r"the network's float32 range"):
+        net.weights[0] = W
+    np.testing.assert_array_equal(net._params, before)
+
+
+def test_layer_sizes_beyond_any_memory_are_refused_by_name():
+    with pytest.raises(ValueError, match="more than any machine can hold"):
+        fastmlp.MLP([2**62, 2**62, 1])
+
+
+def test_an_optimizer_state_that_would_be_discarded_warns(rng):
+    """Found by a new user: a pickled network and optimizer came back unlinked, and the next
+    fit silently restarted the momentum. bind() keeps it; a warning says when it is lost."""
+    import pickle
+    X, y = rng.standard_normal((64, 4)), np.arange(64) % 2
+    net = fastmlp.MLP([4, 8, 2], output="softmax", seed=0)
+    opt = fastmlp.SGD(lr=0.1, momentum=0.9)
+    net.fit(X, y, optimizer=opt, epochs=2)
+    net2, opt2 = pickle.loads(pickle.dumps((net, opt)))
+    with pytest.warns(UserWarning, match="call optimizer.bind|Call optimizer.bind"):
+        net2.fit(X, y, optimizer=opt2, epochs=1)
+    net3, opt3 = pickle.loads(pickle.dumps((net, opt)))
+    opt3.bind(net3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net3.fit(X, y, optimizer=opt3, epochs=1)
+        net.fit(X, y, optimizer=opt, epochs=1)
+    np.testing.assert_array_equal(net3._params, net._params)
+
+
 def test_too_many_layers_is_a_clear_error():
     with pytest.raises(ValueError, match="at most 256"):
         fastmlp.MLP([2] * 258)

@@ -82,7 +82,13 @@ class _ParamList:
             raise ValueError(f"{self._name}[{l}] must be numeric, got dtype {arr.dtype}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{self._name}[{l}] must be finite")
-        return arr
+        with np.errstate(over="ignore"):
+            cast = arr.astype(view.dtype)
+        if not np.isfinite(cast).all():  # e.g. 1e300 into float32
+            i = tuple(int(k) for k in np.argwhere(~np.isfinite(cast))[0])
+            raise ValueError(f"{self._name}[{l}] at {i} holds {float(arr[i])!r}, beyond the "
+                             f"network's {view.dtype} range")
+        return cast
 
     def __setitem__(self, l, value):
         self._views[l][...] = self._checked(l, value)
@@ -117,7 +123,7 @@ class DivergenceError(FloatingPointError):
         where = f" in layer {self.layer}" if self.layer >= 0 else ""
         return (f"training diverged in epoch {self.epoch}, step {self.step}: non-finite "
                 f"{self.what}{where}. The network keeps the weights of the last finite step. "
-                f"Try a smaller learning rate (lr={self.lr:g}) or set clip_norm.{self.hint}")
+                f"Try a smaller learning rate than lr={self.lr:g}, or set clip_norm.{self.hint}")
 
 
 class History:
@@ -283,6 +289,10 @@ class MLP:
         if len(sizes) - 1 > _core.MAX_LAYERS:
             raise ValueError(f"layer_sizes describes {len(sizes) - 1} weight layers; fastmlp "
                              f"supports at most {_core.MAX_LAYERS}")
+        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        if n_params > 2**62 // dt.itemsize:  # no buffer of that size can be addressed
+            raise ValueError(f"layer_sizes {sizes} need {n_params} parameters, more than any "
+                             f"machine can hold")
         if skip is None or isinstance(skip, str):
             skips = [skip or "none"] * n_hidden
         else:
@@ -743,6 +753,11 @@ class MLP:
             ws = self._new_workspace(B, nt)
             self._fit_ws = ((B, nt), ws)
         grads = np.empty_like(self._params)  # private: loss_and_gradients may run meanwhile
+        if opt._foreign_state(self):
+            warnings.warn("the optimizer's state (momentum or Adam's moments) belongs to "
+                          "another network, or lost its link to this one through pickling; "
+                          "it starts over. Call optimizer.bind(net) first to continue it.",
+                          UserWarning, stacklevel=_caller_level())
         state = opt._state_for(self)
         n_steps = -(-n // B)
         macs = sum(int(p[0]) * int(p[1]) for p in self._plan)

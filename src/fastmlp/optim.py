@@ -96,6 +96,13 @@ class _Optimizer:
             self._owner = weakref.ref(net)
         return self.state_
 
+    def _foreign_state(self, net):
+        """Whether a fit of ``net`` would discard state built for another network (or one
+        that came through pickling, which keeps no link: ``bind`` restores it)."""
+        owner = self._owner() if self._owner is not None else None
+        return owner is not net and self.state_ is not None and bool(self.t_ or
+                                                                       self.state_.any())
+
     def _state_per_param(self):
         return _STATE_PER_PARAM[self._kind()]
 
