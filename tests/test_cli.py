@@ -563,6 +563,27 @@ def test_predict_refuses_to_write_over_its_model_or_data(small_model, capsys):
     assert (model.read_bytes(), data.read_bytes()) == before
 
 
+def test_predict_refuses_hard_links_and_a_closed_stdin(small_model, tmp_path, capsys,
+                                                      monkeypatch):
+    """Found by a second new user: --out through a hard link to the data or the model wrote
+    into it; `-` with standard input closed raised AttributeError; --out - made a file."""
+    model, data = small_model
+    before = model.read_bytes(), data.read_bytes()
+    for target, what in ((data, "data file"), (model, "model")):
+        link = tmp_path / f"link-{target.name}"
+        os.link(target, link)
+        code, _, err = run(capsys, "predict", model, data, "--out", link)
+        assert code == 2 and f"is the {what}" in err
+    assert (model.read_bytes(), data.read_bytes()) == before
+    code, out, _ = run(capsys, "predict", model, data, "--out", "-")
+    assert code == 0 and out == run(capsys, "predict", model, data)[1]
+    monkeypatch.chdir(tmp_path)
+    assert not (tmp_path / "-").exists()
+    monkeypatch.setattr(sys, "stdin", None)
+    code, _, err = run(capsys, "predict", model, "-")
+    assert code == 2 and "standard input is closed" in err
+
+
 def test_predict_model_with_a_flipped_byte(small_model, tmp_path, capsys):
     model, data = small_model
     raw = model.read_bytes()

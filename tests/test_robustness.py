@@ -331,6 +331,40 @@ def test_an_optimizer_state_that_would_be_discarded_warns(rng):
     np.testing.assert_array_equal(net3._params, net._params)
 
 
+def test_a_damaged_zip_version_field_is_a_value_error(tmp_path):
+    """Found by a fuzzing new user: a central-directory entry whose 'version needed' byte
+    reads 255 made zipfile raise NotImplementedError through load."""
+    good = tmp_path / "ok.npz"
+    fastmlp.MLP([3, 2], seed=0).save(good)
+    raw = bytearray(good.read_bytes())
+    raw[raw.index(b"PK\x01\x02") + 6] = 255
+    bad = tmp_path / "version.npz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="version.npz"):
+        fastmlp.load(bad)
+
+
+def test_a_callback_stops_with_a_numpy_bool_and_may_switch_momentum_on(rng):
+    """Found by a second new user: `lambda e, h: h.loss[-1] < 10` returns np.bool_, which did
+    not stop the fit; momentum switched on from a callback failed for want of its state."""
+    X, y = rng.standard_normal((200, 5)), np.arange(200) % 3
+    net = fastmlp.MLP([5, 8, 3], output="softmax", seed=0)
+    h = net.fit(X, y, epochs=4, callback=lambda e, h: h.loss[-1] < 10)
+    assert h.epochs == 1 and h.stopped_early
+    opt = fastmlp.SGD(lr=0.05)
+
+    def switch(epoch, hist):
+        if epoch == 0:
+            opt.momentum = 0.9
+            opt.batch_size = 50
+
+    net = fastmlp.MLP([5, 8, 3], output="softmax", seed=0)
+    with pytest.warns(UserWarning, match="batch_size changed to 50 during the fit"):
+        h = net.fit(X, y, optimizer=opt, epochs=3, callback=switch)
+    assert h.epochs == 3 and opt.state_ is not None and opt.state_.any()
+    assert np.isfinite(net._params).all()
+
+
 def test_too_many_layers_is_a_clear_error():
     with pytest.raises(ValueError, match="at most 256"):
         fastmlp.MLP([2] * 258)

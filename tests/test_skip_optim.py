@@ -274,7 +274,8 @@ def test_optimizer_state_carries_over_and_resets():
     np.testing.assert_array_equal(one._params, two._params)
     # A fresh network gets fresh state; reset() forgets it too.
     other = net_with("none", "tanh", sizes=(4, 6, 3), seed=8)
-    other.fit(X, y, opt2, epochs=1, shuffle=False)
+    with pytest.warns(UserWarning, match="belongs to another network"):
+        other.fit(X, y, opt2, epochs=1, shuffle=False)
     assert opt2.t_ == 5
     opt2.reset()
     assert opt2.t_ == 0 and opt2.state_ is None

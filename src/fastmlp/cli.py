@@ -287,7 +287,7 @@ def _add_predict(sub):
     p.add_argument("model", metavar="MODEL.npz")
     p.add_argument("data", metavar="DATA.csv", help="the rows to predict; - reads standard input")
     p.add_argument("--out", metavar="PREDICTIONS.csv",
-                   help="write the predictions here (default: standard output)")
+                   help="write the predictions here (default, or -: standard output)")
     p.add_argument("--threads", type=_type(_threads), default=None, metavar="N",
                    help="threads for the kernels (default: OpenMP's)")
 
@@ -406,8 +406,7 @@ def _config_text():
 def _train(args):
     out = _default_out(args.data) if args.out is None else args.out
     for path, what in ((out, "--out"), (args.checkpoint, "--checkpoint")):
-        if (path is not None and args.data is not None
-                and os.path.realpath(path) == os.path.realpath(args.data)):
+        if path is not None and args.data is not None and _same_file(path, args.data):
             raise UsageError(f"{what} {path} is the data file; the model would overwrite it")
     _check_writable(out, "the model")
     _check_plot(args.plot, out)
@@ -911,10 +910,22 @@ def _demo(args):
 
 # ---------------------------------------------------------------- predict
 
+def _same_file(a, b):
+    """Whether paths a and b name one file (the same path, a symbolic or a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def _predict(args):
+    if args.out == "-":  # standard output, as without --out
+        args.out = None
     if args.out is not None:
         for path, what in ((args.model, "model"), (args.data, "data file")):
-            if path != "-" and os.path.realpath(args.out) == os.path.realpath(path):
+            if path != "-" and _same_file(args.out, path):
                 raise UsageError(f"--out {args.out} is the {what}; the predictions would "
                                  f"overwrite it")
         _check_writable(args.out, "the predictions")
@@ -927,6 +938,8 @@ def _predict(args):
                          f"load it with fastmlp.load() and call its predict")
     data = args.data
     if data == "-":
+        if sys.stdin is None:
+            raise UsageError("standard input is closed: there is no CSV to read for '-'")
         data = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
     table = datasets.read_csv(data, features=meta["feature_names"])
     with np.errstate(all="ignore"):  # overflow becomes inf, refused just below

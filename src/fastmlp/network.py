@@ -686,8 +686,9 @@ class MLP:
         n_threads : int or None
             Threads for the kernels (see ``fastmlp.set_num_threads``).
         callback : callable(epoch, history) or None
-            Called after each epoch; returning True stops the fit (``stopped_early``). The
-            optimizer's settings are read again after it, so it may change ``optimizer.lr``.
+            Called after each epoch; returning True (a Python or NumPy bool) stops the fit
+            (``stopped_early``). The optimizer's settings are read again after it, so it may
+            change ``optimizer.lr`` (a new ``batch_size`` waits for the next fit).
         sample_weight : array-like (n_samples,) or None
             Non-negative weights: row i's loss gradient is multiplied by w_i and a batch's
             gradient divided by its weight sum (instead of its row count).
@@ -807,9 +808,22 @@ class MLP:
                 if diagnostics:
                     for message in epoch_warnings(self, hist, checks):
                         warnings.warn(message, TrainingWarning, stacklevel=_caller_level())
-                if callback is not None and callback(epoch, hist) is True:
-                    hist.stopped_early = True
-                    break
+                if callback is not None:
+                    stop = callback(epoch, hist)
+                    if isinstance(stop, (bool, np.bool_)) and stop:
+                        hist.stopped_early = True
+                        break
+                    # A callback may change the optimizer: a rate takes effect at once, a
+                    # momentum switched on gets its state; the batch size is fixed per fit.
+                    wanted = n if opt.batch_size is None else min(opt.batch_size, n)
+                    if wanted != B and "batch_size" not in checks:
+                        checks["batch_size"] = True  # said once per fit
+                        warnings.warn(f"batch_size changed to {opt.batch_size} during the "
+                                      f"fit; this fit keeps {B} rows a step, the next one "
+                                      f"uses it", UserWarning, stacklevel=_caller_level())
+                    if opt._state_per_param() * self.n_params != (0 if state is None
+                                                                   else state.size):
+                        state = opt._state_for(self)
                 if tol is not None:
                     watched = hist.val_loss[-1] if val else hist.loss[-1]
                     if watched < best - tol:
@@ -1002,7 +1016,9 @@ def _read_npz_file(path, fh, parse_header):
         if "pickle" in str(e):  # np.load's word for a file that is not .npy/.npz
             raise ValueError(f"{path} is not a fastmlp model (not an .npz file)") from None
         raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
+        # (zipfile: NotImplementedError for a damaged version field, RuntimeError for
+        # encryption)
         raise ValueError(f"{path} is not a readable fastmlp model ({type(e).__name__}: {e})"
                          ) from None
     if not isinstance(f, np.lib.npyio.NpzFile):
@@ -1042,7 +1058,8 @@ def _npz_member(path, f, name):
             raise ValueError(f"{path} is not a fastmlp model (it holds object arrays, which "
                              f"are never loaded)") from None
         raise ValueError(f"{path} is not a readable fastmlp model: {e}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
+            RuntimeError) as e:
         raise ValueError(f"{path} is not a readable fastmlp model (damaged: "
                          f"{type(e).__name__}: {e})") from None
 
