@@ -74,15 +74,19 @@
  *    nt threads would change anything (a team, a threaded product, gather or update), the
  *    engine times the two modes, whose bits are equal: the fit's workspace (kept by the
  *    network between fits of the same batch size and threads) holds the seconds per step of
- *    each; one thread is timed first (on TUNE_FIRST steps: a large network pays for every step
- *    it runs on one thread), then many; a chunk of TUNE_CHUNK steps runs in the
- *    faster mode (many threads unless one thread is faster by TUNE_MARGIN: timings are
- *    noisy, and a wrong turn to one thread costs a large network TUNE_GAP_MIN chunks at its
- *    one-thread speed; the 60000 x 784 estimator fit took 5-8% longer without the margin),
- *    the slower one is timed again after TUNE_GAP_MIN chunks (twice as late after each
- *    probe it loses), and a step on many threads longer than TUNE_SLOW one-thread
- *    steps (a thread descheduled at a meeting) ends its chunk at once. The first step of a
- *    chunk, which wakes the threads, never ends it.
+ *    each; one thread is timed first, then many, each on TUNE_FIRST steps (a large network
+ *    pays for every step it runs on one thread, a loaded machine for every step on many:
+ *    a short fit must not spend a whole chunk learning that); a chunk of TUNE_CHUNK steps
+ *    runs in the faster mode (many threads unless one thread is faster by TUNE_MARGIN:
+ *    timings are noisy, and a wrong turn to one thread costs a large network TUNE_GAP_MIN
+ *    chunks at its one-thread speed; the 60000 x 784 estimator fit took 5-8% longer without
+ *    the margin), the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
+ *    after each probe it loses), and a step on many threads longer than TUNE_SLOW
+ *    one-thread steps (a thread descheduled at a meeting) ends its chunk at once. The first
+ *    step of a chunk, which wakes the threads, ends it only in the first timing of many
+ *    threads: a fresh fit on a loaded machine then pays one slow step, not two (with both
+ *    cores busy, a one-epoch digits fit took 80 ms on two threads against 2.2 on one, two
+ *    slow steps of about a scheduler time slice each).
  */
 #include <float.h>
 #include <math.h>
@@ -111,7 +115,7 @@ static inline void team_block(int64_t n, int t, int q, int64_t *lo, int64_t *hi)
 #define TEAM_MIN_WORK ((double)(1 << 16))   /* sum of B I O over the layers, at least */
 #define TEAM_MIN_ROWS 150                   /* rows in a step, at least */
 #define TUNE_CHUNK 16                       /* steps timed together */
-#define TUNE_FIRST 2                        /* ... but only these on one thread, first */
+#define TUNE_FIRST 2                        /* ... but only these in each mode's first */
 #define TUNE_MARGIN 1.2                     /* many threads unless one is this much faster */
 #define TUNE_GAP_MIN 16                     /* chunks between probes of the slower mode ... */
 #define TUNE_GAP_MAX 1024                   /* ... doubled after each probe it loses, to this */

@@ -256,7 +256,8 @@ typedef struct {
     S(fm_ws) w;
     int rc, stop;              /* thread 0 to all: status, end the chunk */
     double lr, c;              /* thread 0 to all: the rate and the clipping factor */
-    double slow;               /* a team step longer than this ends the chunk (note 11) */
+    double slow;               /* a step on many threads longer than this ends the chunk */
+    int first;                 /* ... even the chunk's first step (note 12) */
 } S(fm_run);
 
 /* Step s's rows: x (nb x I0), y and wb, gathered through the index (rows lo..hi of them by
@@ -583,7 +584,7 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
             if (r) break;
             if (tid == 0) {
                 d++;
-                if (s > s0 && omp_get_wtime() - t0 > R->slow) R->stop = 1;
+                if ((s > s0 || R->first) && omp_get_wtime() - t0 > R->slow) R->stop = 1;
             }
             #pragma omp barrier
             if (R->stop) break;
@@ -605,7 +606,7 @@ static int S(thread_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int ntu, int64_
         rc = S(step)(R, s, 0, 1);
         if (rc) break;
         d++;
-        if (ntu > 1 && s > s0 && omp_get_wtime() - t0 > R->slow) break;
+        if (ntu > 1 && (s > s0 || R->first) && omp_get_wtime() - t0 > R->slow) break;
     }
     R->nt = nt;
     *done = d;
@@ -649,8 +650,13 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
          * one thread is timed first, then many, and the slower one again now and then. */
         int64_t e = forced || step_end - s < TUNE_CHUNK ? step_end : s + TUNE_CHUNK, done = 0;
         int many, probe = 0;
-        if (forced || (tu->t_one > 0.0 && tu->t_many == 0.0)) {
+        R.first = 0;
+        if (forced) {
             many = 1;
+        } else if (tu->t_one > 0.0 && tu->t_many == 0.0) {
+            many = 1;
+            e = step_end - s < TUNE_FIRST ? step_end : s + TUNE_FIRST;
+            R.first = 1;
         } else if (tu->t_one == 0.0) {
             many = 0;
             e = step_end - s < TUNE_FIRST ? step_end : s + TUNE_FIRST;
