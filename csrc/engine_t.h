@@ -105,6 +105,22 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
     return (T *)in;
 }
 
+/* dG of nb rows of outputs g (scaled, and by row weights wb when not NULL) into d, and their
+ * losses into rl when not NULL (their sum into *sum). A squared loss on a non-identity output
+ * (e.g. sigmoid) needs that output's derivative; the hidden layers get theirs in the dA
+ * epilogue. */
+static int S(loss_grad)(const fm_layer *top, int loss, T *d, double *rl, double *sum,
+                        const T *g, const void *y, const T *wb, int64_t nb, double scale) {
+    int64_t K = top->fan_out;
+    int rc = S(fm_loss)(d, rl, sum, g, y, nb, K, loss, scale);
+    if (rc) return rc;
+    if (wb)
+        for (int64_t r = 0; r < nb; r++)
+            for (int64_t k = 0; k < K; k++) d[r * K + k] *= wb[r];
+    if (top->act != FM_ACT_IDENTITY) S(fm_act_backward)(d, d, g, nb * K, (int)top->act);
+    return FM_OK;
+}
+
 /* Loss and backward of nb rows already run forward (outputs in w->a). dG is scaled by `scale`
  * and, when wb is not NULL, row r by wb[r]; gradients overwrite `grads` or add to it (acc).
  * Returns a status; *loss_sum gets the sum of the per-row losses (weighted by wb). */
@@ -113,17 +129,10 @@ static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *
                             int64_t nb, double scale, int acc, int skip_dw, double *loss_sum,
                             int nt) {
     const fm_layer *top = plan + L - 1;
-    int64_t K = top->fan_out;
     double part = 0.0;
-    int rc = S(fm_loss)(w->d0, wb ? w->rl : NULL, &part, w->a[L - 1], y, nb, K, loss, scale);
+    int rc = S(loss_grad)(top, loss, w->d0, wb ? w->rl : NULL, &part, w->a[L - 1], y, wb, nb,
+                          scale);
     if (rc) return rc;
-    if (wb)
-        for (int64_t r = 0; r < nb; r++)
-            for (int64_t k = 0; k < K; k++) w->d0[r * K + k] *= wb[r];
-    /* A squared loss on a non-identity output (e.g. sigmoid) needs that output's derivative;
-     * the hidden layers get theirs in the dA epilogue. */
-    if (top->act != FM_ACT_IDENTITY)
-        S(fm_act_backward)(w->d0, w->d0, w->a[L - 1], nb * K, (int)top->act);
     double t = 0.0;
     if (wb)
         for (int64_t r = 0; r < nb; r++) t += (double)wb[r] * w->rl[r];
@@ -260,11 +269,36 @@ typedef struct {
     int first;                 /* ... even the chunk's first step (note 12) */
 } S(fm_run);
 
+/* The rows of step s: B, or fewer in an epoch's last step. */
+static int64_t S(step_size)(const S(fm_run) *R, int64_t s) {
+    int64_t r0 = s * R->B;
+    return R->n - r0 < R->B ? R->n - r0 : R->B;
+}
+
+/* Block b of q of the next step's rows, asked for ahead of their gather (note 10). */
+static void S(prefetch_next)(const S(fm_run) *R, int64_t s, int b, int q) {
+    if (!R->idx || (s + 1) * R->B >= R->n) return;
+    int64_t lo, hi;
+    team_block(S(step_size)(R, s + 1), b, q, &lo, &hi);
+    S(prefetch_rows)(R->X, R->idx, (s + 1) * R->B + lo, hi - lo, R->I0);
+}
+
+/* The L2 term of the loss, 0.5 l2 ||W||^2 summed over the layers, on the batch's scale. */
+static double S(l2_penalty)(const S(fm_run) *R, int64_t nb, double div, int nt) {
+    double reg = 0.0;
+    for (int64_t l = 0; l < R->L; l++) {
+        const fm_layer *p = R->plan + l;
+        double wn = S(fm_norm_nt)(R->params + p->w_off, p->fan_in * p->fan_out, nt);
+        reg += 0.5 * R->opt->l2 * wn * wn * (double)nb / div;
+    }
+    return reg;
+}
+
 /* Step s's rows: x (nb x I0), y and wb, gathered through the index (rows lo..hi of them by
  * this caller) or read in place. */
 static void S(step_rows)(S(fm_run) *R, int64_t s, int64_t lo, int64_t hi, int nt,
                          const T **x, const void **y, const T **wb) {
-    int64_t r0 = s * R->B, nb = R->n - r0 < R->B ? R->n - r0 : R->B;
+    int64_t r0 = s * R->B, nb = S(step_size)(R, s);
     S(fm_ws) *w = &R->w;
     if (R->idx) {
         if (nt > 1)
@@ -380,16 +414,13 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     const fm_layer *plan = R->plan;
     fm_opt *opt = R->opt;
     S(fm_ws) *w = &R->w;
-    int64_t L = R->L, n = R->n, B = R->B, r0 = s * B, nb = n - r0 < B ? n - r0 : B;
+    int64_t L = R->L, nb = S(step_size)(R, s);
     const T *x, *wb;
     const void *y;
     S(step_rows)(R, s, 0, nb, nt, &x, &y, &wb);
     double div = S(batch_divisor)(wb, nb);
     S(forward_rows)(plan, L, R->params, w, x, nb, NULL, R->active, nt);
-    if (R->idx && r0 + nb < n) {  /* the next step's rows */
-        int64_t nr0 = r0 + nb;
-        S(prefetch_rows)(R->X, R->idx, nr0, n - nr0 < B ? n - nr0 : B, R->I0);
-    }
+    S(prefetch_next)(R, s, 0, 1);
     /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
      * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. Only
      * plain SGD without L2 can use it: the others need dW itself. */
@@ -403,12 +434,11 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     }
     double reg = 0.0;
     if (opt->l2 > 0.0) {
+        reg = S(l2_penalty)(R, nb, div, nt);
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
-            int64_t nw = p->fan_in * p->fan_out;
-            double wn = S(fm_norm_nt)(R->params + p->w_off, nw, nt);
-            reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
-            S(axpy)(R->grads + p->w_off, R->params + p->w_off, nw, (T)(opt->l2 / div));
+            S(axpy)(R->grads + p->w_off, R->params + p->w_off, p->fan_in * p->fan_out,
+                    (T)(opt->l2 / div));
         }
     }
     S(decide)(R, s, nb, div, lsum, reg, rank1, x, nt);
@@ -455,25 +485,14 @@ static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, co
         off += O;
         in = out;
     }
-    int64_t r0 = s * R->B;
-    if (R->idx && r0 + nb < R->n) {  /* this block of the next step's rows */
-        int64_t nr0 = r0 + nb, nnb = R->n - nr0 < R->B ? R->n - nr0 : R->B, plo, phi;
-        team_block(nnb, b, q, &plo, &phi);
-        S(prefetch_rows)(R->X, R->idx, nr0 + plo, phi - plo, R->I0);
-    }
-    const fm_layer *top = plan + L - 1;
+    S(prefetch_next)(R, s, b, q);
     int64_t maxw = max_width(plan, L);
     T *dz = w->d0 + lo * maxw, *dnext = w->d1 + lo * maxw;
-    const T *g_out = w->a[L - 1] + lo * K;
     double part = 0.0;
-    int rc = S(fm_loss)(dz, w->rl + lo, &part, g_out, S(target_rows)(y, R->loss, lo, K), m, K,
-                        R->loss, 1.0 / div);
-    w->rc_team[b] = rc;
-    if (rc) return;
-    if (wb)
-        for (int64_t r = 0; r < m; r++)
-            for (int64_t k = 0; k < K; k++) dz[r * K + k] *= wb[lo + r];
-    if (top->act != FM_ACT_IDENTITY) S(fm_act_backward)(dz, dz, g_out, m * K, (int)top->act);
+    w->rc_team[b] = S(loss_grad)(plan + L - 1, R->loss, dz, w->rl + lo, &part,
+                                 w->a[L - 1] + lo * K, S(target_rows)(y, R->loss, lo, K),
+                                 wb ? wb + lo : NULL, m, 1.0 / div);
+    if (w->rc_team[b]) return;
     for (int64_t l = L - 1; l >= 0; l--) {
         const fm_layer *p = plan + l;
         const T *a_in = l ? w->a[l - 1] + lo * p->fan_in : x + lo * p->fan_in;
@@ -516,7 +535,7 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
     S(fm_ws) *w = &R->w;
     fm_opt *opt = R->opt;
     int q = R->q;
-    int64_t r0 = s * R->B, nb = R->n - r0 < R->B ? R->n - r0 : R->B, lo, hi;
+    int64_t nb = S(step_size)(R, s), lo, hi;
     const T *x = NULL, *wb = NULL;
     const void *y = NULL;
     for (int b = tid; b < q; b += nth) {
@@ -542,13 +561,7 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
     for (int b = tid; b < q; b += nth) S(reduce_block)(R, div, b, q);
     TEAM_SYNC(nth);
     if (tid == 0) {
-        double reg = 0.0;
-        if (opt->l2 > 0.0)
-            for (int64_t l = 0; l < R->L; l++) {
-                const fm_layer *p = R->plan + l;
-                double wn = S(fm_norm)(R->params + p->w_off, p->fan_in * p->fan_out);
-                reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
-            }
+        double reg = opt->l2 > 0.0 ? S(l2_penalty)(R, nb, div, 1) : 0.0;
         S(decide)(R, s, nb, div, lsum, reg, 0, x, 1);
     }
     TEAM_SYNC(nth);
@@ -561,8 +574,7 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
 /* Step s, run by thread tid of a team of nth (nth = 1: one thread). A step of fewer than
  * TEAM_MIN_ROWS rows (an epoch's last) is not split: thread 0 takes it alone. */
 static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
-    int64_t nb = R->n - s * R->B < R->B ? R->n - s * R->B : R->B;
-    if (R->q > 1 && nb >= TEAM_MIN_ROWS) return S(step_split)(R, s, tid, nth);
+    if (R->q > 1 && S(step_size)(R, s) >= TEAM_MIN_ROWS) return S(step_split)(R, s, tid, nth);
     if (tid == 0) R->rc = S(step_plain)(R, s, R->q > 1 ? 1 : R->nt);
     TEAM_SYNC(nth);
     return R->rc;

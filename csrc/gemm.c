@@ -276,48 +276,44 @@ static void run_path(const fm_gemm_prob *p, int path, int nthreads, direct_fn di
 #define KERNELS_AVX2(SFX)
 #endif
 #define GEMM_ENTRY(T, SFX)                                                                    \
-    int fm_gemm_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,        \
-                      const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta, T *C,     \
-                      ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads) {      \
+    /* rows of the M-row product, on its path (note 6); fm_gemm is rows = M. */              \
+    static int gemm_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t rows, ptrdiff_t N, \
+                          ptrdiff_t K, const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb,  \
+                          T beta, T *C, ptrdiff_t ldc, const fm_epilogue *epi, void *work,    \
+                          int nthreads) {                                                     \
         fm_gemm_prob p;                                                                       \
-        if (make_prob(&p, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, epi, work, \
-                      nthreads))                                                              \
+        if (rows < 0 || rows > M ||                                                           \
+            make_prob(&p, trans_a, trans_b, rows, N, K, A, lda, B, ldb, beta, C, ldc, epi,    \
+                      work, nthreads))                                                        \
             return FM_GEMM_EARG;                                                              \
-        if (M == 0 || N == 0) return FM_GEMM_OK;                                              \
+        if (rows == 0 || N == 0) return FM_GEMM_OK;                                           \
         fm_gemm_init();                                                                       \
-        int post = K > 0 && thin_form(&p);                                                    \
         direct_fn direct = NULL; /* the portable ISA has no SIMD paths */                     \
         worker_fn packed = NULL;                                                              \
         KERNELS_AVX512(SFX)                                                                   \
         KERNELS_AVX2(SFX)                                                                     \
-        run_path(&p, choose_path(&p, direct), nthreads, direct, packed,                       \
-                 fm_gemm_portable_##SFX);                                                     \
+        fm_gemm_prob whole = p;                                                               \
+        whole.M = M;                                                                          \
+        if (K > 0) thin_form(&whole);                                                         \
+        int path = choose_path(&whole, direct);                                               \
+        int post = K > 0 && thin_form(&p);                                                    \
+        run_path(&p, path, nthreads, direct, packed, fm_gemm_portable_##SFX);                 \
         if (post) THIN_POST(T, fm_act_##SFX);                                                 \
         return FM_GEMM_OK;                                                                    \
+    }                                                                                         \
+    int fm_gemm_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,        \
+                      const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta, T *C,     \
+                      ptrdiff_t ldc, const fm_epilogue *epi, void *work, int nthreads) {      \
+        return gemm_##SFX(trans_a, trans_b, M, M, N, K, A, lda, B, ldb, beta, C, ldc, epi,    \
+                          work, nthreads);                                                    \
     }                                                                                         \
     int fm_gemm_rows_##SFX(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t rows,            \
                            ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda, const T *B,   \
                            ptrdiff_t ldb, T beta, T *C, ptrdiff_t ldc,                        \
                            const fm_epilogue *epi, void *work, int slot) {                    \
-        fm_gemm_prob p;                                                                       \
-        if (slot < 0 || rows < 0 || rows > M ||                                               \
-            make_prob(&p, trans_a, trans_b, rows, N, K, A, lda, B, ldb, beta, C, ldc, epi,    \
-                      fm_gemm_slot(work, slot), 1))                                           \
-            return FM_GEMM_EARG;                                                              \
-        if (rows == 0 || N == 0) return FM_GEMM_OK;                                           \
-        fm_gemm_init();                                                                       \
-        direct_fn direct = NULL;                                                              \
-        worker_fn packed = NULL;                                                              \
-        KERNELS_AVX512(SFX)                                                                   \
-        KERNELS_AVX2(SFX)                                                                     \
-        fm_gemm_prob whole = p; /* note 6: the path of the whole product */                   \
-        whole.M = M;                                                                          \
-        if (K > 0) thin_form(&whole);                                                         \
-        int path = choose_path(&whole, direct);                                               \
-        int post = K > 0 && thin_form(&p);                                                    \
-        run_path(&p, path, 1, direct, packed, fm_gemm_portable_##SFX);                        \
-        if (post) THIN_POST(T, fm_act_##SFX);                                                 \
-        return FM_GEMM_OK;                                                                    \
+        if (slot < 0) return FM_GEMM_EARG;                                                    \
+        return gemm_##SFX(trans_a, trans_b, M, rows, N, K, A, lda, B, ldb, beta, C, ldc, epi, \
+                          fm_gemm_slot(work, slot), 1);                                       \
     }
 GEMM_ENTRY(float, f32)
 GEMM_ENTRY(double, f64)

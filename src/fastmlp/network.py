@@ -821,9 +821,7 @@ class MLP:
                         warnings.warn(f"batch_size changed to {opt.batch_size} during the "
                                       f"fit; this fit keeps {B} rows a step, the next one "
                                       f"uses it", UserWarning, stacklevel=_caller_level())
-                    if opt._state_per_param() * self.n_params != (0 if state is None
-                                                                   else state.size):
-                        state = opt._state_for(self)
+                    state = opt._state_for(self)  # kept, unless momentum was switched on
                 if tol is not None:
                     watched = hist.val_loss[-1] if val else hist.loss[-1]
                     if watched < best - tol:
