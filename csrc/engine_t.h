@@ -10,7 +10,9 @@ typedef struct {
     T *d0, *d1;                /* B x max width: dZ of the current and of the next layer down */
     T *d2;                     /* B x max width: dA of a layer with a skip (note 8) */
     int rc_team[FM_TEAM_MAX];  /* each block's loss status (note 11) */
-    T *part[FM_TEAM_MAX];      /* block b > 0: its weight and bias sums, laid out as grads */
+    T *part[FM_TEAM_MAX];      /* block b: its weight and bias sums, laid out as grads */
+    double *sq[FM_TEAM_MAX];   /* block b: per layer, the sums of squares of its part of the
+                                  added dW, db and W (note 11) */
     uint8_t *flags[FM_TEAM_MAX];  /* block b > 0: the ReLU units its rows fired */
     fm_tune *tune;             /* the team's timings, kept across calls (note 11) */
     void *gemm;                /* scratch of the product */
@@ -46,11 +48,15 @@ static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t 
     w->gemm = p + 3 * dsz + round64(sizeof(fm_tune));
     p = (char *)w->gemm + round64(fm_gemm_work_bytes(nt));
     int q = team_reserved(plan, L, B, nt);
-    for (int b = 1; b < q; b++) {
+    for (int b = 0; b < q && q > 1; b++) {
         w->part[b] = (T *)p;
         p += round64((size_t)plan_extent(plan, L) * e);
-        w->flags[b] = (uint8_t *)p;
-        p += round64((size_t)plan_units(plan, L));
+        w->sq[b] = (double *)p;
+        p += team_sq_bytes(L);
+        if (b) {
+            w->flags[b] = (uint8_t *)p;
+            p += round64((size_t)plan_units(plan, L));
+        }
     }
 }
 
@@ -323,11 +329,23 @@ static double S(batch_divisor)(const T *wb, int64_t nb) {
     return div > 0.0 ? div : 1.0;
 }
 
+/* Note 11: the norm of layer l's dW (k = 0), db (1) or W (2) from the q blocks' sums of
+ * squares, added in block order; a sum that is not finite (a NaN or inf, or a float64 sum
+ * past the range) is taken again by fm_norm, which also scales. */
+static double S(team_norm)(const S(fm_run) *R, int64_t l, int k) {
+    const fm_layer *p = R->plan + l;
+    double s = 0.0;
+    for (int b = 0; b < R->q; b++) s += R->w.sq[b][3 * l + k];
+    if (isfinite(s)) return sqrt(s);
+    const T *v = k == 2 ? R->params + p->w_off : R->grads + (k ? p->b_off : p->w_off);
+    return S(fm_norm)(v, k == 1 ? p->fan_out : p->fan_in * p->fan_out);
+}
+
 /* Thread 0's part of step s, once the gradient is in R->grads: the norms, the checks of
  * note 7 and the statistics; sets R->rc, R->lr and R->c for every thread. rank1: the weight
  * gradients were not formed (design note 6), x is the step's input. */
 static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double lsum,
-                      double reg, int rank1, const T *x, int nt) {
+                      double reg, int rank1, int team, const T *x, int nt) {
     const fm_layer *plan = R->plan;
     fm_opt *opt = R->opt;
     fm_stats *st = R->st;
@@ -338,9 +356,10 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
     R->rc = FM_OK;
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = plan + l;
-        double nbias = S(fm_norm)(grads + p->b_off, p->fan_out);
-        double nw = rank1 ? S(fm_norm)(l ? w->a[l - 1] : x, p->fan_in) * nbias
-                          : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
+        double nbias = team ? S(team_norm)(R, l, 1) : S(fm_norm)(grads + p->b_off, p->fan_out);
+        double nw = team    ? S(team_norm)(R, l, 0)
+                    : rank1 ? S(fm_norm)(l ? w->a[l - 1] : x, p->fan_in) * nbias
+                            : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
         if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
         double *ls = R->layer_stats + 4 * l;
         ls[0] += nw;
@@ -441,7 +460,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
                     (T)(opt->l2 / div));
         }
     }
-    S(decide)(R, s, nb, div, lsum, reg, rank1, x, nt);
+    S(decide)(R, s, nb, div, lsum, reg, rank1, 0, x, nt);
     if (R->rc) return R->rc;
     if (rank1) {
         for (int64_t l = L - 1; l >= 0; l--) {
@@ -460,7 +479,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
 
 /* Note 11: rows lo..hi (block b) of step s, forward, loss and backward. The products give
  * these rows the bits of the whole batch's (fm_dense_*_rows); the block's weight and bias
- * sums go to grads (b = 0) or w->part[b], its fired units to active (b = 0) or w->flags[b],
+ * sums go to w->part[b], its fired units to active (b = 0) or w->flags[b],
  * its row losses to w->rl and its status to w->rc_team[b]. The blocks run without
  * meeting, so each keeps its dZ in rows lo..hi of the dZ buffers at their widest (from
  * lo * maxw): a block's rows at one layer's width would overlap another's at a wider one's. */
@@ -472,7 +491,7 @@ static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, co
     int64_t L = R->L, K = R->K, lo, hi, off = 0;
     team_block(nb, b, q, &lo, &hi);
     int64_t m = hi - lo;
-    T *g = b ? w->part[b] : R->grads;
+    T *g = w->part[b];
     uint8_t *flags = R->active ? (b ? w->flags[b] : R->active) : NULL;
     const T *in = x + lo * plan[0].fan_in;
     for (int64_t l = 0; l < L; l++) {
@@ -503,28 +522,43 @@ static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, co
     }
 }
 
+/* dst[i] = the sum of the q blocks' part[t][i], added in block order, for o <= i < o + n. */
+static void S(add_blocks)(T *dst, T *const *part, int q, int64_t o, int64_t n) {
+    const T *p0 = part[0] + o, *p1 = part[1] + o;
+    T *d = dst + o;
+    #pragma omp simd
+    for (int64_t i = 0; i < n; i++) d[i] = p0[i] + p1[i];
+    for (int t = 2; t < q; t++) S(axpy)(d, part[t] + o, n, 1);
+}
+
 /* Block b of q of the sums of note 11: each parameter's sums of the blocks added in block
- * order into grads, the L2 term, and the blocks' fired units into active. */
+ * order into grads, the L2 term, the blocks' fired units into active, and the sums of
+ * squares of this block's part of each layer's dW, db and W (for decide). */
 static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
     S(fm_ws) *w = &R->w;
     int64_t off = 0;
+    double *sq = w->sq[b];
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = R->plan + l;
         int64_t nw = p->fan_in * p->fan_out, i0, i1, j0, j1;
         team_block(nw, b, q, &i0, &i1);
         team_block(p->fan_out, b, q, &j0, &j1);
-        for (int t = 1; t < q; t++) {
-            S(axpy)(R->grads + p->w_off + i0, w->part[t] + p->w_off + i0, i1 - i0, 1);
-            S(axpy)(R->grads + p->b_off + j0, w->part[t] + p->b_off + j0, j1 - j0, 1);
-            if (R->active)
+        S(add_blocks)(R->grads, w->part, q, p->w_off + i0, i1 - i0);
+        S(add_blocks)(R->grads, w->part, q, p->b_off + j0, j1 - j0);
+        if (R->active)
+            for (int t = 1; t < q; t++)
                 for (int64_t j = off + j0; j < off + j1; j++) {
                     R->active[j] |= w->flags[t][j];
                     w->flags[t][j] = 0;
                 }
-        }
-        if (R->opt->l2 > 0.0)
+        sq[3 * l + 2] = 0.0;
+        if (R->opt->l2 > 0.0) {
             S(axpy)(R->grads + p->w_off + i0, R->params + p->w_off + i0, i1 - i0,
                     (T)(R->opt->l2 / div));
+            sq[3 * l + 2] = S(fm_sumsq)(R->params + p->w_off + i0, i1 - i0);
+        }
+        sq[3 * l] = S(fm_sumsq)(R->grads + p->w_off + i0, i1 - i0);
+        sq[3 * l + 1] = S(fm_sumsq)(R->grads + p->b_off + j0, j1 - j0);
         off += p->fan_out;
     }
 }
@@ -561,8 +595,13 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
     for (int b = tid; b < q; b += nth) S(reduce_block)(R, div, b, q);
     TEAM_SYNC(nth);
     if (tid == 0) {
-        double reg = opt->l2 > 0.0 ? S(l2_penalty)(R, nb, div, 1) : 0.0;
-        S(decide)(R, s, nb, div, lsum, reg, 0, x, 1);
+        /* The L2 term as l2_penalty gives it, from the blocks' sums of squares. */
+        double reg = 0.0;
+        for (int64_t l = 0; l < R->L && opt->l2 > 0.0; l++) {
+            double wn = S(team_norm)(R, l, 2);
+            reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
+        }
+        S(decide)(R, s, nb, div, lsum, reg, 0, 1, x, 1);
     }
     TEAM_SYNC(nth);
     if (R->rc) return R->rc;

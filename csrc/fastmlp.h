@@ -148,6 +148,9 @@ double fm_norm_f64(const double *g, ptrdiff_t n);
 /* The same on up to nt threads, block by block: the value does not depend on nt. */
 double fm_norm_nt_f32(const float *g, ptrdiff_t n, int nt);
 double fm_norm_nt_f64(const double *g, ptrdiff_t n, int nt);
+/* sum g_i^2 in double, NORM_LANES partial sums (optim.c note 7); one thread. */
+double fm_sumsq_f32(const float *g, ptrdiff_t n);
+double fm_sumsq_f64(const double *g, ptrdiff_t n);
 /* sqrt(sum v_i^2) of n non-negative norms without overflow; NaN or inf if any v_i is. */
 double fm_norm_combine(const double *v, ptrdiff_t n);
 /* Scale g in place by min(1, tau / ||g||) when tau > 0; returns ||g|| before clipping. */

@@ -36,6 +36,8 @@ static double S(sumsq_plain)(const T *g, ptrdiff_t n, int nt) {
     return s;
 }
 
+double S(fm_sumsq)(const T *g, ptrdiff_t n) { return S(sumsq_run)(g, n); }
+
 double S(fm_norm_nt)(const T *g, ptrdiff_t n, int nt) {
     double s = S(sumsq_plain)(g, n, nt);
     if (isfinite(s)) return sqrt(s);
