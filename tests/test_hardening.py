@@ -444,6 +444,40 @@ def test_team_of_threads_gives_the_bits_of_one_thread(case, dtype, rng, monkeypa
         _core.set_team_policy(2)
 
 
+def test_team_of_threads_takes_norms_past_the_double_range(rng, monkeypatch):
+    """The team's norms come from each block's sums of squares (csrc/engine.c note 11); in
+    float64 a gradient of about 1e300 per weight has a sum of squares past the double range
+    while its norm is finite, and clipping must still see that norm. Team forced on and off
+    give the same bits; one thread (whole batches, another order of the sums) agrees to
+    rounding; the norms are finite and their squares past the range (norms above 1e155)."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 2)
+    n, I = 481, 37
+    X = rng.standard_normal((n, I)) * 1e149
+    y = rng.standard_normal((n, 3))
+
+    def run(policy, nt):
+        _core.set_team_policy(policy)
+        net = fastmlp.MLP([I, 130, 70, 3], activation="relu", output="identity",
+                          dtype="float64", seed=4)
+        h = net.fit(X, y, optimizer=fastmlp.SGD(lr=1e-3, batch_size=160, clip_norm=1.0),
+                    epochs=2, n_threads=nt, diagnostics=False)
+        return net._params.copy(), np.asarray(h.grad_norm), h.n_clipped
+
+    try:
+        team, seq = run(1, 2), run(0, 2)
+        one = run(-1, 1)
+    finally:
+        _core.set_team_policy(-1)
+    assert team[0].tobytes() == seq[0].tobytes()
+    assert team[1].tobytes() == seq[1].tobytes()
+    assert np.all(np.isfinite(team[1])) and np.all(team[1] > 1e155)
+    assert team[2] == one[2] == [4, 4]  # every step clipped, the last single row too
+    np.testing.assert_allclose(team[1], one[1], rtol=1e-9)
+    np.testing.assert_allclose(team[0], one[0], rtol=1e-9, atol=1e-12)
+
+
 def test_team_of_threads_counts_dead_units_as_one_thread(rng, monkeypatch):
     """Each block of rows marks the units its rows fired; the marks are joined after every
     step. A 20-unit ReLU layer and a 1-unit bottleneck: the dead fractions of the first epoch
