@@ -112,6 +112,36 @@ def test_a_second_concurrent_fit_is_refused():
         t.join()
 
 
+def test_an_optimizer_in_use_by_another_fit_is_refused():
+    """Two networks fitted at once with one optimizer would interleave their writes to its
+    state: the second fit is refused before it starts, the first one is not disturbed, and the
+    optimizer serves again once the first fit has ended (also after a pickle round trip)."""
+    net, X, y = small_classifier()
+    other, _, _ = small_classifier()
+    opt = fastmlp.SGD(lr=0.05, momentum=0.9, batch_size=16)
+    entered, release = threading.Event(), threading.Event()
+
+    def cb(epoch, hist):
+        entered.set()
+        release.wait(10)
+
+    t = threading.Thread(target=lambda: net.fit(X, y, optimizer=opt, epochs=1, callback=cb))
+    t.start()
+    assert entered.wait(10)
+    before = other._params.copy()
+    try:
+        with pytest.raises(RuntimeError, match="optimizer is in use"):
+            other.fit(X, y, optimizer=opt, epochs=1)
+    finally:
+        release.set()
+        t.join()
+    assert np.array_equal(other._params, before)
+    other.fit(X, y, optimizer=pickle.loads(pickle.dumps(opt)), epochs=1)
+    other.fit(X, y, optimizer=copy.deepcopy(opt), epochs=1)
+    with pytest.warns(UserWarning, match="another network"):
+        other.fit(X, y, optimizer=opt, epochs=1)
+
+
 # ------------------------------------------------------------------ copies
 
 @pytest.mark.parametrize("clone", [lambda n: pickle.loads(pickle.dumps(n)), copy.deepcopy],

@@ -738,8 +738,16 @@ class MLP:
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is being fitted in another thread")
         try:
-            return self._fit(X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
-                             resolve_threads(n_threads), callback, B, bool(diagnostics))
+            # The optimizer's state is written at every step: two fits sharing it would
+            # interleave their updates of it, so a second one is refused.
+            if not opt._fit_lock.acquire(blocking=False):
+                raise RuntimeError("this optimizer is in use by a fit in another thread; give "
+                                   "each network its own optimizer")
+            try:
+                return self._fit(X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
+                                 resolve_threads(n_threads), callback, B, bool(diagnostics))
+            finally:
+                opt._fit_lock.release()
         finally:
             self._fit_lock.release()
 

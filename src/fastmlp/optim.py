@@ -5,6 +5,7 @@ core, one call per block of steps, so nothing here runs per step. The state (mom
 velocity, Adam's moments and step count) lives in the optimizer object, as in PyTorch: fitting
 again with the same object continues from it, and ``reset()`` forgets it.
 """
+import threading
 import weakref
 
 import numpy as np
@@ -71,6 +72,7 @@ class _Optimizer:
         object.__setattr__(self, name, value)
 
     def _common(self, lr, batch_size, clip_norm, l2):
+        self._fit_lock = threading.Lock()  # one fit at a time uses the state (network.fit)
         self.lr = lr
         self.batch_size = batch_size
         self.clip_norm = clip_norm
@@ -122,7 +124,12 @@ class _Optimizer:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_owner"] = None  # the state buffer travels; its link to a network does not
+        state.pop("_fit_lock", None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__["_fit_lock"] = threading.Lock()
 
 
 class SGD(_Optimizer):
