@@ -43,6 +43,8 @@ typedef struct {
     const void *h;     /* DACT: M x N, leading dimension ldh */
     ptrdiff_t ldh;
     char *work;        /* 64-byte aligned; FM_GEMM_SLOT_BYTES per thread, slot t for thread t */
+    int *next;         /* a team's shared count of the chunks taken (gemm_simd_t.h note 7), or
+                          NULL on one thread */
 } fm_gemm_prob;
 
 /* Scratch per thread: the packed A block and B panel of the SIMD paths (each kernel file checks its

@@ -66,6 +66,23 @@
  *    two 512-bit FMA units per core) the W2 epoch at one thread (digits 64-128-64-10, batch
  *    32) went 1780 -> 1694 us (medians of 10 processes alternating the builds, each the
  *    median of 25 epochs); 8 x 2, 12 x 2 and 4 x 4 tiles gave 1717-1761 us.
+ * 7. Threads take chunks of C one at a time from a shared count, not a fixed share each: on
+ *    the shared 2-core Xeon one vCPU often runs 1.3-1.5x slower than the other for minutes
+ *    (an FMA loop per thread, and the team's blocks of engine.c note 11, showed it), and with
+ *    fixed shares the faster thread waited at the end of every product (the W3 epoch's
+ *    OpenMP waits were ~10% of its samples). A chunk is one NR-wide column panel of C, or
+ *    CHUNK_ROWS rows when C is taller than wide; every thread first packs the operand all
+ *    chunks share (op(A) for column chunks, op(B) for row chunks) whole, K block after K
+ *    block, into its own slot, as the fixed shares packed it too, so a chunk packs only its
+ *    part of the other operand. An earlier try that handed out 2 chunks per thread packed
+ *    op(A) again per chunk and gained nothing. When the whole operand does not fit the slot
+ *    the fixed shares remain. Measured in one process, the two forms alternating epoch by
+ *    epoch (8 pairs, two threads, medians): W3 1.511 -> 1.359 s, 1.578 -> 1.454, 1.639 ->
+ *    1.585; W4 0.790 -> 0.782, 1.021 -> 0.836; the fastest epochs were the same (W3 1.27 ->
+ *    1.21, 1.31 -> 1.27, 1.44 -> 1.45; W4 0.72 -> 0.71, 0.71 -> 0.73): chunks help when a
+ *    vCPU is slow and cost nothing measurable when both run alike. The products alone, timed
+ *    apart in a quiet minute, were 2-8% slower in chunks (W4's op(A) packed whole is 1 MiB, a
+ *    half of the L2) and up to 12% faster in a busy one.
  */
 
 /* The epilogue of one tile, its pointers already offset to the tile's (row, column). */
@@ -305,6 +322,53 @@ static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, p
     }
 }
 
+/* Note 7: C in chunks handed out one at a time from p->next, the shared operand packed
+ * whole, once, by every thread into its slot at `own`, the chunk's part of the other one into
+ * `part`. cols: chunks of CHUNK_COLS columns, op(A) packed whole (M rows padded to MR, each K
+ * block after the one before); else chunks of CHUNK_ROWS rows, op(B) packed whole. The
+ * loops, blocks and kernels of each tile are those of S(packed_block), so every element of C
+ * gets the same bits whichever thread takes its chunk. */
+static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
+    T *C = (T *)p->C;
+    const T *bias = (const T *)p->bias, *h = (const T *)p->h;
+    ptrdiff_t M = p->M, N = p->N, K = p->K, ldc = p->ldc;
+    ptrdiff_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+    ptrdiff_t span = cols ? (M + MR - 1) / MR * MR : (N + NR - 1) / NR * NR;
+    ptrdiff_t step = cols ? CHUNK_COLS : CHUNK_ROWS, whole = cols ? N : M;
+    for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+        ptrdiff_t kc = K - pc < kcb ? K - pc : kcb;
+        if (cols) S(pack_a)(own + pc * span, p, 0, M, pc, kc);
+        else S(pack_b)(own + pc * span, p, pc, kc, 0, N);
+    }
+    for (;;) {
+        ptrdiff_t c0 = (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) * step;
+        if (c0 >= whole) return;
+        ptrdiff_t i0 = cols ? 0 : c0, i1 = cols ? M : (c0 + step < M ? c0 + step : M);
+        ptrdiff_t j0 = cols ? c0 : 0, j1 = cols ? (c0 + step < N ? c0 + step : N) : N;
+        for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
+            ptrdiff_t kc = K - pc < kcb ? K - pc : kcb;
+            int load_c = pc > 0 || p->beta, last = pc + kc == K;
+            const T *pa = cols ? own + pc * span : part, *pb = cols ? part : own + pc * span;
+            if (cols) S(pack_b)(part, p, pc, kc, j0, j1 - j0);
+            else S(pack_a)(part, p, i0, i1 - i0, pc, kc);
+            for (ptrdiff_t j = j0; j < j1; j += NR) {
+                int nr = j1 - j < NR ? (int)(j1 - j) : NR;
+                for (ptrdiff_t i = i0; i < i1; i += MR) {
+                    int mr = i1 - i < MR ? (int)(i1 - i) : MR;
+                    S(tile_epi) e = {p->epi, p->act, bias ? bias + j : NULL,
+                                     h ? h + i * p->ldh + j : NULL, p->ldh};
+                    const S(tile_epi) *ep = last && p->epi != FM_EPI_NONE ? &e : NULL;
+                    const T *ta = pa + (i - i0) * kc, *tb = pb + (j - j0) * kc;
+                    if (mr == MR && nr == NR)
+                        S(kern)(kc, ta, tb, C + i * ldc + j, ldc, load_c, ep);
+                    else
+                        S(kern_edge)(kc, ta, tb, C + i * ldc + j, ldc, mr, nr, load_c, ep);
+                }
+            }
+        }
+    }
+}
+
 /* Thread tid of nth takes an equal share of NR-wide column panels (when C is at least as wide
  * as tall: each thread then packs only its own columns of op(B), the larger operand in the
  * forward and dA products) or else of MR-tall row panels. Shares start on the tile grid. */
@@ -321,8 +385,19 @@ void EXPORT_PACKED(const fm_gemm_prob *p, int tid, int nth) {
         i1 = u * (tid + 1) / nth * MR;
         i1 = i1 < p->M ? i1 : p->M;
     }
-    if (i0 >= i1 || j0 >= j1) return;
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
+    if (p->next && nth > 1) {
+        /* Note 7: the whole shared operand and one chunk of the other fit the slot. */
+        int cols = p->N >= p->M;
+        ptrdiff_t span = cols ? (p->M + MR - 1) / MR * MR : (p->N + NR - 1) / NR * NR;
+        size_t own = ((size_t)span * (size_t)p->K * sizeof(T) + 63) / 64 * 64;
+        size_t part = (size_t)KC * (cols ? CHUNK_COLS : CHUNK_ROWS) * sizeof(T);
+        if (own + part <= FM_GEMM_SLOT_BYTES) {
+            S(packed_chunks)(p, cols, (T *)slot, (T *)(slot + own));
+            return;
+        }
+    }
+    if (i0 >= i1 || j0 >= j1) return;
     S(packed_block)(p, i0, i1, j0, j1, (T *)slot, (T *)(slot + PACK_A_BYTES));
 }
 

@@ -13,6 +13,8 @@
 #undef KC
 #undef MC
 #undef NC
+#undef CHUNK_COLS
+#undef CHUNK_ROWS
 #undef PACK_A_BYTES
 #undef VZERO
 #undef VSET1
