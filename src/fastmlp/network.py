@@ -51,10 +51,11 @@ NATURAL_LOSS = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}
 _FLOPS_PER_MAC = 6
 # Steps per engine call: the first call of a fit does about this much work, and the count then
 # doubles while a call takes under _CALL_SECONDS[0] and halves while it takes over
-# _CALL_SECONDS[1], so Python answers Ctrl-C within a fraction of a second and the per-call cost
-# (the OpenMP team's wake-up, this loop) stays far below the work. On W3 (784-512-512-10,
-# batch 128: one step a call at the first size) two threads ran an epoch in 1.29 s with one
-# step a call and 1.26 with these sizes (medians of 6, alternating in one process).
+# _CALL_SECONDS[1], so Python answers Ctrl-C within a fraction of a second (or one step, when a
+# step takes longer) and the per-call cost (the OpenMP team's wake-up, this loop) stays far
+# below the work. On W3 (784-512-512-10, batch 128: one step a call at the first size) two
+# threads ran an epoch in 1.29 s with one step a call and 1.26 with these sizes (medians of 6,
+# alternating in one process).
 _BLOCK_FLOPS = 5e8
 _CALL_SECONDS = (0.02, 0.2)
 _PREDICT_ROWS = 1024
