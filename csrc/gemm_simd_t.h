@@ -278,6 +278,19 @@ static void S(pack_b)(T *restrict dst, const fm_gemm_prob *p, ptrdiff_t p0, ptrd
     }
 }
 
+/* The mr x nr tile of C at (i, j) from packed micro-panels pa and pb, kc deep; the epilogue
+ * in the last K block (note 2), edges on a padded copy. */
+static inline void S(tile)(const fm_gemm_prob *p, ptrdiff_t kc, const T *pa, const T *pb,
+                           ptrdiff_t i, ptrdiff_t j, int mr, int nr, int load_c, int last) {
+    const T *bias = (const T *)p->bias, *h = (const T *)p->h;
+    T *c = (T *)p->C + i * p->ldc + j;
+    S(tile_epi) e = {p->epi, p->act, bias ? bias + j : NULL, h ? h + i * p->ldh + j : NULL,
+                     p->ldh};
+    const S(tile_epi) *ep = last && p->epi != FM_EPI_NONE ? &e : NULL;
+    if (mr == MR && nr == NR) S(kern)(kc, pa, pb, c, p->ldc, load_c, ep);
+    else S(kern_edge)(kc, pa, pb, c, p->ldc, mr, nr, load_c, ep);
+}
+
 /* C[i0:i1, j0:j1], the part of C one thread owns, by the five BLIS loops (GEMM-NOTES section 2):
  *   jc over N by NC:  pack a kc x nc panel of op(B) into pb (L3-resident, per thread)
  *   pc over K by kc:  kc = K split into equal blocks of at most KC (depends on K only, note 1)
@@ -287,9 +300,7 @@ static void S(pack_b)(T *restrict dst, const fm_gemm_prob *p, ptrdiff_t p0, ptrd
  *                     kernel. */
 static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
                             ptrdiff_t j1, T *pa, T *pb) {
-    T *C = (T *)p->C;
-    const T *bias = (const T *)p->bias, *h = (const T *)p->h;
-    ptrdiff_t K = p->K, ldc = p->ldc;
+    ptrdiff_t K = p->K;
     ptrdiff_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
     ptrdiff_t nmb = (i1 - i0 + MC - 1) / MC, mcb = ((i1 - i0 + nmb - 1) / nmb + MR - 1) / MR * MR;
     for (ptrdiff_t jc = j0; jc < j1; jc += NC) {
@@ -301,22 +312,11 @@ static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, p
             for (ptrdiff_t ic = i0; ic < i1; ic += mcb) {
                 ptrdiff_t mc = i1 - ic < mcb ? i1 - ic : mcb;
                 S(pack_a)(pa, p, ic, mc, pc, kc);
-                for (ptrdiff_t jr = 0; jr < nc; jr += NR) {
-                    int nr = nc - jr < NR ? (int)(nc - jr) : NR;
-                    for (ptrdiff_t ir = 0; ir < mc; ir += MR) {
-                        int mr = mc - ir < MR ? (int)(mc - ir) : MR;
-                        ptrdiff_t i = ic + ir, j = jc + jr;
-                        S(tile_epi) e = {p->epi, p->act, bias ? bias + j : NULL,
-                                         h ? h + i * p->ldh + j : NULL, p->ldh};
-                        const S(tile_epi) *ep = last && p->epi != FM_EPI_NONE ? &e : NULL;
-                        if (mr == MR && nr == NR)
-                            S(kern)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc,
-                                    load_c, ep);
-                        else
-                            S(kern_edge)(kc, pa + ir * kc, pb + jr * kc, C + i * ldc + j, ldc,
-                                         mr, nr, load_c, ep);
-                    }
-                }
+                for (ptrdiff_t jr = 0; jr < nc; jr += NR)
+                    for (ptrdiff_t ir = 0; ir < mc; ir += MR)
+                        S(tile)(p, kc, pa + ir * kc, pb + jr * kc, ic + ir, jc + jr,
+                                mc - ir < MR ? (int)(mc - ir) : MR,
+                                nc - jr < NR ? (int)(nc - jr) : NR, load_c, last);
             }
         }
     }
@@ -325,13 +325,11 @@ static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, p
 /* Note 7: C in chunks handed out one at a time from p->next, the shared operand packed
  * whole, once, by every thread into its slot at `own`, the chunk's part of the other one into
  * `part`. cols: chunks of CHUNK_COLS columns, op(A) packed whole (M rows padded to MR, each K
- * block after the one before); else chunks of CHUNK_ROWS rows, op(B) packed whole. The
- * loops, blocks and kernels of each tile are those of S(packed_block), so every element of C
- * gets the same bits whichever thread takes its chunk. */
+ * block after the one before); else chunks of CHUNK_ROWS rows, op(B) packed whole. Each
+ * tile gets the K blocks and the S(tile) call of S(packed_block), so every element of C gets
+ * the same bits whichever thread takes its chunk. */
 static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
-    T *C = (T *)p->C;
-    const T *bias = (const T *)p->bias, *h = (const T *)p->h;
-    ptrdiff_t M = p->M, N = p->N, K = p->K, ldc = p->ldc;
+    ptrdiff_t M = p->M, N = p->N, K = p->K;
     ptrdiff_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
     ptrdiff_t span = cols ? (M + MR - 1) / MR * MR : (N + NR - 1) / NR * NR;
     ptrdiff_t step = cols ? CHUNK_COLS : CHUNK_ROWS, whole = cols ? N : M;
@@ -351,20 +349,11 @@ static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
             const T *pa = cols ? own + pc * span : part, *pb = cols ? part : own + pc * span;
             if (cols) S(pack_b)(part, p, pc, kc, j0, j1 - j0);
             else S(pack_a)(part, p, i0, i1 - i0, pc, kc);
-            for (ptrdiff_t j = j0; j < j1; j += NR) {
-                int nr = j1 - j < NR ? (int)(j1 - j) : NR;
-                for (ptrdiff_t i = i0; i < i1; i += MR) {
-                    int mr = i1 - i < MR ? (int)(i1 - i) : MR;
-                    S(tile_epi) e = {p->epi, p->act, bias ? bias + j : NULL,
-                                     h ? h + i * p->ldh + j : NULL, p->ldh};
-                    const S(tile_epi) *ep = last && p->epi != FM_EPI_NONE ? &e : NULL;
-                    const T *ta = pa + (i - i0) * kc, *tb = pb + (j - j0) * kc;
-                    if (mr == MR && nr == NR)
-                        S(kern)(kc, ta, tb, C + i * ldc + j, ldc, load_c, ep);
-                    else
-                        S(kern_edge)(kc, ta, tb, C + i * ldc + j, ldc, mr, nr, load_c, ep);
-                }
-            }
+            for (ptrdiff_t j = j0; j < j1; j += NR)
+                for (ptrdiff_t i = i0; i < i1; i += MR)
+                    S(tile)(p, kc, pa + (i - i0) * kc, pb + (j - j0) * kc, i, j,
+                            i1 - i < MR ? (int)(i1 - i) : MR, j1 - j < NR ? (int)(j1 - j) : NR,
+                            load_c, last);
         }
     }
 }
