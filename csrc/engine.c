@@ -235,12 +235,12 @@ static int64_t plan_units(const fm_layer *plan, int64_t L) {
     return u;
 }
 
-/* The blocks a workspace for batches of up to max_batch rows keeps room for: team_size at the
- * largest batch whose products all stay under TEAM_MAX_MNK (team_size of any smaller batch
- * is 1 or the same). */
 /* Bytes of one block's sums of squares (3 per layer, note 11), a cache line apart. */
 static size_t team_sq_bytes(int64_t L) { return round64((size_t)(3 * L) * sizeof(double)); }
 
+/* The blocks a workspace for batches of up to max_batch rows keeps room for: team_size at the
+ * largest batch whose products all stay under TEAM_MAX_MNK (team_size of any smaller batch
+ * is 1 or the same). */
 static int team_reserved(const fm_layer *plan, int64_t L, int64_t max_batch, int nt) {
     double io = 0.0;
     for (int64_t l = 0; l < L; l++) {

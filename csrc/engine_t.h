@@ -289,16 +289,6 @@ static void S(prefetch_next)(const S(fm_run) *R, int64_t s, int b, int q) {
     S(prefetch_rows)(R->X, R->idx, (s + 1) * R->B + lo, hi - lo, R->I0);
 }
 
-/* The L2 term of the loss, 0.5 l2 ||W||^2 summed over the layers, on the batch's scale. */
-static double S(l2_penalty)(const S(fm_run) *R, int64_t nb, double div, int nt) {
-    double reg = 0.0;
-    for (int64_t l = 0; l < R->L; l++) {
-        const fm_layer *p = R->plan + l;
-        double wn = S(fm_norm_nt)(R->params + p->w_off, p->fan_in * p->fan_out, nt);
-        reg += 0.5 * R->opt->l2 * wn * wn * (double)nb / div;
-    }
-    return reg;
-}
 
 /* Step s's rows: x (nb x I0), y and wb, gathered through the index (rows lo..hi of them by
  * this caller) or read in place. */
@@ -339,6 +329,19 @@ static double S(team_norm)(const S(fm_run) *R, int64_t l, int k) {
     if (isfinite(s)) return sqrt(s);
     const T *v = k == 2 ? R->params + p->w_off : R->grads + (k ? p->b_off : p->w_off);
     return S(fm_norm)(v, k == 1 ? p->fan_out : p->fan_in * p->fan_out);
+}
+
+/* The L2 term of the loss, 0.5 l2 ||W||^2 summed over the layers, on the batch's scale; the
+ * norms from the blocks' sums of squares in a split step (team), else a pass over W. */
+static double S(l2_penalty)(const S(fm_run) *R, int64_t nb, double div, int team, int nt) {
+    double reg = 0.0;
+    for (int64_t l = 0; l < R->L; l++) {
+        const fm_layer *p = R->plan + l;
+        double wn = team ? S(team_norm)(R, l, 2)
+                         : S(fm_norm_nt)(R->params + p->w_off, p->fan_in * p->fan_out, nt);
+        reg += 0.5 * R->opt->l2 * wn * wn * (double)nb / div;
+    }
+    return reg;
 }
 
 /* Thread 0's part of step s, once the gradient is in R->grads: the norms, the checks of
@@ -453,7 +456,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     }
     double reg = 0.0;
     if (opt->l2 > 0.0) {
-        reg = S(l2_penalty)(R, nb, div, nt);
+        reg = S(l2_penalty)(R, nb, div, 0, nt);
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
             S(axpy)(R->grads + p->w_off, R->params + p->w_off, p->fan_in * p->fan_out,
@@ -595,12 +598,7 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
     for (int b = tid; b < q; b += nth) S(reduce_block)(R, div, b, q);
     TEAM_SYNC(nth);
     if (tid == 0) {
-        /* The L2 term as l2_penalty gives it, from the blocks' sums of squares. */
-        double reg = 0.0;
-        for (int64_t l = 0; l < R->L && opt->l2 > 0.0; l++) {
-            double wn = S(team_norm)(R, l, 2);
-            reg += 0.5 * opt->l2 * wn * wn * (double)nb / div;
-        }
+        double reg = opt->l2 > 0.0 ? S(l2_penalty)(R, nb, div, 1, 1) : 0.0;
         S(decide)(R, s, nb, div, lsum, reg, 0, 1, x, 1);
     }
     TEAM_SYNC(nth);
@@ -620,6 +618,13 @@ static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
 }
 
 #ifdef _OPENMP
+/* Whether step s, begun at t0 in a chunk begun at step s0, took long enough on many threads
+ * to end the chunk (note 12): a chunk's first step, which wakes the threads, only in the
+ * first timing of many threads. */
+static int S(too_slow)(const S(fm_run) *R, int64_t s, int64_t s0, double t0) {
+    return (s > s0 || R->first) && omp_get_wtime() - t0 > R->slow;
+}
+
 /* Steps [s0, s1) on a team of nth threads (note 11); returns a status and sets *done to the
  * steps completed. A step slower than R->slow ends the chunk early. */
 static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t *done) {
@@ -635,7 +640,7 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
             if (r) break;
             if (tid == 0) {
                 d++;
-                if ((s > s0 || R->first) && omp_get_wtime() - t0 > R->slow) R->stop = 1;
+                if (S(too_slow)(R, s, s0, t0)) R->stop = 1;
             }
             #pragma omp barrier
             if (R->stop) break;
@@ -657,7 +662,7 @@ static int S(thread_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int ntu, int64_
         rc = S(step)(R, s, 0, 1);
         if (rc) break;
         d++;
-        if (ntu > 1 && (s > s0 || R->first) && omp_get_wtime() - t0 > R->slow) break;
+        if (ntu > 1 && S(too_slow)(R, s, s0, t0)) break;
     }
     R->nt = nt;
     *done = d;

@@ -362,18 +362,6 @@ static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
  * as tall: each thread then packs only its own columns of op(B), the larger operand in the
  * forward and dA products) or else of MR-tall row panels. Shares start on the tile grid. */
 void EXPORT_PACKED(const fm_gemm_prob *p, int tid, int nth) {
-    ptrdiff_t i0 = 0, i1 = p->M, j0 = 0, j1 = p->N;
-    if (p->N >= p->M) {
-        ptrdiff_t u = (p->N + NR - 1) / NR;
-        j0 = u * tid / nth * NR;
-        j1 = u * (tid + 1) / nth * NR;
-        j1 = j1 < p->N ? j1 : p->N;
-    } else {
-        ptrdiff_t u = (p->M + MR - 1) / MR;
-        i0 = u * tid / nth * MR;
-        i1 = u * (tid + 1) / nth * MR;
-        i1 = i1 < p->M ? i1 : p->M;
-    }
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
     if (p->next && nth > 1) {
         /* Note 7: the whole shared operand and one chunk of the other fit the slot. */
@@ -385,6 +373,18 @@ void EXPORT_PACKED(const fm_gemm_prob *p, int tid, int nth) {
             S(packed_chunks)(p, cols, (T *)slot, (T *)(slot + own));
             return;
         }
+    }
+    ptrdiff_t i0 = 0, i1 = p->M, j0 = 0, j1 = p->N;
+    if (p->N >= p->M) {
+        ptrdiff_t u = (p->N + NR - 1) / NR;
+        j0 = u * tid / nth * NR;
+        j1 = u * (tid + 1) / nth * NR;
+        j1 = j1 < p->N ? j1 : p->N;
+    } else {
+        ptrdiff_t u = (p->M + MR - 1) / MR;
+        i0 = u * tid / nth * MR;
+        i1 = u * (tid + 1) / nth * MR;
+        i1 = i1 < p->M ? i1 : p->M;
     }
     if (i0 >= i1 || j0 >= j1) return;
     S(packed_block)(p, i0, i1, j0, j1, (T *)slot, (T *)(slot + PACK_A_BYTES));

@@ -90,8 +90,7 @@ class _Optimizer:
         n = self._state_per_param() * net.n_params
         if n == 0:
             return None
-        owner = self._owner() if self._owner is not None else None
-        if (owner is not net or self.state_ is None or self.state_.size != n
+        if (not self._owned_by(net) or self.state_ is None or self.state_.size != n
                 or self.state_.dtype != net.dtype):
             self.reset()
             self.state_ = np.zeros(n, dtype=net.dtype)
@@ -101,9 +100,12 @@ class _Optimizer:
     def _foreign_state(self, net):
         """Whether a fit of ``net`` would discard state built for another network (or one
         that came through pickling, which keeps no link: ``bind`` restores it)."""
-        owner = self._owner() if self._owner is not None else None
-        return owner is not net and self.state_ is not None and bool(self.t_ or
-                                                                       self.state_.any())
+        return (not self._owned_by(net) and self.state_ is not None
+                and bool(self.t_ or self.state_.any()))
+
+    def _owned_by(self, net):
+        """Whether the state is linked to ``net`` (the link is a weak reference)."""
+        return self._owner is not None and self._owner() is net
 
     def _state_per_param(self):
         return _STATE_PER_PARAM[self._kind()]
