@@ -109,6 +109,14 @@
 #define GATHER_PAR_MIN (256.0 * 1024.0)
 #endif
 
+/* Where decide finds each layer's ||dW|| and ||db||. */
+enum {
+    NORM_PASS,   /* a pass over the gradient */
+    NORM_GIVEN,  /* ||dW|| already in w->norms (the L2 pass of the plain step), ||db|| a pass */
+    NORM_RANK1,  /* ||dW|| = ||a|| ||db||: the weight gradients were not formed (note 6) */
+    NORM_TEAM    /* the blocks' sums of squares (note 11) */
+};
+
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* [*lo, *hi): the block of n items (rows, columns, weights) thread t of q takes, in order. */

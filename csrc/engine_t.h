@@ -331,24 +331,16 @@ static double S(team_norm)(const S(fm_run) *R, int64_t l, int k) {
     return S(fm_norm)(v, k == 1 ? p->fan_out : p->fan_in * p->fan_out);
 }
 
-/* The L2 term of the loss, 0.5 l2 ||W||^2 summed over the layers, on the batch's scale; the
- * norms from the blocks' sums of squares in a split step (team), else a pass over W. */
-static double S(l2_penalty)(const S(fm_run) *R, int64_t nb, double div, int team, int nt) {
-    double reg = 0.0;
-    for (int64_t l = 0; l < R->L; l++) {
-        const fm_layer *p = R->plan + l;
-        double wn = team ? S(team_norm)(R, l, 2)
-                         : S(fm_norm_nt)(R->params + p->w_off, p->fan_in * p->fan_out, nt);
-        reg += 0.5 * R->opt->l2 * wn * wn * (double)nb / div;
-    }
-    return reg;
+/* One layer's L2 term of the loss, 0.5 l2 ||W||^2 on the batch's scale, from ||W||. */
+static double S(l2_term)(const S(fm_run) *R, double wn, int64_t nb, double div) {
+    return 0.5 * R->opt->l2 * wn * wn * (double)nb / div;
 }
 
 /* Thread 0's part of step s, once the gradient is in R->grads: the norms, the checks of
- * note 7 and the statistics; sets R->rc, R->lr and R->c for every thread. rank1: the weight
- * gradients were not formed (design note 6), x is the step's input. */
+ * note 7 and the statistics; sets R->rc, R->lr and R->c for every thread. src: where the
+ * norms come from (above); x is the step's input. */
 static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double lsum,
-                      double reg, int rank1, int team, const T *x, int nt) {
+                      double reg, int src, const T *x, int nt) {
     const fm_layer *plan = R->plan;
     fm_opt *opt = R->opt;
     fm_stats *st = R->st;
@@ -359,10 +351,12 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
     R->rc = FM_OK;
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = plan + l;
-        double nbias = team ? S(team_norm)(R, l, 1) : S(fm_norm)(grads + p->b_off, p->fan_out);
-        double nw = team    ? S(team_norm)(R, l, 0)
-                    : rank1 ? S(fm_norm)(l ? w->a[l - 1] : x, p->fan_in) * nbias
-                            : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
+        double nbias = src == NORM_TEAM ? S(team_norm)(R, l, 1)
+                                        : S(fm_norm)(grads + p->b_off, p->fan_out);
+        double nw = src == NORM_TEAM    ? S(team_norm)(R, l, 0)
+                    : src == NORM_GIVEN ? w->norms[2 * l]
+                    : src == NORM_RANK1 ? S(fm_norm)(l ? w->a[l - 1] : x, p->fan_in) * nbias
+                    : S(fm_norm_nt)(grads + p->w_off, p->fan_in * p->fan_out, nt);
         if (bad < 0 && !(isfinite(nw) && isfinite(nbias))) bad = l;
         double *ls = R->layer_stats + 4 * l;
         ls[0] += nw;
@@ -454,16 +448,20 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
         R->st->bad_step = s;
         return rc;
     }
+    /* L2: dW += (l2 / div) W, in one pass on nt threads that also takes ||W|| for the loss
+     * and ||dW|| for decide (optim.c note 9). */
     double reg = 0.0;
     if (opt->l2 > 0.0) {
-        reg = S(l2_penalty)(R, nb, div, 0, nt);
         for (int64_t l = 0; l < L; l++) {
             const fm_layer *p = plan + l;
-            S(axpy)(R->grads + p->w_off, R->params + p->w_off, p->fan_in * p->fan_out,
-                    (T)(opt->l2 / div));
+            double wn;
+            w->norms[2 * l] = S(fm_l2_grad)(R->grads + p->w_off, R->params + p->w_off,
+                                            p->fan_in * p->fan_out, opt->l2 / div, nt, &wn);
+            reg += S(l2_term)(R, wn, nb, div);
         }
     }
-    S(decide)(R, s, nb, div, lsum, reg, rank1, 0, x, nt);
+    S(decide)(R, s, nb, div, lsum, reg,
+              rank1 ? NORM_RANK1 : opt->l2 > 0.0 ? NORM_GIVEN : NORM_PASS, x, nt);
     if (R->rc) return R->rc;
     if (rank1) {
         for (int64_t l = L - 1; l >= 0; l--) {
@@ -598,8 +596,11 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
     for (int b = tid; b < q; b += nth) S(reduce_block)(R, div, b, q);
     TEAM_SYNC(nth);
     if (tid == 0) {
-        double reg = opt->l2 > 0.0 ? S(l2_penalty)(R, nb, div, 1, 1) : 0.0;
-        S(decide)(R, s, nb, div, lsum, reg, 0, 1, x, 1);
+        double reg = 0.0;
+        if (opt->l2 > 0.0)
+            for (int64_t l = 0; l < R->L; l++)
+                reg += S(l2_term)(R, S(team_norm)(R, l, 2), nb, div);
+        S(decide)(R, s, nb, div, lsum, reg, NORM_TEAM, x, 1);
     }
     TEAM_SYNC(nth);
     if (R->rc) return R->rc;

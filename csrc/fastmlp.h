@@ -148,6 +148,12 @@ double fm_norm_f64(const double *g, ptrdiff_t n);
 /* The same on up to nt threads, block by block: the value does not depend on nt. */
 double fm_norm_nt_f32(const float *g, ptrdiff_t n, int nt);
 double fm_norm_nt_f64(const double *g, ptrdiff_t n, int nt);
+/* g += a w (the L2 term of the gradient) in a pass that also takes both norms, on up to nt
+ * threads: returns ||g|| after the addition and sets *wnorm = ||w||, each with the bits
+ * fm_norm_nt gives it (optim.c note 9). */
+double fm_l2_grad_f32(float *g, const float *w, ptrdiff_t n, double a, int nt, double *wnorm);
+double fm_l2_grad_f64(double *g, const double *w, ptrdiff_t n, double a, int nt,
+                      double *wnorm);
 /* sum g_i^2 in double, NORM_LANES partial sums (optim.c note 7); one thread. */
 double fm_sumsq_f32(const float *g, ptrdiff_t n);
 double fm_sumsq_f64(const double *g, ptrdiff_t n);

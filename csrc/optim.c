@@ -44,6 +44,15 @@
  *    digits epoch at batch 1 (W2b1, one thread, Zen 4) went from 6.13 to 4.33 ms (medians of
  *    3 runs of 4 s, the two builds alternating). -ffp-contract=off (setup.py) keeps every clone's
  *    rounding the same as the baseline's.
+ * 9. With L2, the plain step adds (l2 / div) W to dW and needs ||W|| (the loss's L2 term) and
+ *    ||dW|| after the addition (the global norm). Three passes did that: ||W|| on the
+ *    threads, the addition on one thread while the others waited, ||dW|| on the threads.
+ *    fm_l2_grad is one pass on the threads over the blocks of note 7: each block's addition,
+ *    then the sums of squares of its W and dW from L1. Each sum has the bits the separate
+ *    passes gave, and so has every weight of a fit. Random 60000 x 784, (512, 512), batch
+ *    200, l2 1e-4, two threads, one process alternating the forms epoch by epoch (10 epochs
+ *    of 20000 rows each, medians): Adam 0.463 -> 0.445 and 0.466 -> 0.434 s, SGD 0.431 ->
+ *    0.409 s.
  */
 #include <float.h>
 #include <math.h>

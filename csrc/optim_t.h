@@ -12,34 +12,53 @@ FM_CLONES static double S(sumsq_run)(const T *g, ptrdiff_t n) {
     return a[0];
 }
 
-/* The same over blocks of a length set by n alone, the block sums added in order; threads
- * take blocks, so the value does not depend on nt (note 7). */
-static double S(sumsq_plain)(const T *g, ptrdiff_t n, int nt) {
+/* g += a w over one block (the L2 term; w NULL: nothing), then the block's sums of squares
+ * of w (into *sw) and of g, read from L1 (note 9). */
+static double S(sumsq_block)(T *g, const T *w, T a, ptrdiff_t n, double *sw) {
+    if (w) {
+        #pragma omp simd
+        for (ptrdiff_t i = 0; i < n; i++) g[i] += a * w[i];
+        *sw = S(sumsq_run)(w, n);
+    }
+    return S(sumsq_run)(g, n);
+}
+
+/* The sum of squares of g over blocks of a length set by n alone, the block sums added in
+ * order; threads take blocks, so the value does not depend on nt (note 7). With w, first
+ * g += a w, and the sum of squares of w into *sw, block by block in the same pass (note 9). */
+static double S(sumsq_plain)(T *g, const T *w, T a, ptrdiff_t n, int nt, double *sw) {
     ptrdiff_t bl = (n + NORM_MAX_BLOCKS - 1) / NORM_MAX_BLOCKS;
     bl = bl < NORM_BLOCK ? NORM_BLOCK : (bl + NORM_LANES - 1) / NORM_LANES * NORM_LANES;
     ptrdiff_t nb = (n + bl - 1) / bl;
-    double part[NORM_MAX_BLOCKS];
+    double part[NORM_MAX_BLOCKS], wpart[NORM_MAX_BLOCKS];
 #ifdef _OPENMP
     if (nt >= 2 && n >= FM_PAR_MIN) {
         #pragma omp parallel for num_threads(nt) schedule(static)
         for (ptrdiff_t b = 0; b < nb; b++)
-            part[b] = S(sumsq_run)(g + b * bl, n - b * bl < bl ? n - b * bl : bl);
+            part[b] = S(sumsq_block)(g + b * bl, w ? w + b * bl : NULL, a,
+                                     n - b * bl < bl ? n - b * bl : bl, wpart + b);
     } else
 #endif
     {
         (void)nt;
         for (ptrdiff_t b = 0; b < nb; b++)
-            part[b] = S(sumsq_run)(g + b * bl, n - b * bl < bl ? n - b * bl : bl);
+            part[b] = S(sumsq_block)(g + b * bl, w ? w + b * bl : NULL, a,
+                                     n - b * bl < bl ? n - b * bl : bl, wpart + b);
     }
-    double s = 0.0;
+    double s = 0.0, s2 = 0.0;
     for (ptrdiff_t b = 0; b < nb; b++) s += part[b];
+    if (w) {
+        for (ptrdiff_t b = 0; b < nb; b++) s2 += wpart[b];
+        *sw = s2;
+    }
     return s;
 }
 
 double S(fm_sumsq)(const T *g, ptrdiff_t n) { return S(sumsq_run)(g, n); }
 
-double S(fm_norm_nt)(const T *g, ptrdiff_t n, int nt) {
-    double s = S(sumsq_plain)(g, n, nt);
+/* The norm of g from its sum of squares s: sqrt(s), or, when s is not finite, scaled by the
+ * largest magnitude (note 1). */
+static double S(norm_from_sumsq)(const T *g, ptrdiff_t n, double s) {
     if (isfinite(s)) return sqrt(s);
     /* Overflow or a non-finite value: find the largest magnitude (NaN and inf propagate). */
     double m = 0.0;
@@ -55,6 +74,17 @@ double S(fm_norm_nt)(const T *g, ptrdiff_t n, int nt) {
         r += x * x;
     }
     return m * sqrt(r);  /* r in [1, n]: finite unless the norm exceeds the double range */
+}
+
+double S(fm_norm_nt)(const T *g, ptrdiff_t n, int nt) {
+    /* g is only read: without w the pass writes nothing. */
+    return S(norm_from_sumsq)(g, n, S(sumsq_plain)((T *)g, NULL, 0, n, nt, NULL));
+}
+
+double S(fm_l2_grad)(T *g, const T *w, ptrdiff_t n, double a, int nt, double *wnorm) {
+    double sw = 0.0, s = S(sumsq_plain)(g, w, (T)a, n, nt, &sw);
+    *wnorm = S(norm_from_sumsq)(w, n, sw);
+    return S(norm_from_sumsq)(g, n, s);
 }
 
 double S(fm_norm)(const T *g, ptrdiff_t n) { return S(fm_norm_nt)(g, n, 1); }

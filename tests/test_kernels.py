@@ -640,6 +640,33 @@ def test_norm_blocks_and_threads(dtype, n, rng):
     assert_close(got[0], ref, rtol=max(1, (n + 4) // 64) * eps(np.float64))
 
 
+@pytest.mark.parametrize("n", [1, 17, 4097, 65536, 300001])
+def test_l2_grad_pass(dtype, n, rng):
+    """g += a w with both norms in one pass (csrc/optim.c note 9): g equals NumPy's g + a w in
+    the dtype bit for bit (one multiply, one add, each rounded), and the norms are the ones
+    norm() gives for the new g and for w, on 1, 2 and 3 threads alike."""
+    w = rng.standard_normal(n).astype(dtype)
+    g0 = rng.standard_normal(n).astype(dtype)
+    a = 0.0123
+    ref = g0 + dtype(a) * w
+    for nt in (1, 2, 3):
+        g = g0.copy()
+        gn, wn = _core.l2_grad(g, w, a, nt)
+        assert np.array_equal(g, ref)
+        assert gn == _core.norm(ref) and wn == _core.norm(w)
+    assert_close(wn, math.sqrt(math.fsum(f64(w) ** 2)),
+                 rtol=max(1, (n + 4) // 64) * eps(np.float64))
+
+
+def test_l2_grad_float64_norms_past_the_range():
+    """Squares past float64's range: both norms scaled as norm() scales them (1.41e200)."""
+    w = np.array([1e200, 1e200])
+    g = np.array([1e200, 1e200])
+    gn, wn = _core.l2_grad(g, w, 0.5, 2)
+    assert_close(wn, 1.4142135623730951e200, rtol=2 * eps(np.float64))
+    assert_close(gn, 1.5 * 1.4142135623730951e200, rtol=4 * eps(np.float64))
+
+
 def test_clip_float64_large_random_vector(rng):
     v = rng.standard_normal(100)
     g = v * 1e250

@@ -45,6 +45,10 @@ cdef extern from "fastmlp.h" nogil:
     double fm_norm_f64(const double *g, Py_ssize_t n)
     double fm_norm_nt_f32(const float *g, Py_ssize_t n, int nt)
     double fm_norm_nt_f64(const double *g, Py_ssize_t n, int nt)
+    double fm_l2_grad_f32(float *g, const float *w, Py_ssize_t n, double a, int nt,
+                          double *wnorm)
+    double fm_l2_grad_f64(double *g, const double *w, Py_ssize_t n, double a, int nt,
+                          double *wnorm)
     double fm_norm_combine(const double *v, Py_ssize_t n)
     double fm_clip_f32(float *g, Py_ssize_t n, double tau)
     double fm_clip_f64(double *g, Py_ssize_t n, double tau)

@@ -268,6 +268,22 @@ def norm(const floating[::1] g, int nthreads=1):
     return s
 
 
+def l2_grad(floating[::1] g, const floating[::1] w, double a, int nthreads=1):
+    """g += a w in one pass that also takes both norms; returns (||g|| after, ||w||), each
+    the value norm() gives.  # IN w  # OUT g"""
+    if g.shape[0] != w.shape[0]:
+        raise ValueError("l2_grad: g and w differ in size")
+    if g.shape[0] == 0:
+        return 0.0, 0.0
+    cdef double gn, wn
+    with nogil:
+        if floating is float:
+            gn = fm_l2_grad_f32(&g[0], &w[0], g.shape[0], a, nthreads, &wn)
+        else:
+            gn = fm_l2_grad_f64(&g[0], &w[0], g.shape[0], a, nthreads, &wn)
+    return gn, wn
+
+
 def clip(floating[::1] g, double tau):
     """Scale g in place by min(1, tau/||g||) (tau <= 0: never); returns ||g|| before."""
     if g.shape[0] == 0:
