@@ -227,7 +227,7 @@ static void S(prefetch_rows)(const T *X, const int64_t *idx, int64_t r0, int64_t
     size_t bytes = (size_t)I0 * sizeof(T);
     for (int64_t r = 0; r < nb; r++) {
         const char *row = (const char *)(X + idx[r0 + r] * I0);
-        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, 0, 2);
+        for (size_t o = 0; o < bytes; o += 64) prefetch_read(row + o);
     }
 }
 
@@ -539,11 +539,16 @@ static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
     S(fm_ws) *w = &R->w;
     int64_t off = 0;
     double *sq = w->sq[b];
+    int64_t i0, i1, j0, j1;
+    for (int64_t l = 0; l < R->L; l++) {  /* the lines this thread's update will write */
+        const fm_layer *p = R->plan + l;
+        team_part(p, b, q, &i0, &i1, &j0, &j1);
+        prefetch_own(R->params + p->w_off + i0, (size_t)(i1 - i0) * sizeof(T));
+        prefetch_own(R->params + p->b_off + j0, (size_t)(j1 - j0) * sizeof(T));
+    }
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = R->plan + l;
-        int64_t nw = p->fan_in * p->fan_out, i0, i1, j0, j1;
-        team_block(nw, b, q, &i0, &i1);
-        team_block(p->fan_out, b, q, &j0, &j1);
+        team_part(p, b, q, &i0, &i1, &j0, &j1);
         S(add_blocks)(R->grads, w->part, q, p->w_off + i0, i1 - i0);
         S(add_blocks)(R->grads, w->part, q, p->b_off + j0, j1 - j0);
         if (R->active)
