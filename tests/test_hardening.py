@@ -176,6 +176,20 @@ def test_sparse_input_is_refused_with_advice(fmt):
     assert state(net) == before
 
 
+@pytest.mark.parametrize("X, pattern", [
+    ([[1.0, 2.0], [3.0], [4.0, 5.0]], r"X: rows differ in length: row 0 holds 2 values, "
+                                      r"row 1 holds 1 value"),
+    ([[1.0, 2.0], [3.0, 4.0], 5.0], r"row 2 holds a single number"),
+])
+def test_ragged_list_is_refused_by_row(X, pattern):
+    net = fastmlp.MLP([2, 3, 2], seed=0)
+    before = state(net)
+    for call in ("forward", "predict", "fit"):
+        with pytest.raises(ValueError, match=pattern):
+            CALLS[call](net, X, [0, 1, 0])
+    assert state(net) == before
+
+
 # ------------------------------------------------------------------ every dtype and layout
 
 DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int32, np.int64, np.uint8, np.bool_,

@@ -55,12 +55,31 @@ def _all_finite(a):
     return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
 
 
+def _values(n):
+    return "a single number" if n is None else f"{n} value" + ("" if n == 1 else "s")
+
+
+def _asarray(X, name):
+    """np.asarray(X); a nested list whose rows differ in length is refused by row."""
+    try:
+        return np.asarray(X)
+    except ValueError:
+        if isinstance(X, (list, tuple)) and X:
+            lengths = [len(r) if hasattr(r, "__len__") else None for r in X]
+            for i, n in enumerate(lengths):
+                if n != lengths[0]:
+                    raise ValueError(f"{name}: rows differ in length: row 0 holds "
+                                     f"{_values(lengths[0])}, row {i} holds {_values(n)}"
+                                     ) from None
+        raise
+
+
 def as_float_array(X, name, dtype, n_features=None):
     """X as a C-contiguous 2-D array of `dtype`, checked: numeric, finite, non-empty."""
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
         raise TypeError(f"{name} is a scipy.sparse matrix, which fastmlp does not accept; "
                         f"pass {name}.toarray()")
-    arr = np.asarray(X)
+    arr = _asarray(X, name)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric, got an array of dtype {arr.dtype}")
     if arr.ndim != 2:
