@@ -702,30 +702,14 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
     int forced = team_policy == 1;
     int timed = team_policy != 0 && nt >= 2 &&
                 (R.q > 1 || uses_threads(plan, L, B, sizeof(T)));
-    if (timed && tu->magic != TUNE_MAGIC) {
-        memset(tu, 0, sizeof *tu);
-        tu->magic = TUNE_MAGIC;
-        tu->gap = TUNE_GAP_MIN;
-    }
+    if (timed) tune_init(tu);
     while (timed && s < step_end) {
         /* Note 12: chunks of steps in the mode that has been faster, many threads or one;
          * one thread is timed first, then many, and the slower one again now and then. */
-        int64_t e = forced || step_end - s < TUNE_CHUNK ? step_end : s + TUNE_CHUNK, done = 0;
-        int many, probe = 0;
-        R.first = 0;
-        if (forced) {
-            many = 1;
-        } else if (tu->t_one > 0.0 && tu->t_many == 0.0) {
-            many = 1;
-            e = step_end - s < TUNE_FIRST ? step_end : s + TUNE_FIRST;
-            R.first = 1;
-        } else if (tu->t_one == 0.0) {
-            many = 0;
-            e = step_end - s < TUNE_FIRST ? step_end : s + TUNE_FIRST;
-        } else {
-            probe = tu->chunks >= tu->next_probe;
-            many = (tu->t_many <= TUNE_MARGIN * tu->t_one) != probe;
-        }
+        int probe = 0, first = 0, many = forced ? 1 : tune_pick(tu, &probe, &first);
+        int64_t len = forced ? step_end - s : first ? TUNE_FIRST : TUNE_CHUNK, done = 0;
+        int64_t e = step_end - s < len ? step_end : s + len;
+        R.first = !forced && first && many;
         R.slow = !forced && tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
         double t0 = omp_get_wtime();
         int rc = many && R.q > 1 ? S(team_chunk)(&R, s, e, R.q, &done)
@@ -733,18 +717,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         double per = done ? (omp_get_wtime() - t0) / (double)done : 0.0;
         if (rc) return rc;
         s += done;
-        if (per > 0.0) {
-            double *t = many ? &tu->t_many : &tu->t_one;
-            *t = *t == 0.0 || probe ? per : 0.5 * (*t + per);
-        }
-        tu->chunks++;
-        if (probe) {
-            /* A probe that lost waits twice as long for the next one. */
-            int lost = many ? tu->t_many > TUNE_MARGIN * tu->t_one
-                            : TUNE_MARGIN * tu->t_one >= tu->t_many;
-            tu->gap = lost ? (tu->gap < TUNE_GAP_MAX ? 2 * tu->gap : tu->gap) : TUNE_GAP_MIN;
-            tu->next_probe = tu->chunks + tu->gap;
-        }
+        tune_record(tu, many, probe, per);
     }
 #endif
     for (; s < step_end; s++) {
@@ -760,9 +733,24 @@ int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, in
     S(fm_ws) w;
     S(ws_layout)(&w, ws, plan, L, max_batch, nt);
     int64_t I0 = plan[0].fan_in, K = plan[L - 1].fan_out;
+#ifdef _OPENMP
+    /* Note 12: each block of rows in the mode that has been faster, timed per row (policy
+     * 1: always many threads, as for the team). */
+    int timed = team_policy == -1 && nt >= 2 &&
+                forward_uses_threads(plan, L, n < max_batch ? n : max_batch);
+    if (timed) tune_init(w.tune);
+#endif
     for (int64_t r0 = 0; r0 < n; r0 += max_batch) {
         int64_t nb = n - r0 < max_batch ? n - r0 : max_batch;
+#ifdef _OPENMP
+        int probe = 0, first = 0, many = timed ? tune_pick(w.tune, &probe, &first) : 1;
+        double t0 = omp_get_wtime();
+        S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active,
+                        many ? nt : 1);
+        if (timed) tune_record(w.tune, many, probe, (omp_get_wtime() - t0) / (double)nb);
+#else
         S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active, nt);
+#endif
     }
     return FM_OK;
 }

@@ -458,6 +458,29 @@ def test_team_of_threads_gives_the_bits_of_one_thread(case, dtype, rng, monkeypa
         _core.set_team_policy(2)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_timed_predictions_have_the_bits_of_any_thread_count(dtype, rng, monkeypatch):
+    """Inference times one thread against many block by block and runs each block of rows in
+    the faster mode (csrc/engine.c note 12); a row's outputs never depend on the mode. 40
+    calls of 1100 rows (blocks of 1024 and 76) pass through the first timings and the
+    probes; every call, timed, on one thread or with threads forced, gives the same bits."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 3)
+    net = fastmlp.MLP([300, 2048, 10], output="softmax", dtype=dtype, seed=2)
+    X = rng.standard_normal((1100, 300))
+    want = net.forward(X, n_threads=1).tobytes()
+    try:
+        for policy in (1, -1):
+            _core.set_team_policy(policy)
+            for call in range(40):
+                nt = 2 + call % 2
+                assert net.forward(X, n_threads=nt).tobytes() == want
+                assert net.forward(X[:700], n_threads=nt).tobytes() == want[:len(want) * 7 // 11]
+    finally:
+        _core.set_team_policy(-1)
+
+
 def test_team_of_threads_takes_norms_past_the_double_range(rng, monkeypatch):
     """The team's norms come from each block's sums of squares (csrc/engine.c note 11); in
     float64 a gradient of about 1e300 per weight has a sum of squares past the double range
