@@ -157,7 +157,6 @@ static inline void prefetch_own(const void *v, size_t bytes) {
     }
 }
 
-
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* [*lo, *hi): the block of n items (rows, columns, weights) thread t of q takes, in order. */
