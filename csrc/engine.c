@@ -28,7 +28,10 @@
  *    a refused step leaves every parameter as it was. max|p| is measured once per call and then
  *    carried as a bound, max|p| + the step's bound, so the update passes need no reduction
  *    (optim.c note 6). Within a call the bound only grows, by the sum of the steps' moves: far
- *    below the limit in any run that is not already diverging.
+ *    below the limit in any run that is not already diverging. Adam's second moment holds
+ *    (c g)^2, so a step with c ||g|| >= sqrt(max / 4) is refused too, with a status of its
+ *    own (FM_EOVERFLOW_STATE: no rate helps there), and so is a step whose L2 term of the
+ *    loss, computed in double, is infinite (FM_ENONFINITE_L2: float64 weights near 1e200).
  * 8. A layer with a skip connection is not fused: its product writes z, an element-wise pass
  *    keeps h = act(z) (the cache its derivative needs, since the output is no longer act(z))
  *    and forms the output. Backward then needs the plain dA of that layer: the product above

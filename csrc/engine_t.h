@@ -246,8 +246,7 @@ static double S(step_bound)(const fm_opt *o, double lr, double gn, double sm) {
             double c = lr * (1.0 - o->beta1) / (sqrt(1.0 - o->beta2) * (1.0 - r));
             b = c < b ? c : b;
         }
-        /* The second moment holds (c g)^2: it must not overflow either. */
-        return gn < sqrt(0.25 * (double)TMAX) ? b : INFINITY;
+        return b;  /* the second moment's own bound is checked in decide */
     }
     default: return lr * gn;
     }
@@ -384,6 +383,12 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
         st->bad_step = s;
         st->bad_layer = bad;
         R->rc = FM_ENONFINITE_GRAD;
+    } else if (!isfinite(reg)) {
+        st->bad_step = s;
+        R->rc = FM_ENONFINITE_L2;
+    } else if (opt->kind == FM_OPT_ADAM && !(gn < sqrt(0.25 * (double)TMAX))) {
+        st->bad_step = s;  /* Adam's second moment holds (c g)^2: it must not overflow */
+        R->rc = FM_EOVERFLOW_STATE;
     } else if (!(st->param_max + step < 0.25 * (double)TMAX)) {
         st->bad_step = s;
         R->rc = FM_EOVERFLOW_STEP;

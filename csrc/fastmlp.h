@@ -32,6 +32,8 @@ enum {
     FM_ENONFINITE_LOSS = 3,   /* the loss of a batch is NaN or infinite */
     FM_ENONFINITE_GRAD = 4,   /* a gradient is NaN or infinite */
     FM_EOVERFLOW_STEP = 5,    /* the update could overflow a parameter (refused, not applied) */
+    FM_EOVERFLOW_STATE = 6,   /* Adam: the gradient's square could overflow its second moment */
+    FM_ENONFINITE_L2 = 7,     /* the L2 term of the loss, (l2 / 2) ||W||^2, is infinite */
 };
 
 enum { FM_LOSS_SQUARED = 0, FM_LOSS_SOFTMAX_CE = 1, FM_LOSS_SIGMOID_BCE = 2,

@@ -180,6 +180,8 @@ def test_sparse_input_is_refused_with_advice(fmt):
     ([[1.0, 2.0], [3.0], [4.0, 5.0]], r"X: rows differ in length: row 0 holds 2 values, "
                                       r"row 1 holds 1 value"),
     ([[1.0, 2.0], [3.0, 4.0], 5.0], r"row 2 holds a single number"),
+    ([[1.0, 2.0], [3.0, [4.0, 5.0]], [1.0, 1.0]], r"X: row 1, column 1 holds a sequence"),
+    ([[1.0, 2.0], "ab", [1.0, 1.0]], r"X: row 1 is a string \('ab'\)"),
 ])
 def test_ragged_list_is_refused_by_row(X, pattern):
     net = fastmlp.MLP([2, 3, 2], seed=0)
@@ -188,6 +190,79 @@ def test_ragged_list_is_refused_by_row(X, pattern):
         with pytest.raises(ValueError, match=pattern):
             CALLS[call](net, X, [0, 1, 0])
     assert state(net) == before
+
+
+def test_ragged_targets_and_weights_are_refused_by_row():
+    net = fastmlp.MLP([2, 3, 2], output="identity", seed=0)
+    before = state(net)
+    X = np.ones((3, 2))
+    with pytest.raises(ValueError, match=r"y: rows differ in length: row 0 holds 2 values, "
+                                         r"row 2 holds 1 value"):
+        net.fit(X, [[0.0, 1.0], [1.0, 0.0], [1.0]])
+    with pytest.raises(ValueError, match=r"sample_weight: rows differ in length"):
+        net.fit(X, np.zeros((3, 2)), sample_weight=[1.0, [1.0, 2.0], 1.0])
+    with pytest.raises(TypeError, match=r"sample_weight must be an array of numbers, got list "
+                                        r"of dtype <U1"):
+        net.fit(X, np.zeros((3, 2)), sample_weight=["1", "1", "1"])
+    assert state(net) == before
+
+
+def test_estimators_refuse_ragged_lists_by_row():
+    from fastmlp.sklearn import MLPClassifier, MLPRegressor
+    with pytest.raises(ValueError, match=r"X: rows differ in length: row 0 holds 2 values, "
+                                         r"row 1 holds 1 value"):
+        MLPClassifier(max_iter=2).fit([[1.0, 2.0], [1.0]] * 5, [0, 1] * 5)
+    with pytest.raises(ValueError, match=r"y: rows differ in length"):
+        MLPRegressor(max_iter=2).fit([[1.0, 2.0]] * 3, [[1.0, 2.0], [1.0], [2.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier(max_iter=2, random_state=0).fit([[1.0, 2.0, 3.0]] * 4, [0, 1] * 2)
+    with pytest.raises(ValueError, match=r"X: rows differ in length: row 0 holds 3 values, "
+                                         r"row 1 holds 2 values"):
+        est.predict([[1.0, 2.0, 3.0], [1.0, 2.0]])
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: fastmlp.SGD(l2="1e-3"), "l2"), (lambda: fastmlp.SGD(momentum="0.9"), "momentum"),
+    (lambda: fastmlp.Adam(beta1="0.5"), "beta1"), (lambda: fastmlp.Adam(l2=[0.1]), "l2"),
+])
+def test_optimizer_settings_given_as_strings_are_refused(make, name):
+    """Every setting is refused alike when it is not a number (lr and eps already were)."""
+    with pytest.raises(TypeError, match=name):
+        make()
+
+
+def test_unused_activation_name_is_still_checked():
+    with pytest.raises(ValueError, match=r"activation must be one of"):
+        fastmlp.MLP([64, 10], activation="gelu")
+
+
+def test_l2_term_past_the_range_is_refused_with_its_own_advice(rng):
+    """float64 weights of 1e200 make (l2 / 2) ||W||^2 infinite while the data's loss and the
+    gradient stay finite: the step is refused (found by a new user: the fit went on with an
+    infinite penalty), the advice names l2, and no weight changes."""
+    net = fastmlp.MLP([8, 6, 3], output="softmax", dtype="float64", seed=0)
+    net.weights.assign([net.weights[0] * 1e200, net.weights[1]])
+    before = net._params.tobytes()
+    X, y = rng.standard_normal((40, 8)), np.arange(40) % 3
+    with pytest.raises(fastmlp.DivergenceError, match=r"non-finite L2 term of the loss.*too "
+                                                      r"large for l2=1 \(alpha in the "
+                                                      r"estimators\)"):
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=1e-3, batch_size=20, l2=1.0), epochs=1)
+    assert net._params.tobytes() == before
+
+
+def test_adam_second_moment_overflow_advises_clipping_not_the_rate(rng):
+    """A float32 gradient above about 1e19 has a square past float32's range, which Adam's
+    second moment would hold: refused whatever the rate, and the advice says so."""
+    net = fastmlp.MLP([4, 5, 1], output="identity", dtype="float32", seed=0)
+    before = net._params.tobytes()
+    X, y = rng.standard_normal((30, 4)), np.full(30, 1e30)
+    with pytest.raises(fastmlp.DivergenceError, match=r"square would overflow Adam's second "
+                                                      r"moment.*set clip_norm") as e:
+        net.fit(X, y, optimizer=fastmlp.Adam(lr=1e-3, batch_size=10), epochs=1)
+    assert "smaller learning rate" not in str(e.value)
+    assert net._params.tobytes() == before
 
 
 # ------------------------------------------------------------------ every dtype and layout
@@ -305,12 +380,14 @@ def test_binary_cross_entropy_at_extreme_logits(dtype):
 
 def test_non_finite_gradient_is_never_applied_and_names_the_layer():
     """float32 inputs of FLT_MAX / 8: the loss (summed in double) is finite, the gradient of
-    the first layer's weights overflows float32. The step is refused; nothing changes."""
+    the first layer's weights overflows float32. The step is refused; nothing changes. It is
+    the fit's first step, so the advice is about the data and weights, not the rate."""
     net = fastmlp.MLP([2, 3, 1], output="identity", dtype="float32", seed=0)
     big = float(np.finfo(np.float32).max) / 8
     before = state(net)[0]
     with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: non-finite gradient in "
-                                                 r"layer 0.*smaller learning rate"):
+                                                 r"layer 0.*No step of this fit was applied.*"
+                                                 r"standardize them"):
         net.fit(np.full((4, 2), big), np.zeros(4),
                 optimizer=fastmlp.SGD(lr=1e-30, batch_size=None), epochs=1)
     assert net._params.tobytes() == before

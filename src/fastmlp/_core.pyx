@@ -36,15 +36,27 @@ MAX_LAYERS = FM_MAX_LAYERS
 class NonFiniteError(FloatingPointError):
     """A batch's loss, gradient or update is not finite; the step was not applied.
 
-    Attributes: ``what`` ('loss', 'gradient' or 'update ...'), ``step`` (index within the
-    epoch), ``layer``
-    (first layer with a non-finite gradient, or -1), ``stats`` (figures of the steps done).
+    Attributes: ``what`` ('loss', 'gradient', 'L2 term ...' or 'update ...'), ``kind`` (one
+    of NONFINITE_KINDS), ``step`` (index within the epoch), ``layer`` (first layer with a
+    non-finite gradient, or -1), ``stats`` (figures of the steps done).
     """
 
-    def __init__(self, what, step, layer, stats):
+    def __init__(self, what, step, layer, stats, kind):
         where = f" in layer {layer}" if layer >= 0 else ""
         super().__init__(f"non-finite {what}{where} at step {step}")
         self.what, self.step, self.layer, self.stats = what, step, layer, stats
+        self.kind = kind
+
+
+# What a refused step met (train_steps): NonFiniteError.kind and its `what`.
+NONFINITE_KINDS = {
+    FM_ENONFINITE_LOSS: ("loss", "loss"),
+    FM_ENONFINITE_GRAD: ("gradient", "gradient"),
+    FM_ENONFINITE_L2: ("l2", "L2 term of the loss (l2 / 2) ||W||^2"),
+    FM_EOVERFLOW_STATE: ("adam-state", "update (the gradient's square would overflow Adam's "
+                                       "second moment)"),
+    FM_EOVERFLOW_STEP: ("overflow", "update (it would overflow the parameters)"),
+}
 
 
 cdef int _check(int rc, str where) except -1:
@@ -461,13 +473,10 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                                     nthreads)
     stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped,
              st.param_max, st.state_max, st.reg_sum, o.t)
-    if rc == FM_ENONFINITE_LOSS:
-        raise NonFiniteError("loss", st.bad_step, -1, stats)
-    if rc == FM_ENONFINITE_GRAD:
-        raise NonFiniteError("gradient", st.bad_step, st.bad_layer, stats)
-    if rc == FM_EOVERFLOW_STEP:
-        raise NonFiniteError("update (it would overflow the parameters)", st.bad_step, -1,
-                             stats)
+    if rc in NONFINITE_KINDS:
+        kind, what = NONFINITE_KINDS[rc]
+        raise NonFiniteError(what, st.bad_step, st.bad_layer if rc == FM_ENONFINITE_GRAD else -1,
+                             stats, kind)
     _check(rc, "train_steps")
     return stats
 

@@ -55,22 +55,36 @@ def _all_finite(a):
     return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
 
 
-def _values(n):
-    return "a single number" if n is None else f"{n} value" + ("" if n == 1 else "s")
+def _ragged(X):
+    """Where a list of rows stops being a table: (row, what is wrong), or None."""
+    def width(r):
+        return len(r) if hasattr(r, "__len__") and not isinstance(r, (str, bytes)) else None
+
+    first = width(X[0])
+    for i, r in enumerate(X):
+        if isinstance(r, (str, bytes)):
+            return i, f"row {i} is a string ({r[:20]!r}), not a row of numbers"
+        n = width(r)
+        if n != first:
+            def size(n):
+                return "a single number" if n is None else f"{n} value" + "s" * (n != 1)
+            return i, f"rows differ in length: row 0 holds {size(first)}, row {i} holds {size(n)}"
+        if n is not None:
+            for j, v in enumerate(r):
+                if hasattr(v, "__len__") and not isinstance(v, (str, bytes)):
+                    return i, f"row {i}, column {j} holds a sequence, not a number"
+    return None
 
 
 def _asarray(X, name):
-    """np.asarray(X); a nested list whose rows differ in length is refused by row."""
+    """np.asarray(X); a list of rows that is not a table is refused by its first bad row."""
     try:
         return np.asarray(X)
     except ValueError:
         if isinstance(X, (list, tuple)) and X:
-            lengths = [len(r) if hasattr(r, "__len__") else None for r in X]
-            for i, n in enumerate(lengths):
-                if n != lengths[0]:
-                    raise ValueError(f"{name}: rows differ in length: row 0 holds "
-                                     f"{_values(lengths[0])}, row {i} holds {_values(n)}"
-                                     ) from None
+            bad = _ragged(X)
+            if bad is not None:
+                raise ValueError(f"{name}: {bad[1]}") from None
         raise
 
 
@@ -107,7 +121,7 @@ def as_float_array(X, name, dtype, n_features=None):
 
 def as_labels(y, name, n_rows, n_classes):
     """Integer class labels in [0, n_classes) as a contiguous int64 vector."""
-    arr = np.asarray(y)
+    arr = _asarray(y, name)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
@@ -134,7 +148,7 @@ def as_labels(y, name, n_rows, n_classes):
 
 def as_targets(y, name, n_rows, n_outputs, dtype, binary=False):
     """Real targets (n_rows, n_outputs) of `dtype`; with binary, each must be 0 or 1."""
-    arr = np.asarray(y)
+    arr = _asarray(y, name)
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric, got an array of dtype {arr.dtype}")
     if arr.ndim == 1 and n_outputs == 1:

@@ -34,7 +34,7 @@ import numpy as np
 
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
-from fastmlp._validation import (as_float_array, as_labels, as_targets, check_choice,
+from fastmlp._validation import (_asarray, as_float_array, as_labels, as_targets, check_choice,
                                  check_positive_int, check_two_classes)
 from fastmlp.diagnostics import TrainingWarning, epoch_warnings
 from fastmlp.optim import SGD, _Optimizer
@@ -120,16 +120,38 @@ class DivergenceError(FloatingPointError):
     message is made from them, so a caller that runs its epochs one fit at a time (the CLI)
     sets ``epoch`` to its own count."""
 
-    def __init__(self, epoch, step, what, layer, lr, hint=""):
+    def __init__(self, epoch, step, what, layer, lr, hint="", advice=None):
         super().__init__()
         self.epoch, self.step, self.what, self.layer, self.lr = epoch, step, what, layer, lr
         self.hint = hint
+        self.advice = self.rate_advice() if advice is None else advice
+
+    def rate_advice(self):
+        """The usual advice: a smaller rate, or clipping."""
+        return f"Try a smaller learning rate than lr={self.lr:g}, or set clip_norm."
 
     def __str__(self):
         where = f" in layer {self.layer}" if self.layer >= 0 else ""
         return (f"training diverged in epoch {self.epoch}, step {self.step}: non-finite "
                 f"{self.what}{where}. The network keeps the weights of the last finite step. "
-                f"Try a smaller learning rate than lr={self.lr:g}, or set clip_norm.{self.hint}")
+                f"{self.advice}{self.hint}")
+
+
+def _divergence_advice(kind, first_step, opt):
+    """What can help after a refused step of the given kind (NonFiniteError.kind), or None
+    for the default advice (a smaller rate, or clip_norm)."""
+    if kind == "l2":
+        return (f"The weights are too large for l2={opt.l2:g} (alpha in the estimators): "
+                f"lower it, or start from smaller weights.")
+    if kind == "adam-state":
+        l2 = f", lower l2={opt.l2:g} (alpha in the estimators)" if opt.l2 > 0 else ""
+        return (f"The gradient is too large for Adam's second moment (its square overflows), "
+                f"whatever the rate: set clip_norm{l2}, or scale the inputs and targets.")
+    if first_step and kind in ("loss", "gradient"):
+        return ("No step of this fit was applied yet: the weights it started from already "
+                "give this for these data; check the scale of the weights, inputs and "
+                "targets.")
+    return None
 
 
 class History:
@@ -268,6 +290,8 @@ class MLP:
             raise ValueError(f"layer_sizes needs at least 2 entries (inputs and outputs), "
                              f"got {sizes}")
         n_hidden = len(sizes) - 2
+        if isinstance(activation, str):  # checked even when no hidden layer uses it
+            check_choice(activation, "activation", ACTIVATIONS)
         acts = ([activation] * n_hidden if isinstance(activation, str)
                 else _as_list(activation, "activation"))
         if len(acts) != n_hidden:
@@ -815,8 +839,9 @@ class MLP:
                         big = float(np.abs(X).max())
                         hint = (f" The inputs reach |x| = {big:.3g}: standardize them."
                                 if big > 1e6 else "")
+                        advice = _divergence_advice(e.kind, epoch == 0 and e.step == 0, opt)
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
-                                              hint) from None
+                                              hint, advice) from None
                     tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
                     tot[2] = max(tot[2], st[2])
                     opt.t_ = st[9]
@@ -945,9 +970,13 @@ class MLP:
 def _sample_weight(w, n, dtype):
     """Sample weights as a contiguous array of ``dtype``: 1-D, n entries, finite, >= 0."""
     try:
-        a = np.asarray(w, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError("sample_weight must be an array of numbers") from None
+        a = _asarray(w, "sample_weight")
+        if a.dtype.kind not in "biuf":
+            raise TypeError
+        a = a.astype(np.float64, copy=False)
+    except TypeError:
+        raise TypeError(f"sample_weight must be an array of numbers, got "
+                        f"{type(w).__name__} of dtype {np.asarray(w).dtype}") from None
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"sample_weight has shape {a.shape}, expected ({n},)")
     bad = np.flatnonzero(~np.isfinite(a) | (a < 0))
@@ -956,7 +985,8 @@ def _sample_weight(w, n, dtype):
                          f"and >= 0")
     if not a.sum() > 0:
         raise ValueError("sample_weight sums to 0")
-    # Only the ratios matter (each batch is divided by its weight sum), but every weight must be
+    # The data's loss depends on the ratios alone (each batch is divided by its weight sum;
+    # the L2 term is divided by it too, as in scikit-learn), but every weight must be
     # a normal number of the network's dtype and any batch's sum finite: a subnormal weight's
     # reciprocal sum overflows, and one that rounds to 0 silently drops its row.
     info = np.finfo(dtype)
@@ -967,8 +997,8 @@ def _sample_weight(w, n, dtype):
         where = (f"below the smallest normal {np.dtype(dtype).name} ({float(info.tiny):.3g})"
                  if v < float(info.tiny) else
                  f"above {top:.3g} ({np.dtype(dtype).name}'s largest value over {n} rows)")
-        raise ValueError(f"sample_weight[{bad[0]}] = {v!r} is {where}; only the ratios of the "
-                         f"weights matter, so rescale them")
+        raise ValueError(f"sample_weight[{bad[0]}] = {v!r} is {where}; rescale the weights "
+                         f"(the data's loss depends only on their ratios)")
     return np.ascontiguousarray(a, dtype=dtype)
 
 

@@ -5,6 +5,7 @@ core, one call per block of steps, so nothing here runs per step. The state (mom
 velocity, Adam's moments and step count) lives in the optimizer object, as in PyTorch: fitting
 again with the same object continues from it, and ``reset()`` forgets it.
 """
+import numbers
 import threading
 import weakref
 
@@ -15,20 +16,18 @@ from fastmlp._validation import check_positive_float, check_positive_int
 
 def _check_unit(value, name):
     """A float in [0, 1)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}") from None
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
+    v = float(value)
     if isinstance(value, bool) or not 0.0 <= v < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return v
 
 
 def _check_nonneg(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number >= 0, got {value!r}")
+    v = float(value)
     if isinstance(value, bool) or not v >= 0.0 or v == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v

@@ -38,6 +38,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
+from fastmlp._validation import _asarray
 from fastmlp.network import MLP, upgrade_advice
 
 try:  # public since scikit-learn 1.6
@@ -206,6 +207,12 @@ def _resolve_n_threads(n_threads):
 
 
 # ---------------------------------------------------------------- the per-epoch policy
+
+
+def _tabled(X, name):
+    """A list of rows as an array, refused by its first bad row when it is not a table
+    (NumPy's own message names no row); anything else as it came, for scikit-learn's checks."""
+    return _asarray(X, name) if isinstance(X, (list, tuple)) else X
 
 class _EpochPolicy:
     """fit's callback: scikit-learn's per-epoch bookkeeping, schedules and stopping."""
@@ -486,7 +493,8 @@ class _BaseMLP(BaseEstimator):
         return w
 
     def _validate_X(self, X, reset):
-        return _validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
+        return _validate_data(self, _tabled(X, "X"), reset=reset,
+                              dtype=[np.float32, np.float64])
 
     def _outputs(self, X):
         """The fitted network's outputs for X (probabilities, or values for regression)."""
@@ -723,8 +731,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return idx_c.astype(np.int64)
 
     def _prepare(self, X, y, reset):
-        X, y = _validate_data(self, X, y, reset=reset, multi_output=True,
-                              dtype=[np.float32, np.float64])
+        X, y = _validate_data(self, _tabled(X, "X"), _tabled(y, "y"), reset=reset,
+                              multi_output=True, dtype=[np.float32, np.float64])
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -836,8 +844,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self.n_outputs_  # the core sums the half squared error over outputs
 
     def _prepare(self, X, y, reset):
-        X, y = _validate_data(self, X, y, reset=reset, multi_output=True, y_numeric=True,
-                              dtype=[np.float32, np.float64])
+        X, y = _validate_data(self, _tabled(X, "X"), _tabled(y, "y"), reset=reset,
+                              multi_output=True, y_numeric=True, dtype=[np.float32, np.float64])
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         y2 = y.reshape(len(y), -1)
