@@ -111,8 +111,9 @@
  *    cores busy, a one-epoch digits fit took 80 ms on two threads against 2.2 on one, two
  *    slow steps of about a scheduler time slice each).
  *    Inference (fm_forward) is timed the same way with a block of rows as the chunk and the
- *    seconds per row as the unit, in the workspace the network keeps for predictions, so
- *    the timing carries from one call to the next. A prediction of 1024 rows of
+ *    seconds per row as the unit, in a record the network keeps for each thread count apart
+ *    from any workspace, so the timing carries from one call to the next whatever the
+ *    calls' sizes and thread counts (a new user found it lost at each change of either). A prediction of 1024 rows of
  *    784-512-512-10, 100 calls on two threads, with the other core running another test
  *    suite: 24.0 ms a call (median) with the threads forced, 10.1 ms timed; with two
  *    spinning processes besides: 48.0 against 38.0 ms; on the idle machine, two runs: 9.94
@@ -196,6 +197,7 @@ typedef struct {
     double t_many, t_one;                   /* seconds per step, 0 until measured */
     int64_t chunks, next_probe, gap;
 } fm_tune;
+_Static_assert(sizeof(fm_tune) <= FM_TUNE_BYTES, "FM_TUNE_BYTES too small");
 
 /* Note 12: start a workspace's timings, unless it holds some already. */
 static void tune_init(fm_tune *tu) {

@@ -733,7 +733,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
 }
 
 int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, int64_t max_batch,
-                  const T *X, int64_t n, T *out, uint8_t *active, int nt) {
+                  const T *X, int64_t n, T *out, uint8_t *active, int nt, void *tune) {
     if (max_batch < 1 || n < 0) return FM_EARG;
     S(fm_ws) w;
     S(ws_layout)(&w, ws, plan, L, max_batch, nt);
@@ -743,16 +743,17 @@ int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, in
      * 1: always many threads, as for the team). */
     int timed = team_policy == -1 && nt >= 2 &&
                 forward_uses_threads(plan, L, n < max_batch ? n : max_batch);
-    if (timed) tune_init(w.tune);
+    fm_tune *tu = tune ? (fm_tune *)tune : w.tune;
+    if (timed) tune_init(tu);
 #endif
     for (int64_t r0 = 0; r0 < n; r0 += max_batch) {
         int64_t nb = n - r0 < max_batch ? n - r0 : max_batch;
 #ifdef _OPENMP
-        int probe = 0, first = 0, many = timed ? tune_pick(w.tune, &probe, &first) : 1;
+        int probe = 0, first = 0, many = timed ? tune_pick(tu, &probe, &first) : 1;
         double t0 = omp_get_wtime();
         S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active,
                         many ? nt : 1);
-        if (timed) tune_record(w.tune, many, probe, (omp_get_wtime() - t0) / (double)nb);
+        if (timed) tune_record(tu, many, probe, (omp_get_wtime() - t0) / (double)nb);
 #else
         S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active, nt);
 #endif

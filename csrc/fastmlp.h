@@ -230,13 +230,16 @@ int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params
 int fm_set_team_policy(int policy);
 
 /* Forward of X (n x I0) in chunks of max_batch rows; writes the last layer's output (n x K).
- * active as in fm_train_steps (NULL: not recorded). */
+ * active as in fm_train_steps (NULL: not recorded). tune: FM_TUNE_BYTES bytes (8-byte
+ * aligned, zeros at first) that keep the timing of one thread against nt between calls
+ * (engine.c note 12), or NULL to keep it in ws. */
+#define FM_TUNE_BYTES 64
 int fm_forward_f32(const fm_layer *plan, int64_t L, const float *params, void *ws,
                    int64_t max_batch, const float *X, int64_t n, float *out, uint8_t *active,
-                   int nt);
+                   int nt, void *tune);
 int fm_forward_f64(const fm_layer *plan, int64_t L, const double *params, void *ws,
                    int64_t max_batch, const double *X, int64_t n, double *out, uint8_t *active,
-                   int nt);
+                   int nt, void *tune);
 
 /* Mean loss J = (1/n) sum_i L_i over all n rows and its gradient into grads (overwritten), in
  * chunks of max_batch rows (the chunks' gradients are summed). */

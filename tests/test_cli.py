@@ -357,6 +357,9 @@ def test_divergence_exits_1_with_advice(tmp_path, capsys):
     assert code == 1
     assert err.startswith("fastmlp: error: training diverged") and err.count("\n") == 1
     assert "learning rate" in err and not model.exists()
+    # In the CLI's terms: its flags, and what happened to the model file.
+    assert "than --lr=1e+06, or set --clip-norm." in err and "was not saved" in err
+    assert "keeps the weights" not in err
 
 
 # ---------------------------------------------------------------- limits and damaged inputs

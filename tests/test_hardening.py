@@ -232,6 +232,29 @@ def test_optimizer_settings_given_as_strings_are_refused(make, name):
         make()
 
 
+@pytest.mark.parametrize("make", [lambda: fastmlp.SGD(momentum=False),
+                                  lambda: fastmlp.SGD(l2=True), lambda: fastmlp.Adam(beta1=False)])
+def test_optimizer_settings_given_as_bools_are_refused_as_not_numbers(make):
+    with pytest.raises(TypeError, match=r"must be a number"):
+        make()
+
+
+def test_activation_must_be_a_name_or_a_list_of_names():
+    with pytest.raises(TypeError, match=r"activation must be a name or a list of names"):
+        fastmlp.MLP([3, 4, 4, 2], activation={"relu": 1})
+    with pytest.raises(ValueError, match=r"activation lists 1 name for 2 hidden layers"):
+        fastmlp.MLP([3, 4, 4, 2], activation=["relu"])
+
+
+def test_estimator_sample_weight_is_checked_by_row_and_as_numbers():
+    from fastmlp.sklearn import MLPClassifier
+    X, y = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]], [0, 1, 0, 1]
+    with pytest.raises(ValueError, match=r"sample_weight: rows differ in length"):
+        MLPClassifier(max_iter=2).fit(X, y, sample_weight=[1.0, [1.0, 2.0], 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"sample_weight must be numeric"):
+        MLPClassifier(max_iter=2).fit(X, y, sample_weight="1111")
+
+
 def test_unused_activation_name_is_still_checked():
     with pytest.raises(ValueError, match=r"activation must be one of"):
         fastmlp.MLP([64, 10], activation="gelu")
@@ -250,6 +273,40 @@ def test_l2_term_past_the_range_is_refused_with_its_own_advice(rng):
                                                       r"estimators\)"):
         net.fit(X, y, optimizer=fastmlp.SGD(lr=1e-3, batch_size=20, l2=1.0), epochs=1)
     assert net._params.tobytes() == before
+
+
+def test_divergence_advice_knows_clipping_is_on_and_names_huge_targets(rng):
+    """The rate advice asks for a tighter clip_norm when clipping is on; targets far from
+    standardized are named like inputs."""
+    X, y = rng.standard_normal((40, 5)), rng.standard_normal(40)
+    net = fastmlp.MLP([5, 8, 1], seed=0)
+    with pytest.raises(fastmlp.DivergenceError, match=r"smaller learning rate than lr=1e\+30, "
+                                                      r"or a smaller clip_norm than 1\."):
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=1e30, clip_norm=1.0), epochs=2)
+    with pytest.raises(fastmlp.DivergenceError, match=r"The targets reach \|y\| = \d\.\d+e\+30: "
+                                                      r"standardize them"):
+        fastmlp.MLP([5, 8, 1], seed=0).fit(X, y * 1e30 + 1e30, optimizer=fastmlp.SGD(lr=0.01),
+                                           epochs=2)
+
+
+def test_prediction_timing_is_kept_per_thread_count(rng, monkeypatch):
+    """The predictions' timing record (engine.c note 12) survives calls on other thread
+    counts and a workspace grown for more rows (found lost at each, by a new user)."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 2)
+    net = fastmlp.MLP([300, 2048, 10], seed=0)
+    X = rng.standard_normal((1500, 300))
+    # The record: magic, seconds per row on many threads and on one, blocks timed, ...
+    net.forward(X[:600], n_threads=2)
+    record = net._tunes[2]
+    assert record[2] > 0.0 and record[1] == 0.0  # one thread first
+    net.forward(X[:600], n_threads=2)
+    assert record[1] > 0.0  # then many
+    net.forward(X[:3], n_threads=1)
+    net.forward(X, n_threads=2)  # more rows: a larger workspace
+    assert net._tunes[2] is record and record[1] > 0.0 and record[2] > 0.0
+    assert record.view(np.int64)[3] == 4  # blocks timed: 1 + 1 + 2 (1500 rows)
 
 
 def test_adam_second_moment_overflow_advises_clipping_not_the_rate(rng):

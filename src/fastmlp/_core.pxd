@@ -80,10 +80,12 @@ cdef extern from "fastmlp.h" nogil:
                            unsigned char *active, int nt)
     int fm_forward_f32(const fm_layer *plan, int64_t L, const float *params, void *ws,
                        int64_t max_batch, const float *X, int64_t n, float *out,
-                       unsigned char *active, int nt)
+                       unsigned char *active, int nt, void *tune)
     int fm_forward_f64(const fm_layer *plan, int64_t L, const double *params, void *ws,
                        int64_t max_batch, const double *X, int64_t n, double *out,
-                       unsigned char *active, int nt)
+                       unsigned char *active, int nt, void *tune)
+    enum:
+        FM_TUNE_BYTES
     int fm_loss_and_grad_f32(const fm_layer *plan, int64_t L, int loss, const float *params,
                              float *grads, void *ws, int64_t max_batch, const float *X,
                              const void *Y, int64_t n, double *loss_out, int nt)

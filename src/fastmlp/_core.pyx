@@ -31,6 +31,7 @@ SKIPS = {"none": FM_SKIP_NONE, "residual": FM_SKIP_RESIDUAL, "preact": FM_SKIP_P
 OPTIMIZERS = {"sgd": FM_OPT_SGD, "momentum": FM_OPT_MOMENTUM, "nesterov": FM_OPT_NESTEROV,
               "adam": FM_OPT_ADAM}
 MAX_LAYERS = FM_MAX_LAYERS
+TUNE_DOUBLES = FM_TUNE_BYTES // 8  # forward's timing record (doubles: 8-byte aligned)
 
 
 class NonFiniteError(FloatingPointError):
@@ -475,22 +476,29 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
              st.param_max, st.state_max, st.reg_sum, o.t)
     if rc in NONFINITE_KINDS:
         kind, what = NONFINITE_KINDS[rc]
-        raise NonFiniteError(what, st.bad_step, st.bad_layer if rc == FM_ENONFINITE_GRAD else -1,
-                             stats, kind)
+        layer = st.bad_layer if rc == FM_ENONFINITE_GRAD else -1
+        raise NonFiniteError(what, st.bad_step, layer, stats, kind)
     _check(rc, "train_steps")
     return stats
 
 
 def forward(const int64_t[:, ::1] plan, const floating[::1] params, unsigned char[::1] ws,
             int64_t max_batch, const floating[:, ::1] X, floating[:, ::1] out, int nthreads,
-            unsigned char[::1] active=None):
-    """The last layer's output for every row of X; marks fired ReLU units in active.
+            unsigned char[::1] active=None, double[::1] tune=None):
+    """The last layer's output for every row of X; marks fired ReLU units in active. tune
+    (TUNE_DOUBLES zeros at first) keeps the timing of one thread against nthreads between
+    calls; None keeps it in ws.
 
-    # IN X (n, I0)  # OUT out (n, K), active (sum of fan_outs) |="""
+    # IN X (n, I0)  # OUT out (n, K), active (sum of fan_outs) |=, tune"""
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int rc
     cdef unsigned char *pact = NULL
+    cdef void *ptune = NULL
+    if tune is not None:
+        if tune.shape[0] * sizeof(double) < FM_TUNE_BYTES:
+            raise ValueError(f"forward: tune must have {TUNE_DOUBLES} entries")
+        ptune = &tune[0]
     if X.shape[1] != p[0].fan_in or out.shape[0] != n or out.shape[1] != p[L - 1].fan_out:
         raise ValueError("forward: X or out does not match the plan")
     if max_batch < 1 or <size_t> ws.shape[0] < fm_workspace_bytes(p, L, max_batch,
@@ -507,10 +515,10 @@ def forward(const int64_t[:, ::1] plan, const floating[::1] params, unsigned cha
     with nogil:
         if floating is float:
             rc = fm_forward_f32(p, L, &params[0], &ws[0], max_batch, &X[0, 0], n, &out[0, 0],
-                                pact, nthreads)
+                                pact, nthreads, ptune)
         else:
             rc = fm_forward_f64(p, L, &params[0], &ws[0], max_batch, &X[0, 0], n, &out[0, 0],
-                                pact, nthreads)
+                                pact, nthreads, ptune)
     _check(rc, "forward")
 
 

@@ -55,24 +55,27 @@ def _all_finite(a):
     return all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step))
 
 
-def _ragged(X):
-    """Where a list of rows stops being a table: (row, what is wrong), or None."""
-    def width(r):
-        return len(r) if hasattr(r, "__len__") and not isinstance(r, (str, bytes)) else None
+def _row_width(r):
+    return len(r) if hasattr(r, "__len__") and not isinstance(r, (str, bytes)) else None
 
-    first = width(X[0])
+
+def _values(n):
+    return "a single number" if n is None else f"{n} value" + "s" * (n != 1)
+
+
+def _ragged(X):
+    """What stops a list of rows from being a table, by its first bad row; None if nothing."""
+    first = _row_width(X[0])
     for i, r in enumerate(X):
         if isinstance(r, (str, bytes)):
-            return i, f"row {i} is a string ({r[:20]!r}), not a row of numbers"
-        n = width(r)
+            return f"row {i} is a string ({r[:20]!r}), not a row of numbers"
+        n = _row_width(r)
         if n != first:
-            def size(n):
-                return "a single number" if n is None else f"{n} value" + "s" * (n != 1)
-            return i, f"rows differ in length: row 0 holds {size(first)}, row {i} holds {size(n)}"
-        if n is not None:
-            for j, v in enumerate(r):
-                if hasattr(v, "__len__") and not isinstance(v, (str, bytes)):
-                    return i, f"row {i}, column {j} holds a sequence, not a number"
+            return (f"rows differ in length: row 0 holds {_values(first)}, row {i} holds "
+                    f"{_values(n)}")
+        for j, v in enumerate(r if n is not None else ()):
+            if _row_width(v) is not None:
+                return f"row {i}, column {j} holds a sequence, not a number"
     return None
 
 
@@ -84,7 +87,7 @@ def _asarray(X, name):
         if isinstance(X, (list, tuple)) and X:
             bad = _ragged(X)
             if bad is not None:
-                raise ValueError(f"{name}: {bad[1]}") from None
+                raise ValueError(f"{name}: {bad}") from None
         raise
 
 

@@ -356,6 +356,11 @@ def main(argv=None):
     except (UsageError, datasets.DataError) as e:
         print(f"fastmlp: error: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:  # in the CLI's terms: its flags, and no model is written
+        msg = e.message("The model was not saved (checkpoints already written stay as they "
+                        "were).", e.advice or e.rate_advice("--lr", "--clip-norm"))
+        print(f"fastmlp: error: {msg}", file=sys.stderr)
+        return 1
     except FloatingPointError as e:
         print(f"fastmlp: error: {e}", file=sys.stderr)
         return 1
@@ -506,7 +511,7 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
                 except DivergenceError as e:  # fit counts its own single epoch as 1
                     e.epoch = epoch + 1
                     if epoch > start and e.step == 1 and e.what in ("loss", "gradient"):
-                        e.advice = e.rate_advice()  # steps of this run were applied before
+                        e.advice = None  # the rate: steps of this run were applied before
                     raise
                 except ValueError as e:  # e.g. a training split of one class
                     raise UsageError(f"cannot train on {args.data or 'digits'}: {e}") from None

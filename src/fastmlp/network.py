@@ -120,21 +120,32 @@ class DivergenceError(FloatingPointError):
     message is made from them, so a caller that runs its epochs one fit at a time (the CLI)
     sets ``epoch`` to its own count."""
 
-    def __init__(self, epoch, step, what, layer, lr, hint="", advice=None):
+    def __init__(self, epoch, step, what, layer, lr, hint="", advice=None, clip_norm=None):
         super().__init__()
         self.epoch, self.step, self.what, self.layer, self.lr = epoch, step, what, layer, lr
-        self.hint = hint
-        self.advice = self.rate_advice() if advice is None else advice
+        self.hint, self.clip_norm = hint, clip_norm
+        self.advice = advice  # None: rate_advice()
 
-    def rate_advice(self):
-        """The usual advice: a smaller rate, or clipping."""
-        return f"Try a smaller learning rate than lr={self.lr:g}, or set clip_norm."
+    def rate_advice(self, lr_name="lr", clip_name="clip_norm"):
+        """The usual advice: a smaller rate, or clipping (tighter if it is on)."""
+        clip = (f"a smaller {clip_name} than {self.clip_norm:g}" if self.clip_norm
+                else f"set {clip_name}")
+        return f"Try a smaller learning rate than {lr_name}={self.lr:g}, or {clip}."
+
+    def message(self, kept="The network keeps the weights of the last finite step.",
+                advice=None):
+        where = f" in layer {self.layer}" if self.layer >= 0 else ""
+        advice = advice or self.advice or self.rate_advice()
+        return (f"training diverged in epoch {self.epoch}, step {self.step}: non-finite "
+                f"{self.what}{where}. {kept} {advice}{self.hint}")
 
     def __str__(self):
-        where = f" in layer {self.layer}" if self.layer >= 0 else ""
-        return (f"training diverged in epoch {self.epoch}, step {self.step}: non-finite "
-                f"{self.what}{where}. The network keeps the weights of the last finite step. "
-                f"{self.advice}{self.hint}")
+        return self.message()
+
+
+def _scale_hint(a, what, sym):
+    big = float(np.abs(a).max()) if a.size else 0.0
+    return f" The {what} reach |{sym}| = {big:.3g}: standardize them." if big > 1e6 else ""
 
 
 def _divergence_advice(kind, first_step, opt):
@@ -145,8 +156,10 @@ def _divergence_advice(kind, first_step, opt):
                 f"lower it, or start from smaller weights.")
     if kind == "adam-state":
         l2 = f", lower l2={opt.l2:g} (alpha in the estimators)" if opt.l2 > 0 else ""
+        clip = (f"a smaller clip_norm than {opt.clip_norm:g}" if opt.clip_norm
+                else "set clip_norm")
         return (f"The gradient is too large for Adam's second moment (its square overflows), "
-                f"whatever the rate: set clip_norm{l2}, or scale the inputs and targets.")
+                f"whatever the rate: {clip}{l2}, or scale the inputs and targets.")
     if first_step and kind in ("loss", "gradient"):
         return ("No step of this fit was applied yet: the weights it started from already "
                 "give this for these data; check the scale of the weights, inputs and "
@@ -292,11 +305,13 @@ class MLP:
         n_hidden = len(sizes) - 2
         if isinstance(activation, str):  # checked even when no hidden layer uses it
             check_choice(activation, "activation", ACTIVATIONS)
-        acts = ([activation] * n_hidden if isinstance(activation, str)
-                else _as_list(activation, "activation"))
+        if not isinstance(activation, (str, list, tuple)):
+            raise TypeError(f"activation must be a name or a list of names, one per hidden "
+                            f"layer, got {activation!r}")
+        acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
         if len(acts) != n_hidden:
-            raise ValueError(f"activation lists {len(acts)} entries for {n_hidden} hidden "
-                             f"layers")
+            raise ValueError(f"activation lists {len(acts)} name{'s' * (len(acts) != 1)} for "
+                             f"{n_hidden} hidden layer{'s' * (n_hidden != 1)}")
         for i, a in enumerate(acts):
             check_choice(a, f"activation[{i}]", ACTIVATIONS)
         check_choice(output, "output", OUTPUTS)
@@ -376,7 +391,8 @@ class MLP:
         self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
         self._ws = {}
         self._fit_ws = (None, None)  # (batch size, threads), the fit's workspace
-        self._lock = threading.Lock()      # guards self._ws and self._grads
+        self._tunes = {}  # threads -> the predictions' timing record (engine.c note 12)
+        self._lock = threading.Lock()      # guards self._ws, self._tunes and self._grads
         self._fit_lock = threading.Lock()  # one fit at a time
 
     def reset_parameters(self, seed=None):
@@ -461,22 +477,28 @@ class MLP:
 
     @contextlib.contextmanager
     def _workspace(self, rows, nthreads, wait=False):
-        """(workspace, capacity in rows) for batches of up to ``rows`` rows (note 5).
+        """(workspace, capacity in rows, timing record) for batches of up to ``rows`` rows
+        (note 5).
 
         The cached workspace is reused while it is large enough; it is replaced (never grown
         per step) when a call needs more. When another thread holds it, a private one is made
-        for this call, unless ``wait``."""
+        for this call, unless ``wait``. The timing record of one thread against ``nthreads``
+        (engine.c note 12) is kept per thread count, whatever the workspace; a private
+        workspace's call times itself apart (None)."""
         got = self._lock.acquire(blocking=wait)
         try:
             if not got:
-                yield self._new_workspace(rows, nthreads), rows
+                yield self._new_workspace(rows, nthreads), rows, None
                 return
             cap, nt, ws = self._ws.get("cap", 0), self._ws.get("nt"), self._ws.get("ws")
             if ws is None or cap < rows or nt != nthreads:
                 cap = max(rows, cap if nt == nthreads else 0)
                 ws = self._new_workspace(cap, nthreads)
                 self._ws = {"cap": cap, "nt": nthreads, "ws": ws}
-            yield ws, cap
+            tune = self._tunes.get(nthreads)
+            if tune is None:
+                tune = self._tunes[nthreads] = np.zeros(_core.TUNE_DOUBLES)
+            yield ws, cap, tune
         finally:
             if got:
                 self._lock.release()
@@ -522,8 +544,8 @@ class MLP:
             # so a NaN weight behind them need not reach its output (found by a new user).
             self._check_finite_params()
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap):
-            _core.forward(self._plan, self._params, ws, cap, X, out, nthreads)
+        with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap, tune):
+            _core.forward(self._plan, self._params, ws, cap, X, out, nthreads, None, tune)
         if answer and not np.isfinite(out).all():
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise ValueError(f"the network's output for row {row} of X is not finite: its "
@@ -631,8 +653,8 @@ class MLP:
         nt = resolve_threads(n_threads)
         fired = np.zeros(int(self._plan[:, 1].sum()), dtype=np.uint8)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
-        with self._workspace(min(max(X.shape[0], 1), _PREDICT_ROWS), nt) as (ws, cap):
-            _core.forward(self._plan, self._params, ws, cap, X, out, nt, fired)
+        with self._workspace(min(max(X.shape[0], 1), _PREDICT_ROWS), nt) as (ws, cap, tune):
+            _core.forward(self._plan, self._params, ws, cap, X, out, nt, fired, tune)
         result, off = [], 0
         for l, p in enumerate(self._plan[:-1]):
             if self.activations[l] == "relu":
@@ -681,7 +703,7 @@ class MLP:
         y = self._y(y, X.shape[0])
         self._check_finite_params()
         nt = resolve_threads(n_threads)
-        with self._workspace(min(X.shape[0], _PREDICT_ROWS), nt, wait=True) as (ws, cap):
+        with self._workspace(min(X.shape[0], _PREDICT_ROWS), nt, wait=True) as (ws, cap, _):
             J = _core.loss_and_grad(self._plan, self.loss, self._params, self._grads, ws, cap,
                                     X, y, nt)
             return J, [d.copy() for d in self._dweights], [d.copy() for d in self._dbiases]
@@ -836,12 +858,12 @@ class MLP:
                                                fired if diagnostics else None, nt, *bounds)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
-                        big = float(np.abs(X).max())
-                        hint = (f" The inputs reach |x| = {big:.3g}: standardize them."
-                                if big > 1e6 else "")
+                        hint = _scale_hint(X, "inputs", "x")
+                        if y.dtype.kind == "f":  # targets of a squared loss
+                            hint += _scale_hint(y, "targets", "y")
                         advice = _divergence_advice(e.kind, epoch == 0 and e.step == 0, opt)
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
-                                              hint, advice) from None
+                                              hint, advice, opt.clip_norm) from None
                     tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
                     tot[2] = max(tot[2], st[2])
                     opt.t_ = st[9]

@@ -16,19 +16,19 @@ from fastmlp._validation import check_positive_float, check_positive_int
 
 def _check_unit(value, name):
     """A float in [0, 1)."""
-    if not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
     v = float(value)
-    if isinstance(value, bool) or not 0.0 <= v < 1.0:
+    if not 0.0 <= v < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return v
 
 
 def _check_nonneg(value, name):
-    if not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number >= 0, got {value!r}")
     v = float(value)
-    if isinstance(value, bool) or not v >= 0.0 or v == float("inf"):
+    if not v >= 0.0 or v == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v
 

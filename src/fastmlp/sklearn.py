@@ -474,11 +474,12 @@ class _BaseMLP(BaseEstimator):
     def _check_sample_weight(self, sample_weight, n):
         if sample_weight is None:
             return None
-        w = np.asarray(sample_weight)
-        if w.ndim == 0:
-            w = np.full(n, float(w))
+        w = _tabled(sample_weight, "sample_weight")
+        w = w if isinstance(w, np.ndarray) else np.asarray(w)
         if w.dtype.kind not in "biuf":
             raise ValueError(f"sample_weight must be numeric, got dtype {w.dtype}")
+        if w.ndim == 0:  # one number for every row, as scikit-learn takes it
+            w = np.full(n, float(w))
         if w.ndim != 1 or w.shape[0] != n:
             raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
         w = np.ascontiguousarray(w, dtype=np.float64)
