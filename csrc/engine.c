@@ -113,11 +113,11 @@
  *    Inference (fm_forward) is timed the same way with a block of rows as the chunk and the
  *    seconds per row as the unit, in a record the network keeps for each thread count apart
  *    from any workspace, so the timing carries from one call to the next whatever the
- *    calls' sizes and thread counts (a new user found it lost at each change of either). A prediction of 1024 rows of
- *    784-512-512-10, 100 calls on two threads, with the other core running another test
- *    suite: 24.0 ms a call (median) with the threads forced, 10.1 ms timed; with two
- *    spinning processes besides: 48.0 against 38.0 ms; on the idle machine, two runs: 9.94
- *    against 9.86 ms and 9.21 against 9.14 ms.
+ *    calls' sizes and thread counts (a new user found it lost at each change of either).
+ *    A prediction of 1024 rows of 784-512-512-10, 100 calls on two threads, with the other
+ *    core running another test suite: 24.0 ms a call (median) with the threads forced,
+ *    10.1 ms timed; with two spinning processes besides: 48.0 against 38.0 ms; on the idle
+ *    machine, two runs: 9.94 against 9.86 ms and 9.21 against 9.14 ms.
  */
 #include <float.h>
 #include <math.h>
@@ -191,10 +191,11 @@ static inline void team_part(const fm_layer *p, int b, int q, int64_t *i0, int64
 #define TUNE_SLOW 4.0                       /* a team step this many one-thread steps long */
 #define TUNE_MAGIC 0x66746d6c7074756eULL
 
-/* The timings of the two modes, kept in the workspace across the calls of one fit. */
+/* The timings of the two modes: a fit's in its workspace across its calls, inference's in a
+ * record of the caller's (FM_TUNE_BYTES) across calls. */
 typedef struct {
     uint64_t magic;
-    double t_many, t_one;                   /* seconds per step, 0 until measured */
+    double t_many, t_one;                   /* seconds per step or row, 0 until measured */
     int64_t chunks, next_probe, gap;
 } fm_tune;
 _Static_assert(sizeof(fm_tune) <= FM_TUNE_BYTES, "FM_TUNE_BYTES too small");
