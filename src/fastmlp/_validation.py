@@ -56,7 +56,13 @@ def _all_finite(a):
 
 
 def _row_width(r):
-    return len(r) if hasattr(r, "__len__") and not isinstance(r, (str, bytes)) else None
+    """len(r) of a sequence; None for a number, a string or a 0-d array."""
+    if isinstance(r, (str, bytes)):
+        return None
+    try:
+        return len(r)
+    except TypeError:
+        return None
 
 
 def _values(n):
