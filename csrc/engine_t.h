@@ -48,7 +48,7 @@ static void S(ws_layout)(S(fm_ws) *w, void *base, const fm_layer *plan, int64_t 
     w->gemm = p + 3 * dsz + round64(sizeof(fm_tune));
     p = (char *)w->gemm + round64(fm_gemm_work_bytes(nt));
     int q = team_reserved(plan, L, B, nt);
-    for (int b = 0; b < q && q > 1; b++) {
+    for (int b = 0; q > 1 && b < q; b++) {  /* the team's buffers (note 11) */
         w->part[b] = (T *)p;
         p += round64((size_t)plan_extent(plan, L) * e);
         w->sq[b] = (double *)p;
@@ -562,13 +562,11 @@ static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
                     R->active[j] |= w->flags[t][j];
                     w->flags[t][j] = 0;
                 }
+        /* With L2, dW += (l2 / div) W and the sums of squares in one pass (optim.c note 9). */
+        int l2 = R->opt->l2 > 0.0;
         sq[3 * l + 2] = 0.0;
-        if (R->opt->l2 > 0.0) {
-            S(axpy)(R->grads + p->w_off + i0, R->params + p->w_off + i0, i1 - i0,
-                    (T)(R->opt->l2 / div));
-            sq[3 * l + 2] = S(fm_sumsq)(R->params + p->w_off + i0, i1 - i0);
-        }
-        sq[3 * l] = S(fm_sumsq)(R->grads + p->w_off + i0, i1 - i0);
+        sq[3 * l] = S(fm_l2_sumsq)(R->grads + p->w_off + i0, l2 ? R->params + p->w_off + i0 : NULL,
+                                   (T)(R->opt->l2 / div), i1 - i0, sq + 3 * l + 2);
         sq[3 * l + 1] = S(fm_sumsq)(R->grads + p->b_off + j0, j1 - j0);
         off += p->fan_out;
     }

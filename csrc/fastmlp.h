@@ -156,6 +156,10 @@ double fm_norm_nt_f64(const double *g, ptrdiff_t n, int nt);
 double fm_l2_grad_f32(float *g, const float *w, ptrdiff_t n, double a, int nt, double *wnorm);
 double fm_l2_grad_f64(double *g, const double *w, ptrdiff_t n, double a, int nt,
                       double *wnorm);
+/* One block of fm_l2_grad on the calling thread: g += a w (w NULL: nothing), then the sum of
+ * squares of w into *sw and, returned, of g, each as fm_sumsq sums it. */
+double fm_l2_sumsq_f32(float *g, const float *w, float a, ptrdiff_t n, double *sw);
+double fm_l2_sumsq_f64(double *g, const double *w, double a, ptrdiff_t n, double *sw);
 /* sum g_i^2 in double, NORM_LANES partial sums (optim.c note 7); one thread. */
 double fm_sumsq_f32(const float *g, ptrdiff_t n);
 double fm_sumsq_f64(const double *g, ptrdiff_t n);

@@ -52,8 +52,6 @@ static const int64_t mask64[12] = {0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
 #define KC 256
 #define MC 192
 #define NC 1024
-#define CHUNK_COLS NR
-#define CHUNK_ROWS (8 * MR)
 #define PACK_A_BYTES (((size_t)MC * KC * sizeof(float) + 4095) / 4096 * 4096)
 #define VZERO _mm256_setzero_ps
 #define VSET1 _mm256_set1_ps
@@ -99,8 +97,6 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define KC 256
 #define MC 96
 #define NC 512
-#define CHUNK_COLS NR
-#define CHUNK_ROWS (8 * MR)
 #define PACK_A_BYTES (((size_t)MC * KC * sizeof(double) + 4095) / 4096 * 4096)
 #define VZERO _mm256_setzero_pd
 #define VSET1 _mm256_set1_pd

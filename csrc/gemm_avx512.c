@@ -118,8 +118,6 @@ static inline ptrdiff_t list8_pd(int32_t *kl, const double *v, ptrdiff_t n, int 
 #define KC 256
 #define MC 240
 #define NC 1024
-#define CHUNK_COLS NR
-#define CHUNK_ROWS (8 * MR)
 #define PACK_A_BYTES (((size_t)MC * KC * sizeof(float) + 4095) / 4096 * 4096)
 #define VZERO _mm512_setzero_ps
 #define VSET1 _mm512_set1_ps
@@ -168,8 +166,6 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define KC 256
 #define MC 120
 #define NC 512
-#define CHUNK_COLS NR
-#define CHUNK_ROWS (8 * MR)
 #define PACK_A_BYTES (((size_t)MC * KC * sizeof(double) + 4095) / 4096 * 4096)
 #define VZERO _mm512_setzero_pd
 #define VSET1 _mm512_set1_pd

@@ -85,6 +85,10 @@
  *    half of the L2) and up to 12% faster in a busy one.
  */
 
+/* Note 7: the chunks of C threads take, one NR-wide column panel or this many rows. */
+#define CHUNK_COLS NR
+#define CHUNK_ROWS (8 * MR)
+
 /* The epilogue of one tile, its pointers already offset to the tile's (row, column). */
 typedef struct {
     int kind, act;
@@ -291,6 +295,13 @@ static inline void S(tile)(const fm_gemm_prob *p, ptrdiff_t kc, const T *pa, con
     else S(kern_edge)(kc, pa, pb, c, p->ldc, mr, nr, load_c, ep);
 }
 
+/* The depth of the K blocks: K split into equal blocks of at most KC (set by K alone, so
+ * every path and thread sums an element of C in the same order, note 1). */
+static inline ptrdiff_t S(k_block)(ptrdiff_t K) {
+    ptrdiff_t nkb = (K + KC - 1) / KC;
+    return (K + nkb - 1) / nkb;
+}
+
 /* C[i0:i1, j0:j1], the part of C one thread owns, by the five BLIS loops (GEMM-NOTES section 2):
  *   jc over N by NC:  pack a kc x nc panel of op(B) into pb (L3-resident, per thread)
  *   pc over K by kc:  kc = K split into equal blocks of at most KC (depends on K only, note 1)
@@ -300,8 +311,7 @@ static inline void S(tile)(const fm_gemm_prob *p, ptrdiff_t kc, const T *pa, con
  *                     kernel. */
 static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, ptrdiff_t j0,
                             ptrdiff_t j1, T *pa, T *pb) {
-    ptrdiff_t K = p->K;
-    ptrdiff_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+    ptrdiff_t K = p->K, kcb = S(k_block)(K);
     ptrdiff_t nmb = (i1 - i0 + MC - 1) / MC, mcb = ((i1 - i0 + nmb - 1) / nmb + MR - 1) / MR * MR;
     for (ptrdiff_t jc = j0; jc < j1; jc += NC) {
         ptrdiff_t nc = j1 - jc < NC ? j1 - jc : NC;
@@ -329,8 +339,7 @@ static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, p
  * tile gets the K blocks and the S(tile) call of S(packed_block), so every element of C gets
  * the same bits whichever thread takes its chunk. */
 static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
-    ptrdiff_t M = p->M, N = p->N, K = p->K;
-    ptrdiff_t nkb = (K + KC - 1) / KC, kcb = (K + nkb - 1) / nkb;
+    ptrdiff_t M = p->M, N = p->N, K = p->K, kcb = S(k_block)(K);
     ptrdiff_t span = cols ? (M + MR - 1) / MR * MR : (N + NR - 1) / NR * NR;
     ptrdiff_t step = cols ? CHUNK_COLS : CHUNK_ROWS, whole = cols ? N : M;
     for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
@@ -358,9 +367,11 @@ static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
     }
 }
 
-/* Thread tid of nth takes an equal share of NR-wide column panels (when C is at least as wide
- * as tall: each thread then packs only its own columns of op(B), the larger operand in the
- * forward and dA products) or else of MR-tall row panels. Shares start on the tile grid. */
+/* Thread tid of nth of a team takes chunks of C (note 7) when its slot holds the shared
+ * operand whole; otherwise, and on one thread, an equal share of NR-wide column panels (when
+ * C is at least as wide as tall: each thread then packs only its own columns of op(B), the
+ * larger operand in the forward and dA products) or else of MR-tall row panels. Shares start
+ * on the tile grid. */
 void EXPORT_PACKED(const fm_gemm_prob *p, int tid, int nth) {
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
     if (p->next && nth > 1) {

@@ -14,7 +14,7 @@ FM_CLONES static double S(sumsq_run)(const T *g, ptrdiff_t n) {
 
 /* g += a w over one block (the L2 term; w NULL: nothing), then the block's sums of squares
  * of w (into *sw) and of g, read from L1 (note 9). */
-static double S(sumsq_block)(T *g, const T *w, T a, ptrdiff_t n, double *sw) {
+double S(fm_l2_sumsq)(T *g, const T *w, T a, ptrdiff_t n, double *sw) {
     if (w) {
         #pragma omp simd
         for (ptrdiff_t i = 0; i < n; i++) g[i] += a * w[i];
@@ -35,14 +35,14 @@ static double S(sumsq_plain)(T *g, const T *w, T a, ptrdiff_t n, int nt, double 
     if (nt >= 2 && n >= FM_PAR_MIN) {
         #pragma omp parallel for num_threads(nt) schedule(static)
         for (ptrdiff_t b = 0; b < nb; b++)
-            part[b] = S(sumsq_block)(g + b * bl, w ? w + b * bl : NULL, a,
+            part[b] = S(fm_l2_sumsq)(g + b * bl, w ? w + b * bl : NULL, a,
                                      n - b * bl < bl ? n - b * bl : bl, wpart + b);
     } else
 #endif
     {
         (void)nt;
         for (ptrdiff_t b = 0; b < nb; b++)
-            part[b] = S(sumsq_block)(g + b * bl, w ? w + b * bl : NULL, a,
+            part[b] = S(fm_l2_sumsq)(g + b * bl, w ? w + b * bl : NULL, a,
                                      n - b * bl < bl ? n - b * bl : bl, wpart + b);
     }
     double s = 0.0, s2 = 0.0;

@@ -305,10 +305,12 @@ class MLP:
         n_hidden = len(sizes) - 2
         if isinstance(activation, str):  # checked even when no hidden layer uses it
             check_choice(activation, "activation", ACTIVATIONS)
-        if not isinstance(activation, (str, list, tuple)):
+            acts = [activation] * n_hidden
+        elif isinstance(activation, (list, tuple)):
+            acts = list(activation)
+        else:
             raise TypeError(f"activation must be a name or a list of names, one per hidden "
                             f"layer, got {activation!r}")
-        acts = [activation] * n_hidden if isinstance(activation, str) else list(activation)
         if len(acts) != n_hidden:
             raise ValueError(f"activation lists {len(acts)} name{'s' * (len(acts) != 1)} for "
                              f"{n_hidden} hidden layer{'s' * (n_hidden != 1)}")
@@ -991,14 +993,11 @@ class MLP:
 
 def _sample_weight(w, n, dtype):
     """Sample weights as a contiguous array of ``dtype``: 1-D, n entries, finite, >= 0."""
-    try:
-        a = _asarray(w, "sample_weight")
-        if a.dtype.kind not in "biuf":
-            raise TypeError
-        a = a.astype(np.float64, copy=False)
-    except TypeError:
-        raise TypeError(f"sample_weight must be an array of numbers, got "
-                        f"{type(w).__name__} of dtype {np.asarray(w).dtype}") from None
+    a = _asarray(w, "sample_weight")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be an array of numbers, got {type(w).__name__} "
+                        f"of dtype {a.dtype}")
+    a = a.astype(np.float64, copy=False)
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"sample_weight has shape {a.shape}, expected ({n},)")
     bad = np.flatnonzero(~np.isfinite(a) | (a < 0))

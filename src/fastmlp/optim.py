@@ -14,20 +14,23 @@ import numpy as np
 from fastmlp._validation import check_positive_float, check_positive_int
 
 
+def _as_real(value, name, what):
+    """value as a float; TypeError naming `what` for anything but a real number (bools too)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number {what}, got {value!r}")
+    return float(value)
+
+
 def _check_unit(value, name):
     """A float in [0, 1)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
-    v = float(value)
+    v = _as_real(value, name, "in [0, 1)")
     if not 0.0 <= v < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return v
 
 
 def _check_nonneg(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}")
-    v = float(value)
+    v = _as_real(value, name, ">= 0")
     if not v >= 0.0 or v == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return v

@@ -474,8 +474,7 @@ class _BaseMLP(BaseEstimator):
     def _check_sample_weight(self, sample_weight, n):
         if sample_weight is None:
             return None
-        w = _tabled(sample_weight, "sample_weight")
-        w = w if isinstance(w, np.ndarray) else np.asarray(w)
+        w = np.asarray(_tabled(sample_weight, "sample_weight"))
         if w.dtype.kind not in "biuf":
             raise ValueError(f"sample_weight must be numeric, got dtype {w.dtype}")
         if w.ndim == 0:  # one number for every row, as scikit-learn takes it
