@@ -15,7 +15,10 @@ one standard deviation of scikit-learn's scores.
 
 Timing: whole ``fit`` calls, fastmlp and scikit-learn interleaved (A B A B ...) so that the
 load of the shared machine drifts over both alike; medians are reported. Both run a fixed
-number of epochs (tol=0 with n_iter_no_change=inf, so neither stops early).
+number of epochs (tol=0 with n_iter_no_change=inf, so neither stops early). Each timed fit
+starts after a pause (`--settle`, 0.3 s, as in peers.py): OpenBLAS's worker thread spins for
+about 0.13 s after scikit-learn's last product (its CPU time, read from /proc, on the 2-core
+Xeon), and a fit started meanwhile shares the other core with it.
 """
 import os
 import sys
@@ -98,13 +101,15 @@ def _timed_fit(est, X, y):
     return time.perf_counter() - t0
 
 
-def timing(X, y, hidden, epochs, rounds, solver):
+def timing(X, y, hidden, epochs, rounds, solver, settle):
     """Median seconds of fastmlp's and scikit-learn's fit, interleaved."""
     args = dict(hidden_layer_sizes=hidden, max_iter=epochs, tol=0.0, n_iter_no_change=np.inf,
                 random_state=0, **SOLVERS[solver])
     ours, theirs = [], []
     for _ in range(rounds):
+        time.sleep(settle)
         ours.append(_timed_fit(MLPClassifier(**args), X, y))
+        time.sleep(settle)
         theirs.append(_timed_fit(SkClassifier(**args), X, y))
         print(f"  fastmlp {ours[-1]:.2f} s, scikit-learn {theirs[-1]:.2f} s", file=sys.stderr,
               flush=True)
@@ -118,6 +123,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds (default 3)")
     ap.add_argument("--large-epochs", type=int, default=3)
     ap.add_argument("--timing-only", action="store_true", help="skip the held-out scores")
+    ap.add_argument("--settle", type=float, default=0.3, metavar="SECONDS",
+                    help="pause before each timed fit (default 0.3)")
     args = ap.parse_args(argv)
     seeds = range(2) if args.quick else range(5)
     rounds = 1 if args.quick else args.rounds
@@ -139,14 +146,15 @@ def main(argv=None):
     X, y = datasets.load_digits(return_X_y=True)
     X = X / 16.0
     for solver in ("adam", "sgd"):
-        f, s = timing(X, y, (128, 64), 200, rounds, solver)
+        f, s = timing(X, y, (128, 64), 200, rounds, solver, args.settle)
         print(f"| digits 1797x64, (128, 64), {solver} | 200 | {f:.2f} | {s:.2f} | "
               f"{s / f:.1f}x | >= 10x |")
     if args.large:
         rng = np.random.default_rng(0)
         X = rng.standard_normal((60000, 784)).astype(np.float32)
         y = rng.integers(0, 10, 60000)
-        f, s = timing(X, y, (512, 512), args.large_epochs, rounds, "adam")
+        f, s = timing(X, y, (512, 512), args.large_epochs, rounds, "adam",
+                      args.settle)
         print(f"| random 60000x784, (512, 512), adam | {args.large_epochs} | {f:.2f} | "
               f"{s:.2f} | {s / f:.1f}x | >= 3x |")
     if not args.timing_only:
