@@ -25,6 +25,14 @@
 #include "act.h"
 #include "gemm.h"
 
+/* Compute-bound element-wise passes get one clone per ISA, chosen at load time (an ifunc):
+ * optim.c note 8, loss.c note 5. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FM_CLONES
+#endif
+
 enum {
     FM_OK = 0,
     FM_EARG = 1,              /* a size or plan record is out of range */

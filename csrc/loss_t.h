@@ -1,9 +1,36 @@
-/* Included by loss.c with T, S(name), EXP, LOG, LOG1P defined for one dtype.
+/* Included by loss.c with T, S(name), EXP, LOG, LOG1P defined for one dtype, and SOFTMAX_BLOCK
+ * where that dtype has a faster softmax (note 5).
  * G, dG: N x K. Y: int64 labels (N) for softmax cross-entropy, else N x K of T. */
+
+/* The rest of a softmax row whose d[k] holds exp(g_k - m) (note 2): d = sc (softmax - onehot
+ * of y), and the row's loss, given g_y - m in double (in float32 it overflows when the logits
+ * span more than FLT_MAX, although the loss, at most 2 FLT_MAX + log K, is finite). */
+static double S(softmax_finish)(T *d, int64_t y, ptrdiff_t K, T sc, double gy) {
+    T s = 0;
+    for (ptrdiff_t k = 0; k < K; k++) s += d[k];  /* in [1, K]: the largest term is 1 */
+    double L = (double)LOG(s) - gy;
+    T inv = sc / s;
+    for (ptrdiff_t k = 0; k < K; k++) d[k] *= inv;
+    d[y] -= sc;
+    return L;
+}
+
+/* One softmax row with the library's exp (y already checked). */
+static double S(softmax_row)(T *d, const T *g, int64_t y, ptrdiff_t K, T sc) {
+    T m = g[0];
+    for (ptrdiff_t k = 1; k < K; k++) m = g[k] > m ? g[k] : m;
+    for (ptrdiff_t k = 0; k < K; k++) d[k] = EXP(g[k] - m);
+    return S(softmax_finish)(d, y, K, sc, (double)g[y] - (double)m);
+}
+
 int S(fm_loss)(T *dG, double *row_loss, double *loss_sum, const T *G, const void *Y,
                ptrdiff_t N, ptrdiff_t K, int kind, double scale) {
     if (N < 0 || K < 1) return FM_EARG;
     const T sc = (T)scale;
+#ifdef SOFTMAX_BLOCK
+    if (kind == FM_LOSS_SOFTMAX_CE)
+        return SOFTMAX_BLOCK(dG, row_loss, loss_sum, G, (const int64_t *)Y, N, K, sc);
+#endif
     double total = 0.0;
     for (ptrdiff_t i = 0; i < N; i++) {
         const T *g = G + i * K;
@@ -12,19 +39,7 @@ int S(fm_loss)(T *dG, double *row_loss, double *loss_sum, const T *G, const void
         if (kind == FM_LOSS_SOFTMAX_CE) {
             int64_t y = ((const int64_t *)Y)[i];
             if (y < 0 || y >= K) return FM_ELABEL;
-            T m = g[0];
-            for (ptrdiff_t k = 1; k < K; k++) m = g[k] > m ? g[k] : m;
-            T s = 0;
-            for (ptrdiff_t k = 0; k < K; k++) {
-                d[k] = EXP(g[k] - m);    /* in (0, 1], the largest exactly 1: s >= 1 */
-                s += d[k];
-            }
-            /* g_y - m in double: in float32 it overflows when the logits span more
-             * than FLT_MAX, although the loss (at most 2 FLT_MAX + log K) is finite. */
-            L = (double)LOG(s) - ((double)g[y] - (double)m);
-            T inv = sc / s;
-            for (ptrdiff_t k = 0; k < K; k++) d[k] *= inv;
-            d[y] -= sc;
+            L = S(softmax_row)(d, g, y, K, sc);
         } else if (kind == FM_LOSS_SIGMOID_BCE) {
             const T *y = (const T *)Y + i * K;
             for (ptrdiff_t k = 0; k < K; k++) {

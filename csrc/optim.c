@@ -75,13 +75,6 @@
 #define NORM_LANES 16
 #define NORM_MAX_BLOCKS 512
 
-/* Note 8: compute-bound passes get one clone per ISA, chosen at load time (an ifunc). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FM_CLONES
-#endif
-
 /* sqrt(sum_i v_i^2) of n norms, scaled by the largest so that no square overflows. */
 double fm_norm_combine(const double *v, ptrdiff_t n) {
     double m = 0.0;

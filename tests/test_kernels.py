@@ -552,6 +552,39 @@ def test_loss_random_vs_reference(kind, K, dtype, rng):
     assert_close(total, math.fsum(rows), rtol=N * 1.2e-16)
 
 
+@pytest.mark.parametrize("N, K", [(1000, 10), (300, 3), (7, 5000)])
+def test_softmax_ce_blocks_and_tails(N, K, dtype, rng):
+    """The float32 softmax runs a block of rows at a time with its own exp (loss.c note 5),
+    down to gaps of 87 below the row's maximum; rows with a lower entry (or a NaN) take the
+    library's exp. Across blocks, each dG = sc (p - onehot), however small, against float64:
+    rtol (K + 8) eps of the dtype (the row's sum of K terms, the exp, the division) on |dG|
+    itself (on sc at the label; 4 ulps of the dtype's subnormals besides); each loss rtol 2 (K + 2) eps on |L| + |g|max + 1. A NaN row is NaN and
+    leaves the other rows alone."""
+    G = rng.uniform(-6, 6, (N, K))
+    gaps = [0.0, -50.0, -80.0, -86.9, -87.0, -87.1, -95.0, -103.0, -110.0]
+    for i in range(0, N, 3):  # every third row: one entry at each gap below the row's top
+        cols = rng.choice(K, min(K, len(gaps)), replace=False)
+        G[i] = -200.0
+        G[i, cols] = 10.0 + np.array(gaps[:len(cols)])
+    Y = rng.integers(0, K, N).astype(np.int64)
+    nan_row = N // 2
+    G[nan_row, 0] = np.nan
+    sc = 0.5
+    total, rows, dG = run_loss(G, Y, "cross_entropy", dtype, scale=sc)
+    ok = np.arange(N) != nan_row
+    assert np.isnan(rows[nan_row]) and np.isnan(total)
+    G32 = G.astype(dtype)
+    ref_L, ref_d = loss_rows("cross_entropy", G32[ok], Y[ok])
+    e = eps(dtype)
+    tiny = 4 * np.finfo(dtype).tiny * e  # 4 ulps of a subnormal of the dtype
+    scale = np.abs(sc * ref_d)
+    scale[np.arange(ok.sum()), Y[ok]] = sc  # sc (p_y - 1) is rounded against sc
+    assert_close(dG[ok], sc * ref_d, rtol=(K + 8) * e, atol=tiny, scale=scale, what="dG")
+    gmax = np.abs(f64(G32[ok])).max(axis=1)
+    assert_close(rows[ok], ref_L, rtol=2 * (K + 2) * e, scale=np.abs(ref_L) + gmax + 1,
+                 what="loss")
+
+
 def test_squared_loss_lecture_convention(dtype):
     """L = sum_k (g_k - y_k)^2 with no 1/2, so dL/dg = 2 (g - y)."""
     G = np.array([[3.0, -1.0], [0.5, 0.5]])
