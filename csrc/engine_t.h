@@ -554,20 +554,29 @@ static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = R->plan + l;
         team_part(p, b, q, &i0, &i1, &j0, &j1);
-        S(add_blocks)(R->grads, w->part, q, p->w_off + i0, i1 - i0);
-        S(add_blocks)(R->grads, w->part, q, p->b_off + j0, j1 - j0);
         if (R->active)
             for (int t = 1; t < q; t++)
                 for (int64_t j = off + j0; j < off + j1; j++) {
                     R->active[j] |= w->flags[t][j];
                     w->flags[t][j] = 0;
                 }
-        /* With L2, dW += (l2 / div) W and the sums of squares in one pass (optim.c note 9). */
-        int l2 = R->opt->l2 > 0.0;
+        /* With L2, dW += (l2 / div) W and the sums of squares in one pass (optim.c note 9);
+         * two blocks' sums are added in that pass too (optim.c note 10). */
+        int64_t wo = p->w_off + i0, bo = p->b_off + j0;
+        const T *pw = R->opt->l2 > 0.0 ? R->params + wo : NULL;
+        T a = (T)(R->opt->l2 / div);
         sq[3 * l + 2] = 0.0;
-        sq[3 * l] = S(fm_l2_sumsq)(R->grads + p->w_off + i0, l2 ? R->params + p->w_off + i0 : NULL,
-                                   (T)(R->opt->l2 / div), i1 - i0, sq + 3 * l + 2);
-        sq[3 * l + 1] = S(fm_sumsq)(R->grads + p->b_off + j0, j1 - j0);
+        if (q == 2) {
+            sq[3 * l] = S(fm_add2_l2_sumsq)(R->grads + wo, w->part[0] + wo, w->part[1] + wo,
+                                            pw, a, i1 - i0, sq + 3 * l + 2);
+            sq[3 * l + 1] = S(fm_add2_l2_sumsq)(R->grads + bo, w->part[0] + bo, w->part[1] + bo,
+                                                NULL, 0, j1 - j0, NULL);
+        } else {
+            S(add_blocks)(R->grads, w->part, q, wo, i1 - i0);
+            S(add_blocks)(R->grads, w->part, q, bo, j1 - j0);
+            sq[3 * l] = S(fm_l2_sumsq)(R->grads + wo, pw, a, i1 - i0, sq + 3 * l + 2);
+            sq[3 * l + 1] = S(fm_sumsq)(R->grads + bo, j1 - j0);
+        }
         off += p->fan_out;
     }
 }

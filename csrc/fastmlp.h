@@ -168,6 +168,11 @@ double fm_l2_grad_f64(double *g, const double *w, ptrdiff_t n, double a, int nt,
  * squares of w into *sw and, returned, of g, each as fm_sumsq sums it. */
 double fm_l2_sumsq_f32(float *g, const float *w, float a, ptrdiff_t n, double *sw);
 double fm_l2_sumsq_f64(double *g, const double *w, double a, ptrdiff_t n, double *sw);
+/* d = p0 + p1, then fm_l2_sumsq on d, in one pass with the bits of the two (optim.c note 10). */
+double fm_add2_l2_sumsq_f32(float *d, const float *p0, const float *p1, const float *w, float a,
+                            ptrdiff_t n, double *sw);
+double fm_add2_l2_sumsq_f64(double *d, const double *p0, const double *p1, const double *w,
+                            double a, ptrdiff_t n, double *sw);
 /* sum g_i^2 in double, NORM_LANES partial sums (optim.c note 7); one thread. */
 double fm_sumsq_f32(const float *g, ptrdiff_t n);
 double fm_sumsq_f64(const double *g, ptrdiff_t n);

@@ -23,6 +23,56 @@ double S(fm_l2_sumsq)(T *g, const T *w, T a, ptrdiff_t n, double *sw) {
     return S(sumsq_run)(g, n);
 }
 
+/* d = p0 + p1, then d += a w (w NULL: nothing), with the sums of squares of w (into *sw)
+ * and, returned, of d: the team's sum of two blocks (engine.c note 11) and fm_l2_sumsq in one
+ * pass, each value and lane sum rounded as those two passes round it (note 10). */
+FM_CLONES static double S(add2_run)(T *d, const T *p0, const T *p1, const T *w, T a,
+                                     ptrdiff_t n, double *sw) {
+    double ad[NORM_LANES] = {0}, aw[NORM_LANES] = {0};
+    ptrdiff_t i = 0;
+    if (w) {
+        for (; i + NORM_LANES <= n; i += NORM_LANES)
+            for (int k = 0; k < NORM_LANES; k++) {
+                T x = p0[i + k] + p1[i + k];
+                x += a * w[i + k];
+                d[i + k] = x;
+                aw[k] += (double)w[i + k] * (double)w[i + k];
+                ad[k] += (double)x * (double)x;
+            }
+        for (int k = 0; i < n; i++, k++) {
+            T x = p0[i] + p1[i];
+            x += a * w[i];
+            d[i] = x;
+            aw[k] += (double)w[i] * (double)w[i];
+            ad[k] += (double)x * (double)x;
+        }
+    } else {
+        for (; i + NORM_LANES <= n; i += NORM_LANES)
+            for (int k = 0; k < NORM_LANES; k++) {
+                T x = p0[i + k] + p1[i + k];
+                d[i + k] = x;
+                ad[k] += (double)x * (double)x;
+            }
+        for (int k = 0; i < n; i++, k++) {
+            T x = p0[i] + p1[i];
+            d[i] = x;
+            ad[k] += (double)x * (double)x;
+        }
+    }
+    for (int h = NORM_LANES / 2; h >= 1; h /= 2)
+        for (int k = 0; k < h; k++) {
+            ad[k] += ad[k + h];
+            aw[k] += aw[k + h];
+        }
+    if (w) *sw = aw[0];
+    return ad[0];
+}
+
+double S(fm_add2_l2_sumsq)(T *d, const T *p0, const T *p1, const T *w, T a, ptrdiff_t n,
+                           double *sw) {
+    return S(add2_run)(d, p0, p1, w, a, n, sw);
+}
+
 /* The sum of squares of g over blocks of a length set by n alone, the block sums added in
  * order; threads take blocks, so the value does not depend on nt (note 7). With w, first
  * g += a w, and the sum of squares of w into *sw, block by block in the same pass (note 9). */
