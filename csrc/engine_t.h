@@ -389,7 +389,9 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
     } else if (opt->kind == FM_OPT_ADAM && !(gn < sqrt(0.25 * (double)TMAX))) {
         st->bad_step = s;  /* Adam's second moment holds (c g)^2: it must not overflow */
         R->rc = FM_EOVERFLOW_STATE;
-    } else if (!(st->param_max + step < 0.25 * (double)TMAX)) {
+    } else if (!(st->param_max + step < 0.25 * (double)TMAX) || !isfinite((T)lr) ||
+               !isfinite((T)(lr * c))) {
+        /* Also a rate beyond T's range (the bound above is in double): inf 0 would be NaN. */
         st->bad_step = s;
         R->rc = FM_EOVERFLOW_STEP;
     } else {

@@ -955,3 +955,33 @@ def test_target_too_large_for_the_dtype_is_named_by_row():
         with pytest.raises(ValueError, match=r"y holds 1e\+300 at row 3, column 0, too large "
                                              r"for float32"):
             net.fit(np.ones((5, 2)), y, epochs=1)
+
+
+def test_rate_beyond_the_dtype_is_refused_and_never_applied():
+    """A new user's case: with lr past float32's range, (float)lr is inf, and a saturated
+    network's gradient, exactly 0, made inf * 0 = NaN weights with no error (the update's
+    bound, in double, was 0). Such a rate is refused before any work; one that leaves the
+    range only through Adam's bias correction (lr sqrt(1 - beta2) / (1 - beta1) = 316 lr at
+    the first step) is refused by the engine, the weights kept. float64 takes lr=1e39."""
+    X = np.array([[1.0, 0.0], [0.0, 1.0]])
+    y = np.array([0, 1])
+    saturated = np.array([[200.0, -200.0], [-200.0, 200.0]])
+
+    def net(dtype):
+        n = fastmlp.MLP([2, 2], output="softmax", dtype=dtype, seed=0)
+        n.weights = [saturated]
+        return n
+
+    for opt in (fastmlp.SGD(lr=1e39, batch_size=2), fastmlp.Adam(lr=1e300, batch_size=2)):
+        n = net("float32")
+        with pytest.raises(ValueError, match=r"lr=1e\+(39|300) is beyond the largest float32"):
+            n.fit(X, y, optimizer=opt, epochs=1)
+        assert np.array_equal(n.weights[0], saturated)
+    n = net("float32")
+    opt = fastmlp.Adam(lr=1e37, beta1=0.9999, beta2=0.999, batch_size=2)
+    with pytest.raises(fastmlp.DivergenceError, match="would overflow the parameters"):
+        n.fit(X, y, optimizer=opt, epochs=1)
+    assert np.array_equal(n.weights[0], saturated)
+    n = net("float64")
+    n.fit(X, y, optimizer=fastmlp.SGD(lr=1e39, batch_size=2), epochs=1)
+    assert np.array_equal(n.weights[0], saturated)  # the gradient is exactly 0

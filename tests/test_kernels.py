@@ -585,6 +585,22 @@ def test_softmax_ce_blocks_and_tails(N, K, dtype, rng):
                  what="loss")
 
 
+def test_softmax_ce_sums_many_small_terms(dtype):
+    """A new user's row: 5000 logits, one 16.7 above the others. The sum of exponentials is
+    1 + 4999 e^-16.7 = 1.000279; added in float32 each term rounded away (loss 0, label
+    gradient 0). Summed in double (loss.c note 3): the loss to rtol 1e-6, the label's
+    gradient to 2e-4 (it is 1/s - 1 in the dtype: float32's rounding of 1/s, 6e-8, against
+    2.8e-4), and the row's gradients add up to 0 within 1e-6."""
+    G = np.full((1, 5000), -16.7)
+    G[0, 0] = 0.0
+    total, rows, dG = run_loss(G, labels(0), "cross_entropy", dtype)
+    g = f64(G.astype(dtype))
+    ref = math.log(1.0 + 4999 * math.exp(g[0, 1]))
+    assert_close(rows, [ref], rtol=1e-6, what="loss")
+    assert_close(f64(dG)[0, 0], -(1 - math.exp(-ref)), rtol=2e-4, what="label gradient")
+    assert abs(f64(dG).sum()) < 1e-6
+
+
 def test_squared_loss_lecture_convention(dtype):
     """L = sum_k (g_k - y_k)^2 with no 1/2, so dL/dg = 2 (g - y)."""
     G = np.array([[3.0, -1.0], [0.5, 0.5]])

@@ -28,13 +28,18 @@ def small_classifier(seed=0):
 @pytest.mark.parametrize("lr", [1e10, 1e300])
 def test_divergence_keeps_finite_weights_of_last_good_step(dtype, lr):
     """A rate that overflows the parameters raises, and every parameter stays finite: the
-    refused step is not applied (engine.c note 7)."""
+    refused step is not applied (engine.c note 7). A rate beyond float32 itself is refused
+    before any work."""
     net = fastmlp.MLP([3, 8, 1], output="identity", dtype=dtype, seed=0)
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((20, 3)), rng.standard_normal(20)
-    with pytest.raises(FloatingPointError, match="diverged in epoch"):
+    start = net._params.copy()
+    beyond = lr > np.finfo(dtype).max
+    with pytest.raises(ValueError if beyond else FloatingPointError,
+                       match="beyond the largest" if beyond else "diverged in epoch"):
         net.fit(X, y, optimizer=fastmlp.SGD(lr=lr, batch_size=4), epochs=5)
     assert np.isfinite(net._params).all()
+    assert np.array_equal(net._params, start) or not beyond
 
 
 def test_divergence_of_the_lecture_example_names_the_epoch():

@@ -788,6 +788,10 @@ class MLP:
             B = n
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
+        top = float(np.finfo(self.dtype).max)
+        if opt.lr > top:
+            raise ValueError(f"lr={opt.lr!r} is beyond the largest {self.dtype.name} ({top:.4g}), "
+                             f"the network's dtype: every update would be infinite")
         self._check_finite_params()
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is being fitted in another thread")
