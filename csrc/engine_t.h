@@ -116,9 +116,10 @@ static T *S(forward_rows)(const fm_layer *plan, int64_t L, const T *params, S(fm
  * (e.g. sigmoid) needs that output's derivative; the hidden layers get theirs in the dA
  * epilogue. */
 static int S(loss_grad)(const fm_layer *top, int loss, T *d, double *rl, double *sum,
-                        const T *g, const void *y, const T *wb, int64_t nb, double scale) {
+                        const T *g, const void *y, const T *wb, int64_t nb, double scale,
+                        double clip) {
     int64_t K = top->fan_out;
-    int rc = S(fm_loss)(d, rl, sum, g, y, nb, K, loss, scale);
+    int rc = S(fm_loss)(d, rl, sum, g, y, nb, K, loss, scale, clip);
     if (rc) return rc;
     if (wb)
         for (int64_t r = 0; r < nb; r++)
@@ -132,12 +133,12 @@ static int S(loss_grad)(const fm_layer *top, int loss, T *d, double *rl, double 
  * Returns a status; *loss_sum gets the sum of the per-row losses (weighted by wb). */
 static int S(backward_rows)(const fm_layer *plan, int64_t L, int loss, const T *params,
                             T *grads, S(fm_ws) *w, const T *x, const void *y, const T *wb,
-                            int64_t nb, double scale, int acc, int skip_dw, double *loss_sum,
-                            int nt) {
+                            int64_t nb, double scale, double clip, int acc, int skip_dw,
+                            double *loss_sum, int nt) {
     const fm_layer *top = plan + L - 1;
     double part = 0.0;
     int rc = S(loss_grad)(top, loss, w->d0, wb ? w->rl : NULL, &part, w->a[L - 1], y, wb, nb,
-                          scale);
+                          scale, clip);
     if (rc) return rc;
     double t = 0.0;
     if (wb)
@@ -450,7 +451,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     int rank1 = nb == 1 && opt->kind == FM_OPT_SGD && !(opt->l2 > 0.0);
     double lsum = 0.0;
     int rc = S(backward_rows)(plan, L, R->loss, R->params, R->grads, w, x, y, wb, nb,
-                              1.0 / div, 0, rank1, &lsum, nt);
+                              1.0 / div, opt->loss_clip, 0, rank1, &lsum, nt);
     if (rc) {
         R->st->bad_step = s;
         return rc;
@@ -518,7 +519,7 @@ static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, co
     double part = 0.0;
     w->rc_team[b] = S(loss_grad)(plan + L - 1, R->loss, dz, w->rl + lo, &part,
                                  w->a[L - 1] + lo * K, S(target_rows)(y, R->loss, lo, K),
-                                 wb ? wb + lo : NULL, m, 1.0 / div);
+                                 wb ? wb + lo : NULL, m, 1.0 / div, R->opt->loss_clip);
     if (w->rc_team[b]) return;
     for (int64_t l = L - 1; l >= 0; l--) {
         const fm_layer *p = plan + l;
@@ -785,7 +786,7 @@ int S(fm_loss_and_grad)(const fm_layer *plan, int64_t L, int loss, const T *para
         S(forward_rows)(plan, L, params, &w, x, nb, NULL, NULL, nt);
         double lsum = 0.0;
         int rc = S(backward_rows)(plan, L, loss, params, grads, &w, x, y, NULL, nb,
-                                  1.0 / (double)n, r0 > 0, 0, &lsum, nt);
+                                  1.0 / (double)n, 0.0, r0 > 0, 0, &lsum, nt);
         if (rc) return rc;
         total += lsum;
     }

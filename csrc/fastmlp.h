@@ -82,6 +82,7 @@ typedef struct {
     double beta1, beta2, eps;
     double l2;
     int64_t t;                /* in/out: Adam steps taken so far */
+    double loss_clip;         /* > 0: the loss reported as fm_loss's clip (not the gradient) */
 } fm_opt;
 
 /* Figures the engine adds up over the steps of one call (Python zeroes them per epoch). */
@@ -146,11 +147,14 @@ int fm_dense_backward_rows_f64(double *dW, double *db, double *dA_in, const doub
  *   squared   L = sum_k (g_k - y_k)^2                       dL/dg = 2 (g - y)
  *   half sq.  L = sum_k (g_k - y_k)^2 / 2                   dL/dg = g - y
  *   softmax   L = logsumexp(g) - g_y                         dL/dg = softmax(g) - onehot(y)
- *   sigmoid   L = sum_k max(g,0) - g y + log1p(exp(-|g|))    dL/dg = sigmoid(g) - y  */
+ *   sigmoid   L = sum_k max(g,0) - g y + log1p(exp(-|g|))    dL/dg = sigmoid(g) - y
+ * clip > 0: each finite loss term of a cross-entropy (a softmax row's, a sigmoid output's)
+ * is held within [-log(1 - clip), -log(clip)], the loss of a probability clipped to
+ * [clip, 1 - clip] as scikit-learn reports it (loss.c note 6); dG is not clipped. */
 int fm_loss_f32(float *dG, double *row_loss, double *loss_sum, const float *G, const void *Y,
-                ptrdiff_t N, ptrdiff_t K, int kind, double scale);
+                ptrdiff_t N, ptrdiff_t K, int kind, double scale, double clip);
 int fm_loss_f64(double *dG, double *row_loss, double *loss_sum, const double *G, const void *Y,
-                ptrdiff_t N, ptrdiff_t K, int kind, double scale);
+                ptrdiff_t N, ptrdiff_t K, int kind, double scale, double clip);
 
 /* L2 norm of g (n values), summed in double; overflow-safe (finite whenever the norm is). */
 double fm_norm_f32(const float *g, ptrdiff_t n);

@@ -25,12 +25,13 @@ static double S(softmax_row)(T *d, const T *g, int64_t y, ptrdiff_t K, T sc) {
 }
 
 int S(fm_loss)(T *dG, double *row_loss, double *loss_sum, const T *G, const void *Y,
-               ptrdiff_t N, ptrdiff_t K, int kind, double scale) {
+               ptrdiff_t N, ptrdiff_t K, int kind, double scale, double clip) {
     if (N < 0 || K < 1) return FM_EARG;
     const T sc = (T)scale;
+    fm_clip_range cr = fm_clip_range_of(clip);
 #ifdef SOFTMAX_BLOCK
     if (kind == FM_LOSS_SOFTMAX_CE)
-        return SOFTMAX_BLOCK(dG, row_loss, loss_sum, G, (const int64_t *)Y, N, K, sc);
+        return SOFTMAX_BLOCK(dG, row_loss, loss_sum, G, (const int64_t *)Y, N, K, sc, cr);
 #endif
     double total = 0.0;
     for (ptrdiff_t i = 0; i < N; i++) {
@@ -40,13 +41,13 @@ int S(fm_loss)(T *dG, double *row_loss, double *loss_sum, const T *G, const void
         if (kind == FM_LOSS_SOFTMAX_CE) {
             int64_t y = ((const int64_t *)Y)[i];
             if (y < 0 || y >= K) return FM_ELABEL;
-            L = S(softmax_row)(d, g, y, K, sc);
+            L = fm_clip_loss(cr, S(softmax_row)(d, g, y, K, sc));
         } else if (kind == FM_LOSS_SIGMOID_BCE) {
             const T *y = (const T *)Y + i * K;
             for (ptrdiff_t k = 0; k < K; k++) {
                 T z = g[k];
                 T az = z < 0 ? -z : z;
-                L += (double)((z > 0 ? z : 0) - z * y[k] + LOG1P(EXP(-az)));
+                L += fm_clip_loss(cr, (double)((z > 0 ? z : 0) - z * y[k] + LOG1P(EXP(-az))));
                 d[k] = sc * (S(fm_sigmoid)(z) - y[k]);
             }
         } else if (kind == FM_LOSS_SQUARED || kind == FM_LOSS_HALF_SQUARED) {

@@ -601,6 +601,35 @@ def test_softmax_ce_sums_many_small_terms(dtype):
     assert abs(f64(dG).sum()) < 1e-6
 
 
+def test_cross_entropy_losses_clipped_as_scikit_learn_reports_them(dtype):
+    """clip = eps: each finite loss term within [-log(1 - eps), -log(eps)], the loss of a
+    probability clipped to [eps, 1 - eps] (loss.c note 6); dG is the unclipped gradient and
+    a non-finite loss stays non-finite, to be refused."""
+    e = float(np.finfo(dtype).eps)
+    G = np.array([[50.0, 0.0, -50.0], [0.0, 0.0, 0.0], [60.0, 0.0, 0.0]])
+    Y = labels(2, 0, 0)
+    _, exact, d0 = run_loss(G, Y, "cross_entropy", dtype)
+    G2 = np.ascontiguousarray(G, dtype=dtype)
+    d1, rows = np.empty_like(G2), np.empty(3)
+    total = _core.loss(G2, Y, d1, rows, "cross_entropy", 1.0, e)
+    assert_close(rows, [-math.log(e), exact[1], -math.log1p(-e)], rtol=1e-12)
+    assert exact[0] == 100.0 and exact[2] < -math.log1p(-e)
+    assert total == pytest.approx(rows.sum(), rel=1e-15) and np.array_equal(d0, d1)
+    g = np.array([[40.0, -40.0, 0.0]])
+    yb = np.array([[0.0, 0.0, 1.0]], dtype=dtype)
+    _, exact, d0 = run_loss(g, yb, "binary_cross_entropy", dtype)
+    g2 = np.ascontiguousarray(g, dtype=dtype)
+    d1, rows = np.empty_like(g2), np.empty(1)
+    _core.loss(g2, yb, d1, rows, "binary_cross_entropy", 1.0, e)
+    assert_close(rows, [-math.log(e) - math.log1p(-e) + math.log(2)], rtol=4 * eps(dtype))
+    assert exact[0] > 40 and np.array_equal(d0, d1)
+    nan = np.array([[np.nan, 0.0]], dtype=dtype)
+    _core.loss(nan, labels(0), np.empty_like(nan), rows, "cross_entropy", 1.0, e)
+    assert np.isnan(rows[0])
+    with pytest.raises(ValueError, match="clip"):
+        _core.loss(nan, labels(0), np.empty_like(nan), rows, "cross_entropy", 1.0, 0.5)
+
+
 def test_squared_loss_lecture_convention(dtype):
     """L = sum_k (g_k - y_k)^2 with no 1/2, so dL/dg = 2 (g - y)."""
     G = np.array([[3.0, -1.0], [0.5, 0.5]])

@@ -18,6 +18,7 @@ cdef extern from "fastmlp.h" nogil:
         int64_t kind
         double lr, clip_norm, momentum, beta1, beta2, eps, l2
         int64_t t
+        double loss_clip
 
     ctypedef struct fm_stats:
         double loss_sum, norm_sum, norm_max
@@ -39,9 +40,10 @@ cdef extern from "fastmlp.h" nogil:
                               const double *A_in, const double *W, Py_ssize_t N, Py_ssize_t I,
                               Py_ssize_t O, int act_in, int accumulate, void *work, int nt)
     int fm_loss_f32(float *dG, double *row_loss, double *loss_sum, const float *G, const void *Y,
-                    Py_ssize_t N, Py_ssize_t K, int kind, double scale)
+                    Py_ssize_t N, Py_ssize_t K, int kind, double scale, double clip)
     int fm_loss_f64(double *dG, double *row_loss, double *loss_sum, const double *G,
-                    const void *Y, Py_ssize_t N, Py_ssize_t K, int kind, double scale)
+                    const void *Y, Py_ssize_t N, Py_ssize_t K, int kind, double scale,
+                    double clip)
     double fm_norm_f32(const float *g, Py_ssize_t n)
     double fm_norm_f64(const double *g, Py_ssize_t n)
     double fm_norm_nt_f32(const float *g, Py_ssize_t n, int nt)

@@ -230,14 +230,17 @@ def dense_backward(const floating[:, ::1] dZ, const floating[:, ::1] A_in,
 
 
 def loss(const floating[:, ::1] G, Y, floating[:, ::1] dG, double[::1] row_loss, str kind,
-         double scale=1.0):
-    """Per-row losses and dG = scale * dL/dG; returns their sum.
+         double scale=1.0, double clip=0.0):
+    """Per-row losses and dG = scale * dL/dG; returns their sum. clip > 0: the losses of
+    probabilities clipped to [clip, 1 - clip] (scikit-learn's report; dG is not clipped).
 
     # IN G (N, K), Y (N,) int64 labels for 'cross_entropy', else (N, K) like G
     # OUT dG (N, K), row_loss (N)
     """
     if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; expected one of {sorted(LOSSES)}")
+    if not 0.0 <= clip < 0.5:
+        raise ValueError(f"loss: clip must be in [0, 0.5), got {clip!r}")
     cdef int code = LOSSES[kind], rc
     cdef Py_ssize_t N = G.shape[0], K = G.shape[1]
     if dG.shape[0] != N or dG.shape[1] != K or row_loss.shape[0] != N or K == 0:
@@ -260,9 +263,11 @@ def loss(const floating[:, ::1] G, Y, floating[:, ::1] dG, double[::1] row_loss,
         return 0.0
     with nogil:
         if floating is float:
-            rc = fm_loss_f32(&dG[0, 0], &row_loss[0], &total, &G[0, 0], py, N, K, code, scale)
+            rc = fm_loss_f32(&dG[0, 0], &row_loss[0], &total, &G[0, 0], py, N, K, code, scale,
+                             clip)
         else:
-            rc = fm_loss_f64(&dG[0, 0], &row_loss[0], &total, &G[0, 0], py, N, K, code, scale)
+            rc = fm_loss_f64(&dG[0, 0], &row_loss[0], &total, &G[0, 0], py, N, K, code, scale,
+                             clip)
     _check(rc, "loss")
     return total
 
@@ -411,6 +416,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     o.kind = OPTIMIZERS[opt[0]]
     o.lr, o.clip_norm, o.momentum, o.beta1, o.beta2, o.eps, o.l2 = opt[1:8]
     o.t = opt[8]
+    o.loss_clip = opt[9] if len(opt) > 9 else 0.0
     if grads.shape[0] != params.shape[0] or X.shape[1] != p[0].fan_in or n < 1:
         raise ValueError("train_steps: params, grads and X do not match the plan")
     cdef Py_ssize_t n_state = (0 if o.kind == FM_OPT_SGD else
@@ -418,7 +424,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     if n_state and (state is None or state.shape[0] != n_state):
         raise ValueError(f"train_steps: the optimizer needs a state of {n_state} values")
     if not (o.lr > 0 and o.momentum >= 0 and o.l2 >= 0 and o.t >= 0 and 0 <= o.beta1 < 1
-            and 0 <= o.beta2 < 1 and o.eps > 0):
+            and 0 <= o.beta2 < 1 and o.eps > 0 and 0 <= o.loss_clip < 0.5):
         raise ValueError(f"train_steps: invalid optimizer settings {opt}")
     if layer_stats.shape[0] != L or layer_stats.shape[1] != 4:
         raise ValueError("train_steps: layer_stats must have shape (n_layers, 4)")

@@ -179,7 +179,7 @@ class SGD(_Optimizer):
     def _settings(self):
         """The tuple _core.train_steps reads."""
         return (self._kind(), self.lr, self.clip_norm or 0.0, self.momentum, 0.9, 0.999,
-                1e-8, self.l2, self.t_)
+                1e-8, self.l2, self.t_, getattr(self, "_loss_clip", 0.0))
 
     def __repr__(self):
         extra = ""
@@ -221,7 +221,7 @@ class Adam(_Optimizer):
 
     def _settings(self):
         return ("adam", self.lr, self.clip_norm or 0.0, 0.0, self.beta1, self.beta2, self.eps,
-                self.l2, self.t_)
+                self.l2, self.t_, getattr(self, "_loss_clip", 0.0))
 
     def __repr__(self):
         extra = f", l2={self.l2!r}" if self.l2 else ""

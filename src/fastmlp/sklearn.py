@@ -360,16 +360,22 @@ class _BaseMLP(BaseEstimator):
 
     def _make_optimizer(self, batch):
         if self.solver == "adam":
-            return fastmlp.Adam(lr=self.learning_rate_init, batch_size=batch,
-                                clip_norm=self.clip_norm, beta1=self.beta_1, beta2=self.beta_2,
-                                eps=self.epsilon, l2=self.alpha)
-        kw = {}
-        if self.momentum:
-            kw.update(momentum=self.momentum, nesterov=bool(self.nesterovs_momentum))
-        if self.alpha:
-            kw.update(l2=self.alpha)
-        return fastmlp.SGD(lr=self.learning_rate_init, batch_size=batch,
-                           clip_norm=self.clip_norm, **kw)
+            opt = fastmlp.Adam(lr=self.learning_rate_init, batch_size=batch,
+                               clip_norm=self.clip_norm, beta1=self.beta_1, beta2=self.beta_2,
+                               eps=self.epsilon, l2=self.alpha)
+        else:
+            kw = {}
+            if self.momentum:
+                kw.update(momentum=self.momentum, nesterov=bool(self.nesterovs_momentum))
+            if self.alpha:
+                kw.update(l2=self.alpha)
+            opt = fastmlp.SGD(lr=self.learning_rate_init, batch_size=batch,
+                              clip_norm=self.clip_norm, **kw)
+        # scikit-learn reports the log loss of probabilities clipped to [eps, 1 - eps] of their
+        # dtype (a row's loss at most 36.0 in float64, 15.9 in float32); the engine reports
+        # the same for loss_ and loss_curve_ (csrc/loss.c note 6). The gradient is exact.
+        opt._loss_clip = float(np.finfo(self.dtype).eps)
+        return opt
 
     def _reset_curves(self):
         self.n_iter_ = 0
