@@ -14,6 +14,7 @@ Design notes
    same count, so GFLOP/s are comparable.
 4. Data are synthetic with fixed seeds except the digits, which ship inside scikit-learn.
 """
+import argparse
 import atexit
 import os
 import shutil
@@ -22,6 +23,14 @@ import sys
 import tempfile
 
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def seconds(text):
+    """argparse type: a finite number of seconds >= 0 (a pause)."""
+    v = float(text)
+    if not 0.0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return v
 
 
 def clean_blas_env():

@@ -73,7 +73,7 @@ def _parse():
     p.add_argument("--epochs", type=int, default=None,
                    help="timed epochs per workload (default: per workload; see --quick)")
     p.add_argument("--quick", action="store_true", help="fewer epochs")
-    p.add_argument("--settle", type=float, default=0.3, metavar="SECONDS",
+    p.add_argument("--settle", type=_common.seconds, default=0.3, metavar="SECONDS",
                    help="pause before each timed epoch, so the previous implementation's "
                         "thread pool has gone idle (default 0.3)")
     p.add_argument("--no-thread-scaling", action="store_true",

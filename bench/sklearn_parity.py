@@ -123,7 +123,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds (default 3)")
     ap.add_argument("--large-epochs", type=int, default=3)
     ap.add_argument("--timing-only", action="store_true", help="skip the held-out scores")
-    ap.add_argument("--settle", type=float, default=0.3, metavar="SECONDS",
+    ap.add_argument("--settle", type=_common.seconds, default=0.3, metavar="SECONDS",
                     help="pause before each timed fit (default 0.3)")
     args = ap.parse_args(argv)
     seeds = range(2) if args.quick else range(5)

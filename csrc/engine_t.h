@@ -391,8 +391,9 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
         st->bad_step = s;  /* Adam's second moment holds (c g)^2: it must not overflow */
         R->rc = FM_EOVERFLOW_STATE;
     } else if (!(st->param_max + step < 0.25 * (double)TMAX) || !isfinite((T)lr) ||
-               !isfinite((T)(lr * c))) {
-        /* Also a rate beyond T's range (the bound above is in double): inf 0 would be NaN. */
+               !isfinite((T)(lr * c)) || (opt->kind == FM_OPT_ADAM && !((T)opt->eps > 0))) {
+        /* Also a rate beyond T's range (the bound above is in double: inf 0 would be NaN),
+         * and an Adam eps that is 0 in T (0 / 0 where g, m and v are 0). */
         st->bad_step = s;
         R->rc = FM_EOVERFLOW_STEP;
     } else {

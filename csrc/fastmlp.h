@@ -85,7 +85,9 @@ typedef struct {
     double loss_clip;         /* > 0: the loss reported as fm_loss's clip (not the gradient) */
 } fm_opt;
 
-/* Figures the engine adds up over the steps of one call (Python zeroes them per epoch). */
+/* Figures the engine adds up over the steps of one call. The caller passes the epoch's running
+ * sums in (loss_sum, norm_sum, reg_sum), so that they are added step by step in the same order
+ * however the epoch is split into calls (call sizes follow their timing). */
 typedef struct {
     double loss_sum;          /* sum over rows of the per-row loss L */
     double norm_sum;          /* sum over steps of the pre-clip global gradient norm */

@@ -985,3 +985,67 @@ def test_rate_beyond_the_dtype_is_refused_and_never_applied():
     n = net("float64")
     n.fit(X, y, optimizer=fastmlp.SGD(lr=1e39, batch_size=2), epochs=1)
     assert np.array_equal(n.weights[0], saturated)  # the gradient is exactly 0
+
+
+def test_adam_eps_that_is_zero_in_the_dtype_is_refused():
+    """A new user's case: Adam's eps=1e-50 is 0 in float32, so units whose gradient and
+    moments are 0 (ReLUs switched off) got 0 / 0 = NaN weights at the first step and the
+    error came a step later. It is refused before any work; set from a callback, the engine
+    refuses the step and the weights stay finite. float64 takes it."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 5))
+    y = (X[:, 0] > 0).astype(int)
+
+    def net(dtype):
+        n = fastmlp.MLP([5, 8, 2], output="softmax", dtype=dtype, seed=0)
+        b = n.biases[0]
+        b[:4] = -1e4  # four dead ReLU units: their gradients are exactly 0
+        n.biases[0] = b
+        return n
+
+    n = net("float32")
+    start = n._params.copy()
+    with pytest.raises(ValueError, match=r"eps=1e-50 is 0 in float32"):
+        n.fit(X, y, optimizer=fastmlp.Adam(lr=1e-3, eps=1e-50), epochs=1)
+    assert np.array_equal(n._params, start)
+    opt = fastmlp.Adam(lr=1e-3, batch_size=16)
+
+    def tiny_eps(epoch, hist):
+        opt.eps = 1e-50
+
+    with pytest.raises(fastmlp.DivergenceError, match="would overflow the parameters"):
+        n.fit(X, y, optimizer=opt, epochs=3, callback=tiny_eps)
+    assert np.isfinite(n._params).all() and n.history_.epochs == 1
+    n = net("float64")
+    n.fit(X, y, optimizer=fastmlp.Adam(lr=1e-3, eps=1e-50), epochs=2)
+    assert np.isfinite(n._params).all()
+
+
+def test_a_refused_estimator_fit_changes_nothing():
+    """A new user's case: learning_rate_init=1e39 with float32 was refused inside the
+    network's fit, after the estimator had built its network: it then looked fitted, and a
+    warm start had lost n_iter_ and its optimizer. The rates are checked first now."""
+    from sklearn.datasets import make_classification
+    from sklearn.exceptions import NotFittedError
+    from fastmlp.sklearn import MLPClassifier
+
+    X, y = make_classification(200, 6, random_state=0)
+    e = MLPClassifier((8,), learning_rate_init=1e39, max_iter=3, random_state=0)
+    for call in (e.fit, lambda X, y: e.partial_fit(X, y, classes=[0, 1])):
+        with pytest.raises(ValueError, match=r"learning_rate_init=1e\+39 is beyond"):
+            call(X, y)
+        with pytest.raises(NotFittedError):
+            e.predict(X[:3])
+    e.set_params(learning_rate_init=0.01)
+    e.partial_fit(X, y, classes=[0, 1])
+    w = MLPClassifier((8,), solver="sgd", momentum=0.9, max_iter=3, warm_start=True,
+                      random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w.fit(X, y)
+    before = (w.n_iter_, [c.copy() for c in w.coefs_], w._optimizer)
+    w.set_params(learning_rate_init=1e39)
+    with pytest.raises(ValueError, match="learning_rate_init"):
+        w.fit(X, y)
+    assert w.n_iter_ == before[0] and w._optimizer is before[2]
+    assert all(np.array_equal(a, b) for a, b in zip(w.coefs_, before[1]))

@@ -294,6 +294,28 @@ def test_threads_one_and_two_identical(dtype, rng):
         assert np.array_equal(a, b)
 
 
+def test_epoch_figures_do_not_depend_on_the_calls(dtype, rng, monkeypatch):
+    """fit splits an epoch into engine calls sized by their timing (network._CALL_SECONDS),
+    so the split differs run to run and between thread counts. The epoch's loss, penalty and
+    gradient-norm sums are carried from call to call and added step by step: one step a call
+    and the whole epoch in a few calls give the same bits. (The sanitizer build, where calls
+    take longer, once split 1 and 2 threads differently and the losses differed in the last
+    bit.)"""
+    from fastmlp import network
+
+    X = rng.standard_normal((600, 20)).astype(dtype)
+    y = rng.integers(0, 4, 600)
+    runs = []
+    for seconds in ((0.0, 0.0), (1e9, 1e9)):  # halve the calls to one step; double them
+        monkeypatch.setattr(network, "_CALL_SECONDS", seconds)
+        monkeypatch.setattr(network, "_BLOCK_FLOPS", 1e5)
+        net = fastmlp.MLP([20, 32, 4], output="softmax", dtype=dtype, seed=0)
+        h = net.fit(X, y, optimizer=sgd(lr=0.05, batch_size=8, l2=1e-3), epochs=2)
+        runs.append((params_of(net), h.loss, h.penalty, h.grad_norm))
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
+    assert runs[0][1:] == runs[1][1:]
+
+
 # ------------------------------------------------------------------ a real data set
 
 def test_digits_reaches_95_percent(dtype):

@@ -397,7 +397,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                 const int64_t[::1] idx, int64_t batch_size, int64_t step_begin,
                 int64_t step_end, tuple opt, double[:, ::1] layer_stats,
                 unsigned char[::1] active, int nthreads, double param_max=-1.0,
-                double state_max=-1.0):
+                double state_max=-1.0, tuple sums=None):
     """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
 
     # IN plan, X (n, I0), Y, sw (n) or None, idx (n) or None
@@ -405,7 +405,9 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     opt = (kind, lr, clip_norm, momentum, beta1, beta2, eps, l2, t) with kind a key of
     OPTIMIZERS; state holds n_params values (momentum), 2 n_params (adam) or is None (sgd).
     param_max, state_max: bounds of the largest |parameter| and |state| (engine.c note 7), e.g.
-    from the last call, or -1 to have them measured (one pass).
+    from the last call, or -1 to have them measured (one pass). sums: the epoch's running
+    (loss_sum, norm_sum, reg_sum) from the last call, which this call goes on adding to, so
+    that they do not depend on how an epoch is split into calls; None: from 0.
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
     t).
     """
@@ -467,6 +469,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     st.bad_layer = -1
     st.param_max = param_max
     st.state_max = state_max
+    if sums is not None:
+        st.loss_sum, st.norm_sum, st.reg_sum = sums
     with nogil:
         if floating is float:
             rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], pstate, &ws[0],

@@ -255,6 +255,23 @@ def _caller_level():
     return level
 
 
+
+def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps"):
+    """The optimizer's rate and Adam's eps as the engine will use them, in the network's dtype:
+    an lr that is infinite there makes every update inf (or NaN where a gradient is 0), an eps
+    that is 0 there makes 0 / 0 = NaN where a gradient and its moments are 0."""
+    t = np.dtype(dtype).type
+    with np.errstate(over="ignore", under="ignore"):
+        if not np.isfinite(t(lr)):
+            raise ValueError(f"{lr_name}={lr!r} is beyond the largest {np.dtype(dtype).name} "
+                             f"({float(np.finfo(dtype).max):.4g}), the network's dtype: every "
+                             f"update would be infinite")
+        if eps is not None and not t(eps) > 0:
+            raise ValueError(f"{eps_name}={eps!r} is 0 in {np.dtype(dtype).name}, the network's "
+                             f"dtype: Adam's updates would divide 0 by 0; use an {eps_name} "
+                             f"of at least {float(np.finfo(dtype).smallest_subnormal):.4g}")
+
+
 class MLP:
     """A fully-connected network trained by fastmlp's C core.
 
@@ -788,10 +805,7 @@ class MLP:
             B = n
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        top = float(np.finfo(self.dtype).max)
-        if opt.lr > top:
-            raise ValueError(f"lr={opt.lr!r} is beyond the largest {self.dtype.name} ({top:.4g}), "
-                             f"the network's dtype: every update would be infinite")
+        check_rates(opt.lr, getattr(opt, "eps", None), self.dtype)
         self._check_finite_params()
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this network is being fitted in another thread")
@@ -861,7 +875,8 @@ class MLP:
                                                state, ws, B, X, y, sw,
                                                idx if shuffle else None, B, s0, s1,
                                                opt._settings(), layer_stats,
-                                               fired if diagnostics else None, nt, *bounds)
+                                               fired if diagnostics else None, nt, *bounds,
+                                               sums=(tot[0], tot[1], tot[6]))
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
                         hint = _scale_hint(X, "inputs", "x")
@@ -870,7 +885,9 @@ class MLP:
                         advice = _divergence_advice(e.kind, epoch == 0 and e.step == 0, opt)
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
                                               hint, advice, opt.clip_norm) from None
-                    tot += (st[0], st[1], 0.0, st[3], st[4], st[5], st[8])
+                    # the running sums come back whole (train_steps' sums); counts add up
+                    tot[[0, 1, 6]] = st[0], st[1], st[8]
+                    tot[3:6] += (st[3], st[4], st[5])
                     tot[2] = max(tot[2], st[2])
                     opt.t_ = st[9]
                     bounds, s0 = (st[6], st[7]), s1

@@ -39,7 +39,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
 from fastmlp._validation import _asarray
-from fastmlp.network import MLP, upgrade_advice
+from fastmlp.network import MLP, check_rates, upgrade_advice
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -169,6 +169,9 @@ def _check_params(est):
     if getattr(est, "loss", "squared_error") == "poisson":
         raise NotImplementedError("MLPRegressor(loss='poisson') is not implemented by fastmlp; "
                                   "only loss='squared_error'")
+    # before any state changes: a refused fit leaves the estimator as it was
+    check_rates(est.learning_rate_init, est.epsilon if est.solver == "adam" else None,
+                _dtype_name(est.dtype), "learning_rate_init", "epsilon")
 
 
 def _hidden(sizes):
