@@ -402,8 +402,9 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
 
     # IN plan, X (n, I0), Y, sw (n) or None, idx (n) or None
     # OUT params, grads, state, ws, layer_stats (L, 4) +=, active (sum of fan_outs) |=
-    opt = (kind, lr, clip_norm, momentum, beta1, beta2, eps, l2, t) with kind a key of
-    OPTIMIZERS; state holds n_params values (momentum), 2 n_params (adam) or is None (sgd).
+    opt = (kind, lr, clip_norm, momentum, beta1, beta2, eps, l2, t[, loss_clip]) with kind a
+    key of OPTIMIZERS and loss_clip fm_loss's clip of the reported loss (default 0); state
+    holds n_params values (momentum), 2 n_params (adam) or is None (sgd).
     param_max, state_max: bounds of the largest |parameter| and |state| (engine.c note 7), e.g.
     from the last call, or -1 to have them measured (one pass). sums: the epoch's running
     (loss_sum, norm_sum, reg_sum) from the last call, which this call goes on adding to, so

@@ -255,7 +255,6 @@ def _caller_level():
     return level
 
 
-
 def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps"):
     """The optimizer's rate and Adam's eps as the engine will use them, in the network's dtype:
     an lr that is infinite there makes every update inf (or NaN where a gradient is 0), an eps
