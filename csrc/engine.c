@@ -313,26 +313,6 @@ static int64_t plan_extent(const fm_layer *plan, int64_t L) {
     return e;
 }
 
-/* Whether nt threads may change anything in a plain step of batch B (note 12): a product,
- * the gather, or a pass large enough to be threaded. Passes are judged by the smallest of
- * their cut-offs (dense.c's 32768 values): a step that threads nothing times two equal modes,
- * which costs nothing. */
-static int uses_threads(const fm_layer *plan, int64_t L, int64_t B, size_t elem) {
-    if ((double)B * (double)plan[0].fan_in * (double)elem >= GATHER_PAR_MIN) return 1;
-    for (int64_t l = 0; l < L; l++) {
-        double bo = (double)B * (double)plan[l].fan_out;
-        if (bo * (double)plan[l].fan_in >= FM_GEMM_PAR_MIN || bo >= 32768.0) return 1;
-    }
-    return plan_extent(plan, L) >= 32768;
-}
-
-/* The units of all layers (one fired-unit flag each). */
-static int64_t plan_units(const fm_layer *plan, int64_t L) {
-    int64_t u = 0;
-    for (int64_t l = 0; l < L; l++) u += plan[l].fan_out;
-    return u;
-}
-
 /* Whether inference of batches of B rows runs anything on several threads (note 12). */
 static int forward_uses_threads(const fm_layer *plan, int64_t L, int64_t B) {
     for (int64_t l = 0; l < L; l++) {
@@ -340,6 +320,22 @@ static int forward_uses_threads(const fm_layer *plan, int64_t L, int64_t B) {
         if (bo * (double)plan[l].fan_in >= FM_GEMM_PAR_MIN || bo >= 32768.0) return 1;
     }
     return 0;
+}
+
+/* Whether nt threads may change anything in a plain step of batch B (note 12): a product,
+ * the gather, or a pass large enough to be threaded. Passes are judged by the smallest of
+ * their cut-offs (dense.c's 32768 values): a step that threads nothing times two equal modes,
+ * which costs nothing. */
+static int uses_threads(const fm_layer *plan, int64_t L, int64_t B, size_t elem) {
+    return (double)B * (double)plan[0].fan_in * (double)elem >= GATHER_PAR_MIN ||
+           forward_uses_threads(plan, L, B) || plan_extent(plan, L) >= 32768;
+}
+
+/* The units of all layers (one fired-unit flag each). */
+static int64_t plan_units(const fm_layer *plan, int64_t L) {
+    int64_t u = 0;
+    for (int64_t l = 0; l < L; l++) u += plan[l].fan_out;
+    return u;
 }
 
 /* Bytes of one block's sums of squares (3 per layer, note 11), a cache line apart. */

@@ -199,3 +199,19 @@ def check_two_classes(y, name, loss):
         label = int(label) if float(label).is_integer() else label
         raise ValueError(f"{name} holds only class {label}; a classifier needs at least two "
                          f"classes to learn from")
+
+
+def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps"):
+    """The optimizer's rate and Adam's eps as the engine will use them, in the network's dtype:
+    an lr that is infinite there makes every update inf (or NaN where a gradient is 0), an eps
+    that is 0 there makes 0 / 0 = NaN where a gradient and its moments are 0."""
+    t = np.dtype(dtype).type
+    with np.errstate(over="ignore", under="ignore"):
+        if not np.isfinite(t(lr)):
+            raise ValueError(f"{lr_name}={lr!r} is beyond the largest {np.dtype(dtype).name} "
+                             f"({float(np.finfo(dtype).max):.4g}), the network's dtype: every "
+                             f"update would be infinite")
+        if eps is not None and not t(eps) > 0:
+            raise ValueError(f"{eps_name}={eps!r} is 0 in {np.dtype(dtype).name}, the network's "
+                             f"dtype: Adam's updates would divide 0 by 0; use an {eps_name} "
+                             f"of at least {float(np.finfo(dtype).smallest_subnormal):.4g}")

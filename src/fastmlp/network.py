@@ -35,7 +35,7 @@ import numpy as np
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import (_asarray, as_float_array, as_labels, as_targets, check_choice,
-                                 check_positive_int, check_two_classes)
+                                 check_positive_int, check_rates, check_two_classes)
 from fastmlp.diagnostics import TrainingWarning, epoch_warnings
 from fastmlp.optim import SGD, _Optimizer
 
@@ -128,9 +128,8 @@ class DivergenceError(FloatingPointError):
 
     def rate_advice(self, lr_name="lr", clip_name="clip_norm"):
         """The usual advice: a smaller rate, or clipping (tighter if it is on)."""
-        clip = (f"a smaller {clip_name} than {self.clip_norm:g}" if self.clip_norm
-                else f"set {clip_name}")
-        return f"Try a smaller learning rate than {lr_name}={self.lr:g}, or {clip}."
+        return (f"Try a smaller learning rate than {lr_name}={self.lr:g}, or "
+                f"{_clip_advice(self.clip_norm, clip_name)}.")
 
     def message(self, kept="The network keeps the weights of the last finite step.",
                 advice=None):
@@ -141,6 +140,10 @@ class DivergenceError(FloatingPointError):
 
     def __str__(self):
         return self.message()
+
+
+def _clip_advice(clip_norm, name="clip_norm"):
+    return f"a smaller {name} than {clip_norm:g}" if clip_norm else f"set {name}"
 
 
 def _scale_hint(a, what, sym):
@@ -156,10 +159,9 @@ def _divergence_advice(kind, first_step, opt):
                 f"lower it, or start from smaller weights.")
     if kind == "adam-state":
         l2 = f", lower l2={opt.l2:g} (alpha in the estimators)" if opt.l2 > 0 else ""
-        clip = (f"a smaller clip_norm than {opt.clip_norm:g}" if opt.clip_norm
-                else "set clip_norm")
         return (f"The gradient is too large for Adam's second moment (its square overflows), "
-                f"whatever the rate: {clip}{l2}, or scale the inputs and targets.")
+                f"whatever the rate: {_clip_advice(opt.clip_norm)}{l2}, or scale the inputs "
+                f"and targets.")
     if first_step and kind in ("loss", "gradient"):
         return ("No step of this fit was applied yet: the weights it started from already "
                 "give this for these data; check the scale of the weights, inputs and "
@@ -253,22 +255,6 @@ def _caller_level():
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps"):
-    """The optimizer's rate and Adam's eps as the engine will use them, in the network's dtype:
-    an lr that is infinite there makes every update inf (or NaN where a gradient is 0), an eps
-    that is 0 there makes 0 / 0 = NaN where a gradient and its moments are 0."""
-    t = np.dtype(dtype).type
-    with np.errstate(over="ignore", under="ignore"):
-        if not np.isfinite(t(lr)):
-            raise ValueError(f"{lr_name}={lr!r} is beyond the largest {np.dtype(dtype).name} "
-                             f"({float(np.finfo(dtype).max):.4g}), the network's dtype: every "
-                             f"update would be infinite")
-        if eps is not None and not t(eps) > 0:
-            raise ValueError(f"{eps_name}={eps!r} is 0 in {np.dtype(dtype).name}, the network's "
-                             f"dtype: Adam's updates would divide 0 by 0; use an {eps_name} "
-                             f"of at least {float(np.finfo(dtype).smallest_subnormal):.4g}")
 
 
 class MLP:

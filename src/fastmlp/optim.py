@@ -75,6 +75,7 @@ class _Optimizer:
 
     def _common(self, lr, batch_size, clip_norm, l2):
         self._fit_lock = threading.Lock()  # one fit at a time uses the state (network.fit)
+        self._loss_clip = 0.0  # the reported loss's clip (fm_loss); the estimators set eps
         self.lr = lr
         self.batch_size = batch_size
         self.clip_norm = clip_norm
@@ -134,6 +135,7 @@ class _Optimizer:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.__dict__["_fit_lock"] = threading.Lock()
+        self.__dict__.setdefault("_loss_clip", 0.0)  # pickled before it existed
 
 
 class SGD(_Optimizer):
@@ -179,7 +181,7 @@ class SGD(_Optimizer):
     def _settings(self):
         """The tuple _core.train_steps reads."""
         return (self._kind(), self.lr, self.clip_norm or 0.0, self.momentum, 0.9, 0.999,
-                1e-8, self.l2, self.t_, getattr(self, "_loss_clip", 0.0))
+                1e-8, self.l2, self.t_, self._loss_clip)
 
     def __repr__(self):
         extra = ""
@@ -221,7 +223,7 @@ class Adam(_Optimizer):
 
     def _settings(self):
         return ("adam", self.lr, self.clip_norm or 0.0, 0.0, self.beta1, self.beta2, self.eps,
-                self.l2, self.t_, getattr(self, "_loss_clip", 0.0))
+                self.l2, self.t_, self._loss_clip)
 
     def __repr__(self):
         extra = f", l2={self.l2!r}" if self.l2 else ""

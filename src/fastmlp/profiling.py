@@ -17,7 +17,8 @@ import numpy as np
 
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
-from fastmlp.network import ACTIVATIONS, check_rates
+from fastmlp._validation import check_rates
+from fastmlp.network import ACTIVATIONS
 from fastmlp.optim import SGD, _Optimizer
 
 

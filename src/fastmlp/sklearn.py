@@ -38,8 +38,8 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
-from fastmlp._validation import _asarray
-from fastmlp.network import MLP, check_rates, upgrade_advice
+from fastmlp._validation import _asarray, check_rates
+from fastmlp.network import MLP, upgrade_advice
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -209,13 +209,14 @@ def _resolve_n_threads(n_threads):
     return n
 
 
-# ---------------------------------------------------------------- the per-epoch policy
-
-
 def _tabled(X, name):
     """A list of rows as an array, refused by its first bad row when it is not a table
     (NumPy's own message names no row); anything else as it came, for scikit-learn's checks."""
     return _asarray(X, name) if isinstance(X, (list, tuple)) else X
+
+
+# ---------------------------------------------------------------- the per-epoch policy
+
 
 class _EpochPolicy:
     """fit's callback: scikit-learn's per-epoch bookkeeping, schedules and stopping."""
