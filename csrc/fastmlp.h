@@ -247,6 +247,9 @@ int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params
                        int64_t step_begin, int64_t step_end, fm_opt *opt, fm_stats *st,
                        double *layer_stats, uint8_t *active, int nt);
 
+/* idx[0:n) = a random permutation of 0 .. n-1 drawn from `seed` alone (engine.c note 13). */
+void fm_permutation(int64_t *idx, int64_t n, uint64_t seed);
+
 /* How fm_train_steps may share the steps of a small network among its threads (engine.c
  * note 11): -1 (the default) when that has been faster than one thread, 0 never, 1 whenever
  * the network allows it. The results are the same bits in every case. FM_EARG for others. */

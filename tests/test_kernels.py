@@ -776,3 +776,32 @@ def test_sgd_update_threads_bitwise(dtype, rng):
     assert np.array_equal(p1, p2)
     assert_close(p2, f64(p) - 0.1 * f64(g), rtol=eps(dtype),
                  scale=np.abs(f64(p)) + 2 * np.abs(0.1 * f64(g)))
+
+
+# ---------------------------------------------------------------- the epoch's row order
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1797])
+def test_permutation_is_a_permutation_set_by_its_seed(n):
+    a = np.full(n, -1, dtype=np.int64)
+    b = np.full(n, -1, dtype=np.int64)
+    _core.permutation(a, 2**64 - 1)
+    _core.permutation(b, 2**64 - 1)
+    assert sorted(a.tolist()) == list(range(n))
+    np.testing.assert_array_equal(a, b)
+    if n >= 7:
+        _core.permutation(b, 1)
+        assert not np.array_equal(a, b)
+
+
+def test_permutation_uniform_over_all_orders():
+    # 48000 draws of the 24 orders of 4 rows: 2000 expected each (sd ~45). A shuffle that
+    # never leaves an element in place (j < i, Sattolo's) gives only 6 orders; one that
+    # swaps with any position (j < n) favours some orders by 20% and more.
+    seeds = np.random.default_rng(5).integers(0, 2**63, 48000)
+    counts = {}
+    a = np.empty(4, dtype=np.int64)
+    for s in seeds:
+        _core.permutation(a, int(s))
+        counts[tuple(a)] = counts.get(tuple(a), 0) + 1
+    assert len(counts) == 24
+    assert max(abs(c - 2000) for c in counts.values()) < 200

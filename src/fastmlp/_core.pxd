@@ -1,5 +1,5 @@
 # Declarations of the C core (csrc/fastmlp.h, csrc/gemm.h) for the Cython bridge.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "fastmlp.h" nogil:
     enum:
@@ -68,6 +68,7 @@ cdef extern from "fastmlp.h" nogil:
     size_t fm_workspace_bytes(const fm_layer *plan, int64_t L, int64_t max_batch, size_t elem,
                               int nt)
     int fm_set_team_policy(int policy)
+    void fm_permutation(int64_t *idx, int64_t n, uint64_t seed)
     int fm_train_steps_f32(const fm_layer *plan, int64_t L, int loss, float *params,
                            float *grads, float *state, void *ws, int64_t max_batch,
                            const float *X, const void *Y, const float *sw, const int64_t *idx,

@@ -16,7 +16,7 @@ Design notes
    checks back on (setup.py).
 """
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 import numpy as np
 
@@ -111,6 +111,15 @@ def set_team_policy(int policy):
     11): -1 when that has been faster (the default), 0 never, 1 always (for tests)."""
     if fm_set_team_policy(policy):
         raise ValueError(f"team policy must be -1, 0 or 1, not {policy}")
+
+
+def permutation(int64_t[::1] idx, uint64_t seed):
+    """idx = a random permutation of 0 .. len(idx) - 1 drawn from seed (engine.c note 13).
+
+    # OUT idx"""
+    if idx.shape[0]:
+        with nogil:
+            fm_permutation(&idx[0], idx.shape[0], seed)
 
 
 # ---------------------------------------------------------------- kernels

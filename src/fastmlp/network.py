@@ -829,8 +829,7 @@ class MLP:
         macs = sum(int(p[0]) * int(p[1]) for p in self._plan)
         block = max(1, int(_BLOCK_FLOPS // max(1, _FLOPS_PER_MAC * macs * B)))
         rng = self._shuffle_rng
-        ident = np.arange(n, dtype=np.int64)
-        idx = ident.copy()
+        idx = np.empty(n, dtype=np.int64)
         fired = np.zeros(int(self._plan[:, 1].sum()), dtype=np.uint8)
         hist = History()
         self.history_ = hist
@@ -843,12 +842,14 @@ class MLP:
                 if shuffle:
                     # A fresh permutation every epoch (not a shuffle of the last one), so that
                     # fit(epochs=a + b) equals fit(epochs=a) then fit(epochs=b): the weights,
-                    # the optimizer and this generator are then the whole state of a run.
-                    idx[...] = ident
-                    rng.shuffle(idx)
+                    # the optimizer and this generator are then the whole state of a run. One
+                    # draw of the generator seeds it (engine.c note 13).
+                    _core.permutation(idx, rng.bit_generator.random_raw())
                 layer_stats = np.zeros((self.n_layers, 4))
                 fired[...] = 0
-                tot = np.zeros(7)  # loss, norm sum, norm max, rows, steps, clipped, penalty
+                # the epoch's loss, norm and penalty sums, norm max, rows, steps, clipped
+                loss_sum = norm_sum = penalty = norm_max = 0.0
+                rows = steps = clipped = 0
                 # The bounds of max |parameter| and |state| (engine.c note 7) are measured at
                 # an epoch's first call (a callback may have changed the weights) and carried.
                 bounds, s0 = (-1.0, -1.0), 0
@@ -861,7 +862,7 @@ class MLP:
                                                idx if shuffle else None, B, s0, s1,
                                                opt._settings(), layer_stats,
                                                fired if diagnostics else None, nt, *bounds,
-                                               sums=(tot[0], tot[1], tot[6]))
+                                               sums=(loss_sum, norm_sum, penalty))
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
                         hint = _scale_hint(X, "inputs", "x")
@@ -871,9 +872,9 @@ class MLP:
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
                                               hint, advice, opt.clip_norm) from None
                     # the running sums come back whole (train_steps' sums); counts add up
-                    tot[[0, 1, 6]] = st[0], st[1], st[8]
-                    tot[3:6] += (st[3], st[4], st[5])
-                    tot[2] = max(tot[2], st[2])
+                    loss_sum, norm_sum, penalty = st[0], st[1], st[8]
+                    rows, steps, clipped = rows + st[3], steps + st[4], clipped + st[5]
+                    norm_max = max(norm_max, st[2])
                     opt.t_ = st[9]
                     bounds, s0 = (st[6], st[7]), s1
                     t_call = time.perf_counter() - t_call
@@ -881,6 +882,7 @@ class MLP:
                         block = min(2 * block, n_steps)
                     elif t_call > _CALL_SECONDS[1]:
                         block = max(1, block // 2)
+                tot = (loss_sum, norm_sum, norm_max, rows, steps, clipped, penalty)
                 self._record(hist, tot, layer_stats, fired if diagnostics else None, val, nt,
                              time.perf_counter() - t0)
                 progress.update(hist.epochs, hist)
@@ -926,14 +928,14 @@ class MLP:
         hist.grad_norm.append(norm_sum / steps)
         hist.grad_norm_max.append(norm_max)
         hist.n_clipped.append(int(clipped))
-        per_layer = layer_stats.copy()
-        per_layer[:, [0, 2]] /= steps
-        hist.layer_grad_norm.append(per_layer)
+        layer_stats[:, 0::2] /= steps  # the means of ||dW|| and ||db||; a fresh array per epoch
+        hist.layer_grad_norm.append(layer_stats)
         dead, off = np.full(self.n_layers - 1, np.nan), 0
-        for l, p in enumerate(self._plan[:-1]):
-            if self.activations[l] == "relu" and fired is not None:
-                dead[l] = float(np.mean(fired[off:off + p[1]] == 0))
-            off += int(p[1])
+        if fired is not None:
+            for l, width in enumerate(self.layer_sizes[1:-1]):
+                if self.activations[l] == "relu":
+                    dead[l] = float(np.mean(fired[off:off + width] == 0))
+                off += width
         hist.dead_fraction.append(dead)
         if val is not None:
             hist.val_loss.append(self._mean_loss(val[0], val[1], nt))
@@ -1213,6 +1215,8 @@ class _Progress:
 
     def update(self, epoch, hist):
         """Epoch `epoch` (counted from 1) is done; `hist` holds its figures last."""
+        if self.bar is None and not self.lines:
+            return
         text = f"loss {hist.loss[-1]:.4f}"
         if hist.val_loss:
             text += f" val_loss {hist.val_loss[-1]:.4f}"
