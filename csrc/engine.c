@@ -276,6 +276,14 @@ static int team_size(const fm_layer *plan, int64_t L, int64_t B, int nt) {
     return nt < FM_TEAM_MAX ? nt : FM_TEAM_MAX;
 }
 
+/* The high 64 bits of a b, from 32-bit halves (no 128-bit type: 32-bit targets lack it). */
+static uint64_t mulhi64(uint64_t a, uint64_t b) {
+    uint64_t al = a & 0xffffffffu, ah = a >> 32, bl = b & 0xffffffffu, bh = b >> 32;
+    uint64_t lo = al * bl, m1 = al * bh, m2 = ah * bl;
+    uint64_t mid = (lo >> 32) + (m1 & 0xffffffffu) + (m2 & 0xffffffffu);
+    return ah * bh + (m1 >> 32) + (m2 >> 32) + (mid >> 32);
+}
+
 /* Note 13: Fisher-Yates from the top, each j uniform in [0, i] by the multiply-shift of one
  * splitmix64 output (the bias of that map is below (i + 1) / 2^64). */
 void fm_permutation(int64_t *idx, int64_t n, uint64_t seed) {
@@ -286,7 +294,7 @@ void fm_permutation(int64_t *idx, int64_t n, uint64_t seed) {
         z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
         z ^= z >> 31;
-        int64_t j = (int64_t)(((unsigned __int128)z * (uint64_t)(i + 1)) >> 64);
+        int64_t j = (int64_t)mulhi64(z, (uint64_t)(i + 1));
         int64_t t = idx[i];
         idx[i] = idx[j];
         idx[j] = t;

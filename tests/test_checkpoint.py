@@ -5,11 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 import fastmlp
+from fastmlp._threads import resolve_threads
 from fastmlp.cli import main
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
@@ -163,6 +165,50 @@ def test_resume_refuses_a_model_without_training_state(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--resume", "--checkpoint", tmp_path / "plain.npz",
                        "--out", tmp_path / "m.npz", *SMALL)
     assert code == 2 and "no training state" in err
+
+
+def rewritten(src, dst, **training):
+    """The checkpoint at src saved again to dst with some of its training state changed."""
+    net = fastmlp.load(src)
+    meta = dict(net.metadata)
+    meta["training"] = {**meta["training"], **training}
+    net.save(dst, metadata=meta)
+    return dst
+
+
+def test_resume_says_when_the_result_will_not_be_bit_for_bit(tmp_path, capsys, full6):
+    """A checkpoint of a build that drew the row orders another way (no row_order in it), or
+    trained on other threads, resumes with a warning each; the same threads resume silently."""
+    ck = tmp_path / "ck.npz"
+    code, _, err = run(capsys, "train", "--epochs", 6, "--checkpoint-every", 3, "--checkpoint",
+                       ck, "--out", tmp_path / "o.npz", "--threads", 2, *SMALL)
+    assert code == 0, err
+    state = fastmlp.load(ck).metadata["training"]
+    assert state["row_order"] == 2 and state["threads"] == resolve_threads(2)
+    cases = [(ck, 2, None),
+             (ck, 1, f"trained on {state['threads']} threads and this run uses 1"),
+             (rewritten(ck, tmp_path / "old.npz", row_order=1), 2, "row order another way")]
+    for path, threads, warning in cases:
+        if warning and "threads" in warning and state["threads"] == 1:
+            continue  # a one-CPU machine runs both on one thread
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            code, _, err = run(capsys, "train", "--epochs", 6, "--resume", "--checkpoint",
+                               path, "--out", tmp_path / "r.npz", "--threads", threads, *SMALL)
+        assert code == 0, err
+        said = [str(w.message) for w in said if w.category is UserWarning]
+        assert any(warning in m for m in said) if warning else not said, said
+
+
+@pytest.mark.parametrize("bad", [-1, 2 ** 200, "x"])
+def test_resume_refuses_a_damaged_row_order_state(tmp_path, capsys, full6, bad):
+    saved = fastmlp.load(full6).metadata["training"]["shuffle_state"]
+    path = rewritten(full6, tmp_path / "bad.npz",
+                     shuffle_state={**saved, "state": {**saved["state"], "state": bad}})
+    code, _, err = run(capsys, "train", "--epochs", 8, "--resume", "--checkpoint", path,
+                       "--out", tmp_path / "x.npz", *SMALL)
+    assert code == 2 and "not a shuffle state" in err, err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_help_documents_checkpoints(capsys):

@@ -764,6 +764,70 @@ def test_keyboard_interrupt_keeps_the_last_completed_step():
     assert net._params.tobytes() == twin._params.tobytes()
 
 
+def test_ctrl_c_as_an_engine_call_returns_keeps_adams_step_count(monkeypatch):
+    """The signal lands as train_steps returns, before fit stores the call's figures: the
+    weights and moments hold the call's steps, so opt.t_ must count them too, or a fit that
+    continues would take Adam's bias correction of another step."""
+    import fastmlp.network as network
+    net, X, y = classifier()
+    opt = fastmlp.Adam(lr=0.01, batch_size=8)
+    real, calls = network._core.train_steps, []
+
+    def returns_then_interrupted(*args, **kwargs):
+        calls.append(real(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(network._core, "train_steps", returns_then_interrupted)
+    with pytest.warns(UserWarning, match="interrupted after 0 complete epochs"):
+        hist = net.fit(X, y, optimizer=opt, epochs=3)
+    assert hist.interrupted and hist.epochs == 0
+    steps = calls[0][4]
+    assert steps >= 1 and opt.t_ == steps == calls[0][9]
+    monkeypatch.setattr(network._core, "train_steps", real)
+    twin, _, _ = classifier()
+    twin_opt = fastmlp.Adam(lr=0.01, batch_size=8)
+    twin.fit(X[:8 * steps], y[:8 * steps], optimizer=twin_opt, epochs=1, shuffle=False)
+    assert twin_opt.t_ == opt.t_
+
+
+def test_ctrl_c_while_an_epoch_is_recorded_leaves_a_consistent_history(monkeypatch):
+    """Ctrl-C during the validation scoring of epoch 2: that epoch is dropped from every list
+    of the History, and the warning counts the epochs that remain."""
+    net, X, y = classifier()
+    real, seen = net._score, []
+
+    def score(*args):
+        seen.append(1)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(net, "_score", score)
+    with pytest.warns(UserWarning, match="interrupted after 1 complete epochs"):
+        hist = net.fit(X, y, validation=(X, y), epochs=4, **{"optimizer": FIT["optimizer"]})
+    lengths = {k: len(getattr(hist, k)) for k in hist._keys}
+    assert set(lengths.values()) == {1}, lengths
+
+
+def test_a_bad_shuffle_state_is_refused_and_changes_nothing():
+    net = classifier()[0]
+    before = net.get_shuffle_state()
+    for bad in ({**before, "state": {"state": -1, "inc": 1}},
+                {**before, "state": {"state": 2 ** 200, "inc": 1}}, "not a state"):
+        with pytest.raises(ValueError, match="not a shuffle state"):
+            net.set_shuffle_state(bad)
+        assert net.get_shuffle_state() == before
+
+
+@pytest.mark.parametrize("bad", ["no", None, 1, 0.0])
+def test_fit_refuses_a_shuffle_that_is_not_a_bool(bad):
+    net, X, y = classifier()
+    before = state(net)
+    with pytest.raises(TypeError, match="shuffle must be True or False"):
+        net.fit(X, y, shuffle=bad, **FIT)
+    assert state(net) == before
+
+
 SIGINT_CHILD = textwrap.dedent("""
     import time, warnings
     import numpy as np

@@ -113,7 +113,7 @@ def set_team_policy(int policy):
         raise ValueError(f"team policy must be -1, 0 or 1, not {policy}")
 
 
-def permutation(int64_t[::1] idx, uint64_t seed):
+def permutation(int64_t[::1] idx not None, uint64_t seed):
     """idx = a random permutation of 0 .. len(idx) - 1 drawn from seed (engine.c note 13).
 
     # OUT idx"""
@@ -406,7 +406,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                 const int64_t[::1] idx, int64_t batch_size, int64_t step_begin,
                 int64_t step_end, tuple opt, double[:, ::1] layer_stats,
                 unsigned char[::1] active, int nthreads, double param_max=-1.0,
-                double state_max=-1.0, tuple sums=None):
+                double state_max=-1.0, tuple sums=None, int64_t[::1] t_out=None):
     """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
 
     # IN plan, X (n, I0), Y, sw (n) or None, idx (n) or None
@@ -417,7 +417,9 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     param_max, state_max: bounds of the largest |parameter| and |state| (engine.c note 7), e.g.
     from the last call, or -1 to have them measured (one pass). sums: the epoch's running
     (loss_sum, norm_sum, reg_sum) from the last call, which this call goes on adding to, so
-    that they do not depend on how an epoch is split into calls; None: from 0.
+    that they do not depend on how an epoch is split into calls; None: from 0. t_out: one
+    int64 that gets the optimizer's step count as the engine leaves it, written before this
+    function returns (so a KeyboardInterrupt raised as it returns cannot lose it).
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
     t).
     """
@@ -481,6 +483,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     st.state_max = state_max
     if sums is not None:
         st.loss_sum, st.norm_sum, st.reg_sum = sums
+    if t_out is not None and t_out.shape[0] != 1:
+        raise ValueError("train_steps: t_out must hold one value")
     with nogil:
         if floating is float:
             rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], pstate, &ws[0],
@@ -492,6 +496,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                                     max_batch, &X[0, 0], py, psw, pidx, n, batch_size,
                                     step_begin, step_end, &o, &st, &layer_stats[0, 0], pact,
                                     nthreads)
+    if t_out is not None:
+        t_out[0] = o.t
     stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped,
              st.param_max, st.state_max, st.reg_sum, o.t)
     if rc in NONFINITE_KINDS:

@@ -62,7 +62,9 @@ Design notes
    epochs done, the generator's state and the settings that shape the run. ``--resume``
    reads that file, checks that the data (row counts, scaling, classes) and the settings
    match, and continues to ``--epochs``: the result is bit for bit the model of an
-   uninterrupted run (also for a finished model and a larger ``--epochs``). A model saved
+   uninterrupted run (also for a finished model and a larger ``--epochs``). The file also
+   records the thread count and how the row orders were drawn (network.ROW_ORDER); when
+   either differs, the run resumes with a warning that its last bits may differ. A model saved
    after Ctrl-C holds the weights of a step in mid-epoch and is marked not resumable; when
    it would overwrite the checkpoint (the default path), the checkpoint is kept instead.
 """
@@ -82,7 +84,8 @@ import numpy as np
 import fastmlp
 from fastmlp import datasets
 from fastmlp.diagnostics import epoch_warnings
-from fastmlp.network import ACTIVATIONS, DivergenceError, _Progress
+from fastmlp._threads import resolve_threads
+from fastmlp.network import ACTIVATIONS, ROW_ORDER, DivergenceError, _Progress
 
 MAX_AUTO_CLASSES = 20
 DEFAULT_HIDDEN = (128, 64)
@@ -423,7 +426,7 @@ def _train(args):
     settings = _run_settings(args, data, opt, net)
     start = 0
     if args.resume:
-        net, start = _resume(ckpt, net, data, settings, args.epochs)
+        net, start = _resume(ckpt, net, data, settings, args.epochs, args.threads)
     print(f"network: {'-'.join(map(str, net.layer_sizes))}, {args.activation} hidden, "
           f"{net.output} output; {opt!r}, {args.epochs} epochs", flush=True)
     if start:
@@ -442,7 +445,7 @@ def _train(args):
     last = saved or start
     keep_checkpoint = hist.interrupted and last > 0 and ckpt == out
     if not keep_checkpoint:
-        _save(net, out, _with_state(data.meta, net, done, settings,
+        _save(net, out, _with_state(data.meta, net, done, settings, args.threads,
                                     resumable=not hist.interrupted))
     _plot_training(args.plot, hist, net, data)
     if hist.interrupted:
@@ -486,10 +489,11 @@ def _run_settings(args, data, opt, net):
             "rows": [len(data.y_train), len(data.y_test)]}
 
 
-def _with_state(meta, net, epoch, settings, resumable=True):
+def _with_state(meta, net, epoch, settings, threads, resumable=True):
     """The model's metadata plus its training state (design note 8)."""
     return {**meta, "training": {"epoch": epoch, "resumable": resumable,
                                  "shuffle_state": net.get_shuffle_state(),
+                                 "row_order": ROW_ORDER, "threads": resolve_threads(threads),
                                  "settings": settings}}
 
 
@@ -525,7 +529,7 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
             progress.update(epoch + 1, h)
             every = args.checkpoint_every
             if every is not None and (epoch + 1) % every == 0 and epoch + 1 < args.epochs:
-                _save(net, ckpt, _with_state(data.meta, net, epoch + 1, settings))
+                _save(net, ckpt, _with_state(data.meta, net, epoch + 1, settings, args.threads))
                 saved = epoch + 1
     except KeyboardInterrupt:  # between two epochs: the network holds the last one's weights
         hist.interrupted = True
@@ -535,7 +539,7 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
     return hist, saved
 
 
-def _resume(path, net, data, settings, epochs):
+def _resume(path, net, data, settings, epochs, threads):
     """The network and epoch count of the checkpoint at path, checked against this run."""
     if not os.path.exists(path):
         raise UsageError(f"--resume: no checkpoint at {path}")
@@ -553,8 +557,12 @@ def _resume(path, net, data, settings, epochs):
         raise UsageError(f"--resume: {path} has invalid training settings")
     for key, option in _SETTING_OPTIONS.items():
         if old.get(key) != settings[key]:
-            raise UsageError(f"--resume: {path} was trained with {option} {_short(old.get(key))}"
-                             f", this run has {_short(settings[key])}")
+            was, now = _short(old.get(key)), _short(settings[key])
+            if key == "hidden" and isinstance(old.get(key), list):  # as the option is written
+                was = ",".join(map(str, old[key]))[:40] or "none"
+                now = ",".join(map(str, settings[key])) or "none"
+            raise UsageError(f"--resume: {path} was trained with {option} {was}, this run has "
+                             f"{now}")
     for key in ("x_mean", "x_scale", "classes", "y_mean", "y_scale", "feature_names"):
         if meta.get(key) != data.meta.get(key):
             raise UsageError(f"--resume: the data differ from those {path} was trained on "
@@ -571,6 +579,17 @@ def _resume(path, net, data, settings, epochs):
         saved.set_shuffle_state(state.get("shuffle_state"))
     except ValueError as e:
         raise UsageError(f"--resume: {path}: {e}") from None
+    # Neither changes what the run computes, only its last bits: said, not refused.
+    if state.get("row_order", 1) != ROW_ORDER:
+        warnings.warn(f"{path} was written by a fastmlp that drew each epoch's row order "
+                      f"another way; the run goes on in this version's orders, so it is not "
+                      f"bit for bit an uninterrupted run of either version", UserWarning)
+    was, now = state.get("threads"), resolve_threads(threads)
+    if isinstance(was, int) and was != now:
+        warnings.warn(f"{path} was trained on {was} threads and this run uses {now}: a small "
+                      f"network's batches are split among the threads, so the result may "
+                      f"differ in the last bits from an uninterrupted run (--threads {was} "
+                      f"matches it)", UserWarning)
     return saved, done
 
 

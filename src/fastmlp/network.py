@@ -42,6 +42,9 @@ from fastmlp.optim import SGD, _Optimizer
 # Version 2 adds skip connections; a network without them is written as version 1, which
 # every fastmlp reads.
 FORMAT_VERSION = 2
+# How fit draws an epoch's row order from the network's generator: 1 NumPy's shuffle, 2 one
+# draw seeding fm_permutation (engine.c note 13). CLI checkpoints record it.
+ROW_ORDER = 2
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
 OUTPUTS = ("identity", "sigmoid", "tanh", "relu", "softmax")
 INITS = ("zeros", "xavier", "he")
@@ -219,6 +222,15 @@ class History:
 
     def as_dict(self):
         return {k: list(getattr(self, k)) for k in self._keys}
+
+    def _trim(self, val_loss, val_accuracy):
+        """Drop a partly recorded last epoch (Ctrl-C while it was recorded): every list then
+        has one entry per epoch (val_loss and val_accuracy too when they are being kept)."""
+        keep = [k for k in self._keys if k not in ("val_loss", "val_accuracy")]
+        keep += ["val_loss"] * bool(val_loss) + ["val_accuracy"] * bool(val_accuracy)
+        n = min(len(getattr(self, k)) for k in keep)
+        for k in self._keys:
+            del getattr(self, k)[n:]
 
     def __repr__(self):
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
@@ -423,9 +435,12 @@ class MLP:
 
     def set_shuffle_state(self, state):
         """Restore a state returned by ``get_shuffle_state``; ValueError if it is not one."""
+        gen = self._shuffle_rng.bit_generator
+        before = gen.state
         try:
-            self._shuffle_rng.bit_generator.state = state
-        except (TypeError, ValueError, KeyError) as e:
+            gen.state = state
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            gen.state = before  # a state refused part-way changes nothing
             raise ValueError(f"not a shuffle state of this network: {e!r}") from None
 
     @property
@@ -768,6 +783,9 @@ class MLP:
             raise TypeError(f"optimizer must be a fastmlp.SGD or fastmlp.Adam, got "
                             f"{type(opt).__name__}")
         epochs = check_positive_int(epochs, "epochs")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        shuffle = bool(shuffle)
         patience = check_positive_int(patience, "patience")
         if tol is not None and not (isinstance(tol, numbers.Real) and tol >= 0):
             raise ValueError(f"tol must be None or a number >= 0, got {tol!r}")
@@ -830,6 +848,8 @@ class MLP:
         block = max(1, int(_BLOCK_FLOPS // max(1, _FLOPS_PER_MAC * macs * B)))
         rng = self._shuffle_rng
         idx = np.empty(n, dtype=np.int64)
+        t_box = np.zeros(1, dtype=np.int64)  # a call's step count, kept through Ctrl-C
+        in_call = False
         fired = np.zeros(int(self._plan[:, 1].sum()), dtype=np.uint8)
         hist = History()
         self.history_ = hist
@@ -856,13 +876,15 @@ class MLP:
                 while s0 < n_steps:
                     s1 = min(n_steps, s0 + block)
                     t_call = time.perf_counter()
+                    t_box[0], in_call = opt.t_, True
                     try:
                         st = _core.train_steps(self._plan, self.loss, self._params, grads,
                                                state, ws, B, X, y, sw,
                                                idx if shuffle else None, B, s0, s1,
                                                opt._settings(), layer_stats,
                                                fired if diagnostics else None, nt, *bounds,
-                                               sums=(loss_sum, norm_sum, penalty))
+                                               sums=(loss_sum, norm_sum, penalty),
+                                               t_out=t_box)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
                         hint = _scale_hint(X, "inputs", "x")
@@ -875,7 +897,7 @@ class MLP:
                     loss_sum, norm_sum, penalty = st[0], st[1], st[8]
                     rows, steps, clipped = rows + st[3], steps + st[4], clipped + st[5]
                     norm_max = max(norm_max, st[2])
-                    opt.t_ = st[9]
+                    opt.t_, in_call = st[9], False
                     bounds, s0 = (st[6], st[7]), s1
                     t_call = time.perf_counter() - t_call
                     if t_call < _CALL_SECONDS[0]:
@@ -913,6 +935,12 @@ class MLP:
                             hist.stopped_early = True
                             break
         except KeyboardInterrupt:
+            # A Ctrl-C that arrives as an engine call returns comes before its figures are
+            # stored here: the weights and the state hold the call's steps, and so must t_.
+            if in_call:
+                opt.t_ = int(t_box[0])
+            # an epoch whose figures were being recorded is not counted
+            hist._trim(val is not None, val is not None and self.is_classifier)
             hist.interrupted = True
             warnings.warn(f"fit interrupted after {hist.epochs} complete epochs; the network "
                           f"holds the weights of the last completed step", UserWarning,
@@ -923,6 +951,10 @@ class MLP:
 
     def _record(self, hist, tot, layer_stats, fired, val, nt, seconds):
         loss_sum, norm_sum, norm_max, rows, steps, clipped, penalty = tot
+        # the slow part first, then the appends (History._trim mends a Ctrl-C among them)
+        if val is not None:
+            val_loss = self._mean_loss(val[0], val[1], nt)
+            val_acc = self._score(val[0], val[1], nt) if self.is_classifier else None
         hist.loss.append(loss_sum / rows)
         hist.penalty.append(penalty / rows)
         hist.grad_norm.append(norm_sum / steps)
@@ -938,9 +970,9 @@ class MLP:
                 off += width
         hist.dead_fraction.append(dead)
         if val is not None:
-            hist.val_loss.append(self._mean_loss(val[0], val[1], nt))
-            if self.is_classifier:
-                hist.val_accuracy.append(self._score(val[0], val[1], nt))
+            hist.val_loss.append(val_loss)
+            if val_acc is not None:
+                hist.val_accuracy.append(val_acc)
         hist.epoch_time.append(seconds)
 
     # ------------------------------------------------------------ persistence
