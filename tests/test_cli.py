@@ -196,6 +196,15 @@ def test_integer_targets_task_rule(tmp_path, capsys):
     assert fastmlp.load(model).n_outputs == 1
 
 
+@pytest.mark.parametrize("size", ["0.9999", "0.0001"])
+def test_digits_split_that_cannot_be_made_is_one_line(tmp_path, capsys, size):
+    """No training row left, or fewer held-out rows than the 10 classes: exit 2, one line."""
+    code, _, err = run(capsys, "train", "--epochs", 1, "--test-size", size,
+                       "--out", tmp_path / "m.npz", "-q")
+    assert code == 2 and f"--test-size {size}" in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.npz").exists()
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 def test_interrupted_training_saves_model_and_exits_130(tmp_path, capsys, monkeypatch):

@@ -809,6 +809,55 @@ def test_ctrl_c_while_an_epoch_is_recorded_leaves_a_consistent_history(monkeypat
     assert set(lengths.values()) == {1}, lengths
 
 
+def test_ctrl_c_anywhere_in_fit_leaves_the_network_and_optimizer_free():
+    """A KeyboardInterrupt raised at each line fit runs (a trace function stands in for the
+    signal): the network and the optimizer can be fitted again every time. Before the locks
+    were taken in C, one at the `try:` after an acquire left them taken for good."""
+    import fastmlp.network as network
+    net, X, y = classifier()
+    opt = fastmlp.SGD(lr=0.1, batch_size=8)
+    code = network.MLP.fit.__code__
+
+    def tracer_at(k):
+        seen = [0]
+
+        def local(frame, event, arg):
+            if event in ("line", "return"):
+                seen[0] += 1
+                if seen[0] == k:
+                    raise KeyboardInterrupt
+            return local
+        return (lambda frame, event, arg: local if frame.f_code is code else None), seen
+
+    for k in range(1, 1000):
+        tracer, seen = tracer_at(k)
+        sys.settrace(tracer)
+        try:
+            net.fit(X, y, optimizer=opt, epochs=1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        assert not net._fit_lock.locked() and not opt._fit_lock.locked(), k
+        if seen[0] < k:
+            break
+    assert k > 10
+    net.fit(X, y, optimizer=opt, epochs=1)
+
+
+def test_a_network_beyond_the_machines_memory_is_refused_before_allocating():
+    """Linux hands out the pages of a huge buffer and kills the process as they are touched:
+    a network whose parameters and gradients exceed the RAM is a MemoryError up front (10^12
+    hidden units: 40 TB in float32, beyond any machine this runs on)."""
+    with pytest.raises(MemoryError, match=r"need 6000000000002 parameters: .* GiB in float32"):
+        fastmlp.MLP([3, 10 ** 12, 2])
+    from fastmlp.sklearn import MLPClassifier
+    est = MLPClassifier(hidden_layer_sizes=[10 ** 12])
+    with pytest.raises(MemoryError, match="for the initial draws"):
+        est.fit(np.zeros((4, 3)), [0, 1, 0, 1])
+    assert not hasattr(est, "coefs_")
+
+
 def test_a_bad_shuffle_state_is_refused_and_changes_nothing():
     net = classifier()[0]
     before = net.get_shuffle_state()

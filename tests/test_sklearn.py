@@ -545,3 +545,28 @@ def test_partial_fit_accepts_a_batch_of_one_class():
     assert list(est.classes_) == [0, 1] and est.t_ == 20
     with pytest.raises(ValueError, match="only one class"):
         MLPClassifier(max_iter=2).fit(X, np.zeros(20, int))
+
+
+def test_ctrl_c_in_an_epochs_validation_leaves_every_curve_one_length(monkeypatch):
+    """Ctrl-C while epoch 3's validation part is scored: fit returns (with the warning), and
+    n_iter_, loss_curve_, the validation curves and the history all count the 2 epochs whose
+    bookkeeping was done (the weights hold epoch 3's steps, as after a Ctrl-C mid-epoch)."""
+    X, y = make_classification(200, 8, n_informative=5, n_classes=3, random_state=0)
+    est = MLPClassifier(hidden_layer_sizes=(16,), early_stopping=True, max_iter=20,
+                        n_iter_no_change=100, random_state=0)
+    real, calls = est._val_score_and_loss, []
+
+    def scored(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(est, "_val_score_and_loss", scored)
+    with pytest.warns(UserWarning, match="fit interrupted"):
+        est.fit(X, y)
+    lengths = {len(est.loss_curve_), len(est.grad_norm_curve_), len(est.validation_scores_),
+               len(est.validation_loss_curve_), est.n_iter_, est.history_.epochs}
+    assert lengths == {2}, lengths
+    assert est.t_ == 2 * 180
+    assert np.isfinite(est.predict_proba(X)).all()

@@ -113,6 +113,24 @@ def set_team_policy(int policy):
         raise ValueError(f"team policy must be -1, 0 or 1, not {policy}")
 
 
+def call_holding(tuple locks, tuple messages, f, *args):
+    """f(*args) with each threading.Lock of `locks` held, taken without waiting in order; a
+    lock another holder has raises RuntimeError(its message) before f runs. The locks are
+    taken and given back here, in C: no Python line runs between a lock's taking and the call
+    of f, nor between f's return and the lock's release, so a KeyboardInterrupt cannot leave
+    one taken, as it could between `lock.acquire()` and `try:` (network.py, fit)."""
+    cdef list taken = []
+    try:
+        for lock, message in zip(locks, messages):
+            if not lock.acquire(False):
+                raise RuntimeError(message)
+            taken.append(lock)
+        return f(*args)
+    finally:
+        for lock in reversed(taken):
+            lock.release()
+
+
 def permutation(int64_t[::1] idx not None, uint64_t seed):
     """idx = a random permutation of 0 .. len(idx) - 1 drawn from seed (engine.c note 13).
 

@@ -548,7 +548,7 @@ def _resume(path, net, data, settings, epochs, threads):
     if not isinstance(state, dict) or "epoch" not in state:
         raise UsageError(f"--resume: {path} holds no training state (it was not saved by "
                          f"fastmlp train with this version)")
-    if not state.get("resumable"):
+    if state.get("resumable") is not True:
         raise UsageError(f"--resume: {path} was saved after Ctrl-C in the middle of an epoch "
                          f"and cannot be resumed exactly; resume from a checkpoint "
                          f"(--checkpoint-every with a separate --checkpoint PATH)")
@@ -585,11 +585,13 @@ def _resume(path, net, data, settings, epochs, threads):
                       f"another way; the run goes on in this version's orders, so it is not "
                       f"bit for bit an uninterrupted run of either version", UserWarning)
     was, now = state.get("threads"), resolve_threads(threads)
-    if isinstance(was, int) and was != now:
-        warnings.warn(f"{path} was trained on {was} threads and this run uses {now}: a small "
-                      f"network's batches are split among the threads, so the result may "
-                      f"differ in the last bits from an uninterrupted run (--threads {was} "
-                      f"matches it)", UserWarning)
+    known = isinstance(was, int) and not isinstance(was, bool) and 1 <= was <= 1 << 16
+    if not known or was != now:
+        had = f"on {was} thread{'s' * (was != 1)}" if known else "on an unrecorded thread count"
+        warnings.warn(f"{path} was trained {had} and this run uses {now}: a small network's "
+                      f"batches are split among the threads, so the result may differ in the "
+                      f"last bits from an uninterrupted run" +
+                      (f" (--threads {was} matches it)" if known else ""), UserWarning)
     return saved, done
 
 
@@ -691,7 +693,11 @@ def _digits(args):
     if test_size == 0:
         X_train, X_test, y_train, y_test = X / 16.0, X[:0], y, y[:0]
     else:
-        X_train, X_test, y_train, y_test = datasets.load_digits(args.seed, test_size)
+        try:  # a split that leaves no training rows, or fewer held-out rows than classes
+            X_train, X_test, y_train, y_test = datasets.load_digits(args.seed, test_size)
+        except ValueError as e:
+            raise UsageError(f"--test-size {test_size}: the split of the {len(y)} digits "
+                             f"fails: {e}") from None
     n = X_train.shape[1]
     meta = _metadata("digits", "digit", "classification", info["feature_names"],
                      np.zeros(n), np.full(n, 16.0), classes=info["target_names"])

@@ -258,6 +258,21 @@ def upgrade_advice(version, latest):
     return " (upgrade fastmlp for newer files)" if type(version) is int and version > latest else ""
 
 
+def check_memory(sizes, n_params, per_param, what):
+    """MemoryError, before any allocation, when n_params parameters at per_param bytes each
+    (the parameters and the gradients of a fit, say) exceed the machine's RAM: Linux would
+    hand out the pages and then kill the process as they are touched."""
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # the system does not say
+        return
+    need = n_params * per_param
+    if have > 0 and need > have:
+        raise MemoryError(f"layer_sizes {sizes} need {n_params} parameters: "
+                          f"{need / 2**30:.1f} GiB {what}, more than this machine's "
+                          f"{have / 2**30:.1f} GiB of memory")
+
+
 def _caller_level():
     """The stacklevel of the first frame outside the fastmlp package, for warnings.warn called
     by the function that calls this: a warning from fit points at the user's line whether fit
@@ -354,6 +369,8 @@ class MLP:
         if n_params > 2**62 // dt.itemsize:  # no buffer of that size can be addressed
             raise ValueError(f"layer_sizes {sizes} need {n_params} parameters, more than any "
                              f"machine can hold")
+        check_memory(sizes, n_params, 2 * dt.itemsize, f"in {dt.name} for the parameters and "
+                                                       "the gradients of a fit")
         if skip is None or isinstance(skip, str):
             skips = [skip or "none"] * n_hidden
         else:
@@ -810,21 +827,16 @@ class MLP:
             raise TypeError(f"callback must be callable, got {callback!r}")
         check_rates(opt.lr, getattr(opt, "eps", None), self.dtype)
         self._check_finite_params()
-        if not self._fit_lock.acquire(blocking=False):
-            raise RuntimeError("this network is being fitted in another thread")
-        try:
-            # The optimizer's state is written at every step: two fits sharing it would
-            # interleave their updates of it, so a second one is refused.
-            if not opt._fit_lock.acquire(blocking=False):
-                raise RuntimeError("this optimizer is in use by a fit in another thread; give "
-                                   "each network its own optimizer")
-            try:
-                return self._fit(X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
-                                 resolve_threads(n_threads), callback, B, bool(diagnostics))
-            finally:
-                opt._fit_lock.release()
-        finally:
-            self._fit_lock.release()
+        # One fit of a network at a time; and the optimizer's state is written at every step:
+        # two fits sharing it would interleave their updates of it, so a second one is
+        # refused. call_holding takes and gives back the locks where no Ctrl-C can come between.
+        return _core.call_holding(
+            (self._fit_lock, opt._fit_lock),
+            ("this network is being fitted in another thread",
+             "this optimizer is in use by a fit in another thread; give each network its own "
+             "optimizer"),
+            self._fit, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
+            resolve_threads(n_threads), callback, B, bool(diagnostics))
 
     def _fit(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback,
              B, diagnostics):

@@ -39,7 +39,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
 from fastmlp._validation import _asarray, check_rates
-from fastmlp.network import MLP, upgrade_advice
+from fastmlp.network import MLP, check_memory, upgrade_advice
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -227,18 +227,23 @@ class _EpochPolicy:
 
     def __call__(self, epoch, hist):
         est = self.est
-        est.n_iter_ += 1
-        est.t_ += self.n_train
         # scikit-learn's epoch loss: the data loss on its scale (note 4) plus, per batch,
         # 0.5 * alpha * ||W||^2 / (the batch's weight sum), averaged over rows by the engine
         loss = hist.loss[-1] / est._loss_scale + hist.penalty[-1]
+        norms = np.asarray(hist.layer_grad_norm[-1])[:, 0].copy()
+        # The slow part (the validation forward pass, a copy of the weights) before any
+        # attribute changes, so that a Ctrl-C in it leaves the epoch out of every curve, as
+        # fit leaves it out of the History.
+        figures = self._validation_figures() if self.val is not None else None
+        est.n_iter_ += 1
+        est.t_ += self.n_train
         est.loss_ = loss
         est.loss_curve_.append(loss)
-        est.grad_norm_curve_.append(np.asarray(hist.layer_grad_norm[-1])[:, 0].copy())
+        est.grad_norm_curve_.append(norms)
         if est.verbose:
             print("Iteration %d, loss = %.8f" % (est.n_iter_, loss))
-        if self.val is not None:
-            self._validate()
+        if figures is not None:
+            self._validate(*figures)
         else:
             if loss > est.best_loss_ - est.tol:
                 est._no_improvement_count += 1
@@ -264,11 +269,19 @@ class _EpochPolicy:
                 return True
         return False
 
-    def _validate(self):
+    def _validation_figures(self):
+        """(score, loss on the validation part, the weights if the score is the best yet)."""
         est = self.est
         X_val, y_val, w_val = self.val
         out = est._net.forward(X_val, n_threads=est._nt)
         score, val_loss = est._val_score_and_loss(out, y_val, w_val)
+        best = None
+        if score > est.best_validation_score_:
+            best = ([w.copy() for w in est._net.weights], [b.copy() for b in est._net.biases])
+        return score, val_loss, best
+
+    def _validate(self, score, val_loss, best):
+        est = self.est
         est.validation_scores_.append(score)
         est.validation_loss_curve_.append(val_loss)
         if est.verbose:
@@ -277,10 +290,9 @@ class _EpochPolicy:
             est._no_improvement_count += 1
         else:
             est._no_improvement_count = 0
-        if score > est.best_validation_score_:
+        if best is not None:
             est.best_validation_score_ = score
-            est._best_params = ([w.copy() for w in est._net.weights],
-                                [b.copy() for b in est._net.biases])
+            est._best_params = best
 
 
 # ---------------------------------------------------------------- the shared base
@@ -408,6 +420,10 @@ class _BaseMLP(BaseEstimator):
             # draws in scikit-learn's order: weights, then the validation split, then (ours)
             # the seed of the network's shuffling
             sizes = [X.shape[1]] + _hidden(self.hidden_layer_sizes) + [n_outputs]
+            n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+            # the float64 draws, then the network's parameters and gradients
+            check_memory(sizes, n_params, 8 + 2 * np.dtype(_dtype_name(self.dtype)).itemsize,
+                         "for the initial draws, the parameters and the gradients")
             draws = self._glorot(sizes, rs) if self.init == "glorot" else None
         val = None
         if self.early_stopping:
@@ -437,13 +453,14 @@ class _BaseMLP(BaseEstimator):
                                  "'validation_fraction' or the size of your dataset.")
             val = (X_val, y_val, w_val)
         if first_pass:
-            self._net = self._make_network(sizes, draws, int(rs.randint(0, 2**31 - 1)))
+            net = self._make_network(sizes, draws, int(rs.randint(0, 2**31 - 1)))
             self.n_layers_ = len(sizes)
             self.n_outputs_ = n_outputs
             self.out_activation_ = self._out_activation()
             self._reset_curves()
             if hasattr(self, "_optimizer"):
                 del self._optimizer
+            self._net = net  # last: a Ctrl-C before it leaves the estimator unfitted
         if self.early_stopping:
             self._best_params = ([w.copy() for w in self._net.weights],
                                  [b.copy() for b in self._net.biases])
@@ -468,6 +485,11 @@ class _BaseMLP(BaseEstimator):
         hist = self._net.fit(X, y, optimizer=opt, epochs=1 if incremental else self.max_iter,
                              shuffle=bool(self.shuffle), n_threads=self._nt, callback=policy,
                              diagnostics=False, allow_one_class=incremental, **kw)
+        if hist.interrupted and hist.epochs > self.n_iter_:
+            # Ctrl-C cut this epoch's bookkeeping short (the policy counts n_iter_ from 0):
+            # the history leaves it out too, so that every curve counts the same epochs
+            for key in hist._keys:
+                del getattr(hist, key)[self.n_iter_:]
         self.history_ = hist
         if self.early_stopping:
             for l, (W, b) in enumerate(zip(*self._best_params)):
