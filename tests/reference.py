@@ -286,3 +286,15 @@ def finite_difference_grads(loss_fn, params, h):
             g[i] = (jp - jm) / (2 * h)
         out.append(g)
     return out
+
+
+def interrupted_on_call(f, k):
+    """f, except that its k-th call raises KeyboardInterrupt (a Ctrl-C landing in it)."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k:
+            raise KeyboardInterrupt
+        return f(*args, **kwargs)
+    return wrapper

@@ -793,16 +793,9 @@ def test_ctrl_c_as_an_engine_call_returns_keeps_adams_step_count(monkeypatch):
 def test_ctrl_c_while_an_epoch_is_recorded_leaves_a_consistent_history(monkeypatch):
     """Ctrl-C during the validation scoring of epoch 2: that epoch is dropped from every list
     of the History, and the warning counts the epochs that remain."""
+    from reference import interrupted_on_call
     net, X, y = classifier()
-    real, seen = net._score, []
-
-    def score(*args):
-        seen.append(1)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(net, "_score", score)
+    monkeypatch.setattr(net, "_score", interrupted_on_call(net._score, 2))
     with pytest.warns(UserWarning, match="interrupted after 1 complete epochs"):
         hist = net.fit(X, y, validation=(X, y), epochs=4, **{"optimizer": FIT["optimizer"]})
     lengths = {k: len(getattr(hist, k)) for k in hist._keys}

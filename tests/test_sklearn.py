@@ -551,18 +551,12 @@ def test_ctrl_c_in_an_epochs_validation_leaves_every_curve_one_length(monkeypatc
     """Ctrl-C while epoch 3's validation part is scored: fit returns (with the warning), and
     n_iter_, loss_curve_, the validation curves and the history all count the 2 epochs whose
     bookkeeping was done (the weights hold epoch 3's steps, as after a Ctrl-C mid-epoch)."""
+    from reference import interrupted_on_call
     X, y = make_classification(200, 8, n_informative=5, n_classes=3, random_state=0)
     est = MLPClassifier(hidden_layer_sizes=(16,), early_stopping=True, max_iter=20,
                         n_iter_no_change=100, random_state=0)
-    real, calls = est._val_score_and_loss, []
-
-    def scored(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(est, "_val_score_and_loss", scored)
+    monkeypatch.setattr(est, "_val_score_and_loss",
+                        interrupted_on_call(est._val_score_and_loss, 3))
     with pytest.warns(UserWarning, match="fit interrupted"):
         est.fit(X, y)
     lengths = {len(est.loss_curve_), len(est.grad_norm_curve_), len(est.validation_scores_),
