@@ -85,7 +85,7 @@ import fastmlp
 from fastmlp import datasets
 from fastmlp.diagnostics import epoch_warnings
 from fastmlp._threads import resolve_threads
-from fastmlp.network import ACTIVATIONS, ROW_ORDER, DivergenceError, _Progress
+from fastmlp.network import ACTIVATIONS, ROW_ORDER, DivergenceError, _Progress, count_params
 
 MAX_AUTO_CLASSES = 20
 DEFAULT_HIDDEN = (128, 64)
@@ -178,16 +178,11 @@ def _hidden_sizes(text):
         raise ValueError("layer widths must be positive integers")
     if max(sizes) > MAX_WIDTH:
         raise ValueError(f"layer widths must be at most {MAX_WIDTH}")
-    between = _n_params(sizes)
+    between = count_params(sizes)
     if between > MAX_PARAMS:
         raise ValueError(f"the hidden layers alone hold {between} parameters; the limit is "
                          f"{MAX_PARAMS} (2**28)")
     return sizes
-
-
-def _n_params(sizes):
-    """Weights and biases of a network with these layer widths: sum of (fan_in + 1) fan_out."""
-    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def _batch_size(text):
@@ -656,7 +651,7 @@ def _save(net, out, meta):
 
 def _network(n_features, args, n_outputs):
     sizes = [n_features, *args.hidden, n_outputs]
-    n_params = _n_params(sizes)
+    n_params = count_params(sizes)
     if n_params > MAX_PARAMS:
         raise UsageError(f"the network {'-'.join(map(str, sizes))} would hold {n_params} "
                          f"parameters; the limit is {MAX_PARAMS} (2**28): use a smaller "

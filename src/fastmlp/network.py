@@ -228,7 +228,10 @@ class History:
         has one entry per epoch (val_loss and val_accuracy too when they are being kept)."""
         keep = [k for k in self._keys if k not in ("val_loss", "val_accuracy")]
         keep += ["val_loss"] * bool(val_loss) + ["val_accuracy"] * bool(val_accuracy)
-        n = min(len(getattr(self, k)) for k in keep)
+        self._truncate(min(len(getattr(self, k)) for k in keep))
+
+    def _truncate(self, n):
+        """Keep the first n epochs' figures."""
         for k in self._keys:
             del getattr(self, k)[n:]
 
@@ -258,14 +261,21 @@ def upgrade_advice(version, latest):
     return " (upgrade fastmlp for newer files)" if type(version) is int and version > latest else ""
 
 
-def check_memory(sizes, n_params, per_param, what):
-    """MemoryError, before any allocation, when n_params parameters at per_param bytes each
-    (the parameters and the gradients of a fit, say) exceed the machine's RAM: Linux would
-    hand out the pages and then kill the process as they are touched."""
+def count_params(sizes):
+    """Weights and biases of a network with these layer widths: sum of (fan_in + 1) fan_out."""
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def check_memory(sizes, per_param, what):
+    """MemoryError, before any allocation, when the parameters of a network of these layer
+    widths, at per_param bytes each (the parameters and the gradients of a fit, say), exceed
+    the machine's RAM: Linux would hand out the pages and then kill the process as they are
+    touched."""
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # the system does not say
         return
+    n_params = count_params(sizes)
     need = n_params * per_param
     if have > 0 and need > have:
         raise MemoryError(f"layer_sizes {sizes} need {n_params} parameters: "
@@ -365,12 +375,12 @@ class MLP:
         if len(sizes) - 1 > _core.MAX_LAYERS:
             raise ValueError(f"layer_sizes describes {len(sizes) - 1} weight layers; fastmlp "
                              f"supports at most {_core.MAX_LAYERS}")
-        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        n_params = count_params(sizes)
         if n_params > 2**62 // dt.itemsize:  # no buffer of that size can be addressed
             raise ValueError(f"layer_sizes {sizes} need {n_params} parameters, more than any "
                              f"machine can hold")
-        check_memory(sizes, n_params, 2 * dt.itemsize, f"in {dt.name} for the parameters and "
-                                                       "the gradients of a fit")
+        check_memory(sizes, 2 * dt.itemsize, f"in {dt.name} for the parameters and the "
+                                             "gradients of a fit")
         if skip is None or isinstance(skip, str):
             skips = [skip or "none"] * n_hidden
         else:

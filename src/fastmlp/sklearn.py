@@ -218,6 +218,11 @@ def _tabled(X, name):
 # ---------------------------------------------------------------- the per-epoch policy
 
 
+def _copy_params(net):
+    """Copies of the network's (weights, biases): early stopping's best so far."""
+    return [w.copy() for w in net.weights], [b.copy() for b in net.biases]
+
+
 class _EpochPolicy:
     """fit's callback: scikit-learn's per-epoch bookkeeping, schedules and stopping."""
 
@@ -277,7 +282,7 @@ class _EpochPolicy:
         score, val_loss = est._val_score_and_loss(out, y_val, w_val)
         best = None
         if score > est.best_validation_score_:
-            best = ([w.copy() for w in est._net.weights], [b.copy() for b in est._net.biases])
+            best = _copy_params(est._net)
         return score, val_loss, best
 
     def _validate(self, score, val_loss, best):
@@ -420,9 +425,8 @@ class _BaseMLP(BaseEstimator):
             # draws in scikit-learn's order: weights, then the validation split, then (ours)
             # the seed of the network's shuffling
             sizes = [X.shape[1]] + _hidden(self.hidden_layer_sizes) + [n_outputs]
-            n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
             # the float64 draws, then the network's parameters and gradients
-            check_memory(sizes, n_params, 8 + 2 * np.dtype(_dtype_name(self.dtype)).itemsize,
+            check_memory(sizes, 8 + 2 * np.dtype(_dtype_name(self.dtype)).itemsize,
                          "for the initial draws, the parameters and the gradients")
             draws = self._glorot(sizes, rs) if self.init == "glorot" else None
         val = None
@@ -462,8 +466,7 @@ class _BaseMLP(BaseEstimator):
                 del self._optimizer
             self._net = net  # last: a Ctrl-C before it leaves the estimator unfitted
         if self.early_stopping:
-            self._best_params = ([w.copy() for w in self._net.weights],
-                                 [b.copy() for b in self._net.biases])
+            self._best_params = _copy_params(self._net)
         n = X.shape[0]
         if self.batch_size == "auto":
             batch = min(200, n)
@@ -488,8 +491,7 @@ class _BaseMLP(BaseEstimator):
         if hist.interrupted and hist.epochs > self.n_iter_:
             # Ctrl-C cut this epoch's bookkeeping short (the policy counts n_iter_ from 0):
             # the history leaves it out too, so that every curve counts the same epochs
-            for key in hist._keys:
-                del getattr(hist, key)[self.n_iter_:]
+            hist._truncate(self.n_iter_)
         self.history_ = hist
         if self.early_stopping:
             for l, (W, b) in enumerate(zip(*self._best_params)):
