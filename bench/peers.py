@@ -17,7 +17,9 @@ after its last call, and they take a core from whichever implementation runs nex
 Zen 4, 200 of fastmlp's 128x784x512 products on two threads took 0.11 s alone, 0.18-0.20 s right
 after 200 of NumPy's, and 0.13-0.14 s after a 0.3 s pause; over whole epochs the effect is
 smaller but not gone, so compare ratios from one run, not times across runs.
-The first epoch is a warm-up: it is trained but not timed. The report gives, per implementation, seconds per epoch
+The first epoch is a warm-up: it is trained but not timed. Workloads whose epoch is shorter than
+`--min-block` (5 ms) are timed in blocks of consecutive epochs (run_workload says why). The
+report gives, per implementation, seconds per epoch
 (median, min-max), samples/s, GFLOP/s (counted flops, _common.py), the fraction of the measured
 FMA peak, and the final epoch's mean loss on fastmlp's scale: equal losses show equal work.
 Then the speed-up of fastmlp over each peer against the issue's targets.
@@ -34,6 +36,7 @@ if __name__ == "__main__":
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
@@ -76,6 +79,10 @@ def _parse():
     p.add_argument("--settle", type=_common.seconds, default=0.3, metavar="SECONDS",
                    help="pause before each timed epoch, so the previous implementation's "
                         "thread pool has gone idle (default 0.3)")
+    p.add_argument("--min-block", type=_common.seconds, default=0.005, metavar="SECONDS",
+                   help="time blocks of consecutive epochs when fastmlp's epoch is shorter "
+                        "than this, the same number for every implementation (default "
+                        "0.005; 0: one epoch per sample)")
     p.add_argument("--no-thread-scaling", action="store_true",
                    help="skip the one-thread fastmlp run beside W3")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH")
@@ -121,8 +128,17 @@ def _make_trainers(wl, impls, X, y, threads, thread_scaling):
     return trainers
 
 
-def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3):
-    """Train every implementation for 1 + epochs interleaved epochs; returns the figures."""
+def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3, min_block=0.005):
+    """Train every implementation for 1 + epochs interleaved samples; returns the figures.
+
+    A sample is a block of `reps` consecutive epochs of one implementation, all on the same
+    permutation, timed as one and divided by reps. reps is 1 unless fastmlp's warm-up epoch took
+    less than min_block seconds: then enough epochs to fill it, the same for every
+    implementation. A lone epoch of a few hundred microseconds, run right after the settle
+    pause and after the peers have filled the caches with their own data, is timed at its
+    wake-up cost: on the 2-core Zen 5, W1's epoch took 87 us back to back and 177 us after a
+    0.3 s pause. Blocks time what a fit of many epochs sees; --min-block 0 gives lone epochs.
+    """
     X, y = _common.make_data(wl)
     trainers = _make_trainers(wl, impls, X, y, threads, thread_scaling)
     copies = any(getattr(t, "uses_copies", False) for t in trainers)
@@ -130,22 +146,31 @@ def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3):
     times = {t.name: [] for t in trainers}
     losses = {t.name: [] for t in trainers}
     t_start = time.perf_counter()
-    for epoch in range(epochs + 1):
+    reps, warm = 1, None
+    for sample in range(epochs + 1):
         perm = rng.permutation(X.shape[0]).astype(np.int64)
         Xp, yp = (X[perm], y[perm]) if copies else (None, None)
         for t in trainers:
             t.prepare(perm, Xp, yp)
             gc.collect()
             time.sleep(settle)
+            own = 0.0
             t0 = time.perf_counter()
-            loss = t.run()
+            for _ in range(reps):
+                loss = t.run()
+                own += getattr(t, "own_time", 0.0)
             dt = time.perf_counter() - t0
             if getattr(t, "reports_own_time", False):
-                dt = t.own_time
-            if epoch:
-                times[t.name].append(dt)
+                dt = own
+            if sample:
+                times[t.name].append(dt / reps)
+            elif t.name == "fastmlp" and 0 < dt < min_block:
+                warm = dt
             losses[t.name].append(float(loss))
+        if not sample and warm:
+            reps = math.ceil(min_block / warm)
     return {"workload": wl.name, "describe": wl.describe(), "epochs": epochs,
+            "epochs_per_sample": reps,
             "flops_per_epoch": wl.flops_per_epoch(), "rows": X.shape[0],
             "threads": {t.name: t.threads() for t in trainers},
             "times": times, "losses": losses, "wall": time.perf_counter() - t_start}
@@ -192,7 +217,9 @@ def _fmt_pct(x):
 def print_workload(res, rows, checks, peak, out=sys.stdout):
     p = lambda *a: print(*a, file=out)  # noqa: E731
     p(f"\n== {res['describe']}")
-    p(f"   {res['epochs']} timed epochs + 1 warm-up, interleaved; "
+    reps = res.get("epochs_per_sample", 1)
+    block = "" if reps == 1 else f" (each timed as a block of {reps} epochs)"
+    p(f"   {res['epochs']} timed samples{block} + 1 warm-up, interleaved; "
       f"{res['flops_per_epoch'] / 1e9:.4g} GFLOP per epoch; wall {res['wall']:.1f} s")
     p("   threads: " + ", ".join(f"{k} {v}" for k, v in res["threads"].items()))
     p(f"   {'implementation':<13} {'s/epoch':>10} {'min - max':>21} {'samples/s':>11} "
@@ -231,7 +258,9 @@ def markdown(results, out=sys.stdout):
             x = r["rows"].get(n)
             cells.append("-" if x is None else
                          f"{x['median']:.4g} ({x['min']:.3g}-{x['max']:.3g})")
-        p(f"| {r['workload']} | " + " | ".join(cells) + " |")
+        reps = r.get("epochs_per_sample", 1)
+        label = r["workload"] + ("" if reps == 1 else f" (blocks of {reps} epochs)")
+        p(f"| {label} | " + " | ".join(cells) + " |")
     p("\n| workload | " + " | ".join(f"{n} GFLOP/s (%peak)" for n in names) + " |")
     p("|---|" + "---|" * len(names))
     for r in results:
@@ -290,7 +319,8 @@ def main():
             wl = _common.WORKLOADS[name]
             epochs = a.epochs or (wl.quick_epochs if a.quick else wl.epochs)
             scaling = (name == "W3" and a.threads > 1 and not a.no_thread_scaling)
-            res = run_workload(wl, impls, epochs, a.threads, scaling, a.settle)
+            res = run_workload(wl, impls, epochs, a.threads, scaling, a.settle,
+                               a.min_block)
             rows, checks = summarize(res, peak, peak1)
             print_workload(res, rows, checks, peak)
             sys.stdout.flush()
