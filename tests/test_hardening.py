@@ -124,6 +124,26 @@ def test_bad_fit_arguments_are_refused_and_change_nothing(case):
     assert state(net) == before
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_agrees_with_isfinite_even_when_the_sum_overflows(dtype):
+    """The finiteness check sums in the array's own dtype and falls back to a test per value
+    when finite values overflow the sum; it must agree with np.isfinite(a).all()."""
+    from fastmlp._validation import _all_finite
+    big = np.finfo(dtype).max / 2
+    rng = np.random.default_rng(0)
+    cases = [rng.standard_normal((50, 7)), np.full((2000, 600), big), np.array([[big, big]]),
+             np.array([[1.0, np.nan]]), np.array([[np.inf, -np.inf]]), np.array([[-np.inf]]),
+             np.array([[big, big, np.nan]])]
+    blocky = np.full((1500, 1000), big)  # the overflow fallback, a NaN in a later block
+    blocky[1400, 3] = np.nan
+    cases.append(blocky)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for a in cases:
+            a = np.ascontiguousarray(a, dtype=dtype)
+            assert _all_finite(a) == bool(np.isfinite(a).all())
+
+
 @pytest.mark.parametrize("targets, pattern", [
     ([1.0, 2.0, np.nan, 4.0, 5.0, 6.0], r"y contains NaN \(first at row 2, column 0\)"),
     ([1.0, 2.0, 3.0, 4.0, np.inf, 6.0], r"y contains infinity \(first at row 4, column 0\)"),
