@@ -785,3 +785,96 @@ def test_predict_into_a_pipe_closed_early(small_model, tmp_path):
     assert proc.wait(timeout=60) == 141
     assert first.strip()
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# ---------------------------------------------------------------- from a third new user's run
+
+def test_predict_out_failing_midway_keeps_the_previous_file(small_model, tmp_path, capsys,
+                                                          monkeypatch):
+    """--out wrote in place: a full disk, a size limit or a Ctrl-C left a partial file where the
+    previous predictions were. Now it is written beside and renamed over."""
+    import fastmlp.cli as cli
+    model, data = small_model
+    out = tmp_path / "pred.csv"
+    out.write_text("previous\n")
+    real = cli._write_rows
+
+    def failing(error):
+        def write(f, header, rows):
+            real(f, header, rows)
+            f.flush()
+            raise error
+        return write
+
+    monkeypatch.setattr(cli, "_write_rows", failing(OSError(27, "File too large")))
+    err = one_line_error(capsys, "predict", model, data, "--out", out)
+    assert "cannot write the predictions to" in err and "file too large" in err
+    monkeypatch.setattr(cli, "_write_rows", failing(KeyboardInterrupt()))
+    code, _, err = run(capsys, "predict", model, data, "--out", out)
+    assert code == 130 and "interrupted" in err
+    assert out.read_text() == "previous\n"
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", "ok.csv", "pred.csv"])
+    monkeypatch.setattr(cli, "_write_rows", real)
+    assert run(capsys, "predict", model, data, "--out", out)[0] == 0
+    assert out.read_text().startswith("label\n")
+
+
+def _cli_process(argv, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run([sys.executable, "-m", "fastmlp", *map(str, argv)], cwd=cwd, env=env,
+                          stdout=stdout, stderr=stderr, text=True, timeout=300)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_failing_or_closed_standard_output_is_one_line(small_model, tmp_path):
+    """Found by a new user: stdout on a full disk or closed gave tracebacks (exit 1, or 120
+    from the interpreter's last flush)."""
+    model, data = small_model
+    with open("/dev/full", "w") as full:
+        for argv in (["predict", model, data], ["--version"]):
+            proc = _cli_process(argv, tmp_path, stdout=full)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.startswith("fastmlp: error: cannot write") and \
+                proc.stderr.count("\n") == 1, proc.stderr
+            assert "no space left on device" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, os; os.close(1); sys.stdout = None; "
+         "from fastmlp.cli import main; sys.exit(main(sys.argv[1:]))", "predict", str(model),
+         str(data)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": SRC},
+        stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "standard output is closed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_with_standard_error_closed_still_trains_and_saves(tmp_path):
+    """Found by a new user: `2>&-` made the progress bar raise AttributeError; nothing saved."""
+    data = small_csv(tmp_path, "s.csv", 0)
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, os; os.close(2); sys.stderr = None; "
+         "from fastmlp.cli import main; sys.exit(main(sys.argv[1:]))", "train", str(data),
+         "--target", "label", "--epochs", "3", "--out", "m.npz"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    assert "model saved to m.npz" in proc.stdout
+    assert fastmlp.load(tmp_path / "m.npz").n_features == 1
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--clip-norm"])
+def test_a_rate_that_is_zero_in_float32_is_refused(tmp_path, capsys, flag):
+    """Found by a new user: --lr 1e-320 trained nothing and exited 0 with chance accuracy."""
+    data = small_csv(tmp_path, "s.csv", 0)
+    model = tmp_path / "m.npz"
+    err = one_line_error(capsys, "train", data, "--target", "label", flag, "1e-320", "--out",
+                         model, "-q")
+    assert "is 0 in float32" in err and "train nothing" in err
+    assert not model.exists()
+
+
+def test_a_training_split_of_one_class_is_named_as_such(tmp_path, capsys):
+    """Found by a new user: the message said `y holds only class 1` of a file with two."""
+    data = write_csv(tmp_path / "t.csv", ["x", "label"], [[0, 0], [1, 1], [2, 1]])
+    err = one_line_error(capsys, "train", data, "--target", "label", "--test-size", "0.6",
+                         "--out", tmp_path / "m.npz", "-q")
+    assert "the 1 training row left by --test-size 0.6 holds only the class" in err
+    assert "a classifier needs two classes" in err

@@ -968,6 +968,33 @@ def test_save_killed_at_any_moment_leaves_a_loadable_file(tmp_path):
     assert all(p.startswith(".fastmlp-") and p.endswith(".tmp") for p in leftovers)
 
 
+def test_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path):
+    """Found by a new user: metadata that is not a dict, or a header over load's 16 MiB,
+    saved without complaint (replacing the previous file) and then could not be loaded."""
+    net, _, _ = classifier()
+    path = tmp_path / "m.npz"
+    net.save(path, metadata={"v": 1})
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="metadata must be a dict"):
+        net.save(path, metadata=[1, 2])
+    with pytest.raises(ValueError, match="fastmlp.load reads at most 16777216"):
+        net.save(path, metadata={"big": "x" * (1 << 24)})
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+    assert fastmlp.load(path).metadata == {"v": 1}
+
+
+@pytest.mark.parametrize("kw", [dict(lr=1e-50), dict(lr=0.1, clip_norm=1e-320)])
+def test_a_rate_that_is_zero_in_float32_is_refused_before_any_work(kw):
+    """Found by a new user: SGD(lr=1e-50) on float32 trained nothing, without a word."""
+    net, X, y = classifier()
+    before = state(net)
+    with pytest.raises(ValueError, match="is 0 in float32.*train nothing"):
+        net.fit(X, y, optimizer=fastmlp.SGD(batch_size=8, **kw), epochs=1)
+    assert state(net) == before
+    net64, X, y = classifier("float64")
+    net64.fit(X, y, optimizer=fastmlp.SGD(batch_size=8, **kw), epochs=1)  # not 0 in float64
+
+
 class _Marker:
     """Unpickling this would create a file: the proof that a load executed something."""
 

@@ -383,6 +383,8 @@ def test_bad_requests_get_400_and_the_server_stays_up(client, server):
         ("POST", "/api/session", b'{"dataset": ', "not valid JSON"),
         ("POST", "/api/session", b'\xff\xfe', "not valid JSON"),
         ("POST", "/api/session", b'[1, 2]', "must be a JSON object"),
+        # found by a new user: 1000 levels (2 kB) raised RecursionError, answered 500
+        ("POST", "/api/session", b"[" * 20000 + b"]" * 20000, "nested too deeply"),
         ("POST", f"/api/session/{sid}/config", b'{"batch_size": -3}', "batch_size"),
         ("POST", f"/api/session/{sid}/config", b'"spiral"', "must be a JSON object"),
         ("POST", f"/api/session/{sid}/reset", b'{"skip": "sideways"}', "skip must be"),

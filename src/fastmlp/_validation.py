@@ -204,17 +204,27 @@ def check_two_classes(y, name, loss):
                          f"classes to learn from")
 
 
-def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps"):
-    """The optimizer's rate and Adam's eps as the engine will use them, in the network's dtype:
-    an lr that is infinite there makes every update inf (or NaN where a gradient is 0), an eps
-    that is 0 there makes 0 / 0 = NaN where a gradient and its moments are 0."""
+def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps", clip=None,
+                clip_name="clip_norm"):
+    """The optimizer's rate, Adam's eps and the clipping norm as the engine will use them, in
+    the network's dtype: an lr that is infinite there makes every update inf (or NaN where a
+    gradient is 0), an eps that is 0 there makes 0 / 0 = NaN where a gradient and its moments
+    are 0, and an lr or a clip_norm that is 0 there makes every update 0 (a fit that silently
+    trains nothing)."""
     t = np.dtype(dtype).type
+    name = np.dtype(dtype).name
+    tiny = float(np.finfo(dtype).smallest_subnormal)
     with np.errstate(over="ignore", under="ignore"):
         if not np.isfinite(t(lr)):
-            raise ValueError(f"{lr_name}={lr!r} is beyond the largest {np.dtype(dtype).name} "
+            raise ValueError(f"{lr_name}={lr!r} is beyond the largest {name} "
                              f"({float(np.finfo(dtype).max):.4g}), the network's dtype: every "
                              f"update would be infinite")
+        for value, what in ((lr, lr_name), (clip, clip_name)):
+            if value is not None and value > 0 and not t(value) > 0:
+                raise ValueError(f"{what}={value!r} is 0 in {name}, the network's dtype: "
+                                 f"every update would be 0 and the fit would train nothing; "
+                                 f"use {what} >= {tiny:.4g}")
         if eps is not None and not t(eps) > 0:
             raise ValueError(f"{eps_name}={eps!r} is 0 in {np.dtype(dtype).name}, the network's "
                              f"dtype: Adam's updates would divide 0 by 0; use an {eps_name} "
-                             f"of at least {float(np.finfo(dtype).smallest_subnormal):.4g}")
+                             f"of at least {tiny:.4g}")

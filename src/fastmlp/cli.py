@@ -85,7 +85,8 @@ import fastmlp
 from fastmlp import datasets
 from fastmlp.diagnostics import epoch_warnings
 from fastmlp._threads import resolve_threads
-from fastmlp.network import ACTIVATIONS, ROW_ORDER, DivergenceError, _Progress, count_params
+from fastmlp.network import (ACTIVATIONS, ROW_ORDER, DivergenceError, _Progress, count_params,
+                             replace_file)
 
 MAX_AUTO_CLASSES = 20
 DEFAULT_HIDDEN = (128, 64)
@@ -348,33 +349,66 @@ def main(argv=None):
     warnings.formatwarning = _format_warning
     try:
         args = _build_parser().parse_args(argv)
-        return _dispatch(args)
-    except SystemExit as e:  # --help
-        return e.code if isinstance(e.code, int) else 0
+        code = _dispatch(args)
+    except SystemExit as e:  # --help, --version
+        code = e.code if isinstance(e.code, int) else 0
     except (UsageError, datasets.DataError) as e:
-        print(f"fastmlp: error: {e}", file=sys.stderr)
-        return 2
+        code = _error(e, 2)
     except DivergenceError as e:  # in the CLI's terms: its flags, and no model is written
         msg = e.message("The model was not saved (checkpoints already written stay as they "
                         "were).", e.advice or e.rate_advice("--lr", "--clip-norm"))
-        print(f"fastmlp: error: {msg}", file=sys.stderr)
-        return 1
+        code = _error(msg, 1)
     except FloatingPointError as e:
-        print(f"fastmlp: error: {e}", file=sys.stderr)
-        return 1
+        code = _error(e, 1)
     except KeyboardInterrupt:
-        print("fastmlp: interrupted", file=sys.stderr)
-        return 130
+        _say("fastmlp: interrupted")
+        code = 130
     except BrokenPipeError:
         # The reader of stdout went away (`fastmlp predict ... | head`): stop quietly, as a
         # process killed by SIGPIPE would, and keep the interpreter's last flush from failing.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        _silence_stdout()
         return 141
+    except OSError as e:  # files are checked before any work; what fails later is output
+        where = e.filename if e.filename else "standard output"
+        _silence_stdout()
+        code = _error(f"cannot write to {where}: {_reason(e)}", 2)
     finally:
         warnings.formatwarning = format_before
+    # Flushed here, where a failure is one line, not at the interpreter's exit (a message
+    # with "Exception ignored" and exit 120).
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except OSError as e:
+        _silence_stdout()
+        return _error(f"cannot write to standard output: {_reason(e)}", 2)
+    return code
+
+
+def _silence_stdout():
+    """Point file descriptor 1 at /dev/null, so that output still buffered goes nowhere."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _say(text):
+    """A line on standard error, when there is one (it may be closed: 2>&-)."""
+    if sys.stderr is not None:
+        try:
+            print(text, file=sys.stderr)
+        except OSError:
+            pass
+
+
+def _error(message, code):
+    """Say `fastmlp: error: message`; returns the exit code."""
+    _say(f"fastmlp: error: {message}")
+    return code
 
 
 def _format_warning(message, category, filename, lineno, line=None):
@@ -726,6 +760,12 @@ def _csv_data(args):
         _check_magnitude(table, y[:, None], [table.target], " (the target)")
     X_train, X_test, y_train, y_test = _split(table.X, y, test_size, args.seed,
                                               stratify=classes is not None)
+    if classes is not None and len(np.unique(y_train)) < 2:
+        only, k = classes[int(y_train[0])], len(y_train)
+        rows = f"the {k} training row{'s' * (k != 1)} left by --test-size {test_size}"
+        raise UsageError(f"{rows} hold{'s' * (k == 1)} only the class {only!r} of column "
+                         f"{args.target!r}; a classifier needs two classes: use more rows or "
+                         f"a smaller --test-size")
     x_mean, x_scale = _scaling(X_train)
     meta = _metadata(os.path.basename(args.data), args.target, task, table.feature_names,
                      x_mean, x_scale, classes=classes)
@@ -1125,13 +1165,26 @@ def _decode(pred, meta, net):
 def _write_table(path, header, rows):
     """Write a CSV file to path, or to standard output when path is None."""
     if path is None:
-        _write_rows(sys.stdout, header, rows)
+        if sys.stdout is None:
+            raise UsageError("standard output is closed: there is nowhere to write the "
+                             "predictions; give --out PREDICTIONS.csv")
+        try:
+            _write_rows(sys.stdout, header, rows)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            _silence_stdout()
+            raise UsageError(f"cannot write the predictions to standard output: "
+                             f"{_reason(e)}") from None
         return
+    # Beside the target and renamed over it, as models are saved: a full disk or a Ctrl-C
+    # leaves the previous file whole.
     try:
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            _write_rows(f, header, rows)
-    except OSError as e:
-        raise UsageError(f"cannot write the predictions to {path}: {_reason(e)}") from None
+        replace_file(path, lambda f: _write_rows(f, header, rows), text=True)
+    except (OSError, ValueError) as e:
+        reason = _reason(e) if isinstance(e, OSError) else "it exists and is not a regular file"
+        raise UsageError(f"cannot write the predictions to {path}: {reason} (nothing was "
+                         f"written)") from None
 
 
 def _write_rows(f, header, rows):

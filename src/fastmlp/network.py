@@ -835,7 +835,7 @@ class MLP:
             B = n
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        check_rates(opt.lr, getattr(opt, "eps", None), self.dtype)
+        check_rates(opt.lr, getattr(opt, "eps", None), self.dtype, clip=opt.clip_norm)
         self._check_finite_params()
         # One fit of a network at a time; and the optimizer's state is written at every step:
         # two fits sharing it would interleave their updates of it, so a second one is
@@ -1010,6 +1010,9 @@ class MLP:
         if not np.isfinite(self._params).all():
             raise ValueError("refusing to save a network with non-finite parameters")
         meta = self.metadata if metadata is None else metadata
+        if meta is not None and not isinstance(meta, dict):  # load takes an object only
+            raise TypeError(f"metadata must be a dict (a JSON object), got "
+                            f"{type(meta).__name__}")
         version = FORMAT_VERSION if any(k != "none" for k in self.skips) else 1
         header = {"format": "fastmlp", "version": version,
                   "layer_sizes": list(self.layer_sizes), "activations": list(self.activations),
@@ -1019,38 +1022,55 @@ class MLP:
             text = json.dumps(header, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"metadata must be JSON-serializable: {e}") from None
+        size = len(text.encode())
+        if size > _MAX_HEADER_BYTES:  # fastmlp.load would refuse the file
+            raise ValueError(f"cannot save: the model's header (its metadata as JSON) would "
+                             f"be {size} bytes, and fastmlp.load reads at most "
+                             f"{_MAX_HEADER_BYTES} (16 MiB)")
         path = os.fspath(path)
         if not path:
             raise ValueError("cannot save to an empty path")
-        target = os.path.realpath(path)  # through a symlink: replace the file it points to
-        if os.path.lexists(target) and not os.path.isfile(target):
-            raise ValueError(f"cannot save to {path}: it exists and is not a regular file")
-        folder = os.path.dirname(target)
+        params = self._params
+
+        def write(f):
+            np.savez(f, header=np.frombuffer(text.encode(), dtype=np.uint8), params=params)
+
         try:
-            mode = os.stat(target).st_mode & 0o777
-        except OSError:
-            mode = 0o666 & ~_umask()
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+            replace_file(path, write)
         except OSError as e:
             raise OSError(e.errno, f"cannot save to {path}: {e.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, header=np.frombuffer(text.encode(), dtype=np.uint8),
-                         params=self._params)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(e, OSError):
-                raise OSError(e.errno, f"cannot save to {path}: {e.strerror}") from None
-            raise
         if metadata is not None:
             self.metadata = metadata
         return path
+
+
+def replace_file(path, write, text=False):
+    """Call write(f) on a new file beside ``path``, then rename it over ``path``: a failure or
+    a Ctrl-C at any moment leaves the previous file (or none) intact, and no temporary file.
+    The new file keeps the old one's permissions; a symbolic link is followed (the file it
+    points to is replaced). ValueError when ``path`` exists and is not a regular file;
+    OSError from the system."""
+    target = os.path.realpath(path)
+    if os.path.lexists(target) and not os.path.isfile(target):
+        raise ValueError(f"cannot save to {path}: it exists and is not a regular file")
+    folder = os.path.dirname(target)
+    try:
+        mode = os.stat(target).st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+    try:
+        with (os.fdopen(fd, "w", newline="", encoding="utf-8") if text
+              else os.fdopen(fd, "wb")) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _sample_weight(w, n, dtype):
@@ -1259,7 +1279,7 @@ class _Progress:
 
     def __init__(self, show, epochs, start=0):
         self.bar, self.lines, self.epochs = None, False, epochs
-        if not show:
+        if not show or sys.stderr is None:  # no stream to show it on (stderr closed)
             return
         if sys.stderr.isatty():
             from tqdm import tqdm

@@ -103,7 +103,7 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     X = net._X(X)
     y = net._y(y, X.shape[0])
-    check_rates(opt.lr, getattr(opt, "eps", None), net.dtype)
+    check_rates(opt.lr, getattr(opt, "eps", None), net.dtype, clip=opt.clip_norm)
     nt = resolve_threads(n_threads)
     n = X.shape[0]
     B = min(n, opt.batch_size or n)

@@ -171,7 +171,7 @@ def _check_params(est):
                                   "only loss='squared_error'")
     # before any state changes: a refused fit leaves the estimator as it was
     check_rates(est.learning_rate_init, est.epsilon if est.solver == "adam" else None,
-                _dtype_name(est.dtype), "learning_rate_init", "epsilon")
+                _dtype_name(est.dtype), "learning_rate_init", "epsilon", est.clip_norm)
 
 
 def _hidden(sizes):

@@ -270,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise BadRequest(f"the request body is not valid JSON: {e}") from None
+        except RecursionError:  # a body nested deeper than the parser's stack
+            raise BadRequest("the request body is JSON nested too deeply") from None
 
     def _api(self, method, path, body):
         parts = path.strip("/").split("/")   # ["api", "session", ID, ACTION]
