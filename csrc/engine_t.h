@@ -273,7 +273,21 @@ typedef struct {
     double lr, c;              /* thread 0 to all: the rate and the clipping factor */
     double slow;               /* a step on many threads longer than this ends the chunk */
     int first;                 /* ... even the chunk's first step (note 12) */
+    int seq_open;              /* thread 0: an update has made st->seq odd (note 14) */
 } S(fm_run);
+
+/* Note 14, on thread 0: the count odd before a step's update, even once every thread's
+ * update is done. */
+static void S(seq_begin)(S(fm_run) *R) {
+    seq_write_begin(R->st->seq);
+    R->seq_open = 1;
+}
+
+static void S(seq_close)(S(fm_run) *R) {
+    if (!R->seq_open) return;
+    seq_write_end(R->st->seq);
+    R->seq_open = 0;
+}
 
 /* The rows of step s: B, or fewer in an epoch's last step. */
 static int64_t S(step_size)(const S(fm_run) *R, int64_t s) {
@@ -472,6 +486,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     S(decide)(R, s, nb, div, lsum, reg,
               rank1 ? NORM_RANK1 : opt->l2 > 0.0 ? NORM_GIVEN : NORM_PASS, x, nt);
     if (R->rc) return R->rc;
+    S(seq_begin)(R);
     if (rank1) {
         for (int64_t l = L - 1; l >= 0; l--) {
             const fm_layer *p = plan + l;
@@ -483,6 +498,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     } else {
         S(update_block)(R, 0, 1, nt);
     }
+    S(seq_close)(R);
     if (opt->kind == FM_OPT_ADAM) opt->t++;
     return FM_OK;
 }
@@ -622,6 +638,7 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
             for (int64_t l = 0; l < R->L; l++)
                 reg += S(l2_term)(R, S(team_norm)(R, l, 2), nb, div);
         S(decide)(R, s, nb, div, lsum, reg, NORM_TEAM, x, 1);
+        if (!R->rc) S(seq_begin)(R);  /* closed after the barrier that ends the step */
     }
     TEAM_SYNC(nth);
     if (R->rc) return R->rc;
@@ -633,7 +650,11 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
 /* Step s, run by thread tid of a team of nth (nth = 1: one thread). A step of fewer than
  * TEAM_MIN_ROWS rows (an epoch's last) is not split: thread 0 takes it alone. */
 static int S(step)(S(fm_run) *R, int64_t s, int tid, int nth) {
-    if (R->q > 1 && S(step_size)(R, s) >= TEAM_MIN_ROWS) return S(step_split)(R, s, tid, nth);
+    if (R->q > 1 && S(step_size)(R, s) >= TEAM_MIN_ROWS) {
+        int rc = S(step_split)(R, s, tid, nth);
+        if (nth == 1) S(seq_close)(R);  /* a team closes it after its barrier (team_chunk) */
+        return rc;
+    }
     if (tid == 0) R->rc = S(step_plain)(R, s, R->q > 1 ? 1 : R->nt);
     TEAM_SYNC(nth);
     return R->rc;
@@ -665,6 +686,7 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
                 if (S(too_slow)(R, s, s0, t0)) R->stop = 1;
             }
             #pragma omp barrier
+            if (tid == 0) S(seq_close)(R);  /* every thread's update is done (note 14) */
             if (R->stop) break;
         }
         if (tid == 0) rc = r;

@@ -100,6 +100,7 @@ typedef struct {
     double param_max;         /* in/out: largest |parameter|, or < 0 if unknown (then measured) */
     double state_max;         /* in/out: largest |v| (momentum) or |m| (Adam), < 0 if unknown */
     double reg_sum;           /* sum over steps of (l2 / 2) ||W||^2 nb / s (scikit-learn's term) */
+    int64_t *seq;             /* the parameters' sequence count (engine.c note 14), or NULL */
 } fm_stats;
 
 /* ---- element-wise and layer kernels (kernels.c, loss.c, optim.c) ---- */
@@ -246,6 +247,15 @@ int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params
                        const void *Y, const double *sw, const int64_t *idx, int64_t n, int64_t B,
                        int64_t step_begin, int64_t step_end, fm_opt *opt, fm_stats *st,
                        double *layer_stats, uint8_t *active, int nt);
+
+/* A copy of the n parameters at params that no update of a running fm_train_steps was
+ * writing into (engine.c note 14): out gets the values between two of its steps' updates. seq
+ * is the count that call was given in fm_stats. */
+void fm_params_snapshot_f32(float *out, const float *params, int64_t n, const int64_t *seq);
+void fm_params_snapshot_f64(double *out, const double *params, int64_t n, const int64_t *seq);
+/* The count, read with acquire order (before reading the parameters: seq_read(..., 0)) or
+ * after an acquire fence (after reading them: seq_read(..., 1)). */
+int64_t fm_seq_read(const int64_t *seq, int after);
 
 /* idx[0:n) = a random permutation of 0 .. n-1 drawn from `seed` alone (engine.c note 13). */
 void fm_permutation(int64_t *idx, int64_t n, uint64_t seed);

@@ -98,6 +98,100 @@ def test_predicting_during_fit_does_not_disturb_the_fit():
     assert np.array_equal(net._params, alone._params)
 
 
+def test_predicting_and_saving_during_a_fit_see_the_weights_of_one_step(tmp_path):
+    """Found by a new user: 59 of 2898 predictions made while another thread fitted matched
+    no step's weights (an update was half written), and so did 3 of 88 saves. Every step's
+    weights are recorded in a reference fit (full batch: one step an epoch), then an equal fit
+    runs in a thread while this one predicts and saves; each must be one step's."""
+    from fastmlp.datasets import load_digits
+    X, Xq, y, _ = load_digits(seed=0)
+    Xq = Xq[:64]
+
+    def make():
+        return fastmlp.MLP([64, 512, 512, 10], output="softmax", seed=0)
+
+    def fit(net, callback=None):
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=0.05, batch_size=None), epochs=40,
+                n_threads=1, diagnostics=False, callback=callback)
+
+    ref = make()
+    steps = [ref._params.copy()]
+    fit(ref, lambda epoch, hist: steps.append(ref._params.copy()))
+    probe = make()
+    outputs = []
+    for p in steps:
+        probe._params[...] = p
+        outputs.append(probe.forward(Xq, n_threads=1))
+    net = make()
+    seq0 = int(net._seq[0])
+    seen, saved = [], []
+    t = threading.Thread(target=fit, args=(net,))
+    t.start()
+    while t.is_alive():
+        seen.append(net.forward(Xq, n_threads=1))
+        if len(seen) % 25 == 0:
+            net.save(tmp_path / "m.npz")
+            saved.append(fastmlp.load(tmp_path / "m.npz")._params)
+    t.join()
+    assert np.array_equal(net._params, steps[-1])
+    assert int(net._seq[0]) == seq0 + 2 * 40  # odd, then even again, at each update
+    assert len(seen) > 100
+    assert all(any(np.array_equal(o, r) for r in outputs) for o in seen)
+    assert all(any(np.array_equal(p, r) for r in steps) for p in saved)
+
+
+@pytest.mark.parametrize("policy, batch", [(1, 200), (0, 200), (-1, 1)])
+def test_every_path_counts_each_update_twice(policy, batch):
+    """The sequence count (engine.c note 14) is made odd and even again by every update: a
+    team's split steps, a plain step, a single row's rank-one update; never left odd."""
+    from fastmlp import _core
+    from fastmlp.datasets import load_digits
+    X, _, y, _ = load_digits(seed=0)
+    X, y = X[:600], y[:600]
+    net = fastmlp.MLP([64, 128, 64, 10], output="softmax", seed=0)
+    _core.set_team_policy(policy)
+    try:
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=0.01, batch_size=batch), epochs=2, n_threads=2)
+    finally:
+        _core.set_team_policy(-1)
+    assert int(net._seq[0]) == 2 * 2 * -(-600 // batch)
+
+
+def test_changing_a_network_another_thread_fits_is_refused():
+    """Found by a new user: weights[l] = ..., reset_parameters() and set_shuffle_state() were
+    taken during another thread's fit (which went on from a mix). The fit's own callback may
+    still change the network."""
+    net, X, y = small_classifier()
+    entered, release = threading.Event(), threading.Event()
+    own = []
+
+    def cb(epoch, hist):
+        net.biases[0] = np.full(4, 0.5)  # the fitting thread itself: allowed
+        own.append(net.biases[0].copy())
+        entered.set()
+        release.wait(10)
+
+    t = threading.Thread(target=lambda: net.fit(X, y, epochs=1, callback=cb))
+    t.start()
+    assert entered.wait(10)
+    try:
+        before = net._params.copy()
+        state = net.get_shuffle_state()
+        for change in (lambda: net.weights.__setitem__(0, np.zeros((3, 4))),
+                       lambda: setattr(net, "biases", [np.zeros(4), np.zeros(2)]),
+                       lambda: net.reset_parameters(1),
+                       lambda: net.set_shuffle_state(state)):
+            with pytest.raises(RuntimeError, match="being fitted in another thread"):
+                change()
+        assert np.array_equal(net._params, before)
+    finally:
+        release.set()
+        t.join()
+    assert np.array_equal(own[0], np.full(4, 0.5))
+    net.weights[0] = np.zeros((3, 4))  # after the fit: allowed again
+    net.reset_parameters(1)
+
+
 def test_a_second_concurrent_fit_is_refused():
     net, X, y = small_classifier()
     entered, release = threading.Event(), threading.Event()

@@ -24,6 +24,7 @@ cdef extern from "fastmlp.h" nogil:
         double loss_sum, norm_sum, norm_max
         int64_t rows, steps, clipped, bad_step, bad_layer
         double param_max, state_max, reg_sum
+        int64_t *seq
 
     int fm_act_forward_f32(float *A, const float *Z, Py_ssize_t n, int act)
     int fm_act_forward_f64(double *A, const double *Z, Py_ssize_t n, int act)
@@ -75,6 +76,11 @@ cdef extern from "fastmlp.h" nogil:
                            int64_t n, int64_t B, int64_t step_begin, int64_t step_end,
                            fm_opt *opt, fm_stats *st, double *layer_stats,
                            unsigned char *active, int nt)
+    void fm_params_snapshot_f32(float *out, const float *params, int64_t n,
+                                const int64_t *seq) nogil
+    void fm_params_snapshot_f64(double *out, const double *params, int64_t n,
+                                const int64_t *seq) nogil
+    int64_t fm_seq_read(const int64_t *seq, int after) nogil
     int fm_train_steps_f64(const fm_layer *plan, int64_t L, int loss, double *params,
                            double *grads, double *state, void *ws, int64_t max_batch,
                            const double *X, const void *Y, const double *sw,

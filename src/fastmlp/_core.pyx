@@ -424,7 +424,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                 const int64_t[::1] idx, int64_t batch_size, int64_t step_begin,
                 int64_t step_end, tuple opt, double[:, ::1] layer_stats,
                 unsigned char[::1] active, int nthreads, double param_max=-1.0,
-                double state_max=-1.0, tuple sums=None, int64_t[::1] t_out=None):
+                double state_max=-1.0, tuple sums=None, int64_t[::1] t_out=None,
+                int64_t[::1] seq=None):
     """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
 
     # IN plan, X (n, I0), Y, sw (n) or None, idx (n) or None
@@ -437,7 +438,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     (loss_sum, norm_sum, reg_sum) from the last call, which this call goes on adding to, so
     that they do not depend on how an epoch is split into calls; None: from 0. t_out: one
     int64 that gets the optimizer's step count as the engine leaves it, written before this
-    function returns (so a KeyboardInterrupt raised as it returns cannot lose it).
+    function returns (so a KeyboardInterrupt raised as it returns cannot lose it). seq: one
+    int64, the parameters' sequence count (engine.c note 14), odd while an update writes them.
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
     t).
     """
@@ -503,6 +505,10 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
         st.loss_sum, st.norm_sum, st.reg_sum = sums
     if t_out is not None and t_out.shape[0] != 1:
         raise ValueError("train_steps: t_out must hold one value")
+    if seq is not None:
+        if seq.shape[0] != 1:
+            raise ValueError("train_steps: seq must hold one value")
+        st.seq = &seq[0]
     with nogil:
         if floating is float:
             rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], pstate, &ws[0],
@@ -524,6 +530,29 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
         raise NonFiniteError(what, st.bad_step, layer, stats, kind)
     _check(rc, "train_steps")
     return stats
+
+
+def params_snapshot(floating[::1] out, const floating[::1] params, const int64_t[::1] seq):
+    """out = params as they stand between two updates of a fit that counts them in seq
+    (engine.c note 14).  # IN params, seq  # OUT out"""
+    if out.shape[0] != params.shape[0] or seq.shape[0] != 1:
+        raise ValueError("params_snapshot: out and params differ in size, or seq is not one "
+                         "value")
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            fm_params_snapshot_f32(&out[0], &params[0], out.shape[0], &seq[0])
+        else:
+            fm_params_snapshot_f64(&out[0], &params[0], out.shape[0], &seq[0])
+
+
+def seq_read(const int64_t[::1] seq, bint after=False):
+    """The parameters' sequence count: read before reading them (acquire), or after
+    (after=True: behind an acquire fence)."""
+    if seq.shape[0] != 1:
+        raise ValueError("seq_read: seq must hold one value")
+    return fm_seq_read(&seq[0], after)
 
 
 def forward(const int64_t[:, ::1] plan, const floating[::1] params, unsigned char[::1] ws,

@@ -70,8 +70,8 @@ DeadUnits = namedtuple("DeadUnits", ["layer", "dead", "fraction"])
 class _ParamList:
     """weights or biases of a network: views into its parameter buffer; assignment copies in."""
 
-    def __init__(self, views, name):
-        self._views, self._name = views, name
+    def __init__(self, views, name, guard):
+        self._views, self._name, self._guard = views, name, guard
 
     def __len__(self):
         return len(self._views)
@@ -100,7 +100,9 @@ class _ParamList:
         return cast
 
     def __setitem__(self, l, value):
-        self._views[l][...] = self._checked(l, value)
+        arr = self._checked(l, value)
+        self._guard()
+        self._views[l][...] = arr
 
     def assign(self, values):
         """Copy a whole list in; every entry is checked before any is written."""
@@ -109,6 +111,7 @@ class _ParamList:
             raise ValueError(f"{self._name} has {len(self._views)} layers, got {len(values)} "
                              f"arrays")
         arrays = [self._checked(l, v) for l, v in enumerate(values)]
+        self._guard()
         for view, arr in zip(self._views, arrays):
             view[...] = arr
 
@@ -427,8 +430,9 @@ class MLP:
         self._params = np.zeros(off, dtype=self.dtype)
         self._grads = np.zeros(off, dtype=self.dtype)
         self._weights = _ParamList([self._params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
-                                   for p in plan], "weights")
-        self._biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases")
+                                   for p in plan], "weights", self._not_fitting)
+        self._biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases",
+                                  self._not_fitting)
         self._dweights = [self._grads[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
                           for p in plan]
         self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
@@ -437,9 +441,38 @@ class MLP:
         self._tunes = {}  # threads -> the predictions' timing record (engine.c note 12)
         self._lock = threading.Lock()      # guards self._ws, self._tunes and self._grads
         self._fit_lock = threading.Lock()  # one fit at a time
+        self._fit_thread = None            # the thread a fit runs in
+        # The parameters' sequence count, odd while a fit's update writes them (engine.c
+        # note 14): readers in other threads see the parameters of one step.
+        self._seq = np.zeros(1, dtype=np.int64)
+
+    def _not_fitting(self):
+        """RuntimeError when a fit in another thread is running: it would overwrite what is
+        set, or train on a mix (a fit's own callback may change the network)."""
+        if self._fit_lock.locked() and self._fit_thread != threading.get_ident():
+            raise RuntimeError("this network is being fitted in another thread; change it "
+                               "after that fit returns")
+
+    def _with_params(self, compute):
+        """compute(params) on the parameters of one step (engine.c note 14): on the buffer
+        itself when no update ran meanwhile (the usual case: no fit in another thread), else
+        again on a copy of one step's."""
+        s0 = _core.seq_read(self._seq)
+        if not s0 & 1:
+            result = compute(self._params)
+            if _core.seq_read(self._seq, True) == s0:
+                return result
+        return compute(self._current_params())
+
+    def _current_params(self):
+        """A copy of the parameters of one step, even while another thread fits (note 14)."""
+        out = np.empty_like(self._params)
+        _core.params_snapshot(out, self._params, self._seq)
+        return out
 
     def reset_parameters(self, seed=None):
         """Draw the weights again from ``init`` (with ``seed``, else the network's seed)."""
+        self._not_fitting()
         rng = np.random.default_rng(self.seed if seed is None else seed)
         # Shuffling draws from its own stream, seeded with the weights: a later fit continues
         # the stream (a new order every epoch), and the same calls on the same seed repeat.
@@ -462,6 +495,7 @@ class MLP:
 
     def set_shuffle_state(self, state):
         """Restore a state returned by ``get_shuffle_state``; ValueError if it is not one."""
+        self._not_fitting()
         gen = self._shuffle_rng.bit_generator
         before = gen.state
         try:
@@ -556,7 +590,7 @@ class MLP:
         config = dict(layer_sizes=list(self.layer_sizes), activation=list(self.activations),
                       output=self.output, loss=self.loss, init=self.init,
                       dtype=self.dtype.name, seed=self.seed, skip=list(self.skips))
-        return {"config": config, "params": self._params.copy(), "metadata": self.metadata,
+        return {"config": config, "params": self._current_params(), "metadata": self.metadata,
                 "shuffle_state": self._shuffle_rng.bit_generator.state,
                 "history_": getattr(self, "history_", None)}
 
@@ -591,7 +625,8 @@ class MLP:
             self._check_finite_params()
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap, tune):
-            _core.forward(self._plan, self._params, ws, cap, X, out, nthreads, None, tune)
+            self._with_params(lambda params: _core.forward(self._plan, params, ws, cap, X, out,
+                                                           nthreads, None, tune))
         if answer and not np.isfinite(out).all():
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise ValueError(f"the network's output for row {row} of X is not finite: its "
@@ -642,10 +677,14 @@ class MLP:
         nt = resolve_threads(n_threads)
         if not cache:
             return self._activate_output(self._raw_output(X, nt))
+        return self._with_params(lambda params: self._forward_cached(X, params, nt))
+
+    def _forward_cached(self, X, params, nt):
         Zs, As = [], [X.copy()]  # A[0] never aliases the caller's array
         for l, p in enumerate(self._plan):
+            W = params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
             Z = np.empty((X.shape[0], p[1]), dtype=self.dtype)
-            _core.dense_forward(As[-1], self.weights[l], self.biases[l], Z, "identity", nt)
+            _core.dense_forward(As[-1], W, params[p[3]:p[3] + p[1]], Z, "identity", nt)
             act = ACTIVATIONS[p[4]]
             if l == self.n_layers - 1 and self.is_classifier:
                 A = self._activate_output(Z)
@@ -850,6 +889,15 @@ class MLP:
 
     def _fit(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback,
              B, diagnostics):
+        self._fit_thread = threading.get_ident()  # its callbacks may change the network
+        try:
+            return self._fit_locked(X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
+                                    nt, callback, B, diagnostics)
+        finally:
+            self._fit_thread = None
+
+    def _fit_locked(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt,
+                    callback, B, diagnostics):
         n = X.shape[0]
         # Kept between fits of the same batch size and threads: it holds the engine's timing
         # of many threads against one (csrc/engine.c note 12), which a fit per epoch (as the
@@ -906,7 +954,7 @@ class MLP:
                                                opt._settings(), layer_stats,
                                                fired if diagnostics else None, nt, *bounds,
                                                sums=(loss_sum, norm_sum, penalty),
-                                               t_out=t_box)
+                                               t_out=t_box, seq=self._seq)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
                         hint = _scale_hint(X, "inputs", "x")
@@ -1007,7 +1055,8 @@ class MLP:
         parameter buffer. It is written beside the target and renamed over it, so a crash
         mid-save leaves any previous file intact.
         """
-        if not np.isfinite(self._params).all():
+        params = self._current_params()  # one step's, even while another thread fits
+        if not np.isfinite(params).all():
             raise ValueError("refusing to save a network with non-finite parameters")
         meta = self.metadata if metadata is None else metadata
         if meta is not None and not isinstance(meta, dict):  # load takes an object only
@@ -1030,7 +1079,6 @@ class MLP:
         path = os.fspath(path)
         if not path:
             raise ValueError("cannot save to an empty path")
-        params = self._params
 
         def write(f):
             np.savez(f, header=np.frombuffer(text.encode(), dtype=np.uint8), params=params)
