@@ -1,4 +1,5 @@
 """Divergence, sharing a network between threads, copies, and damaged or hostile model files."""
+import contextlib
 import copy
 import io
 import json
@@ -55,6 +56,28 @@ def test_divergence_of_the_lecture_example_names_the_epoch():
 
 
 # ------------------------------------------------------------------ threads
+
+@contextlib.contextmanager
+def fit_paused(net, X, y, in_callback=None, **fit_kw):
+    """A fit of net in another thread, held in its first epoch's callback (after calling
+    in_callback there) for the body of the with-statement."""
+    entered, release = threading.Event(), threading.Event()
+
+    def cb(epoch, hist):
+        if in_callback is not None:
+            in_callback()
+        entered.set()
+        release.wait(10)
+
+    t = threading.Thread(target=lambda: net.fit(X, y, epochs=1, callback=cb, **fit_kw))
+    t.start()
+    assert entered.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        t.join()
+
 
 def test_one_network_predicting_from_four_threads_is_correct():
     rng = np.random.default_rng(0)
@@ -162,19 +185,13 @@ def test_changing_a_network_another_thread_fits_is_refused():
     taken during another thread's fit (which went on from a mix). The fit's own callback may
     still change the network."""
     net, X, y = small_classifier()
-    entered, release = threading.Event(), threading.Event()
     own = []
 
-    def cb(epoch, hist):
-        net.biases[0] = np.full(4, 0.5)  # the fitting thread itself: allowed
+    def own_change():  # the fitting thread itself: allowed
+        net.biases[0] = np.full(4, 0.5)
         own.append(net.biases[0].copy())
-        entered.set()
-        release.wait(10)
 
-    t = threading.Thread(target=lambda: net.fit(X, y, epochs=1, callback=cb))
-    t.start()
-    assert entered.wait(10)
-    try:
+    with fit_paused(net, X, y, own_change):
         before = net._params.copy()
         state = net.get_shuffle_state()
         for change in (lambda: net.weights.__setitem__(0, np.zeros((3, 4))),
@@ -184,9 +201,6 @@ def test_changing_a_network_another_thread_fits_is_refused():
             with pytest.raises(RuntimeError, match="being fitted in another thread"):
                 change()
         assert np.array_equal(net._params, before)
-    finally:
-        release.set()
-        t.join()
     assert np.array_equal(own[0], np.full(4, 0.5))
     net.weights[0] = np.zeros((3, 4))  # after the fit: allowed again
     net.reset_parameters(1)
@@ -194,21 +208,9 @@ def test_changing_a_network_another_thread_fits_is_refused():
 
 def test_a_second_concurrent_fit_is_refused():
     net, X, y = small_classifier()
-    entered, release = threading.Event(), threading.Event()
-
-    def cb(epoch, hist):
-        entered.set()
-        release.wait(10)
-
-    t = threading.Thread(target=lambda: net.fit(X, y, epochs=1, callback=cb))
-    t.start()
-    assert entered.wait(10)
-    try:
+    with fit_paused(net, X, y):
         with pytest.raises(RuntimeError, match="another thread"):
             net.fit(X, y, epochs=1)
-    finally:
-        release.set()
-        t.join()
 
 
 def test_an_optimizer_in_use_by_another_fit_is_refused():
@@ -218,22 +220,10 @@ def test_an_optimizer_in_use_by_another_fit_is_refused():
     net, X, y = small_classifier()
     other, _, _ = small_classifier()
     opt = fastmlp.SGD(lr=0.05, momentum=0.9, batch_size=16)
-    entered, release = threading.Event(), threading.Event()
-
-    def cb(epoch, hist):
-        entered.set()
-        release.wait(10)
-
-    t = threading.Thread(target=lambda: net.fit(X, y, optimizer=opt, epochs=1, callback=cb))
-    t.start()
-    assert entered.wait(10)
     before = other._params.copy()
-    try:
+    with fit_paused(net, X, y, optimizer=opt):
         with pytest.raises(RuntimeError, match="optimizer is in use"):
             other.fit(X, y, optimizer=opt, epochs=1)
-    finally:
-        release.set()
-        t.join()
     assert np.array_equal(other._params, before)
     other.fit(X, y, optimizer=pickle.loads(pickle.dumps(opt)), epochs=1)
     other.fit(X, y, optimizer=copy.deepcopy(opt), epochs=1)
