@@ -198,12 +198,53 @@ def test_changing_a_network_another_thread_fits_is_refused():
                        lambda: setattr(net, "biases", [np.zeros(4), np.zeros(2)]),
                        lambda: net.reset_parameters(1),
                        lambda: net.set_shuffle_state(state)):
-            with pytest.raises(RuntimeError, match="being fitted in another thread"):
+            with pytest.raises(RuntimeError, match="being fitted or changed in another thread"):
                 change()
         assert np.array_equal(net._params, before)
     assert np.array_equal(own[0], np.full(4, 0.5))
     net.weights[0] = np.zeros((3, 4))  # after the fit: allowed again
     net.reset_parameters(1)
+
+
+def test_a_change_holds_the_network_and_setstate_is_a_change():
+    """Found by a second new user: a change only checked for a fit, so one that passed the
+    check just before a fit started kept writing during it (3 of 300), and __setstate__ on a
+    network being fitted replaced its buffers under the fit."""
+    net, X, y = small_classifier()
+    started, release = threading.Event(), threading.Event()
+
+    def slow_change():
+        started.set()
+        release.wait(10)
+
+    t = threading.Thread(target=net._change, args=(slow_change,))
+    t.start()
+    assert started.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="fitted or changed in another thread"):
+            net.fit(X, y, epochs=1)
+    finally:
+        release.set()
+        t.join()
+    state = net.__getstate__()
+    with fit_paused(net, X, y):
+        with pytest.raises(RuntimeError, match="fitted or changed in another thread"):
+            net.__setstate__(state)
+    net.__setstate__(state)  # after the fit: allowed
+
+
+def test_a_rate_set_by_a_callback_is_checked_like_the_first():
+    """Found by a second new user: a callback setting lr = 1e-50 in a float32 fit trained
+    nothing from then on, without a word."""
+    net, X, y = small_classifier()
+    opt = fastmlp.SGD(lr=0.05, batch_size=8)
+
+    def cb(epoch, hist):
+        opt.lr = 1e-50
+
+    with pytest.raises(ValueError, match="lr=1e-50 is 0 in float32"):
+        net.fit(X, y, optimizer=opt, epochs=3, callback=cb)
+    assert len(net.history_.loss) == 1
 
 
 def test_a_second_concurrent_fit_is_refused():

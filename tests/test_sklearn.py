@@ -165,7 +165,11 @@ def _fitted(kind="str"):
 def test_pickle_deepcopy_clone_round_trip(kind):
     clf, X = _fitted(kind)
     P = clf.predict_proba(X)
+    attributes = dict(vars(clf))
     for other in (pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)):
+        # pickling changes nothing of the original (it deleted _nt, under a fit in another
+        # thread too: found by a new user)
+        assert vars(clf).keys() == attributes.keys()
         P2 = other.predict_proba(X)
         assert P2.dtype == P.dtype == np.float32
         np.testing.assert_array_equal(P2, P)           # bit-identical

@@ -379,6 +379,9 @@ def main(argv=None):
     try:
         if sys.stdout is not None:
             sys.stdout.flush()
+    except KeyboardInterrupt:  # the work is done and written; only the output was pending
+        _say("fastmlp: interrupted")
+        return 130
     except BrokenPipeError:
         _silence_stdout()
         return 141

@@ -63,6 +63,9 @@ _BLOCK_FLOPS = 5e8
 _CALL_SECONDS = (0.02, 0.2)
 _PREDICT_ROWS = 1024
 
+# What a fit or a change meets while another thread fits (or changes) the same network.
+_BUSY = "this network is being fitted or changed in another thread"
+
 ForwardCache = namedtuple("ForwardCache", ["Z", "A"])
 DeadUnits = namedtuple("DeadUnits", ["layer", "dead", "fraction"])
 
@@ -70,8 +73,8 @@ DeadUnits = namedtuple("DeadUnits", ["layer", "dead", "fraction"])
 class _ParamList:
     """weights or biases of a network: views into its parameter buffer; assignment copies in."""
 
-    def __init__(self, views, name, guard):
-        self._views, self._name, self._guard = views, name, guard
+    def __init__(self, views, name, change):
+        self._views, self._name, self._change = views, name, change
 
     def __len__(self):
         return len(self._views)
@@ -101,8 +104,7 @@ class _ParamList:
 
     def __setitem__(self, l, value):
         arr = self._checked(l, value)
-        self._guard()
-        self._views[l][...] = arr
+        self._change(self._views[l].__setitem__, Ellipsis, arr)
 
     def assign(self, values):
         """Copy a whole list in; every entry is checked before any is written."""
@@ -111,7 +113,9 @@ class _ParamList:
             raise ValueError(f"{self._name} has {len(self._views)} layers, got {len(values)} "
                              f"arrays")
         arrays = [self._checked(l, v) for l, v in enumerate(values)]
-        self._guard()
+        self._change(self._copy_in, arrays)
+
+    def _copy_in(self, arrays):
         for view, arr in zip(self._views, arrays):
             view[...] = arr
 
@@ -430,9 +434,9 @@ class MLP:
         self._params = np.zeros(off, dtype=self.dtype)
         self._grads = np.zeros(off, dtype=self.dtype)
         self._weights = _ParamList([self._params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
-                                   for p in plan], "weights", self._not_fitting)
+                                   for p in plan], "weights", self._change)
         self._biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases",
-                                  self._not_fitting)
+                                  self._change)
         self._dweights = [self._grads[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
                           for p in plan]
         self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
@@ -446,12 +450,13 @@ class MLP:
         # note 14): readers in other threads see the parameters of one step.
         self._seq = np.zeros(1, dtype=np.int64)
 
-    def _not_fitting(self):
-        """RuntimeError when a fit in another thread is running: it would overwrite what is
-        set, or train on a mix (a fit's own callback may change the network)."""
-        if self._fit_lock.locked() and self._fit_thread != threading.get_ident():
-            raise RuntimeError("this network is being fitted in another thread; change it "
-                               "after that fit returns")
+    def _change(self, f, *args):
+        """f(*args), a change of the network, holding the fit lock: RuntimeError when a fit in
+        another thread runs (it would overwrite the change, or train on a mix), and a fit
+        starting meanwhile is refused. A fit's own callback may change the network."""
+        if self._fit_thread == threading.get_ident():
+            return f(*args)
+        return _core.call_holding((self._fit_lock,), (_BUSY,), f, *args)
 
     def _with_params(self, compute):
         """compute(params) on the parameters of one step (engine.c note 14): on the buffer
@@ -472,7 +477,9 @@ class MLP:
 
     def reset_parameters(self, seed=None):
         """Draw the weights again from ``init`` (with ``seed``, else the network's seed)."""
-        self._not_fitting()
+        self._change(self._reset_parameters, seed)
+
+    def _reset_parameters(self, seed):
         rng = np.random.default_rng(self.seed if seed is None else seed)
         # Shuffling draws from its own stream, seeded with the weights: a later fit continues
         # the stream (a new order every epoch), and the same calls on the same seed repeat.
@@ -495,7 +502,9 @@ class MLP:
 
     def set_shuffle_state(self, state):
         """Restore a state returned by ``get_shuffle_state``; ValueError if it is not one."""
-        self._not_fitting()
+        self._change(self._set_shuffle_state, state)
+
+    def _set_shuffle_state(self, state):
         gen = self._shuffle_rng.bit_generator
         before = gen.state
         try:
@@ -595,6 +604,11 @@ class MLP:
                 "history_": getattr(self, "history_", None)}
 
     def __setstate__(self, state):
+        if "_fit_lock" in self.__dict__:  # an existing network (pickle's are new): as a change
+            return self._change(self._setstate, state)
+        self._setstate(state)
+
+    def _setstate(self, state):
         self.__init__(**state["config"])
         self._params[...] = state["params"]
         self.metadata = state["metadata"]
@@ -881,7 +895,7 @@ class MLP:
         # refused. call_holding takes and gives back the locks where no Ctrl-C can come between.
         return _core.call_holding(
             (self._fit_lock, opt._fit_lock),
-            ("this network is being fitted in another thread",
+            (_BUSY,
              "this optimizer is in use by a fit in another thread; give each network its own "
              "optimizer"),
             self._fit, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
@@ -995,6 +1009,10 @@ class MLP:
                                       f"fit; this fit keeps {B} rows a step, the next one "
                                       f"uses it", UserWarning, stacklevel=_caller_level())
                     state = opt._state_for(self)  # kept, unless momentum was switched on
+                    # a rate set there is checked as fit checked the first (found by a new
+                    # user: lr = 1e-50 from a callback silently trained nothing in float32)
+                    check_rates(opt.lr, getattr(opt, "eps", None), self.dtype,
+                                clip=opt.clip_norm)
                 if tol is not None:
                     watched = hist.val_loss[-1] if val else hist.loss[-1]
                     if watched < best - tol:
@@ -1062,6 +1080,10 @@ class MLP:
         if meta is not None and not isinstance(meta, dict):  # load takes an object only
             raise TypeError(f"metadata must be a dict (a JSON object), got "
                             f"{type(meta).__name__}")
+        depth = _nesting(meta)
+        if depth > _MAX_META_DEPTH:  # load's JSON parser must read it from any call depth
+            raise ValueError(f"metadata is nested {depth} levels deep; save takes at most "
+                             f"{_MAX_META_DEPTH}")
         version = FORMAT_VERSION if any(k != "none" for k in self.skips) else 1
         header = {"format": "fastmlp", "version": version,
                   "layer_sizes": list(self.layer_sizes), "activations": list(self.activations),
@@ -1090,6 +1112,27 @@ class MLP:
         if metadata is not None:
             self.metadata = metadata
         return path
+
+
+_MAX_META_DEPTH = 100
+
+
+def _nesting(value):
+    """How deeply dicts, lists and tuples nest in value (0 for a scalar), without recursion;
+    stops counting past _MAX_META_DEPTH."""
+    depth, level = 0, [value]
+    while level and depth <= _MAX_META_DEPTH:
+        inner = []
+        for v in level:
+            if isinstance(v, dict):
+                inner.extend(v.values())
+            elif isinstance(v, (list, tuple)):
+                inner.extend(v)
+        if not inner and not any(isinstance(v, (dict, list, tuple)) for v in level):
+            break
+        depth += 1
+        level = inner
+    return depth
 
 
 def replace_file(path, write, text=False):

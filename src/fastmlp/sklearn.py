@@ -620,7 +620,10 @@ class _BaseMLP(BaseEstimator):
                                  f"network's {self.n_outputs_} outputs")
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: on Python 3.11 the base class hands back the live __dict__, and popping from
+        # it deleted _nt under a fit running in another thread (found by a new user). dict()
+        # copies it in one step under the GIL, so a fit adding attributes cannot break it.
+        state = dict(super().__getstate__())
         state.pop("_nt", None)
         return state
 
