@@ -837,6 +837,11 @@ def test_a_failing_or_closed_standard_output_is_one_line(small_model, tmp_path):
             assert proc.stderr.startswith("fastmlp: error: cannot write") and \
                 proc.stderr.count("\n") == 1, proc.stderr
             assert "no space left on device" in proc.stderr
+        # the playground's address: not "cannot listen" (found by a second new user)
+        proc = _cli_process(["playground", "--port", "0"], tmp_path, stdout=full)
+        assert proc.returncode == 2, proc.stderr
+        assert "cannot write the address (http://127.0.0.1:" in proc.stderr
+        assert "cannot listen" not in proc.stderr
     proc = subprocess.run(
         [sys.executable, "-c", "import sys, os; os.close(1); sys.stdout = None; "
          "from fastmlp.cli import main; sys.exit(main(sys.argv[1:]))", "predict", str(model),

@@ -313,7 +313,7 @@ def _port(text):
 
 
 def _playground(args):
-    from fastmlp.playground.server import is_loopback, serve
+    from fastmlp.playground.server import OutputError, is_loopback, serve
 
     if not is_loopback(args.host):
         print(f"fastmlp: warning: listening on {args.host}, not on 127.0.0.1 only: anyone "
@@ -321,6 +321,8 @@ def _playground(args):
               f"this machine's CPU", file=sys.stderr)
     try:
         serve(args.host, args.port, open_browser=args.open)
+    except OutputError as e:
+        raise UsageError(e.strerror) from None
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host} port {args.port}: "
                          f"{e.strerror or e}") from None

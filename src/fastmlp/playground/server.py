@@ -326,17 +326,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+class OutputError(OSError):
+    """The playground's address could not be written (its output failed)."""
+
+
 def serve(host="127.0.0.1", port=0, open_browser=False, out=None):
     """Run the playground until Ctrl-C; prints the address to ``out`` (stdout by default)."""
     import sys
     import webbrowser
 
-    out = out or sys.stdout
+    out = out or sys.stdout or sys.stderr  # with stdout closed, the address goes to stderr
     server = PlaygroundServer(host, port)
-    print(f"fastmlp playground: serving at {server.url} (Ctrl-C stops)", file=out, flush=True)
-    if open_browser:
-        webbrowser.open(server.url)
     try:
+        try:
+            print(f"fastmlp playground: serving at {server.url} (Ctrl-C stops)", file=out,
+                  flush=True)
+        except OSError as e:  # not the socket's failure: the CLI must not say "cannot listen"
+            raise OutputError(e.errno, f"cannot write the address ({server.url}): "
+                                       f"{e.strerror}") from None
+        if open_browser:
+            webbrowser.open(server.url)
         server.serve_forever(poll_interval=0.25)
     except KeyboardInterrupt:
         print("fastmlp playground: stopped", file=out, flush=True)
