@@ -225,6 +225,6 @@ def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps", clip=None,
                                  f"every update would be 0 and the fit would train nothing; "
                                  f"use {what} >= {tiny:.4g}")
         if eps is not None and not t(eps) > 0:
-            raise ValueError(f"{eps_name}={eps!r} is 0 in {np.dtype(dtype).name}, the network's "
+            raise ValueError(f"{eps_name}={eps!r} is 0 in {name}, the network's "
                              f"dtype: Adam's updates would divide 0 by 0; use an {eps_name} "
                              f"of at least {tiny:.4g}")

@@ -350,21 +350,27 @@ def main(argv=None):
     format_before = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
-        args = _build_parser().parse_args(argv)
-        code = _dispatch(args)
-    except SystemExit as e:  # --help, --version
-        code = e.code if isinstance(e.code, int) else 0
-    except (UsageError, datasets.DataError) as e:
-        code = _error(e, 2)
-    except DivergenceError as e:  # in the CLI's terms: its flags, and no model is written
-        msg = e.message("The model was not saved (checkpoints already written stay as they "
-                        "were).", e.advice or e.rate_advice("--lr", "--clip-norm"))
-        code = _error(msg, 1)
-    except FloatingPointError as e:
-        code = _error(e, 1)
+        try:
+            args = _build_parser().parse_args(argv)
+            code = _dispatch(args)
+        except SystemExit as e:  # --help, --version
+            code = e.code if isinstance(e.code, int) else 0
+        except (UsageError, datasets.DataError) as e:
+            code = _error(e, 2)
+        except DivergenceError as e:  # in the CLI's terms: its flags, and no model is written
+            msg = e.message("The model was not saved (checkpoints already written stay as "
+                            "they were).", e.advice or e.rate_advice("--lr", "--clip-norm"))
+            code = _error(msg, 1)
+        except FloatingPointError as e:
+            code = _error(e, 1)
+        # Flushed here, where a failure is one line, not at the interpreter's exit (a message
+        # with "Exception ignored" and exit 120).
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         _say("fastmlp: interrupted")
-        code = 130
+        return 130
     except BrokenPipeError:
         # The reader of stdout went away (`fastmlp predict ... | head`): stop quietly, as a
         # process killed by SIGPIPE would, and keep the interpreter's last flush from failing.
@@ -373,24 +379,9 @@ def main(argv=None):
     except OSError as e:  # files are checked before any work; what fails later is output
         where = e.filename if e.filename else "standard output"
         _silence_stdout()
-        code = _error(f"cannot write to {where}: {_reason(e)}", 2)
+        return _error(f"cannot write to {where}: {_reason(e)}", 2)
     finally:
         warnings.formatwarning = format_before
-    # Flushed here, where a failure is one line, not at the interpreter's exit (a message
-    # with "Exception ignored" and exit 120).
-    try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except KeyboardInterrupt:  # the work is done and written; only the output was pending
-        _say("fastmlp: interrupted")
-        return 130
-    except BrokenPipeError:
-        _silence_stdout()
-        return 141
-    except OSError as e:
-        _silence_stdout()
-        return _error(f"cannot write to standard output: {_reason(e)}", 2)
-    return code
 
 
 def _silence_stdout():
@@ -1173,14 +1164,7 @@ def _write_table(path, header, rows):
         if sys.stdout is None:
             raise UsageError("standard output is closed: there is nowhere to write the "
                              "predictions; give --out PREDICTIONS.csv")
-        try:
-            _write_rows(sys.stdout, header, rows)
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            _silence_stdout()
-            raise UsageError(f"cannot write the predictions to standard output: "
-                             f"{_reason(e)}") from None
+        _write_rows(sys.stdout, header, rows)  # a failure is main's (one line, exit 2)
         return
     # Beside the target and renamed over it, as models are saved: a full disk or a Ctrl-C
     # leaves the previous file whole.

@@ -104,7 +104,7 @@ class _ParamList:
 
     def __setitem__(self, l, value):
         arr = self._checked(l, value)
-        self._change(self._views[l].__setitem__, Ellipsis, arr)
+        self._change(np.copyto, self._views[l], arr)
 
     def assign(self, values):
         """Copy a whole list in; every entry is checked before any is written."""
@@ -1093,7 +1093,8 @@ class MLP:
             text = json.dumps(header, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"metadata must be JSON-serializable: {e}") from None
-        size = len(text.encode())
+        raw = text.encode()
+        size = len(raw)
         if size > _MAX_HEADER_BYTES:  # fastmlp.load would refuse the file
             raise ValueError(f"cannot save: the model's header (its metadata as JSON) would "
                              f"be {size} bytes, and fastmlp.load reads at most "
@@ -1103,7 +1104,7 @@ class MLP:
             raise ValueError("cannot save to an empty path")
 
         def write(f):
-            np.savez(f, header=np.frombuffer(text.encode(), dtype=np.uint8), params=params)
+            np.savez(f, header=np.frombuffer(raw, dtype=np.uint8), params=params)
 
         try:
             replace_file(path, write)
@@ -1120,19 +1121,17 @@ _MAX_META_DEPTH = 100
 def _nesting(value):
     """How deeply dicts, lists and tuples nest in value (0 for a scalar), without recursion;
     stops counting past _MAX_META_DEPTH."""
-    depth, level = 0, [value]
-    while level and depth <= _MAX_META_DEPTH:
-        inner = []
-        for v in level:
-            if isinstance(v, dict):
-                inner.extend(v.values())
-            elif isinstance(v, (list, tuple)):
-                inner.extend(v)
-        if not inner and not any(isinstance(v, (dict, list, tuple)) for v in level):
-            break
-        depth += 1
-        level = inner
-    return depth
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, (list, tuple)):
+            continue
+        deepest = max(deepest, depth)
+        if depth <= _MAX_META_DEPTH:
+            stack.extend((x, depth + 1) for x in v)
+    return deepest
 
 
 def replace_file(path, write, text=False):
