@@ -290,6 +290,11 @@ def check_memory(sizes, per_param, what):
                           f"{have / 2**30:.1f} GiB of memory")
 
 
+def _rates(opt):
+    """The settings check_rates looks at: the rate, Adam's eps and the clipping norm."""
+    return opt.lr, getattr(opt, "eps", None), opt.clip_norm
+
+
 def _caller_level():
     """The stacklevel of the first frame outside the fastmlp package, for warnings.warn called
     by the function that calls this: a warning from fit points at the user's line whether fit
@@ -940,6 +945,7 @@ class MLP:
         progress = _Progress(verbose, epochs)
         best, waited = math.inf, 0
         checks = {}  # epoch_warnings' memory: each warning once per fit
+        rates = _rates(opt)  # as checked by fit
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
@@ -1010,9 +1016,11 @@ class MLP:
                                       f"uses it", UserWarning, stacklevel=_caller_level())
                     state = opt._state_for(self)  # kept, unless momentum was switched on
                     # a rate set there is checked as fit checked the first (found by a new
-                    # user: lr = 1e-50 from a callback silently trained nothing in float32)
-                    check_rates(opt.lr, getattr(opt, "eps", None), self.dtype,
-                                clip=opt.clip_norm)
+                    # user: lr = 1e-50 from a callback silently trained nothing in float32);
+                    # unchanged rates are not checked again (4 us an epoch)
+                    if _rates(opt) != rates:
+                        rates = _rates(opt)
+                        check_rates(rates[0], rates[1], self.dtype, clip=rates[2])
                 if tol is not None:
                     watched = hist.val_loss[-1] if val else hist.loss[-1]
                     if watched < best - tol:
