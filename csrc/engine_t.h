@@ -456,10 +456,13 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     int64_t L = R->L, nb = S(step_size)(R, s);
     const T *x, *wb;
     const void *y;
+    double t = phase_start(R->st);  /* note 15 */
     S(step_rows)(R, s, 0, nb, nt, &x, &y, &wb);
     double div = S(batch_divisor)(wb, nb);
+    phase_end(R->st, FM_PHASE_GATHER, &t);
     S(forward_rows)(plan, L, R->params, w, x, nb, NULL, R->active, nt);
     S(prefetch_next)(R, s, 0, 1);
+    phase_end(R->st, FM_PHASE_FORWARD, &t);
     /* A single row's dW = a dz^T is rank one (design note 6): not stored, its norm is
      * ||a|| ||dz||, and the update applies it directly. dz of each layer is its db. Only
      * plain SGD without L2 can use it: the others need dW itself. */
@@ -467,6 +470,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     double lsum = 0.0;
     int rc = S(backward_rows)(plan, L, R->loss, R->params, R->grads, w, x, y, wb, nb,
                               1.0 / div, opt->loss_clip, 0, rank1, &lsum, nt);
+    phase_end(R->st, FM_PHASE_BACKWARD, &t);
     if (rc) {
         R->st->bad_step = s;
         return rc;
@@ -485,6 +489,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
     }
     S(decide)(R, s, nb, div, lsum, reg,
               rank1 ? NORM_RANK1 : opt->l2 > 0.0 ? NORM_GIVEN : NORM_PASS, x, nt);
+    phase_end(R->st, FM_PHASE_NORMS, &t);
     if (R->rc) return R->rc;
     S(seq_begin)(R);
     if (rank1) {
@@ -499,6 +504,7 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
         S(update_block)(R, 0, 1, nt);
     }
     S(seq_close)(R);
+    phase_end(R->st, FM_PHASE_UPDATE, &t);
     if (opt->kind == FM_OPT_ADAM) opt->t++;
     return FM_OK;
 }
@@ -508,9 +514,10 @@ static int S(step_plain)(S(fm_run) *R, int64_t s, int nt) {
  * sums go to w->part[b], its fired units to active (b = 0) or w->flags[b],
  * its row losses to w->rl and its status to w->rc_team[b]. The blocks run without
  * meeting, so each keeps its dZ in rows lo..hi of the dZ buffers at their widest (from
- * lo * maxw): a block's rows at one layer's width would overlap another's at a wider one's. */
+ * lo * maxw): a block's rows at one layer's width would overlap another's at a wider one's.
+ * t: thread 0's phase clock (note 15), else NULL. */
 static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, const T *wb,
-                          int64_t nb, double div, int b, int q) {
+                          int64_t nb, double div, int b, int q, double *t) {
     const fm_layer *plan = R->plan;
     S(fm_ws) *w = &R->w;
     const T *params = R->params;
@@ -531,13 +538,17 @@ static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, co
         in = out;
     }
     S(prefetch_next)(R, s, b, q);
+    phase_end(R->st, FM_PHASE_FORWARD, t);
     int64_t maxw = max_width(plan, L);
     T *dz = w->d0 + lo * maxw, *dnext = w->d1 + lo * maxw;
     double part = 0.0;
     w->rc_team[b] = S(loss_grad)(plan + L - 1, R->loss, dz, w->rl + lo, &part,
                                  w->a[L - 1] + lo * K, S(target_rows)(y, R->loss, lo, K),
                                  wb ? wb + lo : NULL, m, 1.0 / div, R->opt->loss_clip);
-    if (w->rc_team[b]) return;
+    if (w->rc_team[b]) {
+        phase_end(R->st, FM_PHASE_BACKWARD, t);
+        return;
+    }
     for (int64_t l = L - 1; l >= 0; l--) {
         const fm_layer *p = plan + l;
         const T *a_in = l ? w->a[l - 1] + lo * p->fan_in : x + lo * p->fan_in;
@@ -546,6 +557,7 @@ static void S(block_pass)(S(fm_run) *R, int64_t s, const T *x, const void *y, co
                                   l ? (int)plan[l - 1].act : FM_ACT_IDENTITY, w->gemm, b);
         T *tmp = dz; dz = dnext; dnext = tmp;
     }
+    phase_end(R->st, FM_PHASE_BACKWARD, t);
 }
 
 /* dst[i] = the sum of the q blocks' part[t][i], added in block order, for o <= i < o + n. */
@@ -610,14 +622,18 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
     int64_t nb = S(step_size)(R, s), lo, hi;
     const T *x = NULL, *wb = NULL;
     const void *y = NULL;
+    double tv = phase_start(R->st), *t = tid == 0 ? &tv : NULL;  /* note 15 */
     for (int b = tid; b < q; b += nth) {
         team_block(nb, b, q, &lo, &hi);
         S(step_rows)(R, s, lo, hi, 1, &x, &y, &wb);
     }
+    phase_end(R->st, FM_PHASE_GATHER, t);
     if (wb) TEAM_SYNC(nth);  /* the divisor sums every row's weight */
+    phase_end(R->st, FM_PHASE_WAIT, t);
     double div = S(batch_divisor)(wb, nb);
-    for (int b = tid; b < q; b += nth) S(block_pass)(R, s, x, y, wb, nb, div, b, q);
+    for (int b = tid; b < q; b += nth) S(block_pass)(R, s, x, y, wb, nb, div, b, q, t);
     TEAM_SYNC(nth);
+    phase_end(R->st, FM_PHASE_WAIT, t);
     int rc = FM_OK;
     for (int b = 0; b < q && !rc; b++) rc = w->rc_team[b];
     /* The row losses added in row order, by every thread alike. */
@@ -631,7 +647,9 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
         return rc;
     }
     for (int b = tid; b < q; b += nth) S(reduce_block)(R, div, b, q);
+    phase_end(R->st, FM_PHASE_REDUCE, t);
     TEAM_SYNC(nth);
+    phase_end(R->st, FM_PHASE_WAIT, t);
     if (tid == 0) {
         double reg = 0.0;
         if (opt->l2 > 0.0)
@@ -640,10 +658,13 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
         S(decide)(R, s, nb, div, lsum, reg, NORM_TEAM, x, 1);
         if (!R->rc) S(seq_begin)(R);  /* closed after the barrier that ends the step */
     }
+    phase_end(R->st, FM_PHASE_NORMS, t);
     TEAM_SYNC(nth);
+    phase_end(R->st, FM_PHASE_WAIT, t);
     if (R->rc) return R->rc;
     for (int b = tid; b < q; b += nth) S(update_block)(R, b, q, 1);
     if (tid == 0 && opt->kind == FM_OPT_ADAM) opt->t++;
+    phase_end(R->st, FM_PHASE_UPDATE, t);
     return FM_OK;  /* the team meets after every step (team_chunk) */
 }
 
@@ -685,8 +706,12 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
                 d++;
                 if (S(too_slow)(R, s, s0, t0)) R->stop = 1;
             }
+            double tb = tid == 0 ? phase_start(R->st) : 0.0;
             #pragma omp barrier
-            if (tid == 0) S(seq_close)(R);  /* every thread's update is done (note 14) */
+            if (tid == 0) {
+                phase_end(R->st, FM_PHASE_WAIT, &tb);  /* note 15 */
+                S(seq_close)(R);  /* every thread's update is done (note 14) */
+            }
             if (R->stop) break;
         }
         if (tid == 0) rc = r;

@@ -101,7 +101,21 @@ typedef struct {
     double state_max;         /* in/out: largest |v| (momentum) or |m| (Adam), < 0 if unknown */
     double reg_sum;           /* sum over steps of (l2 / 2) ||W||^2 nb / s (scikit-learn's term) */
     int64_t *seq;             /* the parameters' sequence count (engine.c note 14), or NULL */
+    double *phase;            /* FM_PHASES seconds thread 0 spent in each phase, added to; or
+                                 NULL: not timed (engine.c note 15) */
 } fm_stats;
+
+/* The phases of a step the engine can time (fm_stats.phase, engine.c note 15). */
+enum {
+    FM_PHASE_GATHER,    /* the batch's rows */
+    FM_PHASE_FORWARD,   /* every layer's product, bias and activation */
+    FM_PHASE_BACKWARD,  /* the loss gradient and every layer's backward products */
+    FM_PHASE_REDUCE,    /* a team's sums of the blocks' gradients (note 11) */
+    FM_PHASE_NORMS,     /* the L2 term, the norms and the step's checks (note 7) */
+    FM_PHASE_UPDATE,    /* the optimizer's update of the parameters */
+    FM_PHASE_WAIT,      /* thread 0 waiting for the team at its meetings (note 11) */
+    FM_PHASES
+};
 
 /* ---- element-wise and layer kernels (kernels.c, loss.c, optim.c) ---- */
 int fm_act_forward_f32(float *A, const float *Z, ptrdiff_t n, int act);

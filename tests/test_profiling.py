@@ -1,8 +1,11 @@
 """fastmlp.profile: every phase of every layer timed, the network left unchanged."""
+import time
+
 import numpy as np
 import pytest
 
 import fastmlp
+from fastmlp import _core
 
 
 @pytest.mark.parametrize("opt", [fastmlp.SGD(batch_size=16), fastmlp.Adam(batch_size=16),
@@ -37,3 +40,59 @@ def test_profile_arguments():
         fastmlp.profile(net, X, y, optimizer="sgd")
     with pytest.raises(ValueError, match="features"):
         fastmlp.profile(net, np.zeros((4, 3)), y)
+
+
+def test_profile_reports_the_engines_phases():
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((300, 8)), rng.integers(0, 3, 300)
+    prof = fastmlp.profile(fastmlp.MLP([8, 16, 3], output="softmax"), X, y,
+                           fastmlp.SGD(batch_size=32), steps=4)
+    assert tuple(prof.engine_phases) == _core.PHASES
+    assert all(v >= 0 for v in prof.engine_phases.values())
+    assert prof.engine_phases["forward"] > 0 and prof.engine_phases["backward"] > 0
+    assert "the engine's thread 0, us/step: gather" in str(prof)
+    assert prof.as_dict()["engine_phases"] == prof.engine_phases
+
+
+def _steps(net, X, y, nt, phases, B=200):
+    """Two epochs of plain SGD steps on a copy of net's parameters: (params, wall seconds)."""
+    params, stats = net._params.copy(), np.zeros((net.n_layers, 4))
+    ws = net._new_workspace(B, nt)
+    t0 = time.perf_counter()
+    for _ in range(2):
+        _core.train_steps(net._plan, net.loss, params, np.empty_like(params), None, ws, B, X,
+                          y, None, None, B, 0, -(-X.shape[0] // B),
+                          ("sgd", 0.05, 0.0, 0.0, 0.9, 0.999, 1e-8, 0.0, 0), stats, None, nt,
+                          phases=phases)
+    return params, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("nt,policy", [(1, -1), (2, 1), (2, 0)])
+def test_engine_phases_change_no_bit_and_add_up(nt, policy):
+    """engine.c note 15: timing the phases changes nothing the steps compute; the phases add
+    up to no more than the calls took; a team's step (nt 2: the blocks run by a team, policy 1,
+    or in turn on one thread, policy 0) has sums of its blocks, a plain one none."""
+    if nt > 1 and not _core.openmp_enabled():
+        pytest.skip("a build without OpenMP has no team")
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((450, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 450)
+    net = fastmlp.MLP([64, 128, 64, 10], output="softmax", seed=0)
+    _core.set_team_policy(policy)
+    try:
+        plain, _ = _steps(net, X, y, nt, None)
+        phases = np.zeros(len(_core.PHASES))
+        timed, wall = _steps(net, X, y, nt, phases)
+    finally:
+        _core.set_team_policy(-1)
+    np.testing.assert_array_equal(timed, plain)
+    got = dict(zip(_core.PHASES, phases))
+    assert all(v >= 0 for v in got.values())
+    assert got["forward"] > 0 and got["backward"] > 0 and got["update"] > 0
+    assert phases.sum() <= wall
+    if nt == 1:
+        assert got["reduce"] == 0 and got["wait"] == 0
+    else:
+        assert got["reduce"] > 0
+    with pytest.raises(ValueError, match="phases must hold 7 values"):
+        _steps(net, X, y, nt, np.zeros(3))

@@ -10,6 +10,8 @@ cdef extern from "fastmlp.h" nogil:
         FM_OPT_SGD, FM_OPT_MOMENTUM, FM_OPT_NESTEROV, FM_OPT_ADAM
         FM_MAX_LAYERS
         FM_ACT_COUNT
+        FM_PHASE_GATHER, FM_PHASE_FORWARD, FM_PHASE_BACKWARD, FM_PHASE_REDUCE, FM_PHASE_NORMS
+        FM_PHASE_UPDATE, FM_PHASE_WAIT, FM_PHASES
 
     ctypedef struct fm_layer:
         int64_t fan_in, fan_out, w_off, b_off, act, skip
@@ -25,6 +27,7 @@ cdef extern from "fastmlp.h" nogil:
         int64_t rows, steps, clipped, bad_step, bad_layer
         double param_max, state_max, reg_sum
         int64_t *seq
+        double *phase
 
     int fm_act_forward_f32(float *A, const float *Z, Py_ssize_t n, int act)
     int fm_act_forward_f64(double *A, const double *Z, Py_ssize_t n, int act)

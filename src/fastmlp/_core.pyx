@@ -31,6 +31,9 @@ SKIPS = {"none": FM_SKIP_NONE, "residual": FM_SKIP_RESIDUAL, "preact": FM_SKIP_P
 OPTIMIZERS = {"sgd": FM_OPT_SGD, "momentum": FM_OPT_MOMENTUM, "nesterov": FM_OPT_NESTEROV,
               "adam": FM_OPT_ADAM}
 MAX_LAYERS = FM_MAX_LAYERS
+# the phases train_steps can time (engine.c note 15), in the order of its `phases` array
+PHASES = ("gather", "forward", "backward", "reduce", "norms", "update", "wait")
+assert len(PHASES) == FM_PHASES and PHASES.index("wait") == FM_PHASE_WAIT
 TUNE_DOUBLES = FM_TUNE_BYTES // 8  # forward's timing record (doubles: 8-byte aligned)
 
 
@@ -425,7 +428,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                 int64_t step_end, tuple opt, double[:, ::1] layer_stats,
                 unsigned char[::1] active, int nthreads, double param_max=-1.0,
                 double state_max=-1.0, tuple sums=None, int64_t[::1] t_out=None,
-                int64_t[::1] seq=None):
+                int64_t[::1] seq=None, double[::1] phases=None):
     """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
 
     # IN plan, X (n, I0), Y, sw (n) or None, idx (n) or None
@@ -440,6 +443,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     int64 that gets the optimizer's step count as the engine leaves it, written before this
     function returns (so a KeyboardInterrupt raised as it returns cannot lose it). seq: one
     int64, the parameters' sequence count (engine.c note 14), odd while an update writes them.
+    phases: len(PHASES) doubles that get the seconds thread 0 spent in each phase added
+    (engine.c note 15), or None: not timed.
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
     t).
     """
@@ -509,6 +514,10 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
         if seq.shape[0] != 1:
             raise ValueError("train_steps: seq must hold one value")
         st.seq = &seq[0]
+    if phases is not None:
+        if phases.shape[0] != FM_PHASES:
+            raise ValueError(f"train_steps: phases must hold {FM_PHASES} values")
+        st.phase = &phases[0]
     with nogil:
         if floating is float:
             rc = fm_train_steps_f32(p, L, code, &params[0], &grads[0], pstate, &ws[0],

@@ -5,7 +5,10 @@ of every layer, the loss, the backward of every layer, the gradient norm and the
 call timed apart, on copies of the parameters: the network is not changed. It also times the
 same steps in one call of the engine, which is what ``fit`` runs; the difference between that
 and the sum of the kernels is what the one-call design saves (mostly the cost of calling C from
-Python, which dominates the small layers).
+Python, which dominates the small layers). Then it times the engine's own phases in further
+calls (csrc/engine.c note 15): how the engine's thread 0 spends a step, which for a small
+network split among a team of threads includes the sums of the team's blocks and the time spent
+waiting for the other threads.
 
 Layers with a skip connection are timed as the engine runs them, less fused: the product, then
 the element-wise passes in NumPy.
@@ -36,11 +39,17 @@ class Profile:
         Median seconds per step of the engine running all steps in one call.
     steps_per_epoch : int
         Steps of one epoch of X at this batch size (for the per-epoch estimate).
+    engine_phases : dict
+        Seconds per step the engine's thread 0 spent in each phase (``gather``, ``forward``,
+        ``backward`` with the loss, ``reduce``: a team's sums of its blocks, ``norms``: the L2
+        term, norms and checks, ``update``, ``wait``: for the team at its meetings), timed in
+        calls apart from ``engine_seconds``.
     """
 
-    def __init__(self, title, rows, engine_seconds, steps_per_epoch):
+    def __init__(self, title, rows, engine_seconds, steps_per_epoch, engine_phases=None):
         self.title = title
         self.rows = rows
+        self.engine_phases = dict(engine_phases or {})
         self.kernel_seconds = sum(r["seconds"] for r in rows)
         for r in rows:
             r["share"] = r["seconds"] / self.kernel_seconds if self.kernel_seconds else 0.0
@@ -50,7 +59,8 @@ class Profile:
     def as_dict(self):
         return {"title": self.title, "rows": [dict(r) for r in self.rows],
                 "kernel_seconds": self.kernel_seconds, "engine_seconds": self.engine_seconds,
-                "steps_per_epoch": self.steps_per_epoch}
+                "steps_per_epoch": self.steps_per_epoch,
+                "engine_phases": dict(self.engine_phases)}
 
     def __str__(self):
         lines = [self.title, f"{'phase':<10} {'layer':>5}  {'shape':<22} {'us/step':>10} "
@@ -63,6 +73,9 @@ class Profile:
         lines.append(f"kernels one call each: {k * 1e6:.1f} us/step; the engine, all steps in "
                      f"one call: {e * 1e6:.1f} us/step ({k / e:.2f}x); one epoch "
                      f"({self.steps_per_epoch} steps) about {e * self.steps_per_epoch:.4g} s")
+        if self.engine_phases:
+            lines.append("the engine's thread 0, us/step: " + ", ".join(
+                f"{k} {v * 1e6:.1f}" for k, v in self.engine_phases.items() if v > 0))
         return "\n".join(lines)
 
     def __repr__(self):
@@ -159,10 +172,10 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
             shape = f"{B}x{plan[l][0]} -> {plan[l][1]}"
         rows_out.append({"phase": phase, "layer": l, "shape": shape,
                          "seconds": statistics.median(ts)})
-    engine = _engine_step(net, X, y, opt, B, steps, nt, rng)
+    engine, phases = _engine_step(net, X, y, opt, B, steps, nt, rng)
     title = (f"fastmlp profile: {net!r}\nbatch {B}, {nt} thread{'s' if nt > 1 else ''}, "
              f"{kind}, {steps} steps")
-    return Profile(title, rows_out, engine, -(-n // B))
+    return Profile(title, rows_out, engine, -(-n // B), phases)
 
 
 def _gather(X, y, rows, xb, yb):
@@ -214,7 +227,8 @@ def _update(params, s1, s2, grads, opt, kind, nt):
 
 
 def _engine_step(net, X, y, opt, B, steps, nt, rng, calls=5):
-    """Median seconds per step of the engine running `steps` steps per call."""
+    """Median seconds per step of the engine running `steps` steps per call, untimed inside,
+    and the seconds per step of each phase (engine.c note 15) over as many further calls."""
     params = net._params.copy()
     grads = np.empty_like(params)
     settings = opt._settings()
@@ -224,11 +238,17 @@ def _engine_step(net, X, y, opt, B, steps, nt, rng, calls=5):
     stats = np.zeros((net.n_layers, 4))
     m = min(X.shape[0], B * steps)
     per_step = []
-    for c in range(calls + 1):
+    phases = np.zeros(len(_core.PHASES))
+    timed = 0
+    for c in range(2 * calls + 1):
         idx = rng.permutation(X.shape[0]).astype(np.int64)
+        inside = phases if c > calls else None
         t0 = time.perf_counter()
         st = _core.train_steps(net._plan, net.loss, params, grads, state, ws, B, X, y, None,
-                               idx, B, 0, -(-m // B), settings, stats, None, nt)
-        if c:
+                               idx, B, 0, -(-m // B), settings, stats, None, nt,
+                               phases=inside)
+        if inside is not None:
+            timed += st[4]
+        elif c:
             per_step.append((time.perf_counter() - t0) / st[4])
-    return statistics.median(per_step)
+    return statistics.median(per_step), dict(zip(_core.PHASES, phases / timed))
