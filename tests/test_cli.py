@@ -831,9 +831,9 @@ def test_a_failing_or_closed_standard_output_is_one_line(small_model, tmp_path):
     from the interpreter's last flush)."""
     model, data = small_model
     with open("/dev/full", "w") as full:
-        for argv in (["predict", model, data], ["--version"]):
+        for argv in (["predict", model, data], ["--version"], ["--help"], ["train", "--help"]):
             proc = _cli_process(argv, tmp_path, stdout=full)
-            assert proc.returncode == 2, proc.stderr
+            assert proc.returncode == 2, (argv, proc.stderr)
             assert proc.stderr.startswith("fastmlp: error: cannot write") and \
                 proc.stderr.count("\n") == 1, proc.stderr
             assert "no space left on device" in proc.stderr
@@ -849,6 +849,44 @@ def test_a_failing_or_closed_standard_output_is_one_line(small_model, tmp_path):
         stderr=subprocess.PIPE, text=True, timeout=300)
     assert proc.returncode == 2
     assert "standard output is closed" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_help_into_a_full_disk_is_an_error(tmp_path, unbuffered):
+    """Found by a new user: `fastmlp --help > /dev/full` exited 0. argparse drops a failed
+    write; with PYTHONUNBUFFERED set the write itself fails, else the last flush."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "fastmlp", "predict", "--help"],
+                              cwd=tmp_path, env={**env, "PYTHONPATH": SRC}, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr == ("fastmlp: error: cannot write to standard output: no space left on "
+                           "device\n")
+
+
+def test_train_with_standard_output_closed_is_refused_before_training(tmp_path):
+    """Found by a new user: `fastmlp train >&-` trained, saved and exited 0 with its results
+    lost. It is refused before any work; --help then goes to standard error."""
+    data = small_csv(tmp_path, "s.csv", 0)
+    closed = ("import sys, os; os.close(1); sys.stdout = None; "
+              "from fastmlp.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    for argv in (["train", str(data), "--target", "label", "--epochs", "1", "--out", "m.npz"],
+                 ["config"], ["demo", "dead-relu"]):
+        proc = subprocess.run([sys.executable, "-c", closed, *argv], cwd=tmp_path, env=env,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert proc.stderr.startswith("fastmlp: error: standard output is closed: fastmlp "
+                                      f"{argv[0]} prints its results there"), proc.stderr
+    assert not (tmp_path / "m.npz").exists()
+    proc = subprocess.run([sys.executable, "-c", closed, "--help"], cwd=tmp_path, env=env,
+                          stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr.startswith("usage: fastmlp")
 
 
 def test_train_with_standard_error_closed_still_trains_and_saves(tmp_path):

@@ -247,6 +247,40 @@ def test_a_rate_set_by_a_callback_is_checked_like_the_first():
     assert len(net.history_.loss) == 1
 
 
+def test_a_fit_from_the_fits_own_callback_says_so():
+    """A nested fit from a fit's callback was refused as if another thread were fitting."""
+    net, X, y = small_classifier()
+    errors = []
+
+    def cb(epoch, hist):
+        with pytest.raises(RuntimeError, match="from this network's own fit") as e:
+            net.fit(X, y, epochs=1)
+        errors.append(e)
+
+    net.fit(X, y, epochs=2, callback=cb)
+    assert len(errors) == 2 and len(net.history_.loss) == 2
+    net.fit(X, y, epochs=1)  # afterwards: allowed
+
+
+def test_an_optimizer_is_not_changed_from_another_thread_during_a_fit():
+    """A change from another thread went unchecked (a rate that is 0 in float32) or
+    mismatched the engine's state; the fit's callback may change the settings, and anyone
+    may once the fit has ended. A copy of the optimizer taken meanwhile is free."""
+    net, X, y = small_classifier()
+    opt = fastmlp.SGD(lr=0.05, batch_size=8)
+    with fit_paused(net, X, y, in_callback=lambda: setattr(opt, "lr", 0.04), optimizer=opt):
+        for name, value in (("lr", 1e-50), ("momentum", 0.9), ("t_", 0)):
+            with pytest.raises(RuntimeError, match="in use by a fit in another thread"):
+                setattr(opt, name, value)
+        with pytest.raises(RuntimeError, match="in use by a fit in another thread"):
+            opt.reset()
+        twin = pickle.loads(pickle.dumps(opt))
+        twin.lr = 0.5
+    assert opt.lr == 0.04
+    opt.lr = 0.03
+    assert opt.lr == 0.03 and twin.lr == 0.5
+
+
 def test_a_second_concurrent_fit_is_refused():
     net, X, y = small_classifier()
     with fit_paused(net, X, y):

@@ -106,10 +106,16 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of printing usage and exiting."""
+    """argparse that raises UsageError instead of printing usage and exiting, and lets a
+    failed write of --help through (argparse drops it: `--help > /dev/full` exited 0)."""
 
     def error(self, message):
         raise UsageError(message)
+
+    def _print_message(self, message, file=None):
+        file = file or sys.stderr  # --help with standard output closed goes to stderr
+        if message and file is not None:
+            file.write(message)
 
 
 @dataclass
@@ -352,6 +358,10 @@ def main(argv=None):
     try:
         try:
             args = _build_parser().parse_args(argv)
+            if sys.stdout is None and _prints_results(args):
+                raise UsageError(f"standard output is closed: fastmlp "
+                                 f"{args.command or '--version'} prints its results there; "
+                                 f"redirect it (> FILE, or > /dev/null) instead")
             code = _dispatch(args)
         except SystemExit as e:  # --help, --version
             code = e.code if isinstance(e.code, int) else 0
@@ -409,6 +419,16 @@ def _error(message, code):
 
 def _format_warning(message, category, filename, lineno, line=None):
     return f"fastmlp: warning: {message}\n"
+
+
+def _prints_results(args):
+    """Whether the command's results go to standard output (predict's may go to --out; the
+    playground gives its address on stderr when stdout is closed)."""
+    if args.version:
+        return True
+    if args.command == "predict":
+        return args.out in (None, "-")
+    return args.command in ("train", "demo", "config")
 
 
 def _dispatch(args):

@@ -863,6 +863,11 @@ class MLP:
             When a batch's loss or gradient is not finite (divergence). The network keeps the
             weights of the last finite step; ``self.history_`` holds the epochs before.
         """
+        if self._fit_thread == threading.get_ident():
+            raise RuntimeError("fit was called from this network's own fit (its callback): "
+                               "a callback may change the optimizer or the weights, or stop "
+                               "the fit by returning True, but not start another fit of the "
+                               "same network")
         opt = SGD() if optimizer is None else optimizer
         if not isinstance(opt, _Optimizer):
             raise TypeError(f"optimizer must be a fastmlp.SGD or fastmlp.Adam, got "
@@ -909,11 +914,13 @@ class MLP:
     def _fit(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt, callback,
              B, diagnostics):
         self._fit_thread = threading.get_ident()  # its callbacks may change the network
+        object.__setattr__(opt, "_fit_thread", self._fit_thread)  # ... and the optimizer
         try:
             return self._fit_locked(X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose,
                                     nt, callback, B, diagnostics)
         finally:
             self._fit_thread = None
+            object.__setattr__(opt, "_fit_thread", None)
 
     def _fit_locked(self, X, y, sw, opt, epochs, shuffle, val, tol, patience, verbose, nt,
                     callback, B, diagnostics):

@@ -65,6 +65,14 @@ class _Optimizer:
     """Shared parts: batch size, clipping, L2, the checks of every setting and the state."""
 
     def __setattr__(self, name, value):
+        # The engine reads the settings and writes the state at every call of a fit: a
+        # change from another thread would go unchecked (a rate that is 0 in the network's
+        # dtype) or mismatch the state (momentum switched on). The fit's own callbacks run
+        # in its thread and may change them.
+        fitting = self.__dict__.get("_fit_thread")
+        if fitting is not None and fitting != threading.get_ident():
+            raise RuntimeError("this optimizer is in use by a fit in another thread; change "
+                               "its settings from that fit's callback, or once it has ended")
         check = _CHECKS.get(name)
         if check is not None:
             value = check(value, name)
@@ -130,6 +138,7 @@ class _Optimizer:
         state = self.__dict__.copy()
         state["_owner"] = None  # the state buffer travels; its link to a network does not
         state.pop("_fit_lock", None)
+        state.pop("_fit_thread", None)  # a copy is no fit's
         return state
 
     def __setstate__(self, state):
