@@ -1,21 +1,18 @@
-"""Where fastmlp's training time goes, per workload: the engine's phases timed apart.
+"""Where fastmlp's training time goes, per workload: the engine's own phases.
 
     python bench/breakdown.py                       # every workload
     python bench/breakdown.py --workloads W2b1,W3 --threads 1
 
-For each workload, one epoch of fastmlp's engine is timed in these forms (median of
-`--repeats`, after a warm-up), all with the workload's batch size:
-
-- full:      ``train_steps`` with a permutation (gather, forward, loss, backward, norm, update)
-- no gather: ``train_steps`` on rows already in order (idx None)
-- fwd+bwd:   ``loss_and_grad`` in batches (forward, loss, backward; gradients accumulated)
-- forward:   ``forward`` in batches (the forward pass alone)
-
-Differences give the phases: backward + loss = fwd+bwd - forward; norm + update = no gather -
-fwd+bwd; gather = full - no gather. The per-step cost is the full time over the steps; the
-"steps at 1 thread" column repeats the full epoch on one thread, which shows what the thread
-team costs on small steps. The GEMM share within forward and backward needs a sampling
-profiler: see RESULTS.md for the perf command (``perf record -e cpu-clock``).
+For each workload, epochs of fastmlp's engine (``train_steps`` over a permutation, the
+workload's batch size, one workspace kept across them as fit keeps it) are timed whole, and
+again with the engine timing its phases (csrc/engine.c note 15): the seconds its thread 0 spends
+gathering rows, in the forward pass, in the loss and backward pass, summing a team's blocks
+(small networks on several threads, engine.c note 11), in the norms and checks, in the update,
+and waiting for the team at its meetings. "other" is the whole epoch less those: the calls, the
+choice between one thread and many (engine.c note 12), and the clock reads themselves. The
+"epoch at 1 thread" column repeats the whole epoch on one thread. The share of the products
+within forward and backward needs a sampling profiler: see RESULTS.md for the perf command
+(``perf record -e cpu-clock`` on ``--loop``).
 """
 import os
 import sys
@@ -63,46 +60,31 @@ def loop(wl, threads, seconds):
 
 
 def phases(wl, threads, repeats):
+    """Median seconds of a whole epoch (on `threads`, and on one), and the engine's phases of
+    `repeats` further epochs, in seconds per epoch."""
     from fastmlp import _core
     X, y = _common.make_data(wl)
     net = _common.initial_network(wl)
     B, n = wl.batch, X.shape[0]
     steps = -(-n // B)
     perm = np.random.default_rng(9).permutation(n).astype(np.int64)
-    Xp, yp = np.ascontiguousarray(X[perm]), np.ascontiguousarray(y[perm])
     stats = np.zeros((net.n_layers, 4))
-    out = np.empty((n, net.n_outputs), np.float32)
+    spaces = {}
     # A tiny rate keeps the weights (and so the work) nearly the same over the repeats.
-    lr = 1e-6
+    settings = _common.sgd_settings(1e-6)
 
-    def ws(nt):
-        return net._new_workspace(B, nt), B
+    def epoch(nt=threads, timer=None):
+        w = spaces.setdefault(nt, net._new_workspace(B, nt))
+        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, B, X, y,
+                          None, perm, B, 0, steps, settings, stats, None, nt, phases=timer)
 
-    def full(nt=threads):
-        w, cap = ws(nt)
-        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, cap, X, y,
-                          None, perm, B, 0, steps, _common.sgd_settings(lr), stats, None, nt)
-
-    def no_gather():
-        w, cap = ws(threads)
-        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, cap, Xp, yp,
-                          None, None, B, 0, steps, _common.sgd_settings(lr), stats, None,
-                          threads)
-
-    def fwd_bwd():
-        w, cap = ws(threads)
-        _core.loss_and_grad(net._plan, net.loss, net._params, net._grads, w, cap, Xp, yp,
-                            threads)
-
-    def forward():
-        w, cap = ws(threads)
-        _core.forward(net._plan, net._params, w, cap, Xp, out, threads)
-
-    t = {"full": _median_time(full, repeats), "no gather": _median_time(no_gather, repeats),
-         "fwd+bwd": _median_time(fwd_bwd, repeats), "forward": _median_time(forward, repeats)}
+    t = {"full": _median_time(epoch, repeats), "steps": steps}
     if threads > 1:
-        t["full, 1 thread"] = _median_time(lambda: full(1), repeats)
-    t["steps"] = steps
+        t["full, 1 thread"] = _median_time(lambda: epoch(1), repeats)
+    timer = np.zeros(len(_core.PHASES))
+    for _ in range(repeats):
+        epoch(timer=timer)
+    t.update(zip(_core.PHASES, timer / repeats))
     return t
 
 
@@ -119,24 +101,23 @@ def main():
             wl = _common.WORKLOADS[name.strip()]
             print(f"{wl.name}: {loop(wl, a.threads, a.loop)} epochs in {a.loop:g} s")
         return 0
-    print(f"fastmlp engine breakdown ({a.threads} threads, median of {a.repeats} epochs)")
+    from fastmlp import _core
+    print(f"fastmlp engine breakdown ({a.threads} threads, median of {a.repeats} epochs; "
+          f"phases in us per step and share of the epoch)")
     for line in _common.machine_lines():
         print("  " + line)
-    print("\n| workload | epoch s | us/step | forward | backward+loss | norm+update | gather "
-          "| epoch at 1 thread |")
-    print("|---|---|---|---|---|---|---|---|")
+    names = list(_core.PHASES) + ["other"]
+    print("\n| workload | epoch s | us/step | " + " | ".join(names) + " | epoch at 1 thread |")
+    print("|---|---|---|" + "---|" * len(names) + "---|")
     for name in a.workloads.split(","):
         wl = _common.WORKLOADS[name.strip()]
         t = phases(wl, a.threads, a.repeats)
-        full = t["full"]
-
-        def pct(x):
-            return f"{x:.4g} s ({100 * x / full:.0f}%)"
+        full, steps = t["full"], t["steps"]
+        t["other"] = full - sum(t[k] for k in _core.PHASES)
+        cells = [f"{1e6 * t[k] / steps:.3g} ({100 * t[k] / full:.0f}%)" for k in names]
         one = t.get("full, 1 thread")
-        print(f"| {wl.name} | {full:.4g} | {1e6 * full / t['steps']:.3g} | {pct(t['forward'])} "
-              f"| {pct(t['fwd+bwd'] - t['forward'])} | {pct(t['no gather'] - t['fwd+bwd'])} "
-              f"| {pct(full - t['no gather'])} | {'-' if one is None else f'{one:.4g} s'} |",
-              flush=True)
+        print(f"| {wl.name} | {full:.4g} | {1e6 * full / steps:.3g} | " + " | ".join(cells)
+              + f" | {'-' if one is None else f'{one:.4g} s'} |", flush=True)
     print(f"\n  load average (1, 5, 15 min) at the end: {_common.load_average()}")
     return 0
 
