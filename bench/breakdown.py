@@ -8,8 +8,10 @@ workload's batch size, one workspace kept across them as fit keeps it) are timed
 again with the engine timing its phases (csrc/engine.c note 15): the seconds its thread 0 spends
 gathering rows, in the forward pass, in the loss and backward pass, summing a team's blocks
 (small networks on several threads, engine.c note 11), in the norms and checks, in the update,
-and waiting for the team at its meetings. "other" is the whole epoch less those: the calls, the
-choice between one thread and many (engine.c note 12), and the clock reads themselves. The
+and waiting for the team at its meetings. "other" is the rest of those epochs: the calls, the
+choice between one thread and many (engine.c note 12), and the clock reads themselves; the
+shares are of those epochs, which the machine's load may make longer or shorter than the
+untimed ones ("epoch s", the median). The
 "epoch at 1 thread" column repeats the whole epoch on one thread. The share of the products
 within forward and backward needs a sampling profiler: see RESULTS.md for the perf command
 (``perf record -e cpu-clock`` on ``--loop``).
@@ -61,7 +63,7 @@ def loop(wl, threads, seconds):
 
 def phases(wl, threads, repeats):
     """Median seconds of a whole epoch (on `threads`, and on one), and the engine's phases of
-    `repeats` further epochs, in seconds per epoch."""
+    `repeats` further epochs with their mean length, in seconds per epoch."""
     from fastmlp import _core
     X, y = _common.make_data(wl)
     net = _common.initial_network(wl)
@@ -82,9 +84,12 @@ def phases(wl, threads, repeats):
     if threads > 1:
         t["full, 1 thread"] = _median_time(lambda: epoch(1), repeats)
     timer = np.zeros(len(_core.PHASES))
+    t0 = time.perf_counter()
     for _ in range(repeats):
         epoch(timer=timer)
+    t["timed"] = (time.perf_counter() - t0) / repeats  # the phases' own epochs, whole
     t.update(zip(_core.PHASES, timer / repeats))
+    t["other"] = t["timed"] - timer.sum() / repeats
     return t
 
 
@@ -112,9 +117,8 @@ def main():
     for name in a.workloads.split(","):
         wl = _common.WORKLOADS[name.strip()]
         t = phases(wl, a.threads, a.repeats)
-        full, steps = t["full"], t["steps"]
-        t["other"] = full - sum(t[k] for k in _core.PHASES)
-        cells = [f"{1e6 * t[k] / steps:.3g} ({100 * t[k] / full:.0f}%)" for k in names]
+        full, steps, timed = t["full"], t["steps"], t["timed"]
+        cells = [f"{1e6 * t[k] / steps:.3g} ({100 * t[k] / timed:.0f}%)" for k in names]
         one = t.get("full, 1 thread")
         print(f"| {wl.name} | {full:.4g} | {1e6 * full / steps:.3g} | " + " | ".join(cells)
               + f" | {'-' if one is None else f'{one:.4g} s'} |", flush=True)
