@@ -12,6 +12,7 @@ import pytest
 
 import fastmlp
 from fastmlp._threads import resolve_threads
+from fastmlp import cli
 from fastmlp.cli import main
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastmlp.__file__)))
@@ -271,3 +272,32 @@ def test_training_warnings_are_judged_on_the_whole_run(tmp_path, capsys, monkeyp
     assert [e for e, _ in seen] == [1, 2, 3, 4] and len({s for _, s in seen}) == 1
     training = [w for w in caught if issubclass(w.category, fastmlp.TrainingWarning)]
     assert [str(w.message) for w in training] == ["something is off"]
+
+
+def test_resume_refuses_values_moved_between_rows(tmp_path, capsys):
+    """Found by a new user: a column permuted among the training rows kept the row counts and
+    the training split's scaling, and --resume went on with the other data."""
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 9, (60, 2)).astype(float), np.arange(60) % 2
+    data_a = tmp_path / "a.csv"
+    np.savetxt(data_a, np.column_stack([X, y]), delimiter=",", header="a,b,label",
+               comments="", fmt="%g")
+    # two training rows whose values of column a differ: swapping them keeps every scaling
+    train = cli._split(np.arange(60.0)[:, None], y, 0.2, 0, True)[0][:, 0].astype(int)
+    rows = [train[0], next(r for r in train if X[r, 0] != X[train[0], 0])]
+    Xb = X.copy()
+    Xb[rows[0], 0], Xb[rows[1], 0] = X[rows[1], 0], X[rows[0], 0]
+    data_b = tmp_path / "b.csv"
+    np.savetxt(data_b, np.column_stack([Xb, y]), delimiter=",", header="a,b,label",
+               comments="", fmt="%g")
+    ck = tmp_path / "ck.npz"
+    common = ["--target", "label", "--hidden", "4", "-q", "--checkpoint", ck]
+    code, _, err = run(capsys, "train", data_a, "--epochs", 2, "--checkpoint-every", 1,
+                       "--out", tmp_path / "m.npz", *common)
+    assert code == 0, err
+    code, _, err = run(capsys, "train", data_b, "--epochs", 3, "--resume",
+                       "--out", tmp_path / "m2.npz", *common)
+    assert code == 2 and "the data differ from those" in err and "their values" in err, err
+    code, _, err = run(capsys, "train", data_a, "--epochs", 3, "--resume",
+                       "--out", tmp_path / "m2.npz", *common)
+    assert code == 0, err

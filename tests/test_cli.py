@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fastmlp
+from fastmlp import datasets
 from fastmlp.cli import main
 from fastmlp.datasets import load_builtin
 
@@ -921,3 +922,36 @@ def test_a_training_split_of_one_class_is_named_as_such(tmp_path, capsys):
                          "--out", tmp_path / "m.npz", "-q")
     assert "the 1 training row left by --test-size 0.6 holds only the class" in err
     assert "a classifier needs two classes" in err
+
+
+def test_integer_labels_beyond_float_precision_come_back_exactly(tmp_path, capsys):
+    """Found by a new user: labels 9007199254740993 and ...995 were read as float64 and
+    predicted as 9007199254740992 and ...996, values not in the data."""
+    big = [9007199254740993, 9007199254740995]
+    rows = [[i % 7, i % 3, big[i % 2]] for i in range(40)]
+    data = write_csv(tmp_path / "big.csv", ["a", "b", "label"], rows)
+    model, pred = tmp_path / "m.npz", tmp_path / "p.csv"
+    code, _, err = run(capsys, "train", data, "--target", "label", "--epochs", "2", "--out",
+                       model, "-q")
+    assert code == 0, err
+    assert fastmlp.load(model).metadata["classes"] == big
+    code, _, err = run(capsys, "predict", model, data, "--out", pred)
+    assert code == 0, err
+    with open(pred) as f:
+        labels = {line.split(",")[-1].strip() for line in f.readlines()[1:]}
+    assert labels <= {str(b) for b in big} and labels
+
+
+def test_a_target_of_integers_reads_as_int64(tmp_path):
+    ints = write_csv(tmp_path / "i.csv", ["x", "y"], [[0, "007"], [1, "-3"], [2, "+12"]])
+    assert datasets.read_csv(ints, target="y").y.tolist() == [7, -3, 12]
+    assert datasets.read_csv(ints, target="y").y.dtype == np.int64
+    mixed = write_csv(tmp_path / "m.csv", ["x", "y"], [[0, "7"], [1, "7.5"]])
+    assert datasets.read_csv(mixed, target="y").y.dtype == np.float64
+    huge = write_csv(tmp_path / "h.csv", ["x", "y"], [[0, str(2**63)], [1, "1"]])
+    assert datasets.read_csv(huge, target="y").y.dtype == np.float64
+
+
+def test_train_from_standard_input_is_refused_with_the_reason(capsys):
+    err = one_line_error(capsys, "train", "-", "--target", "label")
+    assert "reads its data from a file, not from standard input" in err

@@ -82,7 +82,9 @@ def test_read_csv_numeric_and_text_targets(tmp_path):
     num = read_csv(path, target="size", features=["b", "a"])
     assert num.feature_names == ["b", "a"]
     np.testing.assert_array_equal(num.X, [[2.5, 1], [5, -400]])
-    assert num.y.dtype == np.float64 and num.y.tolist() == [3.0, 4.0]
+    assert num.y.dtype == np.int64 and num.y.tolist() == [3, 4]  # integers read exactly
+    floats = read_csv(path, target="b", features=["a"])
+    assert floats.y.dtype == np.float64 and floats.y.tolist() == [2.5, 5.0]
     assert read_csv(str(path), features=["a"]).y is None
 
 

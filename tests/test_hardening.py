@@ -1091,7 +1091,7 @@ def test_refused_fit_leaves_the_optimizer_state_alone(kw, pattern):
 
 
 @pytest.mark.parametrize("make, pattern", [
-    (lambda: fastmlp.SGD(momentum=-0.1), "momentum"), (lambda: fastmlp.SGD(momentum=1.0),
+    (lambda: fastmlp.SGD(momentum=-0.1), "momentum"), (lambda: fastmlp.SGD(momentum=1.5),
                                                        "momentum"),
     (lambda: fastmlp.SGD(l2=-1.0), "l2"), (lambda: fastmlp.Adam(beta1=1.0), "beta1"),
     (lambda: fastmlp.Adam(beta2=-0.1), "beta2"), (lambda: fastmlp.Adam(eps=0.0), "eps"),

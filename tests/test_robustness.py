@@ -628,3 +628,25 @@ def test_output_and_loss_mismatch_names_what_is_needed(output, loss, message):
     it used to say 'cross_entropy goes with softmax only' for a softmax with squared loss)."""
     with pytest.raises(ValueError, match=message):
         fastmlp.MLP([4, 8, 3], output=output, loss=loss)
+
+
+def test_a_nan_written_by_a_callback_is_named_not_blamed_on_the_rate():
+    """Found by a new user: a callback writing NaN into weights[0] got 'try a smaller learning
+    rate', and the promise of finite weights of the last step."""
+    net, X, y = small_classifier()
+
+    def cb(epoch, hist):
+        net.weights[0][0, 0] = np.nan
+
+    with pytest.raises(ValueError, match=r"layer 0's parameters hold a NaN or an infinity, "
+                                         r"written from outside fit's steps"):
+        net.fit(X, y, epochs=3, callback=cb)
+
+
+@pytest.mark.parametrize("t", [-5, float("nan"), 10**30, 1.5, True])
+def test_adam_step_count_is_checked_when_set(t):
+    opt = fastmlp.Adam()
+    with pytest.raises(ValueError, match=r"t_ must be an int in \[0, 2\*\*62\)"):
+        opt.t_ = t
+    opt.t_ = 7
+    assert opt.t_ == 7

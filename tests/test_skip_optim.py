@@ -339,7 +339,7 @@ def test_sample_weights_out_of_the_float32_range_are_refused():
 
 def test_optimizer_argument_errors():
     with pytest.raises(ValueError, match="momentum"):
-        fastmlp.SGD(momentum=1.0)
+        fastmlp.SGD(momentum=1.01)
     with pytest.raises(ValueError, match="nesterov=True needs momentum"):
         fastmlp.SGD(nesterov=True)
     with pytest.raises(ValueError, match="beta2"):

@@ -568,3 +568,122 @@ def test_ctrl_c_in_an_epochs_validation_leaves_every_curve_one_length(monkeypatc
     assert lengths == {2}, lengths
     assert est.t_ == 2 * 180
     assert np.isfinite(est.predict_proba(X)).all()
+
+
+# ------------------------------------------------------------ found by a fifth new user
+
+def test_header_edits_of_the_network_part_are_refused(tmp_path):
+    """A regressor file whose network output was edited to 'relu' loaded and clipped its
+    predictions at 0; a skip-connection classifier without its "skips" loaded and answered
+    otherwise."""
+    X, y = make_regression(n_samples=60, n_features=3, random_state=0)
+    reg = _quiet(MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0), X, y)
+    good, bad = tmp_path / "reg.npz", tmp_path / "bad.npz"
+    reg.save(good)
+    _rewrite(good, bad, lambda h: h.update(output="relu"))
+    with pytest.raises(ValueError, match=r"bad.npz has an invalid estimator header: .*"
+                                         r"output 'relu' does not fit this MLPRegressor"):
+        fastmlp.load(bad)
+    Xc, yc = _blobs()
+    clf = _quiet(MLPClassifier((8, 8), skip_connections="preact", max_iter=5, random_state=0),
+                 Xc, yc)
+    clf.save(good)
+    _rewrite(good, bad, lambda h: h.pop("skips"))
+    with pytest.raises(ValueError, match=r"skip_connections 'preact' do not match the "
+                                         r"network's \['none', 'none'\]"):
+        fastmlp.load(bad)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (dict(activation="tanh"), "activation was changed after the fit"),
+    (dict(hidden_layer_sizes=(5,)), "hidden_layer_sizes was changed after the fit"),
+    (dict(dtype="float64"), "dtype was changed after the fit"),
+    (dict(alpha=-1.0), "alpha"),
+    (dict(solver="lbfgs"), "lbfgs")])
+def test_save_refuses_what_load_would_refuse(tmp_path, change, fragment):
+    """Found by a new user: set_params after the fit, then save, wrote a file load refused."""
+    clf, X = _fitted()
+    before = clf.get_params()
+    clf.set_params(**change)
+    with pytest.raises((ValueError, NotImplementedError), match=fragment):
+        clf.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    clf.set_params(**before)
+    clf.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(fastmlp.load(tmp_path / "m.npz").predict_proba(X),
+                                  clf.predict_proba(X))
+
+
+def test_coefs_and_intercepts_write_through_whole_or_not_at_all():
+    """Found by a new user: clf.coefs_[0] = W was silently lost (coefs_ was a fresh list),
+    too few arrays set only those layers, and a bad shape in layer 1 had already written
+    layer 0."""
+    clf, X = _fitted()
+    W0, b0 = [w.copy() for w in clf.coefs_], [b.copy() for b in clf.intercepts_]
+    clf.coefs_[0] = np.zeros_like(W0[0])
+    clf.intercepts_[-1] = np.ones_like(b0[-1])
+    assert not clf.network_.weights[0].any() and (clf.network_.biases[-1] == 1).all()
+    for bad in ([W0[0]], W0 + [W0[0]], [W0[0], np.zeros((3, 3)), W0[2]]):
+        with pytest.raises(ValueError):
+            clf.coefs_ = bad
+        assert not clf.coefs_[0].any()  # nothing written
+    clf.coefs_, clf.intercepts_ = W0, b0
+    for a, b in zip(clf.coefs_ + clf.intercepts_, W0 + b0):  # a plain list, as scikit-learn's
+        np.testing.assert_array_equal(a, b)
+    snap = copy.deepcopy(clf.coefs_)
+    assert type(snap) is list and type(pickle.loads(pickle.dumps(clf.coefs_))) is list
+    clf.coefs_[0] = np.ones_like(W0[0])
+    np.testing.assert_array_equal(snap[0], W0[0])  # a copy, not views
+    for grow in (lambda c: c.append(W0[0]), lambda c: c.pop(), lambda c: c.__delitem__(0)):
+        with pytest.raises(TypeError, match="cannot grow, shrink or be reordered"):
+            grow(clf.coefs_)
+    assert len(clf.coefs_) == 3
+
+
+def test_warm_start_takes_a_new_activation_as_scikit_learn_does():
+    """Found by a new user: set_params(activation='tanh') then a warm fit kept training ReLU
+    units. scikit-learn's warm start goes on from the same weights with the new activation."""
+    X, y = _blobs()
+    ours, theirs = _pair("clf", max_iter=4, activation="relu", warm_start=True)
+    for est in (ours, theirs):
+        _quiet(est, X, y)
+        est.set_params(activation="tanh", max_iter=3)
+        _quiet(est, X, y)
+    assert ours.network_.activations == ("tanh", "tanh")
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("change", [dict(dtype="float64"), dict(hidden_layer_sizes=(4,)),
+                                    dict(skip_connections="preact")])
+def test_warm_start_and_partial_fit_refuse_a_changed_network_shape(change):
+    clf, X = _fitted()
+    y = clf.classes_[_blobs()[1]]  # the labels it was fitted on
+    W = clf.coefs_[0].copy()
+    clf.set_params(warm_start=True, **change)
+    name = next(iter(change))
+    with pytest.raises(ValueError, match=f"warm_start continues the fitted network; set {name}"):
+        _quiet(clf, X, y)
+    with pytest.raises(ValueError, match=f"partial_fit continues the fitted network; set {name}"):
+        clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.coefs_[0], W)
+
+
+@pytest.mark.parametrize("classes", [[], set(), {0, 1, 2}, 3, [[0, 1], [2, 3]], "abc"])
+def test_partial_fit_names_bad_classes(classes):
+    X, y = _blobs()
+    with pytest.raises(ValueError, match="classes must be a non-empty 1-D array-like"):
+        MLPClassifier().partial_fit(X, y, classes=classes)
+
+
+def test_small_settings_found_by_a_new_user():
+    X, y = _blobs()
+    # scikit-learn takes momentum 1.0 and a NumPy validation_fraction
+    _quiet(MLPClassifier((4,), solver="sgd", momentum=1.0, max_iter=2), X, y)
+    _quiet(MLPClassifier((4,), early_stopping=True, max_iter=2,
+                         validation_fraction=np.float32(0.2)), X, y)
+    with pytest.raises(ValueError, match="dtype"):
+        MLPClassifier(dtype=None).fit(X, y)
+    with pytest.raises(ValueError, match=r"power_t=10000000000\.0: the rate .* is 0"):
+        _quiet(MLPClassifier((4,), solver="sgd", learning_rate="invscaling", power_t=1e10,
+                             max_iter=3), X, y)

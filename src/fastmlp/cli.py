@@ -60,8 +60,9 @@ Design notes
    ``--checkpoint-every N`` saves the model every N epochs (atomically, like every save) to
    ``--checkpoint PATH``, by default to the ``--out`` path, with ``training`` metadata: the
    epochs done, the generator's state and the settings that shape the run. ``--resume``
-   reads that file, checks that the data (row counts, scaling, classes) and the settings
-   match, and continues to ``--epochs``: the result is bit for bit the model of an
+   reads that file, checks that the data (row counts, scaling, classes, and a digest of the
+   training and held-out values: a new user's column permuted over the rows kept the counts
+   and the scaling) and the settings match, and continues to ``--epochs``: the result is bit for bit the model of an
    uninterrupted run (also for a finished model and a larger ``--epochs``). The file also
    records the thread count and how the row orders were drawn (network.ROW_ORDER); when
    either differs, the run resumes with a warning that its last bits may differ. A model saved
@@ -70,6 +71,7 @@ Design notes
 """
 import argparse
 import csv
+import hashlib
 import io
 import math
 import os
@@ -457,6 +459,9 @@ def _config_text():
 # ---------------------------------------------------------------- train
 
 def _train(args):
+    if args.data == "-":
+        raise UsageError("fastmlp train reads its data from a file, not from standard input "
+                         "('-' is predict's); save the CSV to a file first")
     out = _default_out(args.data) if args.out is None else args.out
     for path, what in ((out, "--out"), (args.checkpoint, "--checkpoint")):
         if path is not None and args.data is not None and _same_file(path, args.data):
@@ -531,7 +536,18 @@ def _run_settings(args, data, opt, net):
     return {"task": data.meta["task"], "hidden": list(args.hidden),
             "activation": args.activation, "batch_size": opt.batch_size, "lr": opt.lr,
             "clip_norm": opt.clip_norm, "seed": args.seed, "dtype": net.dtype.name,
-            "rows": [len(data.y_train), len(data.y_test)]}
+            "rows": [len(data.y_train), len(data.y_test)], "data": _digest(data)}
+
+
+def _digest(data):
+    """A digest of the training and held-out values as the network sees them (a checkpoint's
+    record of its data, design note 8)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (data.X_train, data.y_train, data.X_test, data.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
 def _with_state(meta, net, epoch, settings, threads, resumable=True):
@@ -612,6 +628,9 @@ def _resume(path, net, data, settings, epochs, threads):
         if meta.get(key) != data.meta.get(key):
             raise UsageError(f"--resume: the data differ from those {path} was trained on "
                              f"({key} of the training split)")
+    if "data" in old and old["data"] != settings["data"]:  # checkpoints before 2026-12-05: none
+        raise UsageError(f"--resume: the data differ from those {path} was trained on (their "
+                         f"values, with the same row counts and scaling)")
     if saved.layer_sizes != net.layer_sizes or saved.dtype != net.dtype:
         raise UsageError(f"--resume: {path} holds a different network")
     done = state["epoch"]
@@ -772,7 +791,7 @@ def _csv_data(args):
     if task == "classification":
         y, classes = _encode_classes(table)
     else:
-        y, classes = table.y, None
+        y, classes = table.y.astype(np.float64), None
         _check_magnitude(table, y[:, None], [table.target], " (the target)")
     X_train, X_test, y_train, y_test = _split(table.X, y, test_size, args.seed,
                                               stratify=classes is not None)
@@ -808,7 +827,7 @@ def _encode_classes(table):
 def _choose_task(table, task):
     """The task for the target column (design note 1); prints the choice and its reason."""
     y, name = table.y, table.target
-    numeric = y.dtype.kind == "f"
+    numeric = y.dtype.kind in "fi"
     if task == "regression" and not numeric:
         bad = next(v for v in y if not datasets.is_number(v))
         raise UsageError(f"{table.path}: --task regression needs a numeric target, but "
@@ -846,7 +865,10 @@ def _check_magnitude(table, X, names, suffix=""):
 
 
 def _labels(classes):
-    """Class labels as JSON values: text stays text, integer-valued numbers become ints."""
+    """Class labels as JSON values: text stays text, integers and integer-valued numbers
+    become ints."""
+    if classes.dtype.kind in "iu":
+        return [int(c) for c in classes]
     if classes.dtype.kind != "f":
         return [str(c) for c in classes]
     if np.all(classes == np.round(classes)):

@@ -52,8 +52,9 @@ class CSVData:
     X : ndarray of shape (n_rows, n_features), float64
         The feature columns, finite.
     y : ndarray of shape (n_rows,) or None
-        The target column as read: float64 when every value is a number, else the cells'
-        text (str); None when no target was asked for.
+        The target column as read: int64 when every value is an integer written as one,
+        float64 when every value is a number, else the cells' text (str); None when no target
+        was asked for.
     feature_names : list of str
         The names of the columns of ``X``, in order.
     target : str or None
@@ -345,7 +346,9 @@ def _not_finite(text):
 
 
 def _parse_target(name, records, column, t):
-    """The target cells: float64 when all are numbers, else their text; none empty or NaN."""
+    """The target cells: int64 when all are integers written as such (exact: a new user's
+    labels 9007199254740993 and ...995 were read as floats and came back as ...992 and ...996),
+    else float64 when all are numbers, else their text; none empty or NaN."""
     values = []
     numeric = True
     for i, (line, cells) in enumerate(records):
@@ -362,8 +365,16 @@ def _parse_target(name, records, column, t):
             raise DataError(f"{where} (the target): {_not_finite(text)}")
         values.append(v)
     if numeric:
+        texts = [cells[t].strip() for _, cells in records]
+        if all(_INTEGER.fullmatch(x) for x in texts):
+            ints = [int(x) for x in texts]
+            if all(-2**63 <= v < 2**63 for v in ints):
+                return np.asarray(ints, dtype=np.int64)
         return np.asarray(values, dtype=np.float64)
     return np.asarray([cells[t] for _, cells in records], dtype=str)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 # ---------------------------------------------------------------- 2-D two-class sets

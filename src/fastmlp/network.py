@@ -17,6 +17,7 @@ Design notes
    sees the weights of some step of that fit.
 """
 import contextlib
+import copy
 import json
 import math
 import numbers
@@ -70,23 +71,17 @@ ForwardCache = namedtuple("ForwardCache", ["Z", "A"])
 DeadUnits = namedtuple("DeadUnits", ["layer", "dead", "fraction"])
 
 
-class _ParamList:
-    """weights or biases of a network: views into its parameter buffer; assignment copies in."""
+class _ParamList(list):
+    """weights or biases of a network: a list of views into its parameter buffer, one per
+    layer. ``[l] = array`` copies the values in (checked first); the list cannot grow, shrink
+    or be reordered. A copy or a pickle of it is a plain list (of copies, when deep)."""
 
     def __init__(self, views, name, change):
-        self._views, self._name, self._change = views, name, change
-
-    def __len__(self):
-        return len(self._views)
-
-    def __iter__(self):
-        return iter(self._views)
-
-    def __getitem__(self, l):
-        return self._views[l]
+        super().__init__(views)
+        self._name, self._change = name, change
 
     def _checked(self, l, value):
-        view = self._views[l]
+        view = list.__getitem__(self, l)
         arr = np.asarray(value)
         if arr.shape != view.shape:
             raise ValueError(f"{self._name}[{l}] has shape {view.shape}, got {arr.shape}")
@@ -103,24 +98,39 @@ class _ParamList:
         return cast
 
     def __setitem__(self, l, value):
+        if not isinstance(l, (int, np.integer)):
+            raise TypeError(f"assign {self._name}[l] one layer at a time (l an int), or "
+                            f"{self._name} = [...] whole")
         arr = self._checked(l, value)
-        self._change(np.copyto, self._views[l], arr)
+        self._change(np.copyto, list.__getitem__(self, l), arr)
 
     def assign(self, values):
         """Copy a whole list in; every entry is checked before any is written."""
         values = list(values)
-        if len(values) != len(self._views):
-            raise ValueError(f"{self._name} has {len(self._views)} layers, got {len(values)} "
-                             f"arrays")
+        if len(values) != len(self):
+            raise ValueError(f"{self._name} has {len(self)} layers, got {len(values)} arrays")
         arrays = [self._checked(l, v) for l, v in enumerate(values)]
         self._change(self._copy_in, arrays)
 
     def _copy_in(self, arrays):
-        for view, arr in zip(self._views, arrays):
+        for view, arr in zip(self, arrays):
             view[...] = arr
 
-    def __repr__(self):
-        return f"[{', '.join(repr(v) for v in self._views)}]"
+    def _fixed(self, *args, **kwargs):
+        raise TypeError(f"{self._name} holds one array per layer of the network: it cannot "
+                        f"grow, shrink or be reordered")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _fixed
+    __delitem__ = __iadd__ = __imul__ = _fixed
+
+    def __copy__(self):
+        return list(self)
+
+    def __deepcopy__(self, memo):
+        return [copy.deepcopy(v, memo) for v in self]
+
+    def __reduce_ex__(self, protocol):
+        return list, (list(self),)
 
 
 class DivergenceError(FloatingPointError):
@@ -462,6 +472,21 @@ class MLP:
         if self._fit_thread == threading.get_ident():
             return f(*args)
         return _core.call_holding((self._fit_lock,), (_BUSY,), f, *args)
+
+    def _set_activations(self, acts):
+        """The hidden layers' activations changed in place, the weights kept (the estimators'
+        warm start takes a changed activation, as scikit-learn's does)."""
+        acts = tuple(acts)
+        for i, a in enumerate(acts):
+            check_choice(a, f"activation[{i}]", ACTIVATIONS)
+        if len(acts) != len(self.activations):
+            raise ValueError(f"{len(acts)} activations for {len(self.activations)} hidden layers")
+
+        def change():
+            self.activations = acts
+            for l, a in enumerate(acts):
+                self._plan[l, 4] = _core.ACTIVATIONS[a]
+        self._change(change)
 
     def _with_params(self, compute):
         """compute(params) on the parameters of one step (engine.c note 14): on the buffer
@@ -984,6 +1009,14 @@ class MLP:
                                                t_out=t_box, seq=self._seq)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
+                        if not np.isfinite(self._params).all():  # the engine writes none
+                            layer = next(l for l, (W, b) in enumerate(zip(self.weights,
+                                                                          self.biases))
+                                         if not (np.isfinite(W).all() and np.isfinite(b).all()))
+                            raise ValueError(f"layer {layer}'s parameters hold a NaN or an "
+                                             f"infinity, written from outside fit's steps "
+                                             f"(e.g. by its callback, before epoch "
+                                             f"{epoch + 1}); fit never writes one") from None
                         hint = _scale_hint(X, "inputs", "x")
                         if y.dtype.kind == "f":  # targets of a squared loss
                             hint += _scale_hint(y, "targets", "y")
@@ -1084,7 +1117,8 @@ class MLP:
         """Write the network to ``path`` as a data-only .npz (no pickle), atomically.
 
         The file holds a JSON header (format version, layer sizes, activations, output, loss,
-        dtype, init, seed, and ``metadata``, a JSON-serializable dict of the caller's) and the
+        dtype, init, seed, and ``metadata``, a JSON-serializable dict of the caller's: the
+        network's own ``metadata`` when None; a dict given here is written, not kept) and the
         parameter buffer. It is written beside the target and renamed over it, so a crash
         mid-save leaves any previous file intact.
         """
@@ -1125,8 +1159,6 @@ class MLP:
             replace_file(path, write)
         except OSError as e:
             raise OSError(e.errno, f"cannot save to {path}: {e.strerror}") from None
-        if metadata is not None:
-            self.metadata = metadata
         return path
 
 

@@ -29,6 +29,22 @@ def _check_unit(value, name):
     return v
 
 
+def _check_momentum(value, name):
+    """A float in [0, 1] (scikit-learn's range: 1 keeps the whole velocity)."""
+    v = _as_real(value, name, "in [0, 1]")
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return v
+
+
+def _check_steps(value, name):
+    """Adam's step count: an int >= 0 (its bias correction reads it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not \
+            0 <= value < 2**62:
+        raise ValueError(f"{name} must be an int in [0, 2**62), got {value!r}")
+    return int(value)
+
+
 def _check_nonneg(value, name):
     v = _as_real(value, name, ">= 0")
     if not v >= 0.0 or v == float("inf"):
@@ -53,7 +69,8 @@ _CHECKS = {
     "batch_size": lambda v, name: check_positive_int(v, name, allow_none=True),
     "clip_norm": lambda v, name: check_positive_float(v, name, allow_none=True),
     "l2": _check_nonneg,
-    "momentum": _check_unit,
+    "momentum": _check_momentum,
+    "t_": _check_steps,
     "nesterov": _check_bool,
     "beta1": _check_unit,
     "beta2": _check_unit,

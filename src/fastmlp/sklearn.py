@@ -147,6 +147,8 @@ _CONSTRAINTS = {
 
 
 def _dtype_name(v):
+    if v is None:  # NumPy reads None as float64 (and warns in finfo)
+        return None
     try:
         dt = np.dtype(v)
     except TypeError:
@@ -257,7 +259,12 @@ class _EpochPolicy:
             est.best_loss_ = min(est.best_loss_, loss)
         sgd = est.solver == "sgd"
         if sgd and est.learning_rate == "invscaling":
-            self.opt.lr = float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t
+            try:
+                self.opt.lr = float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t
+            except (OverflowError, ValueError):  # (t + 1) ** power_t beyond a float, or 0
+                raise ValueError(f"learning_rate='invscaling' with power_t={est.power_t!r}: "
+                                 f"the rate learning_rate_init / (t + 1) ** power_t is 0 "
+                                 f"after t = {est.t_} samples; use a smaller power_t") from None
         if est._no_improvement_count > est.n_iter_no_change:
             what = "Validation score" if self.val is not None else "Training loss"
             msg = (f"{what} did not improve more than tol={est.tol:f} for "
@@ -322,27 +329,27 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self):
-        """Weights per layer, (fan_in, fan_out) each: views of the network's parameters."""
+        """Weights per layer, (fan_in, fan_out) each: views of the network's parameters.
+        ``coefs_[l] = W`` and ``coefs_ = [...]`` copy into the network, checked first (a
+        refused list writes nothing)."""
         self._require_fitted()
-        return list(self._net.weights)
+        return self._net.weights
 
     @coefs_.setter
     def coefs_(self, values):
         self._require_fitted()
-        for l, v in enumerate(values):
-            self._net.weights[l] = v
+        self._net.weights = values
 
     @property
     def intercepts_(self):
-        """Biases per layer, (fan_out,) each: views of the network's parameters."""
+        """Biases per layer, (fan_out,) each: views like ``coefs_``."""
         self._require_fitted()
-        return list(self._net.biases)
+        return self._net.biases
 
     @intercepts_.setter
     def intercepts_(self, values):
         self._require_fitted()
-        for l, v in enumerate(values):
-            self._net.biases[l] = v
+        self._net.biases = values
 
     @property
     def network_(self):
@@ -419,6 +426,18 @@ class _BaseMLP(BaseEstimator):
         """X, y checked and encoded; y is what the network takes (labels or targets)."""
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if not first_pass:
+            # A warm start or a later partial_fit continues the fitted network; a parameter
+            # set since that shapes it would be silently ignored (found by a new user), except
+            # the activation, which scikit-learn's warm start takes up with the weights kept.
+            wrong = self._network_mismatch(self._net, activation=False)
+            if wrong is not None:
+                raise ValueError(f"{wrong[1]}: {'partial_fit' if incremental else 'warm_start'}"
+                                 f" continues the fitted network; set {wrong[0]} back, or fit "
+                                 f"anew (warm_start=False)")
+            act = _ACTIVATIONS[self.activation]
+            if any(a != act for a in self._net.activations):
+                self._net._set_activations([act] * len(self._net.activations))
         rs = check_random_state(self.random_state)
         n_outputs = self._n_net_outputs
         if first_pass:
@@ -434,7 +453,8 @@ class _BaseMLP(BaseEstimator):
             # scikit-learn stratifies single-output classification only (binary here)
             stratify = y if (self._output == "sigmoid" and y.ndim == 1) else None
             parts = (X, y) if sample_weight is None else (X, y, sample_weight)
-            n_val = math.ceil(self.validation_fraction * X.shape[0])  # train_test_split's rule
+            fraction = float(self.validation_fraction)  # a NumPy float too
+            n_val = math.ceil(fraction * X.shape[0])  # train_test_split's rule
             if n_val < 2 or n_val >= X.shape[0]:
                 raise ValueError(f"early_stopping needs a validation split of at least 2 rows "
                                  f"and a training part: validation_fraction="
@@ -443,7 +463,7 @@ class _BaseMLP(BaseEstimator):
                                  f"dataset.")
             try:
                 split = train_test_split(*parts, random_state=rs,
-                                         test_size=self.validation_fraction, stratify=stratify)
+                                         test_size=fraction, stratify=stratify)
             except ValueError as e:
                 raise ValueError(f"early_stopping cannot split off validation_fraction="
                                  f"{self.validation_fraction} of the data: {e}") from None
@@ -582,18 +602,43 @@ class _BaseMLP(BaseEstimator):
                              f"{type(self).__name__} ({want!r} expected)")
         self._check_restored(net)
 
+    def _network_mismatch(self, net, activation=True):
+        """The first of the parameters that shape the network (hidden_layer_sizes, activation
+        unless told not to look, dtype, skip_connections, and the output the targets call for)
+        that `net` was not built with, as (name, message), or None."""
+        hs = self.hidden_layer_sizes
+        hs = [hs] if np.isscalar(hs) else list(hs)
+        if [int(h) for h in hs] != list(net.layer_sizes[1:-1]):
+            return "hidden_layer_sizes", (f"hidden_layer_sizes {tuple(hs)} do not match the "
+                                          f"network's hidden layers "
+                                          f"{tuple(net.layer_sizes[1:-1])}")
+        if activation and any(a != _ACTIVATIONS.get(self.activation) for a in net.activations):
+            return "activation", (f"activation {self.activation!r} does not match the "
+                                  f"network's {net.activations}")
+        if _dtype_name(self.dtype) != net.dtype.name:
+            return "dtype", f"dtype {self.dtype!r} does not match the network's {net.dtype.name}"
+        k = self.skip_connections
+        n_hidden = len(net.layer_sizes) - 2
+        skips = (("none",) * n_hidden if k is None else (k,) * n_hidden if isinstance(k, str)
+                 else tuple(k))
+        if skips != tuple(net.skips):
+            return "skip_connections", (f"skip_connections {k!r} do not match the network's "
+                                        f"{list(net.skips)}")
+        if net.output != self._output:
+            return "output", (f"the network's output {net.output!r} does not fit this "
+                              f"{type(self).__name__} ({self._output!r} expected)")
+        return None
+
     def _check_restored(self, net):
         """The header's description against the network it came with (a hand-edited or
         damaged header must not load into an estimator that answers wrongly)."""
+        wrong = self._network_mismatch(net)
+        if wrong is not None:
+            raise ValueError(wrong[1])
         out_act = self._out_activation()
         if self.out_activation_ != out_act:
             raise ValueError(f"out_activation_ {self.out_activation_!r} does not fit the "
                              f"network ({out_act!r} expected)")
-        hs = self.hidden_layer_sizes
-        hs = [hs] if np.isscalar(hs) else list(hs)
-        if [int(h) for h in hs] != list(net.layer_sizes[1:-1]):
-            raise ValueError(f"hidden_layer_sizes {tuple(hs)} do not match the network's "
-                             f"hidden layers {tuple(net.layer_sizes[1:-1])}")
         names = getattr(self, "feature_names_in_", None)
         if names is not None and (names.ndim != 1 or len(names) != self.n_features_in_):
             raise ValueError(f"feature_names_in_ has {names.size} names for "
@@ -601,9 +646,6 @@ class _BaseMLP(BaseEstimator):
         if self.n_layers_ != len(net.layer_sizes):
             raise ValueError(f"n_layers_ {self.n_layers_} does not match the network's "
                              f"{len(net.layer_sizes)} layers")
-        if any(a != _ACTIVATIONS[self.activation] for a in net.activations):
-            raise ValueError(f"activation {self.activation!r} does not match the network's "
-                             f"{net.activations}")
         if isinstance(self, MLPClassifier):
             n, kind = len(self.classes_), self._target_kind
             labels = self.classes_.tolist()
@@ -644,6 +686,13 @@ class _BaseMLP(BaseEstimator):
         if not hasattr(self, "_net"):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; "
                                  f"only a fitted estimator can be saved")
+        # What load would refuse is not written (found by a new user: set_params after the
+        # fit saved files that load refused)
+        _check_params(self)
+        wrong = self._network_mismatch(self._net)
+        if wrong is not None:
+            raise ValueError(f"cannot save: {wrong[0]} was changed after the fit "
+                             f"({wrong[1]}); fit again, or set it back")
         return self._net.save(path, metadata={"estimator": _to_json(self)})
 
 
@@ -730,7 +779,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             else:
                 self.classes_ = np.unique(y)
         else:
-            self.classes_ = np.unique(np.asarray(classes))
+            arr = None if isinstance(classes, (set, frozenset, dict, str)) else \
+                np.asarray(classes)
+            if arr is None or arr.ndim != 1 or arr.size == 0:
+                raise ValueError(f"classes must be a non-empty 1-D array-like of every label "
+                                 f"the stream can hold, got {classes!r}")
+            self.classes_ = np.unique(arr)
             kind = "multilabel-indicator" if type_of_target(y) == "multilabel-indicator" \
                 else ("binary" if len(self.classes_) <= 2 else "multiclass")
             if kind == "multilabel-indicator":
