@@ -628,7 +628,7 @@ def _resume(path, net, data, settings, epochs, threads):
         if meta.get(key) != data.meta.get(key):
             raise UsageError(f"--resume: the data differ from those {path} was trained on "
                              f"({key} of the training split)")
-    if "data" in old and old["data"] != settings["data"]:  # checkpoints before 2026-12-05: none
+    if "data" in old and old["data"] != settings["data"]:  # earlier versions wrote none
         raise UsageError(f"--resume: the data differ from those {path} was trained on (their "
                          f"values, with the same row counts and scaling)")
     if saved.layer_sizes != net.layer_sizes or saved.dtype != net.dtype:
