@@ -76,7 +76,9 @@ def phases(wl, threads, repeats):
     settings = _common.sgd_settings(1e-6)
 
     def epoch(nt=threads, timer=None):
-        w = spaces.setdefault(nt, net._new_workspace(B, nt))
+        if nt not in spaces:
+            spaces[nt] = net._new_workspace(B, nt)
+        w = spaces[nt]
         _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, B, X, y,
                           None, perm, B, 0, steps, settings, stats, None, nt, phases=timer)
 
