@@ -2,6 +2,7 @@
 
     python bench/breakdown.py                       # every workload
     python bench/breakdown.py --workloads W2b1,W3 --threads 1
+    python bench/breakdown.py --workloads W2 --batch 200   # the digits estimator's steps
 
 For each workload, epochs of fastmlp's engine (``train_steps`` over a permutation, the
 workload's batch size, one workspace kept across them as fit keeps it) are timed whole, and
@@ -100,6 +101,8 @@ def main():
     p.add_argument("--workloads", default=",".join(_common.WORKLOADS))
     p.add_argument("--threads", type=int, default=_common.n_cpus())
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch", type=int, help="a batch size for every workload instead of its "
+                                            "own (e.g. 200: small networks then run as a team)")
     p.add_argument("--loop", type=float, metavar="SECONDS",
                    help="only train full epochs for this long (for a profiler)")
     a = p.parse_args()
@@ -118,11 +121,17 @@ def main():
     print("|---|---|---|" + "---|" * len(names) + "---|")
     for name in a.workloads.split(","):
         wl = _common.WORKLOADS[name.strip()]
+        label = wl.name
+        if a.batch:
+            label += f", batch {a.batch}"
+            wl = _common.Workload(wl.name, wl.title, wl.sizes,
+                                  wl.activation, wl.output, wl.n, a.batch, wl.lr, wl.epochs,
+                                  wl.quick_epochs)
         t = phases(wl, a.threads, a.repeats)
         full, steps, timed = t["full"], t["steps"], t["timed"]
         cells = [f"{1e6 * t[k] / steps:.3g} ({100 * t[k] / timed:.0f}%)" for k in names]
         one = t.get("full, 1 thread")
-        print(f"| {wl.name} | {full:.4g} | {1e6 * full / steps:.3g} | " + " | ".join(cells)
+        print(f"| {label} | {full:.4g} | {1e6 * full / steps:.3g} | " + " | ".join(cells)
               + f" | {'-' if one is None else f'{one:.4g} s'} |", flush=True)
     print(f"\n  load average (1, 5, 15 min) at the end: {_common.load_average()}")
     return 0

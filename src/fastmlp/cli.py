@@ -62,8 +62,9 @@ Design notes
    epochs done, the generator's state and the settings that shape the run. ``--resume``
    reads that file, checks that the data (row counts, scaling, classes, and a digest of the
    training and held-out values: a new user's column permuted over the rows kept the counts
-   and the scaling) and the settings match, and continues to ``--epochs``: the result is bit for bit the model of an
-   uninterrupted run (also for a finished model and a larger ``--epochs``). The file also
+   and the scaling) and the settings match, and continues to ``--epochs``: the result is bit
+   for bit the model of an uninterrupted run (also for a finished model and a larger
+   ``--epochs``). The file also
    records the thread count and how the row orders were drawn (network.ROW_ORDER); when
    either differs, the run resumes with a warning that its last bits may differ. A model saved
    after Ctrl-C holds the weights of a step in mid-epoch and is marked not resumable; when
