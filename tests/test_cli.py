@@ -949,9 +949,30 @@ def test_a_target_of_integers_reads_as_int64(tmp_path):
     mixed = write_csv(tmp_path / "m.csv", ["x", "y"], [[0, "7"], [1, "7.5"]])
     assert datasets.read_csv(mixed, target="y").y.dtype == np.float64
     huge = write_csv(tmp_path / "h.csv", ["x", "y"], [[0, str(2**63)], [1, "1"]])
-    assert datasets.read_csv(huge, target="y").y.dtype == np.float64
+    assert datasets.read_csv(huge, target="y").y.tolist() == [str(2**63), "1"]  # exact text
 
 
 def test_train_from_standard_input_is_refused_with_the_reason(capsys):
     err = one_line_error(capsys, "train", "-", "--target", "label")
     assert "reads its data from a file, not from standard input" in err
+
+
+def test_integer_labels_beyond_int64_are_kept_exactly(tmp_path, capsys):
+    """Found by a new user: labels 2**63 and 2**63 + 1 (read as floats) merged into one class,
+    and 2**64 - 1 came back as 2**64."""
+    labels = ["9223372036854775808", "9223372036854775809", "18446744073709551615", "5"]
+    rows = [[i % 5, i % 3, labels[i % 4]] for i in range(60)]
+    data = write_csv(tmp_path / "big.csv", ["a", "b", "label"], rows)
+    model, pred = tmp_path / "m.npz", tmp_path / "p.csv"
+    code, out, err = run(capsys, "train", data, "--target", "label", "--epochs", "2", "--out",
+                         model)
+    assert code == 0, err
+    assert "holds integers beyond int64, kept exactly as labels" in out
+    assert sorted(fastmlp.load(model).metadata["classes"]) == sorted(labels)
+    code, _, err = run(capsys, "predict", model, data, "--out", pred)
+    assert code == 0, err
+    with open(pred) as f:
+        assert {line.split(",")[-1].strip() for line in f.readlines()[1:]} <= set(labels)
+    code, out, err = run(capsys, "train", data, "--target", "label", "--task", "regression",
+                         "--epochs", "1", "--out", model, "-q")
+    assert code == 0, err

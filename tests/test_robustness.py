@@ -650,3 +650,16 @@ def test_adam_step_count_is_checked_when_set(t):
         opt.t_ = t
     opt.t_ = 7
     assert opt.t_ == 7
+
+
+def test_an_optimizer_shared_with_a_fit_from_its_own_callback_says_so():
+    """Found by a new user: the refusal said 'another thread' with only one thread."""
+    net, X, y = small_classifier()
+    other, _, _ = small_classifier(1)
+    opt = fastmlp.SGD(lr=0.05, batch_size=8)
+
+    def cb(epoch, hist):
+        with pytest.raises(RuntimeError, match="in use by the fit whose callback this is"):
+            other.fit(X, y, optimizer=opt, epochs=1)
+
+    net.fit(X, y, optimizer=opt, epochs=1, callback=cb)

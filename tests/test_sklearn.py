@@ -687,3 +687,25 @@ def test_small_settings_found_by_a_new_user():
     with pytest.raises(ValueError, match=r"power_t=10000000000\.0: the rate .* is 0"):
         _quiet(MLPClassifier((4,), solver="sgd", learning_rate="invscaling", power_t=1e10,
                              max_iter=3), X, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.dtype("float64")])
+def test_a_dtype_given_as_a_numpy_object_saves(tmp_path, dtype):
+    """Found by a new user: dtype=np.float32 fitted but save() failed (not JSON)."""
+    X, y = _blobs()
+    clf = _quiet(MLPClassifier((8,), max_iter=5, random_state=0, dtype=dtype), X, y)
+    clf.save(tmp_path / "m.npz")
+    back = fastmlp.load(tmp_path / "m.npz")
+    assert back.dtype == np.dtype(dtype).name
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("t", [-5, 1.5, True, "3"])
+def test_load_refuses_a_bad_step_count(tmp_path, t):
+    clf, _ = _fitted()
+    good, bad = tmp_path / "good.npz", tmp_path / "bad.npz"
+    clf.save(good)
+    _rewrite(good, bad, lambda h: h["metadata"]["estimator"]["fitted"].update(t_=t))
+    with pytest.raises(ValueError, match=r"bad.npz has an invalid estimator header: .*t_ must "
+                                         r"be an int >= 0"):
+        fastmlp.load(bad)

@@ -828,7 +828,9 @@ def _encode_classes(table):
 def _choose_task(table, task):
     """The task for the target column (design note 1); prints the choice and its reason."""
     y, name = table.y, table.target
-    numeric = y.dtype.kind in "fi"
+    # integers beyond int64 come as their text (datasets.read_csv): labels, or numbers
+    big = y.dtype.kind == "U" and all(datasets.is_number(v) for v in y)
+    numeric = y.dtype.kind in "fi" or big
     if task == "regression" and not numeric:
         bad = next(v for v in y if not datasets.is_number(v))
         raise UsageError(f"{table.path}: --task regression needs a numeric target, but "
@@ -838,6 +840,10 @@ def _choose_task(table, task):
         return task
     if not numeric:
         print(f"task: classification (target {name!r} is not numeric)")
+        return "classification"
+    if big:
+        print(f"task: classification (target {name!r} holds integers beyond int64, kept "
+              f"exactly as labels; use --task regression to regress)")
         return "classification"
     distinct = np.unique(y)
     if np.all(distinct == np.round(distinct)) and len(distinct) <= MAX_AUTO_CLASSES:

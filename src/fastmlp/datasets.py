@@ -347,8 +347,9 @@ def _not_finite(text):
 
 def _parse_target(name, records, column, t):
     """The target cells: int64 when all are integers written as such (exact: a new user's
-    labels 9007199254740993 and ...995 were read as floats and came back as ...992 and ...996),
-    else float64 when all are numbers, else their text; none empty or NaN."""
+    labels 9007199254740993 and ...995 were read as floats and came back as ...992 and ...996);
+    integers beyond int64 as their decimal text (exact too, "007" as "7"); else float64 when
+    all are numbers, else their text; none empty or NaN."""
     values = []
     numeric = True
     for i, (line, cells) in enumerate(records):
@@ -370,6 +371,7 @@ def _parse_target(name, records, column, t):
             ints = [int(x) for x in texts]
             if all(-2**63 <= v < 2**63 for v in ints):
                 return np.asarray(ints, dtype=np.int64)
+            return np.asarray([str(v) for v in ints], dtype=str)
         return np.asarray(values, dtype=np.float64)
     return np.asarray([cells[t] for _, cells in records], dtype=str)
 

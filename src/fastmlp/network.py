@@ -897,6 +897,9 @@ class MLP:
         if not isinstance(opt, _Optimizer):
             raise TypeError(f"optimizer must be a fastmlp.SGD or fastmlp.Adam, got "
                             f"{type(opt).__name__}")
+        if opt.__dict__.get("_fit_thread") == threading.get_ident():
+            raise RuntimeError("this optimizer is in use by the fit whose callback this is; "
+                               "give each network its own optimizer")
         epochs = check_positive_int(epochs, "epochs")
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")

@@ -569,7 +569,11 @@ class _BaseMLP(BaseEstimator):
     def _restore(self, net, f):
         """Fitted state from a loaded network and the JSON of _to_json (fastmlp.load)."""
         self._net = net
-        self.n_iter_, self.t_ = int(f["n_iter_"]), int(f["t_"])
+        for k in ("n_iter_", "t_"):
+            v = f[k]
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{k} must be an int >= 0, got {v!r}")
+        self.n_iter_, self.t_ = f["n_iter_"], f["t_"]
         self.n_layers_, self.n_outputs_ = int(f["n_layers_"]), int(f["n_outputs_"])
         self.out_activation_ = str(f["out_activation_"])
         self.n_features_in_ = int(f["n_features_in_"])
@@ -1004,6 +1008,8 @@ def _to_json(est):
             v = None  # a RandomState object is not data; the fitted weights are kept anyway
         elif k == "n_iter_no_change":
             v = _num(v) if not _is_int(v) else int(v)
+        elif k == "dtype" and not isinstance(v, str):
+            v = _dtype_name(v) or v  # np.float32 or np.dtype('f4') as its name (JSON text)
         elif k == "skip_connections" and v is not None and not isinstance(v, str):
             v = list(v)
         elif _is_int(v):
