@@ -10,7 +10,7 @@ is close to a line in M: the slope is the micro-kernel's time per row (reported 
 the intercept what a call pays for any M, mostly packing W (K x N) into panels (gemm_simd_t.h).
 The line is fitted to M >= 48. At the 128 to 256 rows of a training batch the intercept is
 the share of the product that the kernel's rate does not explain. Each product's result is
-checked against NumPy in float64 before it is timed.
+checked against NumPy in float64 (on one BLAS thread) before it is timed.
 """
 import os
 import sys
@@ -40,7 +40,7 @@ def seconds_per_call(M, N, K, nt, rng):
     ref = A.astype(np.float64) @ B.astype(np.float64)
     if not np.allclose(C, ref, rtol=1e-4, atol=1e-3 * np.sqrt(K)):
         raise SystemExit(f"gemm {M}x{N}x{K} disagrees with NumPy")
-    reps = max(5, int(4e8 / (2 * M * N * K)))
+    reps = max(20, int(4e8 / (2 * M * N * K)))
     runs = []
     for _ in range(9):
         t0 = time.perf_counter()
@@ -58,6 +58,10 @@ def main():
     for line in _common.machine_lines():
         print("  " + line)
     rng = np.random.default_rng(0)
+    # NumPy's reference products on one BLAS thread: OpenBLAS's threads spin for a while
+    # after a product and took a core from the timed calls (M = 384 ran 3x slower)
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1, user_api="blas")
     print("\n| threads | N x K | " + " | ".join(f"M={m}" for m in ROWS)
           + " | slope GFLOP/s | intercept us |")
     print("|---|---|" + "---|" * len(ROWS) + "---|---|")
