@@ -624,7 +624,7 @@ def test_coefs_and_intercepts_write_through_whole_or_not_at_all():
     clf.intercepts_[-1] = np.ones_like(b0[-1])
     assert not clf.network_.weights[0].any() and (clf.network_.biases[-1] == 1).all()
     for bad in ([W0[0]], W0 + [W0[0]], [W0[0], np.zeros((3, 3)), W0[2]]):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"coefs_(\[1\])? has"):
             clf.coefs_ = bad
         assert not clf.coefs_[0].any()  # nothing written
     clf.coefs_, clf.intercepts_ = W0, b0

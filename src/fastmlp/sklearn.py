@@ -39,7 +39,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
 from fastmlp._validation import _asarray, check_rates
-from fastmlp.network import MLP, check_memory, upgrade_advice
+from fastmlp.network import MLP, _ParamList, check_memory, upgrade_advice
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -332,24 +332,27 @@ class _BaseMLP(BaseEstimator):
         """Weights per layer, (fan_in, fan_out) each: views of the network's parameters.
         ``coefs_[l] = W`` and ``coefs_ = [...]`` copy into the network, checked first (a
         refused list writes nothing)."""
-        self._require_fitted()
-        return self._net.weights
+        return self._layers("coefs_")
 
     @coefs_.setter
     def coefs_(self, values):
-        self._require_fitted()
-        self._net.weights = values
+        self._layers("coefs_").assign(values)
 
     @property
     def intercepts_(self):
         """Biases per layer, (fan_out,) each: views like ``coefs_``."""
-        self._require_fitted()
-        return self._net.biases
+        return self._layers("intercepts_")
 
     @intercepts_.setter
     def intercepts_(self, values):
+        self._layers("intercepts_").assign(values)
+
+    def _layers(self, name):
+        """coefs_ or intercepts_: the network's views, written through under the names an
+        error should give."""
         self._require_fitted()
-        self._net.biases = values
+        views = self._net.weights if name == "coefs_" else self._net.biases
+        return _ParamList(list(views), name, self._net._change)
 
     @property
     def network_(self):
