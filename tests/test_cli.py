@@ -976,3 +976,12 @@ def test_integer_labels_beyond_int64_are_kept_exactly(tmp_path, capsys):
     code, out, err = run(capsys, "train", data, "--target", "label", "--task", "regression",
                          "--epochs", "1", "--out", model, "-q")
     assert code == 0, err
+
+
+def test_a_plot_name_without_an_extension_is_named_as_written(tmp_path, capsys):
+    """Found by a new user: --plot nox said 'plot written to nox'; matplotlib wrote nox.png."""
+    pytest.importorskip("matplotlib")
+    code, out, err = run(capsys, "demo", "depth", "--plot", tmp_path / "nox")
+    assert code == 0, err
+    assert f"{tmp_path / 'nox.png'}" in out + err and (tmp_path / "nox.png").exists()
+    assert not (tmp_path / "nox").exists()

@@ -152,6 +152,8 @@ def test_parse_config_defaults_and_order():
     ({"clip": "yes"}, "clip must be true or false"),
     ({"train_ratio": 1.0}, "train_ratio must be"),
     ({"seed": -1}, "seed must be from 0"),
+    ({"lr": 1e-50}, "lr=1e-50 is 0 in float32"),
+    ({"clip": True, "tau": 1e-50}, "tau=1e-50 is 0 in float32"),
     ({"epochs": 3}, "unknown setting(s) ['epochs']"),
     ([1, 2], "must be a JSON object"),
 ])
@@ -410,11 +412,35 @@ def test_other_errors_and_static_files(client):
     assert client.raw("POST", "/api/session", big)[0] == 413
     status, _, raw = client.raw("GET", "/", headers={"Host": "example.test"})
     assert status == 403 and b"127.0.0.1 only" in raw
+    # names that only start like a loopback address (found by a new user: DNS rebinding)
+    for host in ("127.0.0.1.attacker.example", "127.attacker.example:8080", "127.0.0.1x"):
+        assert client.raw("GET", "/", headers={"Host": host})[0] == 403, host
+    for host in ("127.0.0.2", "127.1.2.3:9", "localhost:80", "[::1]:8000"):
+        assert client.raw("GET", "/", headers={"Host": host})[0] == 200, host
     status, ctype, raw = client.raw("GET", "/")
     assert status == 200 and ctype.startswith("text/html") and b"app.js" in raw
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         status, ctype, raw = client.raw("GET", f"/static/{name}")
         assert status == 200 and kind in ctype and len(raw) > 1000
+
+
+def test_two_different_content_lengths_are_refused(server):
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as c:
+        c.sendall(b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+                  b"Content-Length: 50\r\n\r\n{}")
+        reply = b""
+        while chunk := c.recv(4096):  # the server closes the connection after its reply
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400") and b"more than one Content-Length" in reply
+
+
+def test_play_on_a_training_split_of_one_class(client):
+    """Found by a new user: 2 training rows of one class played into 'internal error'."""
+    cfg = {"dataset": "circle", "seed": 2, "n_samples": 20, "train_ratio": 0.1}
+    sid = client.call("POST", "/api/session", cfg)[1]["session"]
+    assert client.call("POST", f"/api/session/{sid}/play")[0] == 200
+    snap = poll_until(client, sid, lambda s: s["epoch"] > 0 or s["error"])
+    assert snap["epoch"] > 0 and snap["error"] is None
 
 
 def test_one_connection_survives_odd_requests(server):

@@ -663,3 +663,19 @@ def test_an_optimizer_shared_with_a_fit_from_its_own_callback_says_so():
             other.fit(X, y, optimizer=opt, epochs=1)
 
     net.fit(X, y, optimizer=opt, epochs=1, callback=cb)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "a", True])
+def test_seeds_are_checked_where_they_are_taken(seed):
+    """Found by a new user: reset_parameters(seed=-1) and profile(seed=-1) raised NumPy's
+    unnamed errors, and reset_parameters(seed=True) was taken."""
+    net, X, y = small_classifier()
+    with pytest.raises(TypeError, match="seed must be a non-negative int or None"):
+        net.reset_parameters(seed=seed)
+    with pytest.raises(TypeError, match="seed must be a non-negative int or None"):
+        fastmlp.profile(net, X, y, seed=seed)
+
+
+def test_skip_of_the_wrong_type_says_what_it_takes():
+    with pytest.raises(TypeError, match="skip must be a name or a list of names, got 5"):
+        fastmlp.MLP([4, 4, 4, 1], skip=5)

@@ -468,7 +468,7 @@ def _train(args):
         if path is not None and args.data is not None and _same_file(path, args.data):
             raise UsageError(f"{what} {path} is the data file; the model would overwrite it")
     _check_writable(out, "the model")
-    _check_plot(args.plot, out)
+    args.plot = _check_plot(args.plot, out)
     ckpt = _checkpoint_path(args, out)
     data = _digits(args) if args.data is None else _csv_data(args)
     n_out = len(data.meta["classes"]) if data.meta["task"] == "classification" else 1
@@ -965,9 +965,13 @@ def _add_demo(sub):
 
 def _check_plot(path, model=None):
     """Refuse a plot path that cannot be written, names the model file or an image format
-    matplotlib lacks, or a missing matplotlib, before any work."""
+    matplotlib lacks, or a missing matplotlib, before any work; returns the path the plot
+    will have (matplotlib writes a name without an extension as NAME.png: a new user was told
+    of a file "nox" when "nox.png" was written)."""
     if path is None:
-        return
+        return None
+    if not os.path.splitext(path)[1]:
+        path += ".png"
     _check_writable(path, "the plot")
     if model is not None and os.path.abspath(path) == os.path.abspath(model):
         raise UsageError(f"--plot {path} would overwrite the model (--out); give another name")
@@ -978,6 +982,7 @@ def _check_plot(path, model=None):
         raise UsageError('--plot needs matplotlib: pip install "fastmlp[plot]"') from None
     except ValueError as e:
         raise UsageError(str(e)) from None
+    return path
 
 
 def _save_figure(fig, path):
@@ -1012,7 +1017,7 @@ def _demo(args):
         return 0
     if args.name is None:
         raise UsageError("demo needs a NAME (fastmlp demo --list shows them)")
-    _check_plot(args.plot)
+    args.plot = _check_plot(args.plot)
     try:
         demos.run(args.name, plot=args.plot, seed=args.seed)
     except OSError as e:

@@ -406,7 +406,8 @@ class MLP:
         if skip is None or isinstance(skip, str):
             skips = [skip or "none"] * n_hidden
         else:
-            skips = ["none" if k is None else k for k in _as_list(skip, "skip")]
+            skips = ["none" if k is None else k
+                     for k in _as_list(skip, "skip", "a name or a list of names")]
         if len(skips) != n_hidden:
             raise ValueError(f"skip lists {len(skips)} entries for {n_hidden} hidden layers")
         for i, k in enumerate(skips):
@@ -415,9 +416,7 @@ class MLP:
                 raise ValueError(f"skip[{i}] = 'residual' needs hidden layer {i} to keep its "
                                  f"width, but it maps {sizes[i]} to {sizes[i + 1]} units; use "
                                  f"'preact' or equal widths")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+        check_seed(seed)
 
         self.layer_sizes = tuple(sizes)
         self.activations = tuple(acts)
@@ -507,6 +506,7 @@ class MLP:
 
     def reset_parameters(self, seed=None):
         """Draw the weights again from ``init`` (with ``seed``, else the network's seed)."""
+        check_seed(seed)
         self._change(self._reset_parameters, seed)
 
     def _reset_parameters(self, seed):
@@ -1245,11 +1245,18 @@ def _sample_weight(w, n, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def _as_list(value, name):
+def _as_list(value, name, what="a sequence of ints"):
     try:
         return list(value)
     except TypeError:
-        raise TypeError(f"{name} must be a sequence of ints, got {value!r}") from None
+        raise TypeError(f"{name} must be {what}, got {value!r}") from None
+
+
+def check_seed(seed, name="seed"):
+    """A seed: a non-negative int, or None."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise TypeError(f"{name} must be a non-negative int or None, got {seed!r}")
 
 
 def _umask():

@@ -21,7 +21,7 @@ import numpy as np
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import check_rates
-from fastmlp.network import ACTIVATIONS
+from fastmlp.network import ACTIVATIONS, check_seed
 from fastmlp.optim import SGD, _Optimizer
 
 
@@ -120,6 +120,7 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     nt = resolve_threads(n_threads)
     n = X.shape[0]
     B = min(n, opt.batch_size or n)
+    check_seed(seed)
     rng = np.random.default_rng(seed)
     params = net._params.copy()
     grads = np.zeros_like(params)

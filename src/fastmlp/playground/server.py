@@ -26,6 +26,7 @@ Design notes
 4. Static files are the ones shipped in ``static/``, looked up by exact name in a table made at
    start; nothing in a request path is joined onto a file system path.
 """
+import ipaddress
 import json
 import mimetypes
 import os
@@ -43,6 +44,15 @@ DEFAULT_TTL = 90.0
 DEFAULT_MAX_SESSIONS = 64
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def _is_loopback_ip(name):
+    """Whether name is an IPv4 address in 127.0.0.0/8 written as one (a DNS name that only
+    starts with "127." is not: 127.0.0.1.attacker.example passed the old check)."""
+    try:
+        return ipaddress.IPv4Address(name).is_loopback
+    except ValueError:
+        return False
 _ACTIONS = ("play", "pause", "step", "lecture", "close", "config", "reset")
 
 
@@ -236,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         host = (self.headers.get("Host") or "").strip().lower()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name not in _LOOPBACK_NAMES and not name.startswith("127."):
+        if name not in _LOOPBACK_NAMES and not _is_loopback_ip(name):
             raise _HTTPError(HTTPStatus.FORBIDDEN, f"this playground answers requests for "
                              f"127.0.0.1 only, not for host {host!r}")
 
@@ -246,6 +256,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _HTTPError(HTTPStatus.BAD_REQUEST, "send the body with a Content-Length, "
                              "not in chunks")
+        lengths = set(self.headers.get_all("Content-Length") or ())
+        if len(lengths) > 1:  # RFC 9112: a message with differing lengths is refused
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, "the request has more than one "
+                             "Content-Length")
         length = self.headers.get("Content-Length")
         if length is None:
             return b""

@@ -44,6 +44,7 @@ import numpy as np
 
 import fastmlp
 from fastmlp import datasets as _datasets
+from fastmlp._validation import check_rates
 
 DATASETS = ("circle", "xor", "gaussian", "spiral")
 FEATURES = ("x1", "x2", "x1^2", "x2^2", "x1*x2", "sin x1", "sin x2")
@@ -145,6 +146,11 @@ def parse_config(raw, base=None):
     if not isinstance(cfg["clip"], bool):
         raise BadRequest(f"clip must be true or false, got {_short(cfg['clip'])}")
     out["clip"] = cfg["clip"]
+    try:  # a rate or tau that is 0 in the network's float32 would train nothing
+        check_rates(out["lr"], None, np.float32, clip=out["tau"] if out["clip"] else None,
+                    clip_name="tau")
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
     feats = cfg["features"]
     if not isinstance(feats, list) or not feats:
         raise BadRequest(f"features must be a non-empty list drawn from "
@@ -433,8 +439,10 @@ class Session:
         B = self._optimizer.batch_size
         per_epoch = -(-n // B)
         epochs = max(1, min(MAX_EPOCHS_PER_UPDATE, STEPS_PER_UPDATE // per_epoch))
+        # a small split may hold one class, as a single step's batch may (found by a new user)
         hist = self._net.fit(self._F_train, self._y_train, optimizer=self._optimizer,
-                             epochs=epochs, shuffle=True, n_threads=1, diagnostics=False)
+                             epochs=epochs, shuffle=True, n_threads=1, diagnostics=False,
+                             allow_one_class=True)
         self.epoch += hist.epochs
         self.step += hist.epochs * per_epoch
         self._grad_norms = [_r(v) for v in hist.layer_grad_norm[-1][:, 0]]
