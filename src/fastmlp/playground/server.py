@@ -21,8 +21,10 @@ Design notes
    page also closes its session explicitly on ``pagehide`` (``navigator.sendBeacon``). With at
    most ``max_sessions`` sessions of at most 7-8-8-8-8-8-8-1 units, memory stays bounded.
 3. On a loopback address the server answers only requests whose Host header is a loopback name
-   (127.0.0.1, localhost, [::1]): a web page elsewhere cannot reach it through a DNS name that
-   resolves to 127.0.0.1. Any other ``host`` is the user's explicit choice (the CLI warns).
+   (localhost, [::1]) or an IPv4 literal in 127.0.0.0/8: a web page elsewhere cannot reach it
+   through a DNS name that resolves to 127.0.0.1 (a name that only starts with "127.", such as
+   127.0.0.1.attacker.example, passed an earlier check). Any other ``host`` is the user's
+   explicit choice (the CLI warns).
 4. Static files are the ones shipped in ``static/``, looked up by exact name in a table made at
    start; nothing in a request path is joined onto a file system path.
 """
