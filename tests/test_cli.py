@@ -985,3 +985,10 @@ def test_a_plot_name_without_an_extension_is_named_as_written(tmp_path, capsys):
     assert code == 0, err
     assert f"{tmp_path / 'nox.png'}" in out + err and (tmp_path / "nox.png").exists()
     assert not (tmp_path / "nox").exists()
+    # "k." was written as k.png over the model saved there (found by a new user)
+    data = small_csv(tmp_path, "d.csv", 0)
+    err = one_line_error(capsys, "train", data, "--target", "label", "--out",
+                         tmp_path / "k.png", "--plot", tmp_path / "k.")
+    assert "would overwrite the model" in err and not (tmp_path / "k.png").exists()
+    err = one_line_error(capsys, "demo", "depth", "--plot", "")
+    assert "--plot needs a file name" in err

@@ -432,6 +432,15 @@ def test_two_different_content_lengths_are_refused(server):
         while chunk := c.recv(4096):  # the server closes the connection after its reply
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 400") and b"more than one Content-Length" in reply
+    for length in (b"-0", b"+2", b"0_2"):  # digits only (RFC 9112); int() took these
+        with socket.create_connection(("127.0.0.1", server.server_address[1]),
+                                      timeout=10) as c:
+            c.sendall(b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+                      + length + b"\r\n\r\n{}")
+            reply = b""
+            while chunk := c.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400") and b"bad Content-Length" in reply, length
 
 
 def test_play_on_a_training_split_of_one_class(client):
@@ -583,6 +592,7 @@ def test_twenty_sessions_train_at_once_for_ten_seconds(server):
 def test_host_check():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+    assert is_loopback("127.0.0.2") and not is_loopback("127.0.0.1.attacker.example")
 
 
 def test_command_serves_until_ctrl_c(tmp_path):

@@ -970,8 +970,10 @@ def _check_plot(path, model=None):
     of a file "nox" when "nox.png" was written)."""
     if path is None:
         return None
-    if not os.path.splitext(path)[1]:
-        path += ".png"
+    if not os.path.basename(path).strip(". "):
+        raise UsageError(f"--plot needs a file name, got {path!r}")
+    if os.path.splitext(path)[1] in ("", "."):  # "k." too: matplotlib wrote k.png over --out
+        path = path.rstrip(".") + ".png"
     _check_writable(path, "the plot")
     if model is not None and os.path.abspath(path) == os.path.abspath(model):
         raise UsageError(f"--plot {path} would overwrite the model (--out); give another name")

@@ -32,6 +32,7 @@ import ipaddress
 import json
 import mimetypes
 import os
+import re
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ DEFAULT_TTL = 90.0
 DEFAULT_MAX_SESSIONS = 64
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _is_loopback_ip(name):
@@ -59,8 +61,9 @@ _ACTIONS = ("play", "pause", "step", "lecture", "close", "config", "reset")
 
 
 def is_loopback(host):
-    """Whether an address to listen on is this machine only (127.x.y.z, ::1, localhost)."""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Whether an address to listen on is this machine only (an IPv4 literal in 127/8, ::1,
+    localhost); a name that only starts with "127." resolves wherever its owner says."""
+    return host in ("localhost", "::1") or _is_loopback_ip(host)
 
 
 class _HTTPError(Exception):
@@ -266,12 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None:
             return b""
-        try:
-            n = int(length)
-        except ValueError:
-            raise _HTTPError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}") from None
-        if n < 0:
+        if not _DIGITS.fullmatch(length.strip()):  # RFC 9112: digits only (int() took -0, +2)
+            self.close_connection = True
             raise _HTTPError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
+        n = int(length)
         if n > MAX_BODY:
             self.close_connection = True
             raise _HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
