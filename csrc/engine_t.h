@@ -622,7 +622,7 @@ static int S(step_split)(S(fm_run) *R, int64_t s, int tid, int nth) {
     int64_t nb = S(step_size)(R, s), lo, hi;
     const T *x = NULL, *wb = NULL;
     const void *y = NULL;
-    double tv = phase_start(R->st), *t = tid == 0 ? &tv : NULL;  /* note 15 */
+    double tv = tid == 0 ? phase_start(R->st) : 0.0, *t = tid == 0 ? &tv : NULL;  /* note 15 */
     for (int b = tid; b < q; b += nth) {
         team_block(nb, b, q, &lo, &hi);
         S(step_rows)(R, s, lo, hi, 1, &x, &y, &wb);

@@ -36,7 +36,7 @@ import numpy as np
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import (_asarray, as_float_array, as_labels, as_targets, check_choice,
-                                 check_positive_int, check_rates, check_two_classes)
+                                 check_positive_int, check_two_classes)
 from fastmlp.diagnostics import TrainingWarning, epoch_warnings
 from fastmlp.optim import SGD, _Optimizer
 
@@ -298,11 +298,6 @@ def check_memory(sizes, per_param, what):
         raise MemoryError(f"layer_sizes {sizes} need {n_params} parameters: "
                           f"{need / 2**30:.1f} GiB {what}, more than this machine's "
                           f"{have / 2**30:.1f} GiB of memory")
-
-
-def _rates(opt):
-    """The settings check_rates looks at: the rate, Adam's eps and the clipping norm."""
-    return opt.lr, getattr(opt, "eps", None), opt.clip_norm
 
 
 def _caller_level():
@@ -681,16 +676,24 @@ class MLP:
     def _check_finite_params(self):
         """ValueError naming the first layer whose weights or biases are not finite (they can
         be set that way only through the views, which cannot check what is written to them)."""
+        bad = self._first_nonfinite()
+        if bad is not None:
+            what, l, idx, v = bad
+            raise ValueError(f"the network's {what}[{l}] hold a non-finite value ({v!r} at "
+                             f"{idx}); set finite values before using it")
+
+    def _first_nonfinite(self):
+        """(``'weights'`` or ``'biases'``, layer, index, value) of the first parameter that is
+        not finite, or None."""
         if np.isfinite(self._params).all():
-            return
+            return None
         for l, (W, b) in enumerate(zip(self.weights, self.biases)):
             for what, a in (("weights", W), ("biases", b)):
                 bad = np.flatnonzero(~np.isfinite(a.ravel()))
                 if bad.size:
                     idx = np.unravel_index(bad[0], a.shape)
-                    raise ValueError(f"the network's {what}[{l}] hold a non-finite value "
-                                     f"({float(a[idx])!r} at {tuple(map(int, idx))}); set "
-                                     f"finite values before using it")
+                    return what, l, tuple(map(int, idx)), float(a[idx])
+        return None
 
     def _activate_output(self, G):
         if self.loss == "cross_entropy":
@@ -926,7 +929,7 @@ class MLP:
             B = n
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        check_rates(opt.lr, getattr(opt, "eps", None), self.dtype, clip=opt.clip_norm)
+        opt._check_rates(self.dtype)
         self._check_finite_params()
         # One fit of a network at a time; and the optimizer's state is written at every step:
         # two fits sharing it would interleave their updates of it, so a second one is
@@ -980,7 +983,7 @@ class MLP:
         progress = _Progress(verbose, epochs)
         best, waited = math.inf, 0
         checks = {}  # epoch_warnings' memory: each warning once per fit
-        rates = _rates(opt)  # as checked by fit
+        rates = opt._rates()  # as checked by fit
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
@@ -1012,11 +1015,9 @@ class MLP:
                                                t_out=t_box, seq=self._seq)
                     except _core.NonFiniteError as e:
                         opt.t_ = e.stats[9]
-                        if not np.isfinite(self._params).all():  # the engine writes none
-                            layer = next(l for l, (W, b) in enumerate(zip(self.weights,
-                                                                          self.biases))
-                                         if not (np.isfinite(W).all() and np.isfinite(b).all()))
-                            raise ValueError(f"layer {layer}'s parameters hold a NaN or an "
+                        bad = self._first_nonfinite()  # the engine writes none
+                        if bad is not None:
+                            raise ValueError(f"layer {bad[1]}'s parameters hold a NaN or an "
                                              f"infinity, written from outside fit's steps "
                                              f"(e.g. by its callback, before epoch "
                                              f"{epoch + 1}); fit never writes one") from None
@@ -1061,9 +1062,8 @@ class MLP:
                     # a rate set there is checked as fit checked the first (found by a new
                     # user: lr = 1e-50 from a callback silently trained nothing in float32);
                     # unchanged rates are not checked again (4 us an epoch)
-                    if _rates(opt) != rates:
-                        rates = _rates(opt)
-                        check_rates(rates[0], rates[1], self.dtype, clip=rates[2])
+                    if opt._rates() != rates:
+                        rates = opt._check_rates(self.dtype)
                 if tol is not None:
                     watched = hist.val_loss[-1] if val else hist.loss[-1]
                     if watched < best - tol:

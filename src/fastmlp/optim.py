@@ -11,7 +11,7 @@ import weakref
 
 import numpy as np
 
-from fastmlp._validation import check_positive_float, check_positive_int
+from fastmlp._validation import check_positive_float, check_positive_int, check_rates
 
 
 def _as_real(value, name, what):
@@ -112,6 +112,16 @@ class _Optimizer:
         self.state_ = None
         self.t_ = 0
         self._owner = None
+
+    def _rates(self):
+        """The settings check_rates looks at: the rate, Adam's eps and the clipping norm."""
+        return self.lr, getattr(self, "eps", None), self.clip_norm
+
+    def _check_rates(self, dtype):
+        """check_rates on these settings in a network's dtype; returns what it checked."""
+        rates = self._rates()
+        check_rates(rates[0], rates[1], dtype, clip=rates[2])
+        return rates
 
     def _state_for(self, net):
         """The state buffer for ``net``: kept while the same network is trained, else new."""

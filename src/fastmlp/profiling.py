@@ -20,7 +20,6 @@ import numpy as np
 
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
-from fastmlp._validation import check_rates
 from fastmlp.network import ACTIVATIONS, check_seed
 from fastmlp.optim import SGD, _Optimizer
 
@@ -116,7 +115,7 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     X = net._X(X)
     y = net._y(y, X.shape[0])
-    check_rates(opt.lr, getattr(opt, "eps", None), net.dtype, clip=opt.clip_norm)
+    opt._check_rates(net.dtype)
     nt = resolve_threads(n_threads)
     n = X.shape[0]
     B = min(n, opt.batch_size or n)
