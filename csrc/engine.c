@@ -104,7 +104,12 @@
  *    timings are noisy, and a wrong turn to one thread costs a large network TUNE_GAP_MIN
  *    chunks at its one-thread speed; the 60000 x 784 estimator fit took 5-8% longer without
  *    the margin), the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
- *    after each probe it loses), and a step on many threads longer than TUNE_SLOW
+ *    after each probe it loses; when the faster mode's own chunks slow past the other one,
+ *    the mode left behind is timed again after TUNE_GAP_MIN chunks, not after the long gap
+ *    its rival had earned: in the peer benchmark on the Xeon, a moment of load had kept W3
+ *    on one thread for 4 of 5 epochs, 1.31 s an epoch against 0.90 for fit; 0.4 s of a
+ *    busy core then cost the next four epochs 1.24-1.39 s each, and now costs only its own,
+ *    1.13 s, against 0.82-0.87), and a step on many threads longer than TUNE_SLOW
  *    one-thread steps (a thread descheduled at a meeting) ends its chunk at once. The first
  *    step of a chunk, which wakes the threads, ends it only in the first timing of many
  *    threads: a fresh fit on a loaded machine then pays one slow step, not two (with both
@@ -269,12 +274,19 @@ static int tune_pick(const fm_tune *tu, int *probe, int *first) {
 /* Note 12: a chunk in mode `many` took `per` seconds a unit (a step, or a row of inference);
  * a probe that lost waits twice as long for the next one. */
 static void tune_record(fm_tune *tu, int many, int probe, double per) {
+    int known = tu->t_one > 0.0 && tu->t_many > 0.0;
+    int was = tu->t_many <= TUNE_MARGIN * tu->t_one;
     if (per > 0.0) {
         double *t = many ? &tu->t_many : &tu->t_one;
         *t = *t == 0.0 || probe ? per : 0.5 * (*t + per);
     }
     tu->chunks++;
-    if (probe) {
+    if (!probe && known && was != (tu->t_many <= TUNE_MARGIN * tu->t_one)) {
+        /* The faster mode slowed past the other one: the mode now left behind is timed
+         * again after TUNE_GAP_MIN chunks, not after the long gap its rival had earned. */
+        tu->gap = TUNE_GAP_MIN;
+        tu->next_probe = tu->chunks + tu->gap;
+    } else if (probe) {
         int lost = many ? tu->t_many > TUNE_MARGIN * tu->t_one
                         : TUNE_MARGIN * tu->t_one >= tu->t_many;
         tu->gap = lost ? (tu->gap < TUNE_GAP_MAX ? 2 * tu->gap : tu->gap) : TUNE_GAP_MIN;

@@ -329,6 +329,32 @@ def test_prediction_timing_is_kept_per_thread_count(rng, monkeypatch):
     assert record.view(np.int64)[3] == 4  # blocks timed: 1 + 1 + 2 (1500 rows)
 
 
+def test_timing_probes_the_mode_left_behind_soon_after_a_flip(rng, monkeypatch):
+    """When the faster mode's own chunks slow past the other mode (a core taken away), the
+    mode left behind is timed again after 16 chunks, not after the long gap the probes of
+    its rival had earned: found in the peer benchmark, where 0.4 s of load kept W3 on one
+    thread for the next 256 chunks (engine.c note 12)."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 2)
+    net = fastmlp.MLP([300, 2048, 10], seed=0)
+    X = rng.standard_normal((600, 300))
+    net.forward(X, n_threads=2)
+    net.forward(X, n_threads=2)
+    record = net._tunes[2]
+    ints = record.view(np.int64)
+    # many threads won by far so far, and the slower mode's probe is 512 chunks away
+    record[1], record[2] = 1e-13, 1e-12
+    ints[3], ints[4], ints[5] = 100, 612, 512
+    net.forward(X, n_threads=2)  # a chunk on many threads, far slower than 1e-12 s a row
+    assert record[1] > 1.2 * record[2]  # one thread is now the faster mode ...
+    assert ints[3] == 101 and ints[5] == 16 and ints[4] == 101 + 16  # ... many is timed soon
+    # a chunk that does not flip the modes leaves the schedule alone
+    record[1], record[2] = 1.0, 1e-6
+    net.forward(X, n_threads=2)
+    assert ints[3] == 102 and ints[4] == 117 and ints[5] == 16
+
+
 def test_adam_second_moment_overflow_advises_clipping_not_the_rate(rng):
     """A float32 gradient above about 1e19 has a square past float32's range, which Adam's
     second moment would hold: refused whatever the rate, and the advice says so."""
