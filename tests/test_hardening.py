@@ -329,6 +329,32 @@ def test_prediction_timing_is_kept_per_thread_count(rng, monkeypatch):
     assert record.view(np.int64)[3] == 4  # blocks timed: 1 + 1 + 2 (1500 rows)
 
 
+def test_the_buffers_the_engine_writes_every_step_start_on_a_cache_line(rng, tmp_path):
+    """Parameters, gradients and the optimizer's state start on 64 bytes (aligned_zeros),
+    however the network was made: new, unpickled, copied, loaded or refitted."""
+    import copy
+    import pickle
+
+    def check(net, opt=None):
+        assert net._params.ctypes.data % 64 == 0 and net._grads.ctypes.data % 64 == 0
+        if opt is not None:
+            assert opt.state_.ctypes.data % 64 == 0
+
+    for dtype in ("float32", "float64"):
+        net = fastmlp.MLP([7, 9, 3], output="softmax", dtype=dtype, seed=0)
+        check(net)
+        X, y = rng.standard_normal((40, 7)), rng.integers(0, 3, 40)
+        opt = fastmlp.Adam(lr=1e-3, batch_size=8)
+        net.fit(X, y, optimizer=opt, epochs=1)
+        check(net, opt)
+        check(pickle.loads(pickle.dumps(net)))
+        check(copy.deepcopy(net))
+        net.save(tmp_path / f"m_{dtype}.npz")
+        check(fastmlp.load(tmp_path / f"m_{dtype}.npz"))
+        est = fastmlp.sklearn.MLPClassifier((9,), max_iter=2, dtype=dtype).fit(X, y)
+        check(est._net)
+
+
 def test_timing_probes_the_mode_left_behind_soon_after_a_flip(rng, monkeypatch):
     """When the faster mode's own chunks slow past the other mode (a core taken away), the
     mode left behind is timed again after 16 chunks, not after the long gap the probes of

@@ -35,8 +35,8 @@ import numpy as np
 
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
-from fastmlp._validation import (_asarray, as_float_array, as_labels, as_targets, check_choice,
-                                 check_positive_int, check_two_classes)
+from fastmlp._validation import (_asarray, aligned_zeros, as_float_array, as_labels, as_targets,
+                                 check_choice, check_positive_int, check_two_classes)
 from fastmlp.diagnostics import TrainingWarning, epoch_warnings
 from fastmlp.optim import SGD, _Optimizer
 
@@ -440,8 +440,8 @@ class MLP:
             plan[l] = (i, o, off, off + i * o, _core.ACTIVATIONS[acts[l]], skip)
             off += i * o + o
         self._plan = plan
-        self._params = np.zeros(off, dtype=self.dtype)
-        self._grads = np.zeros(off, dtype=self.dtype)
+        self._params = aligned_zeros(off, self.dtype)
+        self._grads = aligned_zeros(off, self.dtype)
         self._weights = _ParamList([self._params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
                                    for p in plan], "weights", self._change)
         self._biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases",

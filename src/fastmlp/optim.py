@@ -11,7 +11,7 @@ import weakref
 
 import numpy as np
 
-from fastmlp._validation import check_positive_float, check_positive_int, check_rates
+from fastmlp._validation import aligned_zeros, check_positive_float, check_positive_int, check_rates
 
 
 def _as_real(value, name, what):
@@ -131,7 +131,7 @@ class _Optimizer:
         if (not self._owned_by(net) or self.state_ is None or self.state_.size != n
                 or self.state_.dtype != net.dtype):
             self.reset()
-            self.state_ = np.zeros(n, dtype=net.dtype)
+            self.state_ = aligned_zeros(n, net.dtype)
             self._owner = weakref.ref(net)
         return self.state_
 

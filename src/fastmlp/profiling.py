@@ -20,6 +20,7 @@ import numpy as np
 
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
+from fastmlp._validation import aligned_zeros
 from fastmlp.network import ACTIVATIONS, check_seed
 from fastmlp.optim import SGD, _Optimizer
 
@@ -121,8 +122,8 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     B = min(n, opt.batch_size or n)
     check_seed(seed)
     rng = np.random.default_rng(seed)
-    params = net._params.copy()
-    grads = np.zeros_like(params)
+    params = _aligned_copy(net._params)
+    grads = aligned_zeros(params.size, params.dtype)
     plan = net._plan
     L = len(plan)
     W = [params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1]) for p in plan]
@@ -139,7 +140,7 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     row_loss = np.empty(B)
     yb = np.empty((B,) + y.shape[1:], y.dtype)
     kind = opt._settings()[0]
-    state = np.zeros(params.size * opt._state_per_param(), dt)
+    state = aligned_zeros(params.size * opt._state_per_param(), dt)
     n_params = params.size
     s1 = state[:n_params] if state.size else None
     s2 = state[n_params:] if kind == "adam" else None
@@ -226,13 +227,20 @@ def _update(params, s1, s2, grads, opt, kind, nt):
                      getattr(opt, "beta2", 0.999), getattr(opt, "eps", 1e-8), nt)
 
 
+def _aligned_copy(a):
+    """A copy of a on a cache line, as the network's own buffers are (aligned_zeros)."""
+    out = aligned_zeros(a.size, a.dtype)
+    out[...] = a
+    return out
+
+
 def _engine_step(net, X, y, opt, B, steps, nt, rng, calls=5):
     """Median seconds per step of the engine running `steps` steps per call, untimed inside,
     and the seconds per step of each phase (engine.c note 15) over as many further calls."""
-    params = net._params.copy()
-    grads = np.empty_like(params)
+    params = _aligned_copy(net._params)
+    grads = aligned_zeros(params.size, params.dtype)
     settings = opt._settings()
-    state = (np.zeros(params.size * opt._state_per_param(), net.dtype)
+    state = (aligned_zeros(params.size * opt._state_per_param(), net.dtype)
              if opt._state_per_param() else None)
     ws = net._new_workspace(B, nt)
     stats = np.zeros((net.n_layers, 4))
