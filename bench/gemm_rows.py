@@ -10,7 +10,9 @@ is close to a line in M: the slope is the micro-kernel's time per row (reported 
 the intercept what a call pays for any M, mostly packing W (K x N) into panels (gemm_simd_t.h).
 The line is fitted to M >= 48. At the 128 to 256 rows of a training batch the intercept is
 the share of the product that the kernel's rate does not explain. Each product's result is
-checked against NumPy in float64 (on one BLAS thread) before it is timed.
+checked against NumPy in float64 (on one BLAS thread) before it is timed. The operands start
+on a cache line, as the engine's do: NumPy's own arrays start 16 bytes past one, which made the
+two-thread products 10-30% slower on the 2-core Xeon (bench/RESULTS.md).
 """
 import os
 import sys
@@ -31,11 +33,19 @@ ROWS = [6, 12, 24, 48, 96, 128, 192, 256, 384]
 SHAPES = [(512, 784), (512, 512), (1024, 1024), (1024, 256)]  # (N, K): W3's and W4's W
 
 
+def _on_a_line(a):
+    """a as float32 starting on a cache line, as the engine's buffers are (aligned_zeros)."""
+    from fastmlp._validation import aligned_zeros
+    out = aligned_zeros(a.size, np.float32).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def seconds_per_call(M, N, K, nt, rng):
     from fastmlp import _core
-    A = rng.standard_normal((M, K)).astype(np.float32)
-    B = rng.standard_normal((K, N)).astype(np.float32)
-    C = np.empty((M, N), np.float32)
+    A = _on_a_line(rng.standard_normal((M, K)))
+    B = _on_a_line(rng.standard_normal((K, N)))
+    C = _on_a_line(np.zeros((M, N)))
     _core.gemm(A, B, C, False, False, nt)
     ref = A.astype(np.float64) @ B.astype(np.float64)
     if not np.allclose(C, ref, rtol=1e-4, atol=1e-3 * np.sqrt(K)):

@@ -11,7 +11,8 @@ import weakref
 
 import numpy as np
 
-from fastmlp._validation import aligned_zeros, check_positive_float, check_positive_int, check_rates
+from fastmlp._validation import (aligned_zeros, check_positive_float, check_positive_int,
+                                 check_rates)
 
 
 def _as_real(value, name, what):
