@@ -301,3 +301,32 @@ def test_resume_refuses_values_moved_between_rows(tmp_path, capsys):
     code, _, err = run(capsys, "train", data_a, "--epochs", 3, "--resume",
                        "--out", tmp_path / "m2.npz", *common)
     assert code == 0, err
+
+
+def test_ctrl_c_reports_the_score_of_the_checkpoint_it_keeps(tmp_path, capsys, monkeypatch):
+    """Found by a new-user run: after a Ctrl-C that keeps the last checkpoint, the held-out
+    accuracy printed was the discarded mid-epoch model's. It is now the kept file's: a
+    mid-epoch model far from the checkpoint prints what the checkpoint alone prints."""
+    def interrupted_run(name, spoil):
+        fits = []
+
+        class Interrupted(fastmlp.MLP):
+            def fit(self, *args, **kwargs):
+                fits.append(1)
+                if len(fits) == 5:  # in epoch 5: the weights have moved, no epoch completed
+                    if spoil:
+                        self.weights[0] = -3.0 * np.asarray(self.weights[0])
+                    raise KeyboardInterrupt
+                return super().fit(*args, **kwargs)
+
+        monkeypatch.setattr(fastmlp, "MLP", Interrupted)
+        out = tmp_path / name
+        code, text, err = run(capsys, "train", "--epochs", 6, "--checkpoint-every", 2,
+                              "--out", out, *SMALL)
+        monkeypatch.undo()
+        assert code == 130, err
+        assert f"the checkpoint of epoch 4 in {out} is kept" in text
+        return [line for line in text.splitlines() if "accuracy" in line]
+
+    kept = interrupted_run("a.npz", spoil=False)
+    assert len(kept) == 1 and kept == interrupted_run("b.npz", spoil=True)

@@ -1275,3 +1275,28 @@ def test_a_refused_estimator_fit_changes_nothing():
         w.fit(X, y)
     assert w.n_iter_ == before[0] and w._optimizer is before[2]
     assert all(np.array_equal(a, b) for a, b in zip(w.coefs_, before[1]))
+
+
+def test_from_new_user_run_8(rng):
+    """A weight decay that alone makes the weights grow is named as the cause; a callback's
+    return value that is not a bool is said to be ignored; a bad skip is refused even when
+    there is no hidden layer to apply it to."""
+    X, y = rng.standard_normal((60, 16)), rng.integers(0, 3, 60)
+    net = fastmlp.MLP([16, 32, 3], output="softmax", seed=0)
+    with pytest.raises(fastmlp.DivergenceError, match=r"weight decay alone makes every weight "
+                                                      r"grow: lr \* l2 / batch = 5e\+27.*"
+                                                      r"Lower l2=1e\+30"):
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=0.1, l2=1e30, batch_size=20), epochs=1)
+    with pytest.raises(fastmlp.DivergenceError, match=r"smaller learning rate than lr=1e\+30"):
+        fastmlp.MLP([16, 32, 3], output="softmax", seed=0).fit(
+            X, y, optimizer=fastmlp.SGD(lr=1e30, l2=1e-4), epochs=2)
+    net = fastmlp.MLP([16, 32, 3], output="softmax", seed=0)
+    for value in (1, "stop", np.array([True])):
+        with pytest.warns(UserWarning, match="only True .* stops the fit, so it goes on"):
+            h = net.fit(X, y, epochs=2, callback=lambda e, h, v=value: v)
+        assert h.epochs == 2 and not h.stopped_early
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert net.fit(X, y, epochs=3, callback=lambda e, h: e == 1).epochs == 2
+    with pytest.raises(ValueError, match=r"skip must be one of .*got 'foo'"):
+        fastmlp.MLP([4, 3], skip="foo")

@@ -79,6 +79,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -490,11 +491,14 @@ def _train(args):
             raise UsageError(f"out of memory while training a network of {net.n_params} "
                              f"parameters; try a smaller --hidden or --batch-size") from None
     done = start + hist.epochs
-    data.meta["metrics"] = _report(net, data, args.threads)
     # After Ctrl-C the resumable file at --out (this run's last checkpoint, or the one it
-    # resumed from) is kept: the mid-epoch model could not be resumed.
+    # resumed from) is kept: the mid-epoch model could not be resumed. The score printed is
+    # then that file's, not the discarded mid-epoch model's.
     last = saved or start
     keep_checkpoint = hist.interrupted and last > 0 and ckpt == out
+    if keep_checkpoint:
+        net = fastmlp.load(out)  # written by this run, or checked by --resume
+    data.meta["metrics"] = _report(net, data, args.threads)
     if not keep_checkpoint:
         _save(net, out, _with_state(data.meta, net, done, settings, args.threads,
                                     resumable=not hist.interrupted))
@@ -683,6 +687,12 @@ def _check_writable(path, what):
         raise UsageError(f"{where}: {folder} is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{where}: permission denied (cannot create files in {folder})")
+    try:  # what the save will do: a file of its own beside the target (root passes access())
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fastmlp-", suffix=".tmp")
+    except OSError as e:
+        raise UsageError(f"{where}: cannot create a file in {folder} ({_reason(e)})") from None
+    os.close(fd)
+    os.unlink(probe)
     if os.path.lexists(path):
         _check_target(path, where)
 

@@ -171,9 +171,16 @@ def _scale_hint(a, what, sym):
     return f" The {what} reach |{sym}| = {big:.3g}: standardize them." if big > 1e6 else ""
 
 
-def _divergence_advice(kind, first_step, opt):
+def _divergence_advice(kind, first_step, opt, batch=1):
     """What can help after a refused step of the given kind (NonFiniteError.kind), or None
     for the default advice (a smaller rate, or clip_norm)."""
+    decay = float(opt.lr) * float(opt.l2) / max(1, batch)  # the L2 term's share of a step
+    if decay >= 2.0 and opt.l2 >= batch and kind != "adam-state" and opt._kind() != "adam":
+        # W <- (1 - lr l2 / B) W, plus the loss's gradient: past 2 it grows every step. Named
+        # when l2 is the odd one out (l2 / B >= 1 needs an lr of at least 2 / (l2 / B)).
+        return (f"The weight decay alone makes every weight grow: lr * l2 / batch = "
+                f"{decay:.3g} (at least 2). Lower l2={opt.l2:g} (alpha in the estimators) "
+                f"or the learning rate.")
     if kind == "l2":
         return (f"The weights are too large for l2={opt.l2:g} (alpha in the estimators): "
                 f"lower it, or start from smaller weights.")
@@ -399,6 +406,8 @@ class MLP:
         check_memory(sizes, 2 * dt.itemsize, f"in {dt.name} for the parameters and the "
                                              "gradients of a fit")
         if skip is None or isinstance(skip, str):
+            if skip is not None:  # checked even without hidden layers to apply it to
+                check_choice(skip, "skip", SKIPS)
             skips = [skip or "none"] * n_hidden
         else:
             skips = ["none" if k is None else k
@@ -1024,7 +1033,8 @@ class MLP:
                         hint = _scale_hint(X, "inputs", "x")
                         if y.dtype.kind == "f":  # targets of a squared loss
                             hint += _scale_hint(y, "targets", "y")
-                        advice = _divergence_advice(e.kind, epoch == 0 and e.step == 0, opt)
+                        advice = _divergence_advice(e.kind, epoch == 0 and e.step == 0, opt,
+                                                    B)
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
                                               hint, advice, opt.clip_norm) from None
                     # the running sums come back whole (train_steps' sums); counts add up
@@ -1050,6 +1060,13 @@ class MLP:
                     if isinstance(stop, (bool, np.bool_)) and stop:
                         hist.stopped_early = True
                         break
+                    if stop is not None and not isinstance(stop, (bool, np.bool_)) \
+                            and "callback" not in checks:
+                        checks["callback"] = True  # said once per fit
+                        warnings.warn(f"the callback returned {type(stop).__name__} "
+                                      f"{stop!r:.40}; only True (a Python or NumPy bool) "
+                                      f"stops the fit, so it goes on", UserWarning,
+                                      stacklevel=_caller_level())
                     # A callback may change the optimizer: a rate takes effect at once, a
                     # momentum switched on gets its state; the batch size is fixed per fit.
                     wanted = n if opt.batch_size is None else min(opt.batch_size, n)
