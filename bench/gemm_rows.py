@@ -12,7 +12,7 @@ The line is fitted to M >= 48. At the 128 to 256 rows of a training batch the in
 the share of the product that the kernel's rate does not explain. Each product's result is
 checked against NumPy in float64 (on one BLAS thread) before it is timed. The operands start
 on a cache line, as the engine's do: NumPy's own arrays start 16 bytes past one, which made the
-two-thread products 10-30% slower on the 2-core Xeon (bench/RESULTS.md).
+W3 and W4 products 4-21% slower on two threads of the 2-core Xeon (bench/RESULTS.md).
 """
 import os
 import sys

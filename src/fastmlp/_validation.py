@@ -15,7 +15,8 @@ def aligned_zeros(n, dtype):
 
     NumPy places a large array 16 bytes past a page, so every 64-byte vector the kernels load
     from it spans two cache lines, and the 32-column strips two threads write side by side in
-    a weight-gradient product share a line at each edge. Aligned, the W3 epoch (784-512-512-10,
+    a weight-gradient product share a line at each edge; the shared lines cost the most (the
+    W3 and W4 products alone: 4-21% on two threads, 0-3% on one). Aligned, the W3 epoch (784-512-512-10,
     batch 128, two threads) went 0.900 -> 0.835 s and W4 (256-1024-1024-1, batch 256) 0.551 ->
     0.520 s on a 2-core Intel Xeon (medians of 8 and 12 epochs, processes of the two builds
     alternating: bench/RESULTS.md).
