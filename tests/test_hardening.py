@@ -1300,3 +1300,19 @@ def test_from_new_user_run_8(rng):
         assert net.fit(X, y, epochs=3, callback=lambda e, h: e == 1).epochs == 2
     with pytest.raises(ValueError, match=r"skip must be one of .*got 'foo'"):
         fastmlp.MLP([4, 3], skip="foo")
+
+
+def test_unordered_or_text_sizes_and_skips_are_refused_and_demo_list_takes_a_name(capsys):
+    """Leftovers of earlier runs: skip=b"residual" was read as 8 byte values and a set as a
+    list in its own order; `demo --list NAME` listed every demo."""
+    for bad, name in ((b"residual", "skip"), ({"residual"}, "skip")):
+        with pytest.raises(TypeError, match=rf"{name} must be .*got {type(bad).__name__}"):
+            fastmlp.MLP([4, 5, 5, 1], skip=bad)
+    for bad in ("45", {4, 5}, {4: 5}):
+        with pytest.raises(TypeError, match=rf"layer_sizes must be .*got {type(bad).__name__}"):
+            fastmlp.MLP(bad)
+    assert list(fastmlp.MLP(range(4, 6)).layer_sizes) == [4, 5]
+    from fastmlp.cli import main
+    assert main(["demo", "--list", "dead-relu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dead-relu ")

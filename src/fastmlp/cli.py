@@ -1022,9 +1022,10 @@ def _plot_training(path, hist, net, data):
 def _demo(args):
     from fastmlp import demos
 
-    if args.list:
-        width = max(len(name) for name, _ in demos.list_demos())
-        for name, summary in demos.list_demos():
+    if args.list:  # with a NAME, that demo's line alone
+        shown = [d for d in demos.list_demos() if args.name in (None, d[0])]
+        width = max(len(name) for name, _ in shown)
+        for name, summary in shown:
             print(f"{name:<{width}}  {summary}")
         return 0
     if args.name is None:

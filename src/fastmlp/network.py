@@ -1263,6 +1263,11 @@ def _sample_weight(w, n, dtype):
 
 
 def _as_list(value, name, what="a sequence of ints"):
+    """value as a list; text and unordered collections (a set's order is not its own) are
+    refused rather than taken apart."""
+    if isinstance(value, (str, bytes, bytearray, set, frozenset, dict)):
+        raise TypeError(f"{name} must be {what} (a list or tuple), got "
+                        f"{type(value).__name__} {value!r:.60}")
     try:
         return list(value)
     except TypeError:
