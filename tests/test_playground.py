@@ -668,3 +668,33 @@ def test_a_burst_of_new_sessions_is_answered():
         srv.close()
     counts = Counter(results)
     assert set(counts) <= {200, 503} and sum(counts.values()) == 60, counts
+
+
+def test_a_divergence_inside_a_chunk_counts_the_steps_it_applied(monkeypatch):
+    """Found by new users: after a divergence the snapshot said step 0, while the network
+    kept the weights of the steps before the refused one. A fit that diverges at step 3 of
+    its second epoch applied one epoch and two steps, and the counts say so."""
+    import fastmlp
+    from fastmlp.playground.session import Session, parse_config
+
+    session = Session(parse_config({}))
+    try:
+        n = len(session._y_train)
+        per_epoch = -(-n // session._optimizer.batch_size)
+
+        def diverging_fit(*args, **kwargs):
+            raise fastmlp.DivergenceError(2, 3, "loss", -1, 0.1)
+
+        monkeypatch.setattr(session._net, "fit", diverging_fit)
+        step, epoch = session.step, session.epoch
+        with session._lock:
+            try:
+                session._chunk()
+            except fastmlp.DivergenceError:
+                pass
+            else:
+                raise AssertionError("the divergence was not passed on")
+        assert session.step == step + per_epoch + 2
+        assert session.epoch == epoch + 1
+    finally:
+        session.close()

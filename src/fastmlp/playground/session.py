@@ -440,9 +440,15 @@ class Session:
         per_epoch = -(-n // B)
         epochs = max(1, min(MAX_EPOCHS_PER_UPDATE, STEPS_PER_UPDATE // per_epoch))
         # a small split may hold one class, as a single step's batch may (found by a new user)
-        hist = self._net.fit(self._F_train, self._y_train, optimizer=self._optimizer,
-                             epochs=epochs, shuffle=True, n_threads=1, diagnostics=False,
-                             allow_one_class=True)
+        try:
+            hist = self._net.fit(self._F_train, self._y_train, optimizer=self._optimizer,
+                                 epochs=epochs, shuffle=True, n_threads=1, diagnostics=False,
+                                 allow_one_class=True)
+        except fastmlp.DivergenceError as e:  # the steps before the refused one were applied
+            done = (e.epoch - 1) * per_epoch + e.step - 1
+            self.epoch += done // per_epoch
+            self.step += done
+            raise
         self.epoch += hist.epochs
         self.step += hist.epochs * per_epoch
         self._grad_norms = [_r(v) for v in hist.layer_grad_norm[-1][:, 0]]
