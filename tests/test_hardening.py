@@ -355,6 +355,39 @@ def test_the_buffers_the_engine_writes_every_step_start_on_a_cache_line(rng, tmp
         check(est._net)
 
 
+def test_the_engine_gets_aligned_buffers_in_fit_and_after_pickling(rng, monkeypatch):
+    """What the engine is handed, not only what the network holds: fit's own gradient
+    buffer, and an optimizer state that came through pickle or deepcopy (found misaligned by
+    a check of the aligned buffers)."""
+    import copy
+    import pickle
+
+    seen = []
+    real = _core.train_steps
+
+    def spy(plan, loss, params, grads, state, *args, **kwargs):
+        seen.append([a.ctypes.data % 64 for a in (params, grads, state) if a is not None])
+        return real(plan, loss, params, grads, state, *args, **kwargs)
+
+    monkeypatch.setattr(_core, "train_steps", spy)
+    X, y = rng.standard_normal((40, 7)), rng.integers(0, 3, 40)
+    for dtype in ("float32", "float64"):
+        net = fastmlp.MLP([7, 9, 3], output="softmax", dtype=dtype, seed=0)
+        opt = fastmlp.Adam(lr=1e-3, batch_size=8)
+        net.fit(X, y, optimizer=opt, epochs=1)
+        for net2, opt2 in (pickle.loads(pickle.dumps((net, opt))),
+                           copy.deepcopy((net, opt))):
+            opt2.bind(net2)
+            before = opt2.state_.copy()
+            opt2._state_for(net2)
+            np.testing.assert_array_equal(opt2.state_, before)  # the values travel
+            net2.fit(X, y, optimizer=opt2, epochs=1)
+        est = fastmlp.sklearn.MLPClassifier((9,), solver="sgd", max_iter=2, dtype=dtype)
+        est.fit(X, y)
+        pickle.loads(pickle.dumps(est)).partial_fit(X, y)
+    assert len(seen) >= 8 and all(m == 0 for call in seen for m in call), seen
+
+
 def test_timing_probes_the_mode_left_behind_soon_after_a_flip(rng, monkeypatch):
     """When the faster mode's own chunks slow past the other mode (a core taken away), the
     mode left behind is timed again after 16 chunks, not after the long gap the probes of
@@ -1301,6 +1334,13 @@ def test_from_new_user_run_8(rng):
     with pytest.raises(ValueError, match=r"skip must be one of .*got 'foo'"):
         fastmlp.MLP([4, 3], skip="foo")
 
+    class BadRepr:
+        def __repr__(self):
+            raise ValueError("no repr")
+
+    with pytest.warns(UserWarning, match=r"returned BadRepr .*; only True"):
+        assert net.fit(X, y, epochs=2, callback=lambda e, h: BadRepr()).epochs == 2
+
 
 def test_unordered_or_text_sizes_and_skips_are_refused_and_demo_list_takes_a_name(capsys):
     """Leftovers of earlier runs: skip=b"residual" was read as 8 byte values and a set as a
@@ -1308,9 +1348,13 @@ def test_unordered_or_text_sizes_and_skips_are_refused_and_demo_list_takes_a_nam
     for bad, name in ((b"residual", "skip"), ({"residual"}, "skip")):
         with pytest.raises(TypeError, match=rf"{name} must be .*got {type(bad).__name__}"):
             fastmlp.MLP([4, 5, 5, 1], skip=bad)
-    for bad in ("45", {4, 5}, {4: 5}):
+    for bad in ("45", {4, 5}, {4: 5}, memoryview(b"\x04\x05")):
         with pytest.raises(TypeError, match=rf"layer_sizes must be .*got {type(bad).__name__}"):
             fastmlp.MLP(bad)
+    X, y = np.random.default_rng(0).standard_normal((30, 4)), np.arange(30) % 2
+    for bad in (b"2", {4, 8}, "45"):
+        with pytest.raises((TypeError, ValueError), match="hidden_layer_sizes"):
+            fastmlp.sklearn.MLPClassifier(hidden_layer_sizes=bad, max_iter=2).fit(X, y)
     assert list(fastmlp.MLP(range(4, 6)).layer_sizes) == [4, 5]
     from fastmlp.cli import main
     assert main(["demo", "--list", "dead-relu"]) == 0

@@ -698,3 +698,33 @@ def test_a_divergence_inside_a_chunk_counts_the_steps_it_applied(monkeypatch):
         assert session.epoch == epoch + 1
     finally:
         session.close()
+
+
+def test_a_divergence_at_a_later_fits_first_step_gets_the_rate_advice(monkeypatch):
+    """Every chunk and step of a session is a fit of its own, so a divergence at the first
+    step of a later one said "no step of this fit was applied yet ... check the scale of the
+    weights", blaming weights that were the session's last finite step."""
+    import fastmlp
+    from fastmlp.playground.session import Session, parse_config
+
+    session = Session(parse_config({}))
+    try:
+        def diverging_fit(*args, **kwargs):
+            raise fastmlp.DivergenceError(1, 1, "loss", -1, 10.0, advice="No step of this fit "
+                                          "was applied yet: check the scale")
+
+        monkeypatch.setattr(session._net, "fit", diverging_fit)
+        messages = []
+        for steps_before in (0, 5):
+            session.step = steps_before
+            with session._lock:
+                for run in (session._chunk, session._one_step):
+                    try:
+                        run()
+                    except fastmlp.DivergenceError as e:
+                        messages.append(str(e))
+        assert all("No step of this fit" in m for m in messages[:2])
+        assert all("smaller learning rate than lr=10" in m for m in messages[2:])
+        assert len(messages) == 4
+    finally:
+        session.close()

@@ -685,12 +685,11 @@ def _check_writable(path, what):
         raise UsageError(f"{where}: folder {folder}: {_reason(e)}") from None
     if not is_folder:
         raise UsageError(f"{where}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{where}: permission denied (cannot create files in {folder})")
-    try:  # what the save will do: a file of its own beside the target (root passes access())
+    try:  # what the save will do: a file of its own beside the target (the system's reason:
+        # permission denied, a read-only file system; root passes every access() check)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".fastmlp-", suffix=".tmp")
     except OSError as e:
-        raise UsageError(f"{where}: cannot create a file in {folder} ({_reason(e)})") from None
+        raise UsageError(f"{where}: cannot create files in {folder} ({_reason(e)})") from None
     os.close(fd)
     os.unlink(probe)
     if os.path.lexists(path):

@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import os
+import reprlib
 import stat
 import sys
 import tempfile
@@ -972,7 +973,8 @@ class MLP:
         if key != (B, nt):
             ws = self._new_workspace(B, nt)
             self._fit_ws = ((B, nt), ws)
-        grads = np.empty_like(self._params)  # private: loss_and_gradients may run meanwhile
+        grads = aligned_zeros(self._params.size, self.dtype)  # private: loss_and_gradients
+        # may run meanwhile; on a cache line like every buffer the engine writes each step
         if opt._foreign_state(self):
             warnings.warn("the optimizer's state (momentum or Adam's moments) belongs to "
                           "another network, or lost its link to this one through pickling; "
@@ -1063,10 +1065,9 @@ class MLP:
                     if stop is not None and not isinstance(stop, (bool, np.bool_)) \
                             and "callback" not in checks:
                         checks["callback"] = True  # said once per fit
-                        warnings.warn(f"the callback returned {type(stop).__name__} "
-                                      f"{stop!r:.40}; only True (a Python or NumPy bool) "
-                                      f"stops the fit, so it goes on", UserWarning,
-                                      stacklevel=_caller_level())
+                        warnings.warn(f"the callback returned {_short_repr(stop)}; only "
+                                      f"True (a Python or NumPy bool) stops the fit, so it "
+                                      f"goes on", UserWarning, stacklevel=_caller_level())
                     # A callback may change the optimizer: a rate takes effect at once, a
                     # momentum switched on gets its state; the batch size is fixed per fit.
                     wanted = n if opt.batch_size is None else min(opt.batch_size, n)
@@ -1262,16 +1263,29 @@ def _sample_weight(w, n, dtype):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+# What a list of sizes or names must not be taken apart from: text, and collections whose
+# order is not the caller's.
+_UNORDERED_OR_TEXT = (str, bytes, bytearray, memoryview, set, frozenset, dict)
+
+
 def _as_list(value, name, what="a sequence of ints"):
     """value as a list; text and unordered collections (a set's order is not its own) are
     refused rather than taken apart."""
-    if isinstance(value, (str, bytes, bytearray, set, frozenset, dict)):
+    if isinstance(value, _UNORDERED_OR_TEXT):
         raise TypeError(f"{name} must be {what} (a list or tuple), got "
                         f"{type(value).__name__} {value!r:.60}")
     try:
         return list(value)
     except TypeError:
         raise TypeError(f"{name} must be {what}, got {value!r}") from None
+
+
+def _short_repr(value):
+    """A short description of any value, even one whose repr fails."""
+    try:
+        return f"{type(value).__name__} {reprlib.repr(value)}"
+    except Exception:
+        return f"a {type(value).__name__}"
 
 
 def check_seed(seed, name="seed"):

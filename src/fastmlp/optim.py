@@ -134,6 +134,10 @@ class _Optimizer:
             self.reset()
             self.state_ = aligned_zeros(n, net.dtype)
             self._owner = weakref.ref(net)
+        elif self.state_.ctypes.data % 64:  # a pickled or copied state: on a line again
+            state = aligned_zeros(n, net.dtype)
+            state[...] = self.state_
+            self.state_ = state
         return self.state_
 
     def _foreign_state(self, net):

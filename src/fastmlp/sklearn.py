@@ -39,7 +39,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
 from fastmlp._validation import _asarray, check_rates
-from fastmlp.network import MLP, _ParamList, check_memory, upgrade_advice
+from fastmlp.network import _UNORDERED_OR_TEXT, MLP, _ParamList, check_memory, upgrade_advice
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -90,6 +90,8 @@ def _bool():
 def _hidden_ok(v):
     if _is_int(v):
         return v >= 1
+    if isinstance(v, _UNORDERED_OR_TEXT):  # b"2" is not the size 50, nor {4, 8} an order
+        return False
     try:
         sizes = list(v)
     except TypeError:
