@@ -167,3 +167,22 @@ def test_log_axes_survive_a_diverging_run(tmp_path):
     assert [a.get_yscale() for a in fig.axes] == ["log", "log"]
     assert fig.axes[0].get_ylim()[1] <= 1e200
     assert_png(fig, tmp_path / "diverged.png")
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7])
+def test_the_epoch_axis_has_whole_epochs_only(epochs):
+    """A one-epoch history had ticks at 0.945, 0.960, ...: only whole epochs are marked,
+    and every epoch of a short history is."""
+    X = np.random.default_rng(0).standard_normal((50, 4))
+    y = (X[:, 0] > 0).astype(int)
+    h = fastmlp.MLP([4, 5, 2], output="softmax", seed=0).fit(X, y, epochs=epochs,
+                                                             diagnostics=True)
+    for make in (plot.plot_loss, plot.plot_grad_norms):
+        fig = make(h)
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == list(range(1, epochs + 1)), (make.__name__, ticks)
+        import matplotlib.pyplot as plt
+        plt.close(fig)

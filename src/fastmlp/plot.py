@@ -66,9 +66,15 @@ def _epochs(values):
 
 
 def _epoch_axis(ax):
+    """Whole epochs on the x axis. A range narrower than two epochs (one or two epochs) is
+    widened to half an epoch beyond the first and the last: in a narrower one the integer
+    locator gives fractions."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:
+        ax.set_xlim(math.ceil(lo) - 0.5, math.floor(hi) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("epoch")
 
 
