@@ -16,15 +16,22 @@ def aligned_zeros(n, dtype):
     NumPy places a large array 16 bytes past a page, so every 64-byte vector the kernels load
     from it spans two cache lines, and the 32-column strips two threads write side by side in
     a weight-gradient product share a line at each edge; the shared lines cost the most (the
-    W3 and W4 products alone: 4-21% on two threads, 0-3% on one). Aligned, the W3 epoch (784-512-512-10,
-    batch 128, two threads) went 0.900 -> 0.835 s and W4 (256-1024-1024-1, batch 256) 0.551 ->
-    0.520 s on a 2-core Intel Xeon (medians of 8 and 12 epochs, processes of the two builds
-    alternating: bench/RESULTS.md).
+    W3 and W4 products alone: 4-21% on two threads, 0-3% on one). Aligned, the W3 epoch
+    (784-512-512-10, batch 128, two threads) went 0.900 -> 0.835 s and W4 (256-1024-1024-1,
+    batch 256) 0.551 -> 0.520 s on a 2-core Intel Xeon (medians of 8 and 12 epochs, processes
+    of the two builds alternating: bench/RESULTS.md).
     """
     dtype = np.dtype(dtype)
     buf = np.zeros(n * dtype.itemsize + 64, dtype=np.uint8)
     start = -buf.ctypes.data % 64
     return buf[start:start + n * dtype.itemsize].view(dtype)
+
+
+def aligned_copy(a):
+    """A flat copy of a on a cache line (aligned_zeros)."""
+    out = aligned_zeros(a.size, a.dtype)
+    out[...] = a.ravel()
+    return out
 
 
 def check_positive_int(value, name, allow_none=False):

@@ -76,7 +76,6 @@ import hashlib
 import io
 import math
 import os
-import re
 import stat
 import sys
 import tempfile
@@ -102,7 +101,6 @@ MAX_WIDTH = 65536
 MAX_PARAMS = 2 ** 28
 MAX_SEED = 2 ** 32 - 1
 MAX_ABS_VALUE = 1e30
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class UsageError(Exception):
@@ -155,7 +153,7 @@ def _number(text):
 def _integer(text):
     """Plain ASCII digits with an optional sign (no '1_000', no other scripts' digits)."""
     try:
-        if _INTEGER.fullmatch(text.strip()):
+        if datasets.is_integer(text):
             return int(text)
     except ValueError:  # more digits than int() converts
         pass

@@ -246,6 +246,15 @@ def parse_number(text):
     raise ValueError(f"not a number: {text!r}")
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def is_integer(text):
+    """Whether a cell holds an integer written as one: plain ASCII digits with an optional
+    sign, spaces around allowed (no '1_000', no '7.0', no other scripts' digits)."""
+    return _INTEGER.fullmatch(text.strip()) is not None
+
+
 def is_number(text):
     """Whether a cell holds a number by the rule of the module notes (finite or not)."""
     try:
@@ -367,16 +376,13 @@ def _parse_target(name, records, column, t):
         values.append(v)
     if numeric:
         texts = [cells[t].strip() for _, cells in records]
-        if all(_INTEGER.fullmatch(x) for x in texts):
+        if all(is_integer(x) for x in texts):
             ints = [int(x) for x in texts]
             if all(-2**63 <= v < 2**63 for v in ints):
                 return np.asarray(ints, dtype=np.int64)
             return np.asarray([str(v) for v in ints], dtype=str)
         return np.asarray(values, dtype=np.float64)
     return np.asarray([cells[t] for _, cells in records], dtype=str)
-
-
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 # ---------------------------------------------------------------- 2-D two-class sets

@@ -176,7 +176,7 @@ def _divergence_advice(kind, first_step, opt, batch=1):
     """What can help after a refused step of the given kind (NonFiniteError.kind), or None
     for the default advice (a smaller rate, or clip_norm)."""
     decay = float(opt.lr) * float(opt.l2) / max(1, batch)  # the L2 term's share of a step
-    if decay >= 2.0 and opt.l2 >= batch and kind != "adam-state" and opt._kind() != "adam":
+    if decay >= 2.0 and opt.l2 >= batch and opt._kind() != "adam":
         # W <- (1 - lr l2 / B) W, plus the loss's gradient: past 2 it grows every step. Named
         # when l2 is the odd one out (l2 / B >= 1 needs an lr of at least 2 / (l2 / B)).
         return (f"The weight decay alone makes every weight grow: lr * l2 / batch = "
@@ -1272,8 +1272,7 @@ def _as_list(value, name, what="a sequence of ints"):
     """value as a list; text and unordered collections (a set's order is not its own) are
     refused rather than taken apart."""
     if isinstance(value, _UNORDERED_OR_TEXT):
-        raise TypeError(f"{name} must be {what} (a list or tuple), got "
-                        f"{type(value).__name__} {value!r:.60}")
+        raise TypeError(f"{name} must be {what} (a list or tuple), got {_short_repr(value)}")
     try:
         return list(value)
     except TypeError:

@@ -11,8 +11,8 @@ import weakref
 
 import numpy as np
 
-from fastmlp._validation import (aligned_zeros, check_positive_float, check_positive_int,
-                                 check_rates)
+from fastmlp._validation import (aligned_copy, aligned_zeros, check_positive_float,
+                                 check_positive_int, check_rates)
 
 
 def _as_real(value, name, what):
@@ -135,9 +135,7 @@ class _Optimizer:
             self.state_ = aligned_zeros(n, net.dtype)
             self._owner = weakref.ref(net)
         elif self.state_.ctypes.data % 64:  # a pickled or copied state: on a line again
-            state = aligned_zeros(n, net.dtype)
-            state[...] = self.state_
-            self.state_ = state
+            self.state_ = aligned_copy(self.state_)
         return self.state_
 
     def _foreign_state(self, net):

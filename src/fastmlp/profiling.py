@@ -20,7 +20,7 @@ import numpy as np
 
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
-from fastmlp._validation import aligned_zeros
+from fastmlp._validation import aligned_copy, aligned_zeros
 from fastmlp.network import ACTIVATIONS, check_seed
 from fastmlp.optim import SGD, _Optimizer
 
@@ -122,7 +122,7 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     B = min(n, opt.batch_size or n)
     check_seed(seed)
     rng = np.random.default_rng(seed)
-    params = _aligned_copy(net._params)
+    params = aligned_copy(net._params)
     grads = aligned_zeros(params.size, params.dtype)
     plan = net._plan
     L = len(plan)
@@ -227,17 +227,10 @@ def _update(params, s1, s2, grads, opt, kind, nt):
                      getattr(opt, "beta2", 0.999), getattr(opt, "eps", 1e-8), nt)
 
 
-def _aligned_copy(a):
-    """A copy of a on a cache line, as the network's own buffers are (aligned_zeros)."""
-    out = aligned_zeros(a.size, a.dtype)
-    out[...] = a
-    return out
-
-
 def _engine_step(net, X, y, opt, B, steps, nt, rng, calls=5):
     """Median seconds per step of the engine running `steps` steps per call, untimed inside,
     and the seconds per step of each phase (engine.c note 15) over as many further calls."""
-    params = _aligned_copy(net._params)
+    params = aligned_copy(net._params)
     grads = aligned_zeros(params.size, params.dtype)
     settings = opt._settings()
     state = (aligned_zeros(params.size * opt._state_per_param(), net.dtype)

@@ -458,7 +458,6 @@ class Session:
             self.epoch += done // per_epoch
             self.step += done
             raise _session_advice(e, self.step - done)
-
         self.epoch += hist.epochs
         self.step += hist.epochs * per_epoch
         self._grad_norms = [_r(v) for v in hist.layer_grad_norm[-1][:, 0]]
