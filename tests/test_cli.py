@@ -748,6 +748,9 @@ def test_divergence_names_the_run_epoch(tmp_path, capsys):
     assert code == 1
     # The same run through the Python API (one fit of 40 epochs) diverges in epoch 4.
     assert re.search(r"diverged in epoch 4, step 1:", err), err
+    # The CLI fits one epoch at a time, but the steps of epochs 1-3 were applied: the
+    # advice is the rate's, not the one for a first step of all.
+    assert "smaller learning rate" in err and "No step of this fit" not in err, err
 
 
 def test_predict_refuses_an_estimator_file_with_one_line(tmp_path, capsys):

@@ -1360,3 +1360,43 @@ def test_unordered_or_text_sizes_and_skips_are_refused_and_demo_list_takes_a_nam
     assert main(["demo", "--list", "dead-relu"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and lines[0].startswith("dead-relu ")
+
+
+def _diverge_one_fit_at_a_time(fit):
+    for _ in range(2000):
+        try:
+            fit()
+        except FloatingPointError as e:
+            return e
+    raise AssertionError("no divergence")
+
+
+def test_a_later_fits_first_step_divergence_gets_the_rate_advice():
+    """The lecture example above, one step a fit: the divergence comes at the first step of a
+    later fit, after earlier fits' steps made the weights huge, so the advice is the rate's.
+    It said that no step of this fit was applied and blamed the weights and the data. Weights
+    set through `weights` are no longer the steps' own: then it blames them again."""
+    X = np.arange(100.0)[:, None]
+    opt = fastmlp.SGD(lr=1.0, batch_size=None)
+    net = fastmlp.MLP([1, 1], output="identity", init="zeros", dtype="float64")
+    e = _diverge_one_fit_at_a_time(lambda: net.fit(X, X[:, 0], optimizer=opt, epochs=1))
+    assert (e.epoch, e.step) == (1, 1)
+    assert "No step of this fit" not in str(e) and "smaller learning rate than lr=1" in str(e)
+    net.weights[0] = net.weights[0].copy()
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: .*No step of this fit"):
+        net.fit(X, X[:, 0], optimizer=opt, epochs=1)
+    net.reset_parameters()
+    net.weights = [np.full((1, 1), 1e200)]
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: .*No step of this fit"):
+        net.fit(X, X[:, 0], optimizer=opt, epochs=1)
+
+
+def test_partial_fit_divergence_after_earlier_calls_gets_the_rate_advice():
+    """The estimators' partial_fit runs one fit a call: the same case as above."""
+    from fastmlp.sklearn import MLPRegressor
+    X = np.arange(100.0)[:, None] / 10
+    est = MLPRegressor(hidden_layer_sizes=(4,), activation="identity", solver="sgd",
+                       learning_rate_init=1.0, momentum=0.0, batch_size=100, random_state=0)
+    e = _diverge_one_fit_at_a_time(lambda: est.partial_fit(X, X[:, 0]))
+    assert (e.epoch, e.step, e.what) == (1, 1, "gradient")
+    assert "No step of this fit" not in str(e) and "smaller learning rate" in str(e)

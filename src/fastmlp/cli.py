@@ -578,8 +578,6 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
                                 verbose=0, n_threads=args.threads)
                 except DivergenceError as e:  # fit counts its own single epoch as 1
                     e.epoch = epoch + 1
-                    if epoch > start and e.step == 1 and e.what in ("loss", "gradient"):
-                        e.advice = None  # the rate: steps of this run were applied before
                     raise
                 except ValueError as e:  # e.g. a training split of one class
                     raise UsageError(f"cannot train on {args.data or 'digits'}: {e}") from None

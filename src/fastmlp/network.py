@@ -453,9 +453,14 @@ class MLP:
         self._params = aligned_zeros(off, self.dtype)
         self._grads = aligned_zeros(off, self.dtype)
         self._weights = _ParamList([self._params[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
-                                   for p in plan], "weights", self._change)
+                                   for p in plan], "weights", self._set_params)
         self._biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases",
-                                  self._change)
+                                  self._set_params)
+        # Whether the parameters are those an earlier fit's steps left: a divergence at a
+        # later fit's first step then comes from the rate, not from the starting weights.
+        # Set by fit, cleared by new weights (the lists' setters, reset_parameters); writes
+        # into the views themselves are not seen.
+        self._stepped = False
         self._dweights = [self._grads[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
                           for p in plan]
         self._dbiases = [self._grads[p[3]:p[3] + p[1]] for p in plan]
@@ -476,6 +481,13 @@ class MLP:
         if self._fit_thread == threading.get_ident():
             return f(*args)
         return _core.call_holding((self._fit_lock,), (_BUSY,), f, *args)
+
+    def _set_params(self, f, *args):
+        """f(*args) writes new parameters (through the weights and biases lists)."""
+        def change():
+            f(*args)
+            self._stepped = False
+        self._change(change)
 
     def _set_activations(self, acts):
         """The hidden layers' activations changed in place, the weights kept (the estimators'
@@ -515,6 +527,7 @@ class MLP:
         self._change(self._reset_parameters, seed)
 
     def _reset_parameters(self, seed):
+        self._stepped = False
         rng = np.random.default_rng(self.seed if seed is None else seed)
         # Shuffling draws from its own stream, seeded with the weights: a later fit continues
         # the stream (a new order every epoch), and the same calls on the same seed repeat.
@@ -1035,13 +1048,15 @@ class MLP:
                         hint = _scale_hint(X, "inputs", "x")
                         if y.dtype.kind == "f":  # targets of a squared loss
                             hint += _scale_hint(y, "targets", "y")
-                        advice = _divergence_advice(e.kind, epoch == 0 and e.step == 0, opt,
-                                                    B)
+                        first = epoch == 0 and e.step == 0 and not self._stepped
+                        self._stepped = self._stepped or e.step > 0
+                        advice = _divergence_advice(e.kind, first, opt, B)
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
                                               hint, advice, opt.clip_norm) from None
                     # the running sums come back whole (train_steps' sums); counts add up
                     loss_sum, norm_sum, penalty = st[0], st[1], st[8]
                     rows, steps, clipped = rows + st[3], steps + st[4], clipped + st[5]
+                    self._stepped = self._stepped or st[4] > 0
                     norm_max = max(norm_max, st[2])
                     opt.t_, in_call = st[9], False
                     bounds, s0 = (st[6], st[7]), s1
@@ -1095,6 +1110,7 @@ class MLP:
             # A Ctrl-C that arrives as an engine call returns comes before its figures are
             # stored here: the weights and the state hold the call's steps, and so must t_.
             if in_call:
+                self._stepped = self._stepped or int(t_box[0]) > opt.t_
                 opt.t_ = int(t_box[0])
             # an epoch whose figures were being recorded is not counted
             hist._trim(val is not None, val is not None and self.is_classifier)
