@@ -156,6 +156,47 @@ def test_predict_finds_features_by_name_and_ignores_other_columns(iris_csv, tmp_
     assert second == first and first.startswith("species\nsetosa\n")
 
 
+def test_ignore_leaves_columns_out_of_training_and_prediction(iris_csv, tmp_path, capsys):
+    """--ignore drops a column (an id, say) from the features; the model's feature names
+    leave it out, so predict ignores it as it does the target, and the predictions equal
+    those of a model trained on the file without the column."""
+    with open(iris_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    with_id = write_csv(tmp_path / "with_id.csv", ["id"] + rows[0],
+                        [[str(1000 + i)] + r for i, r in enumerate(rows[1:])])
+    model, plain = tmp_path / "ignored.npz", tmp_path / "plain.npz"
+    args = ("--target", "species", "--epochs", 20, "-q")
+    code, out, _ = run(capsys, "train", with_id, *args, "--ignore", "id", "--ignore", "const",
+                       "--out", model)
+    assert code == 0 and "120 training rows, 30 held out, 4 features" in out
+    assert "id" not in fastmlp.load(model).metadata["feature_names"]
+    no_id = write_csv(tmp_path / "no_id.csv", rows[0][:-1], [r[:-1] for r in rows[1:]])
+    assert run(capsys, "train", no_id, *args, "--out", plain)[0] == 0
+    assert (fastmlp.load(model)._params.tobytes() == fastmlp.load(plain)._params.tobytes())
+    first, second = run(capsys, "predict", model, with_id), run(capsys, "predict", plain, no_id)
+    assert first[0] == second[0] == 0 and first[1] == second[1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--ignore", "nope"), r"no column 'nope'; the columns are: sepal length"),
+    (("--ignore", "species"), r"the target column 'species' cannot be ignored"),
+    (tuple(a for c in ("sepal length (cm)", "sepal width (cm)", "petal length (cm)",
+                       "petal width (cm)", "const") for a in ("--ignore", c)),
+     r"no feature columns besides the target 'species' and the ignored columns"),
+])
+def test_ignore_refuses_unknown_target_and_all_columns(iris_csv, tmp_path, capsys, extra,
+                                                       message):
+    code, _, err = run(capsys, "train", iris_csv, "--target", "species", *extra,
+                       "--out", tmp_path / "m.npz")
+    assert code == 2 and re.search(message, err), err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_ignore_needs_a_csv_file(capsys):
+    code, _, err = run(capsys, "train", "--ignore", "id")
+    assert code == 2 and "--ignore needs a CSV file" in err
+
+
 def test_csv_regression_round_trip(linear_csv, tmp_path, capsys):
     model = tmp_path / "linear.npz"
     code, out, _ = run(capsys, "train", linear_csv, "--target", "y", "--out", model, "-q")

@@ -2,7 +2,8 @@
 
 Usage::
 
-    fastmlp train [DATA.csv --target COLUMN] [--hidden 128,64] [--activation relu]
+    fastmlp train [DATA.csv --target COLUMN [--ignore COLUMN]...] [--hidden 128,64]
+                  [--activation relu]
                   [--epochs N] [--batch-size N|full] [--lr LR] [--clip-norm TAU] [--seed N]
                   [--task auto|classification|regression] [--test-size F] [--threads N]
                   [--out MODEL.npz] [--checkpoint-every N] [--checkpoint PATH] [--resume]
@@ -253,6 +254,9 @@ def _add_train(sub):
     p.add_argument("data", nargs="?", metavar="DATA.csv",
                    help="a CSV file with a header line (default: the digits)")
     p.add_argument("--target", metavar="COLUMN", help="the target column of DATA.csv")
+    p.add_argument("--ignore", metavar="COLUMN", action="append", default=[],
+                   help="a column of DATA.csv to leave out of the features, such as an id "
+                        "(repeat for more); every other column but the target is a feature")
     p.add_argument("--task", choices=("auto", "classification", "regression"),
                    default="auto", help="what to learn (default: auto)")
     p.add_argument("--hidden", type=_type(_hidden_sizes), default=list(DEFAULT_HIDDEN),
@@ -753,8 +757,9 @@ def _optimizer(args, n_train, task):
 
 
 def _digits(args):
-    if args.target is not None:
-        raise UsageError("--target needs a CSV file (fastmlp train DATA.csv --target COLUMN)")
+    if args.target is not None or args.ignore:
+        option = "--target" if args.target is not None else "--ignore"
+        raise UsageError(f"{option} needs a CSV file (fastmlp train DATA.csv --target COLUMN)")
     if args.task == "regression":
         raise UsageError("the digits are a classification task; --task regression needs a "
                          "CSV file")
@@ -790,7 +795,7 @@ def _csv_data(args):
         columns = ", ".join(datasets.read_columns(args.data))
         raise UsageError(f"--target is needed with a CSV file: name the column to predict "
                          f"(columns of {args.data}: {columns})")
-    table = datasets.read_csv(args.data, target=args.target)
+    table = datasets.read_csv(args.data, target=args.target, ignore=args.ignore)
     _check_magnitude(table, table.X, table.feature_names)
     task = _choose_task(table, args.task)
     test_size = 0.2 if args.test_size is None else args.test_size

@@ -144,7 +144,7 @@ def load_digits(seed=0, test_size=0.25):
     return train_test_split(X / 16.0, y, test_size=test_size, random_state=seed, stratify=y)
 
 
-def read_csv(path, target=None, features=None):
+def read_csv(path, target=None, features=None, ignore=()):
     """Read a CSV file with a header line into numeric features and a raw target column.
 
     Parameters
@@ -157,8 +157,11 @@ def read_csv(path, target=None, features=None):
     target : str or None
         The name of the target column; None reads no target.
     features : list of str or None
-        The feature columns, in the order wanted; None takes every column but the target.
-        Columns that are neither are ignored.
+        The feature columns, in the order wanted; None takes every column but the target and
+        those in ``ignore``. Columns that are neither are ignored.
+    ignore : sequence of str
+        Columns to leave out when ``features`` is None (an id column, say); each must exist
+        and none may be the target.
 
     Returns
     -------
@@ -178,9 +181,15 @@ def read_csv(path, target=None, features=None):
         raise DataError(f"{name}: the header has no data rows after it")
     t = None if target is None else _column_index(name, columns, target, "target column")
     if features is None:
-        cols = [j for j in range(len(columns)) if j != t]
+        left = [_column_index(name, columns, c, "column") for c in ignore]
+        if t is not None and t in left:
+            raise DataError(f"{name}: the target column {target!r} cannot be ignored")
+        cols = [j for j in range(len(columns)) if j != t and j not in left]
         if not cols:
-            raise DataError(f"{name}: no feature columns besides the target {target!r}")
+            what = "the ignored columns" if left else ""
+            if target is not None:
+                what = f"the target {target!r}" + (" and " + what if what else "")
+            raise DataError(f"{name}: no feature columns besides {what}")
     else:
         cols = _feature_indices(name, columns, features)
     X = _parse_features(name, records, columns, cols)
