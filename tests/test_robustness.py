@@ -507,22 +507,32 @@ def test_layer_sizes_beyond_any_memory_are_refused_by_name():
 
 def test_an_optimizer_state_that_would_be_discarded_warns(rng):
     """Found by a new user: a pickled network and optimizer came back unlinked, and the next
-    fit silently restarted the momentum. bind() keeps it; a warning says when it is lost."""
+    fit silently restarted the momentum. The link is now the network's identity, which its
+    pickles and copies keep, together or apart; bind() links an optimizer to another network,
+    and a warning says when a state would be lost."""
     import pickle
     X, y = rng.standard_normal((64, 4)), np.arange(64) % 2
     net = fastmlp.MLP([4, 8, 2], output="softmax", seed=0)
     opt = fastmlp.SGD(lr=0.1, momentum=0.9)
     net.fit(X, y, optimizer=opt, epochs=2)
-    net2, opt2 = pickle.loads(pickle.dumps((net, opt)))
-    with pytest.warns(UserWarning, match="call optimizer.bind|Call optimizer.bind"):
-        net2.fit(X, y, optimizer=opt2, epochs=1)
-    net3, opt3 = pickle.loads(pickle.dumps((net, opt)))
-    opt3.bind(net3)
+    together = [pickle.loads(pickle.dumps((net, opt))), copy.deepcopy((net, opt))]
+    together.append((pickle.loads(pickle.dumps(net)), pickle.loads(pickle.dumps(opt))))
+    other = fastmlp.MLP([4, 8, 2], output="softmax", seed=0)  # the weights net started from
+    with pytest.warns(UserWarning, match="belongs to another network.*Call optimizer.bind"):
+        other.fit(X, y, optimizer=pickle.loads(pickle.dumps(opt)), epochs=1)
+    other.weights, other.biases = net.weights, net.biases
+    other.set_shuffle_state(net.get_shuffle_state())
+    opt5 = pickle.loads(pickle.dumps(opt)).bind(other)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        net3.fit(X, y, optimizer=opt3, epochs=1)
+        for net2, opt2 in together + [(other, opt5)]:
+            net2.fit(X, y, optimizer=opt2, epochs=1)
         net.fit(X, y, optimizer=opt, epochs=1)
-    np.testing.assert_array_equal(net3._params, net._params)
+    for net2, _ in together + [(other, opt5)]:
+        np.testing.assert_array_equal(net2._params, net._params)
+    # The original optimizer stays with the original network: a copy of it is another one.
+    with pytest.warns(UserWarning, match="belongs to another network"):
+        copy.deepcopy(net).fit(X, y, optimizer=opt, epochs=1)
 
 
 def test_a_damaged_zip_version_field_is_a_value_error(tmp_path):

@@ -432,6 +432,9 @@ class MLP:
         self.dtype = dt
         self.seed = seed
         self.metadata = {}
+        # An identity that pickling and copying keep, so that a network and its optimizer
+        # pickled or copied together come back linked (optim.py, _Optimizer._owned_by).
+        self._uid = int.from_bytes(os.urandom(8), "little")
         self._build()
         self.reset_parameters()
 
@@ -649,7 +652,7 @@ class MLP:
                       dtype=self.dtype.name, seed=self.seed, skip=list(self.skips))
         return {"config": config, "params": self._current_params(), "metadata": self.metadata,
                 "shuffle_state": self._shuffle_rng.bit_generator.state,
-                "history_": getattr(self, "history_", None)}
+                "history_": getattr(self, "history_", None), "uid": self._uid}
 
     def __setstate__(self, state):
         if "_fit_lock" in self.__dict__:  # an existing network (pickle's are new): as a change
@@ -663,6 +666,7 @@ class MLP:
         self._shuffle_rng.bit_generator.state = state["shuffle_state"]
         if state["history_"] is not None:
             self.history_ = state["history_"]
+        self._uid = state.get("uid", self._uid)  # pickles of earlier versions have none
 
     # ------------------------------------------------------------ checks at the boundary
 
@@ -990,8 +994,8 @@ class MLP:
         # may run meanwhile; on a cache line like every buffer the engine writes each step
         if opt._foreign_state(self):
             warnings.warn("the optimizer's state (momentum or Adam's moments) belongs to "
-                          "another network, or lost its link to this one through pickling; "
-                          "it starts over. Call optimizer.bind(net) first to continue it.",
+                          "another network; it starts over. Call optimizer.bind(net) first "
+                          "to continue it.",
                           UserWarning, stacklevel=_caller_level())
         state = opt._state_for(self)
         n_steps = -(-n // B)

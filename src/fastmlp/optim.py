@@ -113,6 +113,7 @@ class _Optimizer:
         self.state_ = None
         self.t_ = 0
         self._owner = None
+        self._owner_uid = None
 
     def _rates(self):
         """The settings check_rates looks at: the rate, Adam's eps and the clipping norm."""
@@ -133,10 +134,13 @@ class _Optimizer:
                 or self.state_.dtype != net.dtype):
             self.reset()
             self.state_ = aligned_zeros(n, net.dtype)
-            self._owner = weakref.ref(net)
         elif self.state_.ctypes.data % 64:  # a pickled or copied state: on a line again
             self.state_ = aligned_copy(self.state_)
+        self._link(net)
         return self.state_
+
+    def _link(self, net):
+        self._owner, self._owner_uid = weakref.ref(net), net._uid
 
     def _foreign_state(self, net):
         """Whether a fit of ``net`` would discard state built for another network (or one
@@ -145,28 +149,33 @@ class _Optimizer:
                 and bool(self.t_ or self.state_.any()))
 
     def _owned_by(self, net):
-        """Whether the state is linked to ``net`` (the link is a weak reference)."""
-        return self._owner is not None and self._owner() is net
+        """Whether the state is linked to ``net``: a weak reference to it, or, after pickling
+        or copying (which drop the reference), the identity of the network it was made for,
+        which that network's pickles and copies keep."""
+        if self._owner is not None:
+            return self._owner() is net
+        return self._owner_uid is not None and self._owner_uid == net._uid
 
     def _state_per_param(self):
         return _STATE_PER_PARAM[self._kind()]
 
     def bind(self, net):
         """Attach the state this optimizer holds to ``net``, so that the next fit of ``net``
-        continues from it. The link to a network is not pickled (a pickled optimizer and its
-        network come back as two objects); ``bind`` restores it. The state must have been made
-        for a network of the same size and dtype."""
+        continues from it. Without it, an optimizer continues its state only on the network
+        it trained, or on that network's pickles and copies (its link is the network's
+        identity, which they keep). The state must have been made for a network of the same
+        size and dtype."""
         n = self._state_per_param() * net.n_params
         if self.state_ is not None and (self.state_.size != n or self.state_.dtype != net.dtype):
             raise ValueError(f"this optimizer's state ({self.state_.size} values of "
                              f"{self.state_.dtype}) does not fit a network of "
                              f"{net.n_params} {net.dtype} parameters")
-        self._owner = weakref.ref(net)
+        self._link(net)
         return self
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_owner"] = None  # the state buffer travels; its link to a network does not
+        state["_owner"] = None  # the reference does not travel; _owner_uid does
         state.pop("_fit_lock", None)
         state.pop("_fit_thread", None)  # a copy is no fit's
         return state
@@ -175,6 +184,7 @@ class _Optimizer:
         self.__dict__.update(state)
         self.__dict__["_fit_lock"] = threading.Lock()
         self.__dict__.setdefault("_loss_clip", 0.0)  # pickled before it existed
+        self.__dict__.setdefault("_owner_uid", None)
 
 
 class SGD(_Optimizer):
