@@ -1,4 +1,5 @@
 """fastmlp.profile: every phase of every layer timed, the network left unchanged."""
+import re
 import time
 
 import numpy as np
@@ -29,6 +30,20 @@ def test_profile_covers_every_layer_and_changes_nothing(opt, skip):
     assert prof.engine_seconds > 0 and prof.steps_per_epoch == 7
     text = str(prof)
     assert "forward" in text and "us/step" in text and "one epoch (7 steps)" in text
+
+
+def test_profile_names_clipping_and_times_the_l2_pass():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 8)), rng.integers(0, 3, 64)
+    net = fastmlp.MLP([8, 6, 3], output="softmax")
+    before = net._params.copy()
+    text = str(fastmlp.profile(net, X, y, fastmlp.SGD(batch_size=16, clip_norm=0.5, l2=0.01),
+                               steps=2))
+    assert "sgd, clip_norm 0.5, l2 0.01, 2 steps (clipping scales the update's rate" in text
+    assert re.search(r"\nnorm +\d+ values, l2 ", text), text
+    np.testing.assert_array_equal(net._params, before)
+    plain = str(fastmlp.profile(net, X, y, fastmlp.SGD(batch_size=16), steps=2))
+    assert "clip" not in plain and "l2" not in plain
 
 
 def test_profile_arguments():

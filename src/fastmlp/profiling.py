@@ -96,8 +96,9 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     net : MLP
     X, y : the training data (as for ``fit``); batches are drawn from it at random.
     optimizer : SGD, Adam or None
-        Its batch size, kind and clipping are used (``SGD()`` by default); its state is not
-        touched.
+        Its batch size, kind, clipping and L2 are used (``SGD()`` by default); its state is
+        not touched. With L2, the "norm" row times the engine's L2 pass (``dW += (l2 / B) W``
+        with the norms); clipping only scales the update's rate, so it has no row.
     steps : int
         Steps timed (after one warm-up step); medians are reported.
     n_threads : int or None
@@ -160,7 +161,10 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
             _timed(times, ("backward", l), _backward, plan, l, dz, A, H, W, dW, db, D, keep,
                    acts, nt)
             dz = D[l]
-        _timed(times, ("norm", None), _core.norm, grads)
+        if opt.l2 > 0:  # the engine's L2 pass: dW += (l2 / B) W with both norms, then db's
+            _timed(times, ("norm", None), _l2_norms, plan, params, grads, opt.l2 / B, nt)
+        else:
+            _timed(times, ("norm", None), _core.norm, grads, nt)
         _timed(times, ("update", None), _update, params, s1, s2, grads, opt, kind, nt)
         if step == 0:
             times.clear()  # the warm-up step
@@ -168,14 +172,19 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     for (phase, l), ts in times.items():
         if l is None:
             shape = {"gather": f"{B} rows", "loss": f"{B}x{net.n_outputs}",
-                     "norm": f"{n_params} values", "update": f"{n_params} values"}[phase]
+                     "norm": f"{n_params} values" + (", l2" if opt.l2 > 0 else ""),
+                     "update": f"{n_params} values"}[phase]
         else:
             shape = f"{B}x{plan[l][0]} -> {plan[l][1]}"
         rows_out.append({"phase": phase, "layer": l, "shape": shape,
                          "seconds": statistics.median(ts)})
     engine, phases = _engine_step(net, X, y, opt, B, steps, nt, rng)
+    extra = "".join(f", {k} {v:g}" for k, v in (("clip_norm", opt.clip_norm), ("l2", opt.l2))
+                    if v)
     title = (f"fastmlp profile: {net!r}\nbatch {B}, {nt} thread{'s' if nt > 1 else ''}, "
-             f"{kind}, {steps} steps")
+             f"{kind}{extra}, {steps} steps")
+    if opt.clip_norm:  # engine.c note 4
+        title += " (clipping scales the update's rate: no pass of its own)"
     return Profile(title, rows_out, engine, -(-n // B), phases)
 
 
@@ -215,6 +224,13 @@ def _backward(plan, l, dz, A, H, W, dW, db, D, keep, acts, nt):
     _core.act_backward(dA.reshape(-1), src.reshape(-1), dA.reshape(-1), acts[l - 1])
     if lo[5] == _core.SKIPS["preact"]:
         dA += keep[l]
+
+
+def _l2_norms(plan, params, grads, a, nt):
+    for p in plan:
+        w = slice(p[2], p[2] + p[0] * p[1])
+        _core.l2_grad(grads[w], params[w], a, nt)
+        _core.norm(grads[p[3]:p[3] + p[1]], nt)
 
 
 def _update(params, s1, s2, grads, opt, kind, nt):
