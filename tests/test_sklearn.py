@@ -669,7 +669,8 @@ def test_warm_start_and_partial_fit_refuse_a_changed_network_shape(change):
     np.testing.assert_array_equal(clf.coefs_[0], W)
 
 
-@pytest.mark.parametrize("classes", [[], set(), {0, 1, 2}, 3, [[0, 1], [2, 3]], "abc"])
+@pytest.mark.parametrize("classes", [[], set(), {0, 1, 2}, 3, [[0, 1], [2, 3]], "abc",
+                                     bytearray(b"\x00\x01\x02"), memoryview(b"\x00\x01")])
 def test_partial_fit_names_bad_classes(classes):
     X, y = _blobs()
     with pytest.raises(ValueError, match="classes must be a non-empty 1-D array-like"):

@@ -788,8 +788,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             else:
                 self.classes_ = np.unique(y)
         else:
-            arr = None if isinstance(classes, (set, frozenset, dict, str)) else \
-                np.asarray(classes)
+            arr = None if isinstance(classes, _UNORDERED_OR_TEXT) else np.asarray(classes)
             if arr is None or arr.ndim != 1 or arr.size == 0:
                 raise ValueError(f"classes must be a non-empty 1-D array-like of every label "
                                  f"the stream can hold, got {classes!r}")
