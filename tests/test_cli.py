@@ -791,7 +791,15 @@ def test_divergence_names_the_run_epoch(tmp_path, capsys):
     assert re.search(r"diverged in epoch 4, step 1:", err), err
     # The CLI fits one epoch at a time, but the steps of epochs 1-3 were applied: the
     # advice is the rate's, not the one for a first step of all.
-    assert "smaller learning rate" in err and "No step of this fit" not in err, err
+    assert "smaller learning rate" in err and "No step was applied" not in err, err
+    assert "checkpoints already written" not in err  # there are none
+    # Resumed from epoch 3's checkpoint, epoch 4 is the run's first: the same advice.
+    args = ("train", data, "--target", "price", "--lr", "0.4", "--batch-size", "full",
+            "--checkpoint-every", 3, "--out", tmp_path / "c.npz")
+    assert run(capsys, *args, "--epochs", 3)[0] == 0
+    code, out, err = run(capsys, *args, "--epochs", 40, "--resume")
+    assert code == 1 and re.search(r"diverged in epoch 4, step 1:", err), err
+    assert "smaller learning rate" in err and "No step was applied" not in err, err
 
 
 def test_predict_refuses_an_estimator_file_with_one_line(tmp_path, capsys):
@@ -1036,3 +1044,57 @@ def test_a_plot_name_without_an_extension_is_named_as_written(tmp_path, capsys):
     assert "would overwrite the model" in err and not (tmp_path / "k.png").exists()
     err = one_line_error(capsys, "demo", "depth", "--plot", "")
     assert "--plot needs a file name" in err
+
+
+def test_outputs_that_overflow_are_one_line_errors(tmp_path, capsys):
+    """Found by a new user: training ended on finite weights whose held-out outputs overflow,
+    and train (then predict, on such a model) died with a traceback that said to scale the
+    inputs, which were standardized. Both now exit 1 with one line blaming the weights."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    data = write_csv(tmp_path / "r.csv", ["a", "b", "c", "d", "y"],
+                     [[*x, 2 * x[0] + x[1] - x[2]] for x in X])
+    out = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", data, "--target", "y", "--epochs", 3, "--lr", 2,
+                       "--batch-size", "full", "--out", out, "-q")
+    assert code == 1 and "Traceback" not in err, err
+    assert re.search(r"error: the trained network's output for held-out row \d+ is not "
+                     r"finite: .*largest \|weight\| .*training was diverging\. The model was "
+                     r"not saved\. Try a smaller learning rate than --lr=2", err), err
+    assert not out.exists()
+    ok = tmp_path / "ok.npz"
+    assert run(capsys, "train", data, "--target", "y", "--epochs", 2, "--out", ok, "-q")[0] == 0
+    net = fastmlp.load(ok)
+    net.weights = [w * 1e15 for w in net.weights]
+    net.save(tmp_path / "big.npz")
+    code, printed, err = run(capsys, "predict", tmp_path / "big.npz", data)
+    assert code == 1 and printed == "" and "Traceback" not in err
+    assert re.search(r"big\.npz: its output for .*r\.csv, row 1 \(line 2\) is not finite: .*"
+                     r"the weights are too large", err), err
+
+
+def test_resume_with_other_feature_columns_names_them(tmp_path, capsys):
+    """Found by a new user: resuming with another --ignore said the data differ ('x_mean of
+    the training split'); the feature columns are named first."""
+    rng = np.random.default_rng(0)
+    data = write_csv(tmp_path / "r.csv", ["id", "a", "b", "y"],
+                     [[i, *rng.normal(size=2), float(i % 3)] for i in range(60)])
+    out = tmp_path / "ck.npz"
+    args = ("train", data, "--target", "y", "--checkpoint-every", 1, "--out", out, "-q")
+    assert run(capsys, *args, "--ignore", "id", "--epochs", 2)[0] == 0
+    code, _, err = run(capsys, *args, "--epochs", 4, "--resume")
+    assert code == 2 and ("ck.npz was trained on the feature columns a, b; this run has id, "
+                          "a, b (see --ignore)") in err, err
+
+
+def test_a_text_feature_column_names_ignore_and_names_are_stripped(tmp_path, capsys):
+    """Found by a new user: a column of text refused without a word on --ignore, and
+    --ignore ' id' (spaces kept) missed the header's id (its cells are stripped)."""
+    data = write_csv(tmp_path / "p.csv", ["person", "a", "y"],
+                     [[f"person {i}", i % 5, i % 2] for i in range(40)])
+    code, _, err = run(capsys, "train", data, "--target", "y", "--out", tmp_path / "m.npz")
+    assert code == 2 and ("'person 0' is not a number; every column but the target is a "
+                          "feature: leave one of text out with --ignore person") in err, err
+    code, out, _ = run(capsys, "train", data, "--target", " y ", "--ignore", " person ",
+                       "--epochs", 1, "--out", tmp_path / "m.npz")
+    assert code == 0 and "1 feature\n" in out and "1 epoch\n" in out, out

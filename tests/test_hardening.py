@@ -5,6 +5,7 @@ Every rejected call is checked to leave the network bit for bit as it was; every
 re-laid-out input is checked to give exactly the result of its C-contiguous copy in the
 network's dtype (the conversion happens once, at the boundary, so there is nothing to tolerate).
 """
+import copy
 import json
 import multiprocessing
 import os
@@ -548,7 +549,7 @@ def test_non_finite_gradient_is_never_applied_and_names_the_layer():
     big = float(np.finfo(np.float32).max) / 8
     before = state(net)[0]
     with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: non-finite gradient in "
-                                                 r"layer 0.*No step of this fit was applied.*"
+                                                 r"layer 0.*No step was applied to these weights.*"
                                                  r"standardize them"):
         net.fit(np.full((4, 2), big), np.zeros(4),
                 optimizer=fastmlp.SGD(lr=1e-30, batch_size=None), epochs=1)
@@ -1381,13 +1382,18 @@ def test_a_later_fits_first_step_divergence_gets_the_rate_advice():
     net = fastmlp.MLP([1, 1], output="identity", init="zeros", dtype="float64")
     e = _diverge_one_fit_at_a_time(lambda: net.fit(X, X[:, 0], optimizer=opt, epochs=1))
     assert (e.epoch, e.step) == (1, 1)
-    assert "No step of this fit" not in str(e) and "smaller learning rate than lr=1" in str(e)
+    assert "No step was applied" not in str(e) and "smaller learning rate than lr=1" in str(e)
+    for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):  # they keep the steps'
+        with pytest.raises(FloatingPointError, match=r"step 1: .*smaller learning rate"):
+            twin.fit(X, X[:, 0], optimizer=opt, epochs=1)
     net.weights[0] = net.weights[0].copy()
-    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: .*No step of this fit"):
+    with pytest.raises(FloatingPointError,
+                       match=r"epoch 1, step 1: .*No step was applied to these weights"):
         net.fit(X, X[:, 0], optimizer=opt, epochs=1)
     net.reset_parameters()
     net.weights = [np.full((1, 1), 1e200)]
-    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1: .*No step of this fit"):
+    with pytest.raises(FloatingPointError,
+                       match=r"epoch 1, step 1: .*No step was applied to these weights"):
         net.fit(X, X[:, 0], optimizer=opt, epochs=1)
 
 
@@ -1399,4 +1405,24 @@ def test_partial_fit_divergence_after_earlier_calls_gets_the_rate_advice():
                        learning_rate_init=1.0, momentum=0.0, batch_size=100, random_state=0)
     e = _diverge_one_fit_at_a_time(lambda: est.partial_fit(X, X[:, 0]))
     assert (e.epoch, e.step, e.what) == (1, 1, "gradient")
-    assert "No step of this fit" not in str(e) and "smaller learning rate" in str(e)
+    assert "No step was applied" not in str(e)
+    assert "smaller learning rate than learning_rate_init=1, or set clip_norm" in str(e)
+    # coefs_ set through the estimator are new weights, as the network's own setters make
+    est.coefs_ = [c.copy() for c in est.coefs_]
+    with pytest.raises(FloatingPointError, match="No step was applied to these weights"):
+        est.partial_fit(X, X[:, 0])
+
+
+def test_weights_set_by_a_callback_get_the_weights_advice_in_a_later_epoch():
+    """A callback that sets new weights between epochs: a divergence at the next epoch's
+    first step is about those weights, not the rate (found by a new user)."""
+    X = np.arange(100.0)[:, None]
+    net = fastmlp.MLP([1, 1], output="identity", init="zeros", dtype="float64")
+
+    def blow_up(epoch, hist):
+        net.weights = [np.full((1, 1), 1e200)]
+
+    with pytest.raises(FloatingPointError, match=r"epoch 2, step 1: .*No step was applied to "
+                                                 r"these weights"):
+        net.fit(X, X[:, 0], optimizer=fastmlp.SGD(lr=1e-6, batch_size=None), epochs=3,
+                callback=blow_up)

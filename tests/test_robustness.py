@@ -613,6 +613,16 @@ def test_deeply_nested_header_is_a_value_error(tmp_path):
         fastmlp.load(path)
 
 
+def test_a_header_integer_beyond_pythons_digit_limit_names_the_file(tmp_path):
+    """Found by a new user: the int conversion's own message, without the file's name."""
+    path = tmp_path / "digits.npz"
+    raw = b'{"format": "fastmlp", "version": ' + b"9" * 5000 + b"}"
+    np.savez(path, header=np.frombuffer(raw, dtype=np.uint8), params=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"digits\.npz is not a fastmlp model \(its header "
+                                         r"cannot be read"):
+        fastmlp.load(path)
+
+
 def test_load_refuses_a_fifo_without_blocking(tmp_path):
     path = tmp_path / "pipe.npz"
     os.mkfifo(path)

@@ -710,3 +710,47 @@ def test_load_refuses_a_bad_step_count(tmp_path, t):
     with pytest.raises(ValueError, match=r"bad.npz has an invalid estimator header: .*t_ must "
                                          r"be an int >= 0"):
         fastmlp.load(bad)
+
+
+def _huge(coefs):
+    """Weights of +-1e20 in a fixed pattern: outputs that overflow float32 (inf - inf)."""
+    return [np.where(np.arange(c.size).reshape(c.shape) % 2, 1e20, -1e20) for c in coefs]
+
+
+def test_estimators_never_answer_from_outputs_that_overflow():
+    """Found by a new user: predict returned inf, predict_proba NaN rows, predict class 0
+    for every row and score 0.38, where the network's own predict refuses (the estimators
+    read its outputs unchecked). Every answer now refuses, naming the row and the cause."""
+    X, y = _blobs(classes=3)
+    clf = MLPClassifier((8,), max_iter=5, random_state=0)
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+        reg.fit(X, X[:, 0])
+    for est, answers in ((clf, ("predict", "predict_proba", "predict_log_proba")),
+                         (reg, ("predict",))):
+        est.coefs_ = _huge(est.coefs_)
+        for name in answers:
+            with pytest.raises(ValueError, match=r"output for row 0 of X is not finite: .*"
+                                                 r"largest \|weight\| 1e\+20.*smaller learning"):
+                getattr(est, name)(X)
+        with pytest.raises(ValueError, match="output for row 0 of X is not finite"):
+            est.score(X, y if est is clf else X[:, 0])
+
+
+def test_early_stopping_on_outputs_that_overflow_is_a_divergence():
+    """Found by a new user: finite steps left weights whose outputs on the validation split
+    overflow, and early stopping failed in r2_score with 'Input contains infinity', as if
+    the user's data held one. It is the fit's divergence, with the rate advice."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    reg = MLPRegressor(hidden_layer_sizes=(128, 64), solver="sgd", learning_rate_init=0.5,
+                       batch_size=270, max_iter=50, early_stopping=True, n_iter_no_change=100,
+                       random_state=0)
+    with pytest.raises(fastmlp.DivergenceError, match=r"non-finite output on the validation "
+                                                      r"split.*smaller learning rate than "
+                                                      r"learning_rate_init=0\.5, or set "
+                                                      r"clip_norm") as info:
+        reg.fit(X, X @ rng.normal(size=5))
+    assert len(reg.validation_scores_) == info.value.epoch - 1  # the epoch is not recorded

@@ -77,6 +77,7 @@ import hashlib
 import io
 import math
 import os
+import shlex
 import stat
 import sys
 import tempfile
@@ -89,8 +90,8 @@ import fastmlp
 from fastmlp import datasets
 from fastmlp.diagnostics import epoch_warnings
 from fastmlp._threads import resolve_threads
-from fastmlp.network import (ACTIVATIONS, ROW_ORDER, DivergenceError, _Progress, count_params,
-                             replace_file)
+from fastmlp.network import (ACTIVATIONS, ROW_ORDER, DivergenceError, NonFiniteOutputError,
+                             _Progress, count_params, replace_file)
 
 MAX_AUTO_CLASSES = 20
 DEFAULT_HIDDEN = (128, 64)
@@ -374,8 +375,10 @@ def main(argv=None):
         except (UsageError, datasets.DataError) as e:
             code = _error(e, 2)
         except DivergenceError as e:  # in the CLI's terms: its flags, and no model is written
-            msg = e.message("The model was not saved (checkpoints already written stay as "
-                            "they were).", e.advice or e.rate_advice("--lr", "--clip-norm"))
+            kept = " (checkpoints already written stay as they were)" * getattr(
+                e, "checkpointed", False)
+            msg = e.message(f"The model was not saved{kept}.",
+                            e.advice or e.rate_advice("--lr", "--clip-norm"))
             code = _error(msg, 1)
         except FloatingPointError as e:
             code = _error(e, 1)
@@ -482,7 +485,7 @@ def _train(args):
     if args.resume:
         net, start = _resume(ckpt, net, data, settings, args.epochs, args.threads)
     print(f"network: {'-'.join(map(str, net.layer_sizes))}, {args.activation} hidden, "
-          f"{net.output} output; {opt!r}, {args.epochs} epochs", flush=True)
+          f"{net.output} output; {opt!r}, {_count(args.epochs, 'epoch')}", flush=True)
     if start:
         print(f"resuming from {ckpt} after epoch {start}", flush=True)
     with warnings.catch_warnings():
@@ -500,7 +503,14 @@ def _train(args):
     keep_checkpoint = hist.interrupted and last > 0 and ckpt == out
     if keep_checkpoint:
         net = fastmlp.load(out)  # written by this run, or checked by --resume
-    data.meta["metrics"] = _report(net, data, args.threads)
+    try:
+        data.meta["metrics"] = _report(net, data, args.threads)
+    except NonFiniteOutputError as e:  # finite weights whose outputs overflow: diverging
+        kept = " (checkpoints already written stay as they were)" * bool(saved or start)
+        raise FloatingPointError(
+            f"the trained network's output for {e.where} is not finite: {e.detail}; "
+            f"training was diverging. The model was not saved{kept}. Try a smaller learning "
+            f"rate than --lr={opt.lr:g}, or set --clip-norm.") from None
     if not keep_checkpoint:
         _save(net, out, _with_state(data.meta, net, done, settings, args.threads,
                                     resumable=not hist.interrupted))
@@ -582,6 +592,7 @@ def _fit_epochs(net, data, opt, args, start, ckpt, settings):
                                 verbose=0, n_threads=args.threads)
                 except DivergenceError as e:  # fit counts its own single epoch as 1
                     e.epoch = epoch + 1
+                    e.checkpointed = bool(saved or start)  # a checkpoint of this run exists
                     raise
                 except ValueError as e:  # e.g. a training split of one class
                     raise UsageError(f"cannot train on {args.data or 'digits'}: {e}") from None
@@ -629,6 +640,13 @@ def _resume(path, net, data, settings, epochs, threads):
                 now = ",".join(map(str, settings[key])) or "none"
             raise UsageError(f"--resume: {path} was trained with {option} {was}, this run has "
                              f"{now}")
+    was, now = meta.get("feature_names"), data.meta.get("feature_names")
+    if was != now and isinstance(was, list):
+        def listed(names):
+            text = ", ".join(map(str, names))
+            return text if len(text) <= 60 else text[:57] + "..."
+        raise UsageError(f"--resume: {path} was trained on the feature columns "
+                         f"{listed(was)}; this run has {listed(now)} (see --ignore)")
     for key in ("x_mean", "x_scale", "classes", "y_mean", "y_scale", "feature_names"):
         if meta.get(key) != data.meta.get(key):
             raise UsageError(f"--resume: the data differ from those {path} was trained on "
@@ -661,6 +679,7 @@ def _resume(path, net, data, settings, epochs, threads):
                       f"batches are split among the threads, so the result may differ in the "
                       f"last bits from an uninterrupted run" +
                       (f" (--threads {was} matches it)" if known else ""), UserWarning)
+    saved._stepped = done > 0  # its weights are this run's steps: a divergence is the rate's
     return saved, done
 
 
@@ -795,7 +814,14 @@ def _csv_data(args):
         columns = ", ".join(datasets.read_columns(args.data))
         raise UsageError(f"--target is needed with a CSV file: name the column to predict "
                          f"(columns of {args.data}: {columns})")
-    table = datasets.read_csv(args.data, target=args.target, ignore=args.ignore)
+    try:
+        table = datasets.read_csv(args.data, target=args.target, ignore=args.ignore)
+    except datasets.DataError as e:
+        column = getattr(e, "text_column", None)
+        if column is None:
+            raise
+        raise datasets.DataError(f"{e}; every column but the target is a feature: leave one "
+                                 f"of text out with --ignore {shlex.quote(column)}") from None
     _check_magnitude(table, table.X, table.feature_names)
     task = _choose_task(table, args.task)
     test_size = 0.2 if args.test_size is None else args.test_size
@@ -820,7 +846,7 @@ def _csv_data(args):
         meta.update(y_mean=y_mean, y_scale=y_scale)
         y_train, y_test = (y_train - y_mean) / y_scale, (y_test - y_mean) / y_scale
     print(f"data: {args.data}, {len(y_train)} training rows, {len(y_test)} held out, "
-          f"{X_train.shape[1]} features")
+          f"{_count(X_train.shape[1], 'feature')}")
     return _Data((X_train - x_mean) / x_scale, (X_test - x_mean) / x_scale, y_train,
                  y_test, meta)
 
@@ -932,7 +958,11 @@ def _report(net, data, n_threads):
     X, y, which = data.X_test, data.y_test, "held-out"
     if len(y) == 0:
         X, y, which = data.X_train, data.y_train, "training (no rows held out)"
-    pred = net.predict(X, n_threads=n_threads)
+    try:
+        pred = net.predict(X, n_threads=n_threads)
+    except NonFiniteOutputError as e:
+        e.where = f"{which} row {e.row + 1}"
+        raise
     if data.meta["task"] == "classification":
         hits = int(np.sum(pred == y))
         print(f"{which} accuracy: {hits / len(y):.4f} ({hits} of {len(y)} rows)")
@@ -1075,7 +1105,12 @@ def _predict(args):
     with np.errstate(all="ignore"):  # overflow becomes inf, refused just below
         X = (table.X - np.asarray(meta["x_mean"])) / np.asarray(meta["x_scale"])
     _check_scaled(table, X, args.model)
-    pred = net.predict(X, n_threads=args.threads)
+    try:
+        pred = net.predict(X, n_threads=args.threads)
+    except NonFiniteOutputError as e:
+        raise FloatingPointError(f"{args.model}: its output for {table.path}, row {e.row + 1} "
+                                 f"(line {table.lines[e.row]}) is not finite: {e.detail}; "
+                                 f"{e.advice}") from None
     _write_table(args.out, _header(meta, pred), _decode(pred, meta, net))
     if args.out:
         print(f"{len(pred)} predictions written to {args.out}", file=sys.stderr)
@@ -1129,6 +1164,10 @@ def _load_model(path):
         return net, {}
     _check_metadata(path, net, meta)
     return net, meta
+
+
+def _count(n, noun):
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _short(value):

@@ -179,9 +179,11 @@ def read_csv(path, target=None, features=None, ignore=()):
     records = rows[1:]
     if not records:
         raise DataError(f"{name}: the header has no data rows after it")
+    # names as the header's cells are read: without the spaces around them
+    target = None if target is None else target.strip()
     t = None if target is None else _column_index(name, columns, target, "target column")
     if features is None:
-        left = [_column_index(name, columns, c, "column") for c in ignore]
+        left = [_column_index(name, columns, c.strip(), "column") for c in ignore]
         if t is not None and t in left:
             raise DataError(f"{name}: the target column {target!r} cannot be ignored")
         cols = [j for j in range(len(columns)) if j != t and j not in left]
@@ -351,7 +353,9 @@ def _raise_bad_cell(name, i, line, cells, columns, cols):
         if not text:
             raise DataError(f"{where}: empty cell")
         if not is_number(text):
-            raise DataError(f"{where}: {text!r} is not a number")
+            error = DataError(f"{where}: {text!r} is not a number")
+            error.text_column = columns[j]  # the CLI's train names --ignore
+            raise error
         if not math.isfinite(parse_number(text)):
             raise DataError(f"{where}: {_not_finite(text)}")
 

@@ -134,6 +134,16 @@ class _ParamList(list):
         return list, (list(self),)
 
 
+class NonFiniteOutputError(ValueError):
+    """predict, predict_proba or score met a row whose output is not finite: no answer is
+    computed from inf or NaN. ``row`` is its index in X, ``detail`` the sizes of its inputs
+    and of the weights, ``advice`` what helps."""
+
+    def __init__(self, message, row, detail, advice):
+        super().__init__(message)
+        self.row, self.detail, self.advice = row, detail, advice
+
+
 class DivergenceError(FloatingPointError):
     """A step of ``fit`` met a non-finite loss, gradient or update and was not applied.
 
@@ -146,6 +156,7 @@ class DivergenceError(FloatingPointError):
         self.epoch, self.step, self.what, self.layer, self.lr = epoch, step, what, layer, lr
         self.hint, self.clip_norm = hint, clip_norm
         self.advice = advice  # None: rate_advice()
+        self.names = ("lr", "clip_norm")  # the rate's and the clipping's, as the caller has them
 
     def rate_advice(self, lr_name="lr", clip_name="clip_norm"):
         """The usual advice: a smaller rate, or clipping (tighter if it is on)."""
@@ -155,7 +166,7 @@ class DivergenceError(FloatingPointError):
     def message(self, kept="The network keeps the weights of the last finite step.",
                 advice=None):
         where = f" in layer {self.layer}" if self.layer >= 0 else ""
-        advice = advice or self.advice or self.rate_advice()
+        advice = advice or self.advice or self.rate_advice(*self.names)
         return (f"training diverged in epoch {self.epoch}, step {self.step}: non-finite "
                 f"{self.what}{where}. {kept} {advice}{self.hint}")
 
@@ -191,9 +202,8 @@ def _divergence_advice(kind, first_step, opt, batch=1):
                 f"whatever the rate: {_clip_advice(opt.clip_norm)}{l2}, or scale the inputs "
                 f"and targets.")
     if first_step and kind in ("loss", "gradient"):
-        return ("No step of this fit was applied yet: the weights it started from already "
-                "give this for these data; check the scale of the weights, inputs and "
-                "targets.")
+        return ("No step was applied to these weights yet: they already give this for these "
+                "data; check the scale of the weights, inputs and targets.")
     return None
 
 
@@ -459,10 +469,10 @@ class MLP:
                                    for p in plan], "weights", self._set_params)
         self._biases = _ParamList([self._params[p[3]:p[3] + p[1]] for p in plan], "biases",
                                   self._set_params)
-        # Whether the parameters are those an earlier fit's steps left: a divergence at a
-        # later fit's first step then comes from the rate, not from the starting weights.
-        # Set by fit, cleared by new weights (the lists' setters, reset_parameters); writes
-        # into the views themselves are not seen.
+        # Whether the parameters are those fit's steps left: a divergence at the first step
+        # of a later fit (or epoch) then comes from the rate, not from the weights it started
+        # from. Set by fit, kept by pickles and copies, cleared by new weights (the lists'
+        # setters, reset_parameters, load); writes into the views themselves are not seen.
         self._stepped = False
         self._dweights = [self._grads[p[2]:p[2] + p[0] * p[1]].reshape(p[0], p[1])
                           for p in plan]
@@ -652,7 +662,8 @@ class MLP:
                       dtype=self.dtype.name, seed=self.seed, skip=list(self.skips))
         return {"config": config, "params": self._current_params(), "metadata": self.metadata,
                 "shuffle_state": self._shuffle_rng.bit_generator.state,
-                "history_": getattr(self, "history_", None), "uid": self._uid}
+                "history_": getattr(self, "history_", None), "uid": self._uid,
+                "stepped": self._stepped}
 
     def __setstate__(self, state):
         if "_fit_lock" in self.__dict__:  # an existing network (pickle's are new): as a change
@@ -667,6 +678,7 @@ class MLP:
         if state["history_"] is not None:
             self.history_ = state["history_"]
         self._uid = state.get("uid", self._uid)  # pickles of earlier versions have none
+        self._stepped = bool(state.get("stepped", False))
 
     # ------------------------------------------------------------ checks at the boundary
 
@@ -693,12 +705,27 @@ class MLP:
         with self._workspace(min(X.shape[0], _PREDICT_ROWS), nthreads) as (ws, cap, tune):
             self._with_params(lambda params: _core.forward(self._plan, params, ws, cap, X, out,
                                                            nthreads, None, tune))
-        if answer and not np.isfinite(out).all():
-            row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-            raise ValueError(f"the network's output for row {row} of X is not finite: its "
-                             f"values (largest |x| {float(np.abs(X[row]).max()):.3g}) overflow "
-                             f"{self.dtype.name} in the layers; scale the inputs")
+        if answer:
+            self._check_finite_output(X, out)
         return out
+
+    def _check_finite_output(self, X, out):
+        """NonFiniteOutputError for the first row of out that is not finite, blaming the
+        inputs or the weights, whichever is larger."""
+        if np.isfinite(out).all():
+            return
+        row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+        xmax = float(np.abs(X[row]).max()) if X.shape[1] else 0.0
+        wmax = float(np.abs(self._params).max()) if self._params.size else 0.0
+        if xmax >= wmax:
+            cause = "scale the inputs"
+        else:
+            cause = ("the weights are too large for these inputs, as a diverging fit leaves "
+                     "them: train again with a smaller learning rate")
+        detail = (f"it overflows {self.dtype.name} in the layers (largest |x| in the row "
+                  f"{xmax:.3g}, largest |weight| {wmax:.3g})")
+        raise NonFiniteOutputError(f"the network's output for row {row} of X is not finite: "
+                                   f"{detail}; {cause}", row, detail, cause)
 
     def _check_finite_params(self):
         """ValueError naming the first layer whose weights or biases are not finite (they can
@@ -1052,7 +1079,7 @@ class MLP:
                         hint = _scale_hint(X, "inputs", "x")
                         if y.dtype.kind == "f":  # targets of a squared loss
                             hint += _scale_hint(y, "targets", "y")
-                        first = epoch == 0 and e.step == 0 and not self._stepped
+                        first = e.step == 0 and not self._stepped
                         self._stepped = self._stepped or e.step > 0
                         advice = _divergence_advice(e.kind, first, opt, B)
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
@@ -1437,6 +1464,9 @@ def _parse_header(path, raw):
         h = json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ValueError(f"{path} is not a fastmlp model (header is not JSON)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ValueError(f"{path} is not a fastmlp model (its header cannot be read: "
+                         f"{e})") from None
     if not isinstance(h, dict) or h.get("format") != "fastmlp":
         raise ValueError(f"{path} is not a fastmlp model")
     v = h.get("version")

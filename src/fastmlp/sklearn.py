@@ -39,7 +39,8 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
 from fastmlp._validation import _asarray, check_rates
-from fastmlp.network import _UNORDERED_OR_TEXT, MLP, _ParamList, check_memory, upgrade_advice
+from fastmlp.network import (_UNORDERED_OR_TEXT, MLP, DivergenceError, _ParamList,
+                             check_memory, upgrade_advice)
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -288,6 +289,10 @@ class _EpochPolicy:
         est = self.est
         X_val, y_val, w_val = self.val
         out = est._net.forward(X_val, n_threads=est._nt)
+        if not np.isfinite(out).all():  # finite steps, but weights the data overflow
+            steps = -(-self.n_train // (self.opt.batch_size or self.n_train))
+            raise DivergenceError(est.n_iter_ + 1, steps, "output on the validation split",
+                                  -1, self.opt.lr, clip_norm=self.opt.clip_norm)
         score, val_loss = est._val_score_and_loss(out, y_val, w_val)
         best = None
         if score > est.best_validation_score_:
@@ -354,7 +359,7 @@ class _BaseMLP(BaseEstimator):
         error should give."""
         self._require_fitted()
         views = self._net.weights if name == "coefs_" else self._net.biases
-        return _ParamList(list(views), name, self._net._change)
+        return _ParamList(list(views), name, self._net._set_params)
 
     @property
     def network_(self):
@@ -510,9 +515,15 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         policy = _EpochPolicy(self, opt, n, val)
         kw = {} if sample_weight is None else {"sample_weight": sample_weight}
-        hist = self._net.fit(X, y, optimizer=opt, epochs=1 if incremental else self.max_iter,
-                             shuffle=bool(self.shuffle), n_threads=self._nt, callback=policy,
-                             diagnostics=False, allow_one_class=incremental, **kw)
+        try:
+            hist = self._net.fit(X, y, optimizer=opt,
+                                 epochs=1 if incremental else self.max_iter,
+                                 shuffle=bool(self.shuffle), n_threads=self._nt,
+                                 callback=policy, diagnostics=False,
+                                 allow_one_class=incremental, **kw)
+        except DivergenceError as e:  # the advice in this class's names, at the rate set
+            e.names, e.lr = ("learning_rate_init", "clip_norm"), self.learning_rate_init
+            raise
         if hist.interrupted and hist.epochs > self.n_iter_:
             # Ctrl-C cut this epoch's bookkeeping short (the policy counts n_iter_ from 0):
             # the history leaves it out too, so that every curve counts the same epochs
@@ -522,6 +533,7 @@ class _BaseMLP(BaseEstimator):
             for l, (W, b) in enumerate(zip(*self._best_params)):
                 self._net.weights[l] = W
                 self._net.biases[l] = b
+            self._net._stepped = True  # the best epoch's weights are still the steps'
             del self._best_params
         if (not incremental and not policy.stopped and not hist.interrupted
                 and self.n_iter_ == self.max_iter):
@@ -563,7 +575,9 @@ class _BaseMLP(BaseEstimator):
                                  f"estimator.")
         X = self._validate_X(X, reset=False)
         self._net._check_finite_params()  # coefs_ are views: a NaN set there is named here
-        return self._net.forward(X, n_threads=_resolve_n_threads(self.n_threads))
+        G = self._net._raw_output(self._net._X(X), _resolve_n_threads(self.n_threads),
+                                  answer=True)
+        return self._net._activate_output(G)
 
     def _out_activation(self):
         """scikit-learn's name of the output activation ('sigmoid' is its 'logistic')."""

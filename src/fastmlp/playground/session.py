@@ -235,15 +235,6 @@ def _bce(logits, y):
 
 # ---------------------------------------------------------------- the session
 
-def _session_advice(error, steps_before):
-    """A divergence of one of the session's fits, with the rate advice when the session ran
-    steps before that fit: its "no step of this fit was applied yet" advice blames the
-    starting weights, which here are the last finite step's (every chunk is a fit)."""
-    if steps_before > 0 and error.epoch == 1 and error.step == 1:
-        error.advice = None
-    return error
-
-
 class Session:
     """A network, its data and its training thread (design notes 3 and 4).
 
@@ -457,7 +448,7 @@ class Session:
             done = (e.epoch - 1) * per_epoch + e.step - 1
             self.epoch += done // per_epoch
             self.step += done
-            raise _session_advice(e, self.step - done)
+            raise
         self.epoch += hist.epochs
         self.step += hist.epochs * per_epoch
         self._grad_norms = [_r(v) for v in hist.layer_grad_norm[-1][:, 0]]
@@ -471,12 +462,9 @@ class Session:
         idx = self._order[self._pos:self._pos + B]
         self._pos += B
         opt = self._make_optimizer(self.config, batch_size=B)
-        try:
-            hist = self._net.fit(self._F_train[idx], self._y_train[idx], optimizer=opt,
-                                 epochs=1, shuffle=False, n_threads=1, diagnostics=False,
-                                 allow_one_class=True)
-        except fastmlp.DivergenceError as e:
-            raise _session_advice(e, self.step)
+        hist = self._net.fit(self._F_train[idx], self._y_train[idx], optimizer=opt,
+                             epochs=1, shuffle=False, n_threads=1, diagnostics=False,
+                             allow_one_class=True)
         self.step += 1
         if self._pos >= n:
             self.epoch += 1
