@@ -1062,6 +1062,10 @@ def test_outputs_that_overflow_are_one_line_errors(tmp_path, capsys):
                      r"finite: .*largest \|weight\| .*training was diverging\. The model was "
                      r"not saved\. Try a smaller learning rate than --lr=2", err), err
     assert not out.exists()
+    code, _, err = run(capsys, "train", data, "--target", "y", "--epochs", 1, "--lr", "1e15",
+                       "--clip-norm", 1, "--batch-size", "full", "--out", out, "-q")
+    assert code == 1 and "Try a smaller learning rate than --lr=1e+15, or a smaller " \
+                         "--clip-norm than 1." in err, err  # not 'set --clip-norm'
     ok = tmp_path / "ok.npz"
     assert run(capsys, "train", data, "--target", "y", "--epochs", 2, "--out", ok, "-q")[0] == 0
     net = fastmlp.load(ok)
@@ -1094,7 +1098,7 @@ def test_a_text_feature_column_names_ignore_and_names_are_stripped(tmp_path, cap
                      [[f"person {i}", i % 5, i % 2] for i in range(40)])
     code, _, err = run(capsys, "train", data, "--target", "y", "--out", tmp_path / "m.npz")
     assert code == 2 and ("'person 0' is not a number; every column but the target is a "
-                          "feature: leave one of text out with --ignore person") in err, err
+                          "feature: leave a column of text out with --ignore person") in err, err
     code, out, _ = run(capsys, "train", data, "--target", " y ", "--ignore", " person ",
                        "--epochs", 1, "--out", tmp_path / "m.npz")
     assert code == 0 and "1 feature\n" in out and "1 epoch\n" in out, out

@@ -699,3 +699,24 @@ def test_seeds_are_checked_where_they_are_taken(seed):
 def test_skip_of_the_wrong_type_says_what_it_takes():
     with pytest.raises(TypeError, match="skip must be a name or a list of names, got 5"):
         fastmlp.MLP([4, 4, 4, 1], skip=5)
+
+
+def test_a_shallow_copy_of_an_optimizer_has_a_state_of_its_own(rng):
+    """Found by a new user: copy.copy(opt) shared the momentum array, and since the link
+    follows the network's identity, training the copy on a copy of the network changed the
+    original's state in place."""
+    X, y = rng.standard_normal((64, 4)), np.arange(64) % 2
+    for make in (lambda: fastmlp.SGD(lr=0.1, batch_size=16, momentum=0.9),
+                 lambda: fastmlp.Adam(lr=0.01, batch_size=16)):
+        net, opt = fastmlp.MLP([4, 16, 2], output="softmax", seed=0), make()
+        net.fit(X, y, optimizer=opt, epochs=2)
+        ref_net, ref_opt = copy.deepcopy((net, opt))
+        net_c, opt_c = copy.copy(net), copy.copy(opt)
+        assert opt_c.state_ is not opt.state_
+        np.testing.assert_array_equal(opt_c.state_, opt.state_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the copy continues its network's copy: linked
+            net_c.fit(X, y, optimizer=opt_c, epochs=3)
+        net.fit(X, y, optimizer=opt, epochs=1)
+        ref_net.fit(X, y, optimizer=ref_opt, epochs=1)
+        np.testing.assert_array_equal(net._params, ref_net._params)

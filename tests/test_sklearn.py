@@ -754,3 +754,44 @@ def test_early_stopping_on_outputs_that_overflow_is_a_divergence():
                                                       r"clip_norm") as info:
         reg.fit(X, X @ rng.normal(size=5))
     assert len(reg.validation_scores_) == info.value.epoch - 1  # the epoch is not recorded
+
+
+def test_early_stopping_sees_a_sigmoid_output_that_overflowed(monkeypatch):
+    """Found by a new user: a binary classifier's validation outputs went through the sigmoid
+    before the check, which turned infinite logits into 1, and the fit went on with
+    validation scores of 0.5. The check reads the logits. (Weights of 1e15 keep the training
+    rows' logits finite; the validation rows, scaled by 1e8, overflow.)"""
+    import fastmlp.sklearn as fsk
+    real = fsk.train_test_split
+
+    def huge_validation(*parts, **kw):
+        X, X_val, *rest = real(*parts, **kw)
+        return [X, X_val * 1e8, *rest]
+
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(200, 3)))
+    y = (X[:, 0] > 0.7).astype(int)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), solver="sgd", learning_rate_init=1e-9,
+                        max_iter=3, random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    clf.coefs_ = [np.full(c.shape, 1e15) for c in clf.coefs_]
+    assert np.isfinite(clf._net._raw_output(clf._net._X(X), 1)).all()
+    monkeypatch.setattr(fsk, "train_test_split", huge_validation)
+    clf.set_params(early_stopping=True, validation_fraction=0.5)
+    with pytest.raises(fastmlp.DivergenceError, match="non-finite output on the validation"):
+        clf.fit(X, y)
+
+
+def test_fit_with_validation_data_that_overflow_is_a_divergence():
+    """MLP.fit recorded a NaN validation loss (and an accuracy from NaN outputs), and with
+    patience stopped 'early' as if converged."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)), np.arange(50) % 2
+    net = fastmlp.MLP([3, 4, 2], output="softmax", seed=0)
+    with pytest.raises(fastmlp.DivergenceError, match=r"epoch 1, step 4: non-finite output on "
+                                                      r"the validation data"):
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=1e-9, batch_size=16), epochs=5,
+                validation=(np.full((4, 3), 3e38), np.arange(4) % 2), tol=1e-4, patience=3)
+    assert net.history_.epochs == 0

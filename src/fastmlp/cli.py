@@ -91,7 +91,7 @@ from fastmlp import datasets
 from fastmlp.diagnostics import epoch_warnings
 from fastmlp._threads import resolve_threads
 from fastmlp.network import (ACTIVATIONS, ROW_ORDER, DivergenceError, NonFiniteOutputError,
-                             _Progress, count_params, replace_file)
+                             _clip_advice, _Progress, count_params, replace_file)
 
 MAX_AUTO_CLASSES = 20
 DEFAULT_HIDDEN = (128, 64)
@@ -510,7 +510,8 @@ def _train(args):
         raise FloatingPointError(
             f"the trained network's output for {e.where} is not finite: {e.detail}; "
             f"training was diverging. The model was not saved{kept}. Try a smaller learning "
-            f"rate than --lr={opt.lr:g}, or set --clip-norm.") from None
+            f"rate than --lr={opt.lr:g}, or {_clip_advice(opt.clip_norm, '--clip-norm')}."
+        ) from None
     if not keep_checkpoint:
         _save(net, out, _with_state(data.meta, net, done, settings, args.threads,
                                     resumable=not hist.interrupted))
@@ -646,7 +647,9 @@ def _resume(path, net, data, settings, epochs, threads):
             text = ", ".join(map(str, names))
             return text if len(text) <= 60 else text[:57] + "..."
         raise UsageError(f"--resume: {path} was trained on the feature columns "
-                         f"{listed(was)}; this run has {listed(now)} (see --ignore)")
+                         f"{listed(was)}; this run has {listed(now)}" +
+                         (" (in another order)" if sorted(map(str, was)) == sorted(now)
+                          else " (see --ignore)"))
     for key in ("x_mean", "x_scale", "classes", "y_mean", "y_scale", "feature_names"):
         if meta.get(key) != data.meta.get(key):
             raise UsageError(f"--resume: the data differ from those {path} was trained on "
@@ -660,8 +663,8 @@ def _resume(path, net, data, settings, epochs, threads):
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
         raise UsageError(f"--resume: {path} has an invalid epoch count {_short(done)}")
     if done >= epochs:
-        raise UsageError(f"--resume: {path} has already trained {done} epochs; ask for more "
-                         f"with --epochs")
+        raise UsageError(f"--resume: {path} has already trained {_count(done, 'epoch')}; "
+                         f"ask for more with --epochs")
     try:
         saved.set_shuffle_state(state.get("shuffle_state"))
     except ValueError as e:
@@ -820,8 +823,9 @@ def _csv_data(args):
         column = getattr(e, "text_column", None)
         if column is None:
             raise
-        raise datasets.DataError(f"{e}; every column but the target is a feature: leave one "
-                                 f"of text out with --ignore {shlex.quote(column)}") from None
+        raise datasets.DataError(f"{e}; every column but the target is a feature: leave a "
+                                 f"column of text out with --ignore {shlex.quote(column)}"
+                                 ) from None
     _check_magnitude(table, table.X, table.feature_names)
     task = _choose_task(table, args.task)
     test_size = 0.2 if args.test_size is None else args.test_size
@@ -968,7 +972,7 @@ def _report(net, data, n_threads):
         print(f"{which} accuracy: {hits / len(y):.4f} ({hits} of {len(y)} rows)")
         return {"accuracy": hits / len(y)}
     scale, mean = data.meta["y_scale"], data.meta["y_mean"]
-    pred, y = pred * scale + mean, y * scale + mean
+    pred, y = pred.astype(np.float64) * scale + mean, y * scale + mean  # float32 overflows
     rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum((pred - y) ** 2)) / ss_tot if ss_tot > 0 else None

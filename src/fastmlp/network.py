@@ -868,8 +868,8 @@ class MLP:
             r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, 0.0)
         return float(r2.mean())
 
-    def _mean_loss(self, X, y, nt):
-        G = self._raw_output(X, nt)
+    def _mean_loss(self, X, y, nt, answer=False):
+        G = self._raw_output(X, nt, answer)
         dG = np.empty_like(G)
         rows = np.empty(X.shape[0], dtype=np.float64)
         return _core.loss(G, y, dG, rows, self.loss, 1.0) / X.shape[0]
@@ -1097,8 +1097,12 @@ class MLP:
                     elif t_call > _CALL_SECONDS[1]:
                         block = max(1, block // 2)
                 tot = (loss_sum, norm_sum, norm_max, rows, steps, clipped, penalty)
-                self._record(hist, tot, layer_stats, fired if diagnostics else None, val, nt,
-                             time.perf_counter() - t0)
+                try:
+                    self._record(hist, tot, layer_stats, fired if diagnostics else None, val,
+                                 nt, time.perf_counter() - t0)
+                except NonFiniteOutputError:  # finite steps, weights the data overflow
+                    raise DivergenceError(epoch + 1, n_steps, "output on the validation data",
+                                          -1, opt.lr, clip_norm=opt.clip_norm) from None
                 progress.update(hist.epochs, hist)
                 if diagnostics:
                     for message in epoch_warnings(self, hist, checks):
@@ -1157,7 +1161,7 @@ class MLP:
         loss_sum, norm_sum, norm_max, rows, steps, clipped, penalty = tot
         # the slow part first, then the appends (History._trim mends a Ctrl-C among them)
         if val is not None:
-            val_loss = self._mean_loss(val[0], val[1], nt)
+            val_loss = self._mean_loss(val[0], val[1], nt, answer=True)
             val_acc = self._score(val[0], val[1], nt) if self.is_classifier else None
         hist.loss.append(loss_sum / rows)
         hist.penalty.append(penalty / rows)

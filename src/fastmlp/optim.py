@@ -180,6 +180,15 @@ class _Optimizer:
         state.pop("_fit_thread", None)  # a copy is no fit's
         return state
 
+    def __copy__(self):
+        """A copy with a state of its own: it continues on the network (or its copies) as
+        the original would, and neither one's steps reach the other's state."""
+        new = type(self).__new__(type(self))
+        new.__setstate__(self.__getstate__())
+        if self.state_ is not None:
+            new.state_ = self.state_.copy()
+        return new
+
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.__dict__["_fit_lock"] = threading.Lock()

@@ -288,11 +288,13 @@ class _EpochPolicy:
         """(score, loss on the validation part, the weights if the score is the best yet)."""
         est = self.est
         X_val, y_val, w_val = self.val
-        out = est._net.forward(X_val, n_threads=est._nt)
-        if not np.isfinite(out).all():  # finite steps, but weights the data overflow
+        # the outputs before a sigmoid, which would hide an infinity
+        G = est._net._raw_output(est._net._X(X_val), est._nt)
+        if not np.isfinite(G).all():  # finite steps, but weights the data overflow
             steps = -(-self.n_train // (self.opt.batch_size or self.n_train))
             raise DivergenceError(est.n_iter_ + 1, steps, "output on the validation split",
                                   -1, self.opt.lr, clip_norm=self.opt.clip_norm)
+        out = est._net._activate_output(G)
         score, val_loss = est._val_score_and_loss(out, y_val, w_val)
         best = None
         if score > est.best_validation_score_:
