@@ -1044,6 +1044,11 @@ def test_a_plot_name_without_an_extension_is_named_as_written(tmp_path, capsys):
     assert "would overwrite the model" in err and not (tmp_path / "k.png").exists()
     err = one_line_error(capsys, "demo", "depth", "--plot", "")
     assert "--plot needs a file name" in err
+    # an existing folder became FOLDER.png beside it (found by a new user)
+    (tmp_path / "pics").mkdir()
+    err = one_line_error(capsys, "demo", "depth", "--plot", tmp_path / "pics")
+    assert "it is a directory; give a file name in it" in err
+    assert not (tmp_path / "pics.png").exists()
 
 
 def test_outputs_that_overflow_are_one_line_errors(tmp_path, capsys):

@@ -372,3 +372,18 @@ def test_assigning_whole_parameter_lists_copies_into_the_network():
     with pytest.raises(ValueError, match="biases has 2 layers, got 1"):
         net.biases = [np.zeros(8)]
     np.testing.assert_array_equal(net._params, before)  # nothing half-written
+
+
+def test_forward_with_cache_overflows_quietly_like_forward():
+    """Found by a new user: forward(X, cache=True) of a 'preact' network printed NumPy's
+    overflow warning where forward(X) gives the same inf silently."""
+    import warnings
+    net = fastmlp.MLP([2, 3, 3, 1], skip=["preact", "preact"], seed=0)
+    net.weights = [np.full(w.shape, 1e20) for w in net.weights]
+    X = np.full((2, 2), 1e10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, cache = net.forward(X, cache=True)
+        plain = net.forward(X)
+    assert not np.isfinite(out).all()
+    np.testing.assert_array_equal(out, plain)

@@ -721,3 +721,31 @@ def test_a_divergence_at_a_later_fits_first_step_keeps_the_networks_advice():
         assert "The weight decay alone makes every weight grow" in str(error), str(error)
     finally:
         session.close()
+
+
+def test_other_methods_get_json_405_and_head_gets_headers_only(server):
+    """Found by a new user: PUT, DELETE, OPTIONS and HEAD got the standard library's HTML 501
+    page, though every answer is JSON. HEAD answers as GET without a body, and the same
+    connection's next request still gets its body."""
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+        try:
+            conn.request(method, "/api/session", body=b"{}")
+            res = conn.getresponse()
+            body = json.loads(res.read())
+        finally:
+            conn.close()
+        assert res.status == 405 and res.getheader("Allow") == "GET, HEAD, POST"
+        assert res.getheader("Content-Type") == "application/json"
+        assert body["error"].startswith(f"{method} is not served here"), body
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+    try:
+        conn.request("HEAD", "/")
+        res = conn.getresponse()
+        assert res.status == 200 and int(res.getheader("Content-Length")) > 0
+        assert res.read() == b""
+        conn.request("GET", "/")
+        res = conn.getresponse()
+        assert res.status == 200 and len(res.read()) == int(res.getheader("Content-Length"))
+    finally:
+        conn.close()

@@ -186,3 +186,23 @@ def test_the_epoch_axis_has_whole_epochs_only(epochs):
         assert ticks == list(range(1, epochs + 1)), (make.__name__, ticks)
         import matplotlib.pyplot as plt
         plt.close(fig)
+
+
+def test_text_labels_and_a_fitted_estimator_are_plotted(tmp_path):
+    """Found by a new user: labels 'cat' and 'dog' failed inside matplotlib, labels that are
+    colour names painted the points in those colours, and a fitted estimator was refused as
+    'a network with 2 inputs, got MLPClassifier'. Text labels colour by class; an estimator
+    stands for its network_."""
+    from fastmlp.sklearn import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 2))
+    for labels in (("cat", "dog"), ("red", "blue")):
+        y = np.where(X[:, 0] > 0, *labels)
+        clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+        fig = plot.plot_decision_boundary(clf, X, y)
+        points = fig.axes[0].collections[-1]
+        # coloured through the colour map by class (an array of codes), not by name
+        assert sorted(np.unique(points.get_array())) == [0, 1]
+        assert list(points.get_array()) == list((y == max(labels)).astype(int))  # sorted
+        assert_png(fig, tmp_path / f"{labels[0]}.png")
+        assert_png(plot.plot_training(clf.history_, clf, X, y), tmp_path / "grid.png")

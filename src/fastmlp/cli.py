@@ -1016,6 +1016,9 @@ def _check_plot(path, model=None):
         return None
     if not os.path.basename(path).strip(". "):
         raise UsageError(f"--plot needs a file name, got {path!r}")
+    if os.path.isdir(path):  # would become DIR.png beside it (found by a new user)
+        raise UsageError(f"--plot {path}: it is a directory; give a file name in it, such "
+                         f"as {os.path.join(path, 'plot.png')}")
     if os.path.splitext(path)[1] in ("", "."):  # "k." too: matplotlib wrote k.png over --out
         path = path.rstrip(".") + ".png"
     _check_writable(path, "the plot")

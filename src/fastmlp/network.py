@@ -792,10 +792,11 @@ class MLP:
             else:
                 A = np.empty_like(Z)
                 _core.act_forward(Z.reshape(-1), A.reshape(-1), act)
-                if p[5] == _core.SKIPS["residual"]:
-                    A += As[-1]
-                elif p[5] == _core.SKIPS["preact"]:
-                    A += Z
+                with np.errstate(over="ignore"):  # inf, as the engine's own sum gives
+                    if p[5] == _core.SKIPS["residual"]:
+                        A += As[-1]
+                    elif p[5] == _core.SKIPS["preact"]:
+                        A += Z
             Zs.append(Z)
             As.append(A)
         return As[-1], ForwardCache(Zs, As)

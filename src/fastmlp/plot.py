@@ -198,13 +198,20 @@ def _grid(X, resolution, margin):
     return U, V, np.column_stack([U.ravel(), V.ravel()])
 
 
+def _network_of(net):
+    """A fitted estimator's network (its ``network_``), else net itself."""
+    if not hasattr(net, "n_features") and hasattr(net, "network_"):
+        return net.network_
+    return net
+
+
 def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=None,
                            margin=0.05):
     """What a network with two inputs computes over the box of the data, with the points.
 
     Parameters
     ----------
-    net : MLP with 2 inputs
+    net : MLP with 2 inputs, or a fitted estimator of fastmlp.sklearn (its ``network_``)
     X : array-like (n_samples, 2)
         The points; the plot covers their bounding box, widened by ``margin`` times its size
         on each side.
@@ -223,6 +230,7 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
     classes), the predicted class for more classes, the output value otherwise.
     Returns the Figure.
     """
+    net = _network_of(net)
     if getattr(net, "n_features", None) != 2:
         raise ValueError(f"plot_decision_boundary needs a network with 2 inputs, got "
                          f"{getattr(net, 'n_features', type(net).__name__)}")
@@ -267,7 +275,10 @@ def plot_decision_boundary(net, X, y=None, ax=None, resolution=150, threshold=No
     if y is None:
         ax.scatter(X[:, 0], X[:, 1], s=12, c="k", edgecolors="none")
     else:
-        two = np.unique(y).size <= 2
+        labels, codes = np.unique(y, return_inverse=True)
+        two = labels.size <= 2
+        if y.dtype.kind not in "biuf":  # text labels (even colour names): colours by class
+            y = codes.reshape(-1)
         ax.scatter(X[:, 0], X[:, 1], c=y, s=14 if len(y) > 20 else 40,
                    cmap="RdBu_r" if two else "tab10", edgecolors="k", linewidths=0.4)
     ax.set_xlabel("x1")
@@ -281,6 +292,7 @@ def plot_training(history, net=None, X=None, y=None):
     units (when the network has ReLU layers), and the decision boundary (when ``net`` has two
     inputs and ``X`` is given). Returns the Figure."""
     _check_history(history)
+    net = _network_of(net)
     panels = [plot_loss]
     if history.layer_grad_norm:
         panels.append(plot_grad_norms)

@@ -814,9 +814,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if kind == "multilabel-indicator":
                 self.classes_ = np.arange(y.shape[1])
         if kind != "multilabel-indicator" and len(self.classes_) < 2:
+            only = self.classes_[0]
+            only = only.item() if isinstance(only, np.generic) else only  # 1, not np.int64(1)
             raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
-                             f"the data, but the data contains only one class: "
-                             f"{self.classes_[0]!r}")
+                             f"the data, but the data contains only one class: {only!r}")
         self._target_kind = "multilabel" if kind == "multilabel-indicator" else (
             "binary" if len(self.classes_) == 2 else "multiclass")
         self._output = "softmax" if self._target_kind == "multiclass" else "sigmoid"

@@ -217,6 +217,29 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._handle("POST")
 
+    def do_HEAD(self):  # a GET's status and headers, without its body
+        self._head = True
+        try:
+            self._handle("GET")
+        finally:
+            self._head = False  # the connection's next request is answered in full
+
+    def _not_allowed(self):  # every answer is JSON, this one too (not the library's HTML 501)
+        self._handle_other()
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+    def _handle_other(self):
+        try:
+            self._check_host()
+            self._read_body()
+        except _HTTPError as e:
+            self.close_connection = True
+            self._send_error(e.status, str(e))
+            return
+        self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not served here: "
+                         f"the playground answers GET, HEAD and POST")
+
     def _handle(self, method):
         raw = None
         try:
@@ -333,8 +356,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "GET, HEAD, POST")
         self.end_headers()
-        self.wfile.write(data)
+        if not getattr(self, "_head", False):
+            self.wfile.write(data)
 
     def _send_error(self, status, message):
         data = json.dumps({"error": message}).encode("utf-8")
