@@ -387,3 +387,14 @@ def test_forward_with_cache_overflows_quietly_like_forward():
         plain = net.forward(X)
     assert not np.isfinite(out).all()
     np.testing.assert_array_equal(out, plain)
+
+
+def test_show_config_counts_the_cpus_this_process_may_use(monkeypatch):
+    """Found by a new user: under `taskset -c 0` it said 'threads 1 (CPUs 2)'."""
+    import io
+    import os
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    text = fastmlp.show_config(file=io.StringIO())
+    assert f"(CPUs 1 usable of {os.cpu_count()})" in text, text

@@ -417,6 +417,11 @@ def test_other_errors_and_static_files(client):
         assert client.raw("GET", "/", headers={"Host": host})[0] == 403, host
     for host in ("127.0.0.2", "127.1.2.3:9", "localhost:80", "[::1]:8000"):
         assert client.raw("GET", "/", headers={"Host": host})[0] == 200, host
+    # two Host headers, and a request line naming another host (found by a new user)
+    assert client.raw("GET", "/", headers={"Host": "127.0.0.1", "host": "evil.example"}
+                      )[0] == 400
+    assert client.raw("GET", "http://evil.example/")[0] == 403
+    assert client.raw("GET", f"http://127.0.0.1:{client.port}/")[0] == 200
     status, ctype, raw = client.raw("GET", "/")
     assert status == 200 and ctype.startswith("text/html") and b"app.js" in raw
     for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):

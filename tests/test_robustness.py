@@ -613,6 +613,24 @@ def test_deeply_nested_header_is_a_value_error(tmp_path):
         fastmlp.load(path)
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e9999"])
+def test_a_header_with_a_non_finite_number_is_refused_as_save_refuses_it(tmp_path, value):
+    """Found by a new user: load read metadata 1e9999 as inf (and NaN as nan), which save
+    then refused to write back."""
+    net = fastmlp.MLP([2, 1])
+    net.metadata = {"x": 1.5}
+    net.save(tmp_path / "ok.npz")
+    with np.load(tmp_path / "ok.npz") as z:
+        header, params = z["header"].tobytes(), z["params"]
+    bad = header.replace(b"1.5", value.encode())
+    assert bad != header
+    np.savez(tmp_path / "bad.npz", header=np.frombuffer(bad, dtype=np.uint8), params=params)
+    with pytest.raises(ValueError, match=r"bad\.npz is not a fastmlp model \(its header "
+                                         r"holds .*, not a finite number\)"):
+        fastmlp.load(tmp_path / "bad.npz")
+    assert fastmlp.load(tmp_path / "ok.npz").metadata == {"x": 1.5}
+
+
 def test_a_header_integer_beyond_pythons_digit_limit_names_the_file(tmp_path):
     """Found by a new user: the int conversion's own message, without the file's name."""
     path = tmp_path / "digits.npz"

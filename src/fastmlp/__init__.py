@@ -5,7 +5,7 @@ training steps) runs in C with OpenMP; these Python classes describe the network
 optimizer and hand them to that core.
 """
 from fastmlp import _core
-from fastmlp._threads import get_num_threads, set_num_threads
+from fastmlp._threads import _cpus, get_num_threads, set_num_threads
 from fastmlp.diagnostics import TrainingWarning
 from fastmlp.network import MLP, DivergenceError, History, load
 from fastmlp.optim import SGD, Adam
@@ -29,7 +29,7 @@ def show_config(file=None):
         f"python {platform.python_version()}, numpy {np.__version__}",
         f"platform {platform.system()} {platform.machine()}",
         f"openmp {'on' if _core.openmp_enabled() else 'off (single-threaded build)'}",
-        f"threads {get_num_threads()} (CPUs {os.cpu_count()})",
+        f"threads {get_num_threads()} (CPUs {_cpus()} usable of {os.cpu_count()})",
         f"matrix kernels: fastmlp's own ({_core.gemm_isa()} path); no BLAS in the hot path",
         f"compile flags {_core.build_flags()}",
     ]

@@ -1463,10 +1463,29 @@ def _header_size(path, h):
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
+class _NonFiniteJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name):  # NaN, Infinity, -Infinity: not JSON, though Python writes them
+    raise _NonFiniteJSON(name)
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):  # 1e9999
+        raise _NonFiniteJSON(text if len(text) <= 20 else text[:17] + "...")
+    return value
+
+
 def _parse_header(path, raw):
     """(header dict, parameter count) of a model file's raw header, checked."""
     try:
-        h = json.loads(raw.tobytes().decode())
+        h = json.loads(raw.tobytes().decode(), parse_constant=_refuse_constant,
+                       parse_float=_finite_float)
+    except _NonFiniteJSON as e:  # what save refuses to write, load refuses to read
+        raise ValueError(f"{path} is not a fastmlp model (its header holds {e}, not a "
+                         f"finite number)") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ValueError(f"{path} is not a fastmlp model (header is not JSON)") from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts

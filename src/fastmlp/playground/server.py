@@ -272,11 +272,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _check_host(self):
         if not self.server.loopback_only:
             return
-        host = (self.headers.get("Host") or "").strip().lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name not in _LOOPBACK_NAMES and not _is_loopback_ip(name):
-            raise _HTTPError(HTTPStatus.FORBIDDEN, f"this playground answers requests for "
-                             f"127.0.0.1 only, not for host {host!r}")
+        hosts = self.headers.get_all("Host") or [""]
+        if len(hosts) > 1:  # RFC 9112: a request with more than one Host is refused
+            self.close_connection = True
+            raise _HTTPError(HTTPStatus.BAD_REQUEST, "the request has more than one Host")
+        # A request line with an absolute URL names the host it is for: it must pass too
+        # (found by a new user: its host was ignored).
+        names = [hosts[0]] + [urlsplit(self.path).netloc] * self.path.startswith(("http:",
+                                                                                 "https:"))
+        for host in (h.strip().lower() for h in names):
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in _LOOPBACK_NAMES and not _is_loopback_ip(name):
+                raise _HTTPError(HTTPStatus.FORBIDDEN, f"this playground answers requests for "
+                                 f"127.0.0.1 only, not for host {host!r}")
 
     def _read_body(self):
         """The request's body (bytes, maybe empty), at most MAX_BODY of them."""
