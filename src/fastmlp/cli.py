@@ -375,9 +375,7 @@ def main(argv=None):
         except (UsageError, datasets.DataError) as e:
             code = _error(e, 2)
         except DivergenceError as e:  # in the CLI's terms: its flags, and no model is written
-            kept = " (checkpoints already written stay as they were)" * getattr(
-                e, "checkpointed", False)
-            msg = e.message(f"The model was not saved{kept}.",
+            msg = e.message(_not_saved(getattr(e, "checkpointed", False)),
                             e.advice or e.rate_advice("--lr", "--clip-norm"))
             code = _error(msg, 1)
         except FloatingPointError as e:
@@ -503,15 +501,10 @@ def _train(args):
     keep_checkpoint = hist.interrupted and last > 0 and ckpt == out
     if keep_checkpoint:
         net = fastmlp.load(out)  # written by this run, or checked by --resume
-    try:
-        data.meta["metrics"] = _report(net, data, args.threads)
-    except NonFiniteOutputError as e:  # finite weights whose outputs overflow: diverging
-        kept = " (checkpoints already written stay as they were)" * bool(saved or start)
-        raise FloatingPointError(
-            f"the trained network's output for {e.where} is not finite: {e.detail}; "
-            f"training was diverging. The model was not saved{kept}. Try a smaller learning "
-            f"rate than --lr={opt.lr:g}, or {_clip_advice(opt.clip_norm, '--clip-norm')}."
-        ) from None
+    data.meta["metrics"] = _report(
+        net, data, args.threads,
+        f"training was diverging. {_not_saved(saved or start)} Try a smaller learning rate "
+        f"than --lr={opt.lr:g}, or {_clip_advice(opt.clip_norm, '--clip-norm')}.")
     if not keep_checkpoint:
         _save(net, out, _with_state(data.meta, net, done, settings, args.threads,
                                     resumable=not hist.interrupted))
@@ -957,16 +950,17 @@ def _scaling(X):
     return mean, scale
 
 
-def _report(net, data, n_threads):
-    """Print the held-out score (the training score with --test-size 0) and return it."""
+def _report(net, data, n_threads, overflow_advice):
+    """Print the held-out score (the training score with --test-size 0) and return it; an
+    output that overflows is a FloatingPointError ending with overflow_advice."""
     X, y, which = data.X_test, data.y_test, "held-out"
     if len(y) == 0:
         X, y, which = data.X_train, data.y_train, "training (no rows held out)"
     try:
         pred = net.predict(X, n_threads=n_threads)
-    except NonFiniteOutputError as e:
-        e.where = f"{which} row {e.row + 1}"
-        raise
+    except NonFiniteOutputError as e:  # finite weights whose outputs overflow: diverging
+        raise FloatingPointError(f"the trained network's output for {which} row {e.row + 1} "
+                                 f"is not finite: {e.detail}; {overflow_advice}") from None
     if data.meta["task"] == "classification":
         hits = int(np.sum(pred == y))
         print(f"{which} accuracy: {hits / len(y):.4f} ({hits} of {len(y)} rows)")
@@ -1171,6 +1165,11 @@ def _load_model(path):
         return net, {}
     _check_metadata(path, net, meta)
     return net, meta
+
+
+def _not_saved(checkpointed):
+    kept = " (checkpoints already written stay as they were)" if checkpointed else ""
+    return f"The model was not saved{kept}."
 
 
 def _count(n, noun):

@@ -143,8 +143,8 @@ class _Optimizer:
         self._owner, self._owner_uid = weakref.ref(net), net._uid
 
     def _foreign_state(self, net):
-        """Whether a fit of ``net`` would discard state built for another network (or one
-        that came through pickling, which keeps no link: ``bind`` restores it)."""
+        """Whether a fit of ``net`` would discard state built for another network
+        (``bind`` hands it over)."""
         return (not self._owned_by(net) and self.state_ is not None
                 and bool(self.t_ or self.state_.any()))
 
@@ -186,7 +186,7 @@ class _Optimizer:
         new = type(self).__new__(type(self))
         new.__setstate__(self.__getstate__())
         if self.state_ is not None:
-            new.state_ = self.state_.copy()
+            new.state_ = aligned_copy(self.state_)
         return new
 
     def __setstate__(self, state):

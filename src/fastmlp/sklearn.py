@@ -39,8 +39,8 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 import fastmlp
 from fastmlp._threads import _cpus, resolve_threads
 from fastmlp._validation import _asarray, check_rates
-from fastmlp.network import (_UNORDERED_OR_TEXT, MLP, DivergenceError, _ParamList,
-                             check_memory, upgrade_advice)
+from fastmlp.network import (_UNORDERED_OR_TEXT, MLP, DivergenceError, NonFiniteOutputError,
+                             _ParamList, check_memory, upgrade_advice)
 
 try:  # public since scikit-learn 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -288,12 +288,12 @@ class _EpochPolicy:
         """(score, loss on the validation part, the weights if the score is the best yet)."""
         est = self.est
         X_val, y_val, w_val = self.val
-        # the outputs before a sigmoid, which would hide an infinity
-        G = est._net._raw_output(est._net._X(X_val), est._nt)
-        if not np.isfinite(G).all():  # finite steps, but weights the data overflow
+        try:  # the outputs before a sigmoid, which would hide an infinity, checked
+            G = est._net._raw_output(est._net._X(X_val), est._nt, answer=True)
+        except NonFiniteOutputError:  # finite steps, but weights the data overflow
             steps = -(-self.n_train // (self.opt.batch_size or self.n_train))
             raise DivergenceError(est.n_iter_ + 1, steps, "output on the validation split",
-                                  -1, self.opt.lr, clip_norm=self.opt.clip_norm)
+                                  -1, self.opt.lr, clip_norm=self.opt.clip_norm) from None
         out = est._net._activate_output(G)
         score, val_loss = est._val_score_and_loss(out, y_val, w_val)
         best = None
@@ -532,10 +532,9 @@ class _BaseMLP(BaseEstimator):
             hist._truncate(self.n_iter_)
         self.history_ = hist
         if self.early_stopping:
-            for l, (W, b) in enumerate(zip(*self._best_params)):
-                self._net.weights[l] = W
-                self._net.biases[l] = b
-            self._net._stepped = True  # the best epoch's weights are still the steps'
+            # copied back in as the steps' own weights, not as new ones (the setters')
+            for views, best in zip((self._net.weights, self._net.biases), self._best_params):
+                self._net._change(views._copy_in, best)
             del self._best_params
         if (not incremental and not policy.stopped and not hist.interrupted
                 and self.n_iter_ == self.max_iter):
@@ -576,7 +575,7 @@ class _BaseMLP(BaseEstimator):
                                  f"Call 'fit' with appropriate arguments before using this "
                                  f"estimator.")
         X = self._validate_X(X, reset=False)
-        self._net._check_finite_params()  # coefs_ are views: a NaN set there is named here
+        # answer=True names a NaN set in coefs_ (views) and refuses outputs that overflow
         G = self._net._raw_output(self._net._X(X), _resolve_n_threads(self.n_threads),
                                   answer=True)
         return self._net._activate_output(G)

@@ -225,20 +225,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._head = False  # the connection's next request is answered in full
 
     def _not_allowed(self):  # every answer is JSON, this one too (not the library's HTML 501)
-        self._handle_other()
+        self._handle(self.command)
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
-
-    def _handle_other(self):
-        try:
-            self._check_host()
-            self._read_body()
-        except _HTTPError as e:
-            self.close_connection = True
-            self._send_error(e.status, str(e))
-            return
-        self._send_error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not served here: "
-                         f"the playground answers GET, HEAD and POST")
 
     def _handle(self, method):
         raw = None
@@ -246,6 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_host()
             path = urlsplit(self.path).path
             raw = self._read_body()   # read whatever the method, so the next request parses
+            if method not in ("GET", "POST"):
+                raise _HTTPError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not served "
+                                 f"here: the playground answers GET, HEAD and POST")
             if path.startswith("/api/"):
                 body = self._parse_json(raw) if method == "POST" else None
                 status, payload = self._api(method, path, body)
