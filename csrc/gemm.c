@@ -4,9 +4,10 @@
  * gemm_portable_t.h (plain C, the fallback).
  *
  * Design notes
- * 1. Dispatch: fm_gemm_init() picks the ISA once: AVX-512 (F, VL, DQ, BW) when
- *    __builtin_cpu_supports says the CPU and the OS can run it, else AVX2 + FMA, else portable;
- *    FASTMLP_ISA=portable|avx2|avx512 lowers that choice, never raises it, and
+ * 1. Dispatch: fm_gemm_init() picks the ISA once: AMX (note 7) when the CPU has the tiles and
+ *    Linux grants them, else AVX-512 (F, VL, DQ, BW) when __builtin_cpu_supports says the CPU
+ *    and the OS can run it, else AVX2 + FMA, else portable;
+ *    FASTMLP_ISA=portable|avx2|avx512|amx lowers that choice, never raises it, and
  *    fm_gemm_set_isa() refuses an ISA the CPU cannot run. The products call fm_gemm_init()
  *    themselves, so the ISA is settled before the first product even if nobody called it.
  *    The two SIMD paths are one template (gemm_simd_t.h) on 256- or 512-bit vectors; the
@@ -74,6 +75,24 @@
  *    product's row count, and every path sums an element in an order set by K alone,
  *    wherever its row lies (note 5), so each element gets the bits fm_gemm gives it in the
  *    whole product. Block `slot` uses scratch slot `slot`.
+ * 7. AMX (gemm_amx.c): on a CPU with AMX tiles that Linux hands out, the ISA is "amx": float32
+ *    products of M N K >= AMX_MIN (= PAR_MIN) on the packed path, not TT, whose packed op(A)
+ *    fits a slot, run on the tiles at float32 accuracy (gemm_amx.c note 1); everything else
+ *    (float64, smaller products, the direct path, TT, rank-1) runs the AVX-512 kernels. The
+ *    cut-off is M N K, as for threads, so the small networks whose steps a team splits
+ *    (engine.c note 11) never meet the tiles. The price: a row's bits then depend on whether
+ *    its batch's product reaches AMX_MIN (note 5's promise holds on the other ISAs only).
+ *    The slot grew from 1.5 to 2 MiB so that W4's products (256 x 1024 op(A)) fit.
+ *    Measured on a 2-core Intel Xeon (family 6 model 167 under KVM, AMX-BF16), one process
+ *    alternating FASTMLP_ISA=avx512 and amx runs of 3 epochs (medians):
+ *      W3 (784-512-512-10, batch 128) 1 thread   1.466 -> 1.130 s an epoch
+ *      W3                             2 threads  0.867 -> 0.850
+ *      W4 (256-1024-1024-1, batch 256) 2 threads 0.560 -> 0.420
+ *    Products alone, one thread, us: NN 128x512x784 716 -> 564, TN 784x512x128 631 -> 469,
+ *    NT 256x1024x1024 3882 -> 2543. Why W3 gains so little on two threads is open: its
+ *    update and norms passes ran 2x slower after the threads' tile products (bench/breakdown
+ *    .py: update 84 -> 178 us a step, norms 72 -> 114), which a standalone test of FMA speed
+ *    next to and after AMX work did not reproduce.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -89,6 +108,7 @@
 #define PAR_MIN FM_GEMM_PAR_MIN
 #define DIRECT_MAX PAR_MIN
 #define NT_DIRECT_MAX ((double)(1 << 13))
+#define AMX_MIN PAR_MIN
 
 /* ---- the portable kernels, once per dtype ---- */
 #define T float
@@ -103,8 +123,8 @@
 #undef S
 
 /* ---- instruction-set dispatch (note 1) ---- */
-enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_COUNT = 3 };
-static const char *const isa_names[ISA_COUNT] = {"portable", "avx2", "avx512"};
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AMX = 3, ISA_COUNT = 4 };
+static const char *const isa_names[ISA_COUNT] = {"portable", "avx2", "avx512", "amx"};
 static int isa_current = -1;  /* -1 until fm_gemm_init() or fm_gemm_set_isa() */
 
 static int isa_best(void) {
@@ -112,8 +132,14 @@ static int isa_best(void) {
     __builtin_cpu_init();
 #if FM_GEMM_HAVE_AVX512
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) {
+#if FM_GEMM_HAVE_AMX
+        static int amx = -1;  /* asked of the CPU and the OS once (gemm_amx.c note 6) */
+        if (amx < 0) amx = fm_gemm_amx_usable();
+        if (amx) return ISA_AMX;
+#endif
         return ISA_AVX512;
+    }
 #endif
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2;
 #endif
@@ -264,9 +290,25 @@ static void run_path(const fm_gemm_prob *p, int path, int nthreads, direct_fn di
     else run_threads(p, packed ? packed : portable, mnk >= PAR_MIN ? nthreads : 1);
 }
 
+/* Note 7: does a float32 product (after thin_form, on the packed path) go to the AMX tiles? */
+#if FM_GEMM_HAVE_AMX
+static int amx_takes(const fm_gemm_prob *p) {
+    double mnk = (double)p->M * (double)p->N * (double)p->K;
+    return isa_current == ISA_AMX && !(p->trans_a && p->trans_b) && mnk >= AMX_MIN &&
+           fm_gemm_amx_fits(p->M, p->K);
+}
+#define AMX_TAKES_f32(p) amx_takes(p)
+#define AMX_PACKED_f32 fm_gemm_amx_packed_f32
+#else
+#define AMX_TAKES_f32(p) 0
+#define AMX_PACKED_f32 NULL
+#endif
+#define AMX_TAKES_f64(p) 0
+#define AMX_PACKED_f64 NULL
+
 /* The entry points of gemm.h, once per dtype: checks, thin_form, the ISA's kernels, dispatch. */
 #define KERNELS(ISA, NAME, SFX)                                                               \
-    if (isa_current == ISA) {                                                                 \
+    if (isa_current == ISA || (ISA == ISA_AVX512 && isa_current == ISA_AMX)) {                                                                 \
         direct = fm_gemm_##NAME##_direct_##SFX;                                               \
         packed = fm_gemm_##NAME##_packed_##SFX;                                               \
     }
@@ -301,6 +343,7 @@ static void run_path(const fm_gemm_prob *p, int path, int nthreads, direct_fn di
         whole.M = M;                                                                          \
         if (K > 0) thin_form(&whole);                                                         \
         int path = choose_path(&whole, direct);                                               \
+        if (path == 2 && AMX_TAKES_##SFX(&whole)) packed = AMX_PACKED_##SFX;                  \
         int post = K > 0 && thin_form(&p);                                                    \
         run_path(&p, path, nthreads, direct, packed, fm_gemm_portable_##SFX);                 \
         if (post) THIN_POST(T, fm_act_##SFX);                                                 \
@@ -328,7 +371,7 @@ GEMM_ENTRY(double, f64)
     void fm_rank1_sub_##SFX(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1,        \
                             ptrdiff_t O, T r) {                                               \
         fm_gemm_init();                                                                       \
-        if (isa_current == ISA_AVX512) RANK1_AVX512(SFX)(W, a, dz, i0, i1, O, r);             \
+        if (isa_current >= ISA_AVX512) RANK1_AVX512(SFX)(W, a, dz, i0, i1, O, r);             \
         else if (isa_current == ISA_AVX2) RANK1_AVX2(SFX)(W, a, dz, i0, i1, O, r);            \
         else portable_rank1_##SFX(W, a, dz, i0, i1, O, r);                                    \
     }

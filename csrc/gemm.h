@@ -22,7 +22,8 @@
  * work: scratch of at least fm_gemm_work_bytes(nthreads) bytes, allocated once by the caller
  * (the engine's workspace); the product itself never allocates. Any alignment of work is
  * accepted (the implementation aligns inside it). nthreads >= 1 is the most threads to use;
- * small products use one. Results are bitwise independent of nthreads.
+ * small products use one. Results are bitwise independent of nthreads. A row's result is
+ * bitwise independent of M too, except on the "amx" ISA (gemm.c note 7).
  * Returns 0 on success, nonzero (FM_GEMM_EARG) on a bad argument (negative size, bad ld).
  */
 #ifndef FASTMLP_GEMM_H
@@ -83,8 +84,9 @@ size_t fm_gemm_work_bytes(int nthreads);
  * one-thread call that runs beside others on the same work. */
 void *fm_gemm_slot(void *work, int slot);
 
-/* The instruction set the kernels run on: "avx512", "avx2", or "portable". Chosen once, on the
- * first call of fm_gemm_init(); FASTMLP_ISA=portable|avx2|avx512 in the environment overrides
+/* The instruction set the kernels run on: "amx" (AVX-512, and AMX tiles for large float32
+ * products), "avx512", "avx2", or "portable". Chosen once, on the first call of
+ * fm_gemm_init(); FASTMLP_ISA=portable|avx2|avx512|amx in the environment overrides
  * (a request the CPU cannot run falls back to the best it can). */
 void fm_gemm_init(void);
 const char *fm_gemm_isa(void);

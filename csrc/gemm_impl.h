@@ -26,6 +26,15 @@
 #define FM_GEMM_HAVE_AVX512 0
 #endif
 
+/* The AMX kernels (gemm_amx.c) need GCC 11 or clang 12 (the tile intrinsics) and Linux (the
+ * request for the tile state). */
+#if FM_GEMM_HAVE_AVX512 && defined(__linux__) && defined(__x86_64__) && \
+    (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
+#define FM_GEMM_HAVE_AMX 1
+#else
+#define FM_GEMM_HAVE_AMX 0
+#endif
+
 /* One validated product. Sizes are > 0 except K, which may be 0 only for the portable worker
  * (gemm.c handles K = 0 itself). Pointers are typed by the caller's dtype. */
 typedef struct {
@@ -50,7 +59,7 @@ typedef struct {
 /* Scratch per thread: the packed A block and B panel of the SIMD paths (each kernel file checks its
  * blocking fits), or the transposed op(B) tile of the portable path. A multiple of 4 KiB so every
  * slot starts page-aligned when the first one does. */
-#define FM_GEMM_SLOT_BYTES ((size_t)1536 * 1024)
+#define FM_GEMM_SLOT_BYTES ((size_t)2048 * 1024)
 /* Rows of W listed per pass of the rank-1 update (fm_rank1_sub; a stack array of ints). */
 #define RANK1_CHUNK 256
 
@@ -77,6 +86,15 @@ void fm_gemm_avx512_rank1_f32(float *W, const float *a, const float *dz, ptrdiff
                               ptrdiff_t i1, ptrdiff_t O, float r);
 void fm_gemm_avx512_rank1_f64(double *W, const double *a, const double *dz, ptrdiff_t i0,
                               ptrdiff_t i1, ptrdiff_t O, double r);
+#endif
+
+/* AMX tiles (gemm_amx.c), float32 only: usable says whether this CPU and OS run them (asking
+ * Linux for the tile state, once); fits whether op(A) packed whole and a chunk of op(B) fit a
+ * slot. packed: trans_a = 0 or trans_b = 0, K > 0. */
+#if FM_GEMM_HAVE_AMX
+int fm_gemm_amx_usable(void);
+int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t K);
+void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth);
 #endif
 
 #endif

@@ -7,7 +7,7 @@ import pytest
 
 # The instruction sets the kernels have paths for (csrc/gemm.c note 1); a test on one this CPU
 # cannot run is skipped.
-ISAS = ("portable", "avx2", "avx512")
+ISAS = ("portable", "avx2", "avx512", "amx")
 
 
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])

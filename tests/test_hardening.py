@@ -623,11 +623,13 @@ def test_child_processes_predict_like_the_parent(method, rng):
     y = rng.integers(0, 10, 2048)
     net = fastmlp.MLP([64, 256, 10], output="softmax", seed=0)
     net.fit(X, y, optimizer=fastmlp.SGD(lr=0.05, batch_size=256), epochs=1, n_threads=2)
-    ref = net.predict_proba(X, n_threads=2)
+    # each batch against the parent's answer for the same batch: on the AMX path a row's last
+    # bits may depend on the batch's size (csrc/gemm_amx.c note 2)
+    ref = net.predict_proba(X, n_threads=2), net.predict_proba(X[:100], n_threads=2)
     ctx = multiprocessing.get_context(method)
     with ctx.Pool(2) as pool:
         out = pool.map_async(_predict_in_child, [(net, X), (net, X[:100])]).get(timeout=120)
-    assert np.array_equal(out[0], ref) and np.array_equal(out[1], ref[:100])
+    assert np.array_equal(out[0], ref[0]) and np.array_equal(out[1], ref[1])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -65,7 +65,7 @@ def run_gemm(A, B, M, N, case, dtype, nthreads=1):
 # ------------------------------------------------------------------ gemm
 
 def test_isa_names():
-    assert _core.gemm_isa() in ("portable", "avx2", "avx512")
+    assert _core.gemm_isa() in ("portable", "avx2", "avx512", "amx")
     before = _core.gemm_isa()
     assert _core.set_gemm_isa("no-such-isa") is False
     assert _core.gemm_isa() == before
@@ -86,14 +86,18 @@ def _cpu_flags():
 
 @pytest.mark.skipif(_cpu_flags() is None, reason="needs /proc/cpuinfo to know the CPU")
 def test_isa_default_is_the_best_the_cpu_has():
-    """A fresh process (FASTMLP_ISA unset) takes AVX-512 when the CPU lists F, VL, DQ and BW,
-    else AVX2 when it lists avx2 and fma (csrc/gemm.c note 1); FASTMLP_ISA lowers it."""
+    """A fresh process (FASTMLP_ISA unset) takes AMX when Linux lists the tiles and AVX-512's
+    bfloat16 conversions (it lists amx_tile only where it hands the tiles out), else AVX-512
+    when the CPU lists F, VL, DQ and BW, else AVX2 when it lists avx2 and fma (csrc/gemm.c
+    note 1); FASTMLP_ISA lowers it."""
     import os
     import subprocess
     import sys
 
     flags = _cpu_flags()
-    want = ("avx512" if {"avx512f", "avx512vl", "avx512dq", "avx512bw"} <= flags else
+    avx512 = {"avx512f", "avx512vl", "avx512dq", "avx512bw"} <= flags
+    amx = avx512 and {"amx_tile", "amx_bf16", "avx512_bf16"} <= flags and sys.platform == "linux"
+    want = ("amx" if amx else "avx512" if avx512 else
             "avx2" if {"avx2", "fma"} <= flags else "portable")
     env = {k: v for k, v in os.environ.items() if k != "FASTMLP_ISA"}
     code = "from fastmlp import _core; print(_core.gemm_isa())"
@@ -161,6 +165,59 @@ def test_gemm_threads_bitwise(isa, dtype, case, shape, rng):
     assert np.array_equal(C1.view(np.uint8), C2.view(np.uint8))
     assert_close(C2, opA @ opB, rtol=2 * (K + 2) * eps(dtype),
                  scale=np.abs(opA) @ np.abs(opB), what=f"gemm {case} {shape} 2 threads")
+
+
+def _amx_or_skip():
+    if not _core.set_gemm_isa("amx"):
+        pytest.skip("no AMX tiles on this CPU or OS")
+
+
+@pytest.mark.parametrize("case", ["NN", "TN", "NT"])
+def test_amx_takes_large_float32_products(case, rng):
+    """On the AMX path a float32 product of M N K >= 2^21 runs on the tiles (csrc/gemm_amx.c):
+    its bits differ from the AVX-512 kernels' while both stay within the sums' tolerance, and
+    a small product (direct path) keeps the AVX-512 bits."""
+    before = _core.gemm_isa()
+    _amx_or_skip()
+    try:
+        for shape, tiles in (((257, 259, 263), True), ((9, 60, 20), False)):
+            M, N, K = shape
+            A, B, opA, opB = operands(rng, M, N, K, case, np.float32)
+            C_amx = run_gemm(A, B, M, N, case, np.float32)
+            assert _core.set_gemm_isa("avx512")
+            C_fma = run_gemm(A, B, M, N, case, np.float32)
+            assert _core.set_gemm_isa("amx")
+            assert np.array_equal(C_amx, C_fma) is not tiles, shape
+            assert_close(C_amx, opA @ opB, rtol=2 * (K + 2) * eps(np.float32),
+                         scale=np.abs(opA) @ np.abs(opB), what=f"amx {case} {shape}")
+    finally:
+        _core.set_gemm_isa(before)
+
+
+def test_amx_extreme_operands(rng):
+    """The bfloat16 split keeps values near the float32 limit finite (a part that would round
+    to inf keeps its top bits instead), and an inf or NaN operand gives a non-finite row."""
+    before = _core.gemm_isa()
+    _amx_or_skip()
+    try:
+        M, N, K = 130, 130, 130
+        A = rng.standard_normal((M, K)).astype(np.float32)
+        B = (rng.standard_normal((K, N)) / 16).astype(np.float32)
+        A[3, 0] = np.float32(3.39e38)  # above 0x7F7F8000: its nearest bfloat16 is inf
+        B[0, :] = rng.uniform(-0.9, 0.9, N)
+        A[5, 7] = np.inf
+        A[6, 9] = np.nan
+        C = run_gemm(A, B, M, N, "NN", np.float32)
+        opA, opB = f64(A), f64(B)
+        ok = np.ones(M, bool)
+        ok[[5, 6]] = False
+        ref = opA[ok] @ opB
+        assert_close(C[ok], ref, rtol=2 * (K + 2) * eps(np.float32),
+                     scale=np.abs(opA[ok]) @ np.abs(opB), what="amx near FLT_MAX")
+        assert np.isfinite(C[3]).all()
+        assert not np.isfinite(C[5]).any() and np.isnan(C[6]).all()
+    finally:
+        _core.set_gemm_isa(before)
 
 
 @pytest.mark.parametrize("case", CASES)

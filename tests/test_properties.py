@@ -42,7 +42,7 @@ SEEDS = st.integers(0, 2**32 - 1)
 
 def _available_isas():
     before, out = _core.gemm_isa(), []
-    for name in ("portable", "avx2", "avx512"):
+    for name in ("portable", "avx2", "avx512", "amx"):
         if _core.set_gemm_isa(name):
             out.append(name)
     _core.set_gemm_isa(before)

@@ -1,0 +1,383 @@
+/* gemm_amx.c: float32 products on Intel AMX tiles, at float32 accuracy (gemm.c note 7).
+ *
+ * Design notes
+ * 1. AMX multiplies bfloat16 numbers (8 significant bits) and adds their products into float32
+ *    tiles of 16 x 16. A float32 x (24 bits) is split exactly into three bfloat16 parts,
+ *    x = x0 + x1 + x2, each rounded to nearest from what is left (|x1| <= 2^-8 |x|,
+ *    |x2| <= 2^-16 |x|), and a b is summed as the six products whose size reaches float32's
+ *    last bit: x0 y0, x0 y1, x1 y0, x0 y2, x1 y1, x2 y0. The three left out weigh at most
+ *    2^-23 |x y|, about one unit in the last place of each term, and are as often positive as
+ *    negative (nearest rounding), so the K sum's error is that of a float32 dot product: on
+ *    the training shapes the largest |error| / (|A| |B|) was 0.8-1.3e-7 against 2.0-2.7e-7
+ *    for the FMA kernels (standalone harness, float64 reference). Each product of two parts is
+ *    exact in float32; the tile adds it with one rounding. Six tile products at 16 x 16 x 32
+ *    bf16 each still outrun the two 512-bit FMA units: 1024 flops a cycle for TDPBF16PS
+ *    against 64, so 170 fp32-equivalent flops a cycle at the most.
+ * 2. What differs from the FMA kernels, all within the tests' tolerances: the bits (so a row's
+ *    result depends on whether its product takes this path, which depends on M: a row alone
+ *    takes the direct FMA path); an inf in an operand gives NaN (its part x1 = 0 meets the
+ *    other operand's parts, inf * 0); subnormal parts are read as 0 by the tiles, an error of
+ *    at most 2^-126 absolute. Results do not depend on the thread count: every element is the
+ *    same sequence of tile products, in increasing k, whoever computes it.
+ * 3. Layout. A K block is 32 values of k. op(A) is packed whole, in groups of 16 rows: for
+ *    each group and K block, the three parts' tiles (16 rows x 32 bf16, 1 KiB each) in a row.
+ *    op(B) is packed one chunk of 32 columns at a time, in groups of 16 columns: for each K
+ *    block the three parts' tiles in the pair-interleaved form AMX reads (row q holds, for
+ *    each of the 16 columns, the values at k = 2q and 2q + 1). Rows and columns past the
+ *    matrix and k past K are zero.
+ * 4. The kernel computes 32 x 32 of C in the four tiles 0-3 and loads the parts into tiles
+ *    4-7 in an order that reuses them: 16 tile loads for 24 tile products a K block. The
+ *    tiles are stored to a scratch block, and the epilogue (beta, bias and activation, or the
+ *    derivative) runs there on 512-bit vectors, as in the FMA kernels.
+ * 5. Threads take the 32-column chunks from the shared count (gemm_simd_t.h note 7); each
+ *    packs op(A) whole into its slot first. gemm.c sends a product here only when that and a
+ *    chunk fit the slot (fm_gemm_amx_fits).
+ * 6. Linux gives a process the tile registers only on request (arch_prctl
+ *    ARCH_REQ_XCOMP_PERM); fm_gemm_amx_usable() asks once, and gemm.c offers the path only if
+ *    the request succeeded. Each call configures the tiles on its thread and releases them at
+ *    the end, so no thread keeps the 8 KiB tile state between products.
+ */
+#include "gemm_impl.h"
+
+#if FM_GEMM_HAVE_AMX
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx512bf16,amx-tile,amx-bf16,avx2,fma")
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "act.h"
+#include "gemm.h"
+#include "gemm_x86.h"
+
+#define TILE_BF16 512                 /* bf16 values in one 16 x 32 tile */
+#define GROUP_BF16 (3 * TILE_BF16)     /* one group's three parts for one K block */
+#define CHUNK 32                      /* columns of C per chunk */
+#define TMP_BYTES (32 * 32 * sizeof(float))
+
+typedef struct {
+    uint8_t palette, start;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+int fm_gemm_amx_usable(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0;  /* AMX-BF16, AMX-TILE */
+    unsigned a1, b1, c1, d1;
+    if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) || !(a1 & (1u << 5))) return 0;  /* AVX512_BF16 */
+    /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): refused where the kernel or
+     * the hypervisor does not give the tiles out. */
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+
+static size_t group_bytes(ptrdiff_t K) { return (size_t)((K + 31) / 32) * GROUP_BF16 * 2; }
+
+/* Bytes of a thread's slot one product needs (note 5). */
+static size_t slot_need(ptrdiff_t M, ptrdiff_t K) {
+    return (size_t)((M + 31) / 32 * 2) * group_bytes(K) + 2 * group_bytes(K) + TMP_BYTES;
+}
+
+int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t K) { return slot_need(M, K) <= FM_GEMM_SLOT_BYTES; }
+
+/* Note 1: the parts of 16 floats, each exactly a bfloat16 held in a float. Values that would
+ * round to inf (|x| >= 0x7F7F8000 as bits) keep their top 16 bits instead, so no finite x
+ * gets an infinite part; inf and NaN keep theirs and get zero remainders. */
+static inline __m512 round_bf16(__m512 x) {
+    __m512i b = _mm512_castps_si512(x);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    b = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+    return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+
+static inline void split3(__m512 x, __m512 *p0, __m512 *p1, __m512 *p2) {
+    __m512i bits = _mm512_castps_si512(x);
+    __m512i mag = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF));
+    __mmask16 big = _mm512_cmpge_epu32_mask(mag, _mm512_set1_epi32(0x7F7F8000));
+    __m512 x0 = round_bf16(x), r;
+    if (__builtin_expect(big == 0, 1)) {
+        r = _mm512_sub_ps(x, x0);
+    } else {
+        __mmask16 finite = _mm512_cmplt_epu32_mask(mag, _mm512_set1_epi32(0x7F800000));
+        x0 = _mm512_mask_mov_ps(x0, big, _mm512_castsi512_ps(_mm512_and_si512(
+                                    bits, _mm512_set1_epi32((int)0xFFFF0000u))));
+        r = _mm512_maskz_sub_ps(finite, x, x0);
+    }
+    __m512 x1 = round_bf16(r);
+    *p0 = x0;
+    *p1 = x1;
+    *p2 = _mm512_sub_ps(r, x1);
+}
+
+/* Two vectors of parts (bf16 held in floats) as 16 dwords: (hi[c] << 16 | lo[c] >> 16)...
+ * that is, bf16 lo[c] in the low half and hi[c] in the high half of dword c. */
+static inline __m512i pair16(__m512 lo, __m512 hi) {
+    return _mm512_or_si512(
+        _mm512_and_si512(_mm512_castps_si512(hi), _mm512_set1_epi32((int)0xFFFF0000u)),
+        _mm512_srli_epi32(_mm512_castps_si512(lo), 16));
+}
+
+/* 32 consecutive floats' parts in order (the row of an A tile): 16 dwords per part. */
+static inline void parts32(__m512 lo, __m512 hi, __m512i out[3]) {
+    __m512 l[3], h[3];
+    split3(lo, &l[0], &l[1], &l[2]);
+    split3(hi, &h[0], &h[1], &h[2]);
+    for (int q = 0; q < 3; q++) out[q] = (__m512i)_mm512_cvtne2ps_pbh(h[q], l[q]);
+}
+
+/* Two rows' parts interleaved by column (a row of a B tile, or, transposed, of an A tile). */
+static inline void parts_pairs(__m512 even, __m512 odd, __m512i out[3]) {
+    __m512 e[3], o[3];
+    split3(even, &e[0], &e[1], &e[2]);
+    split3(odd, &o[0], &o[1], &o[2]);
+    for (int q = 0; q < 3; q++) out[q] = pair16(e[q], o[q]);
+}
+
+/* r[i] = column i of the 16 x 16 dwords held in r[0..15] as rows. */
+static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[4g + s] now holds, in 128-bit lane L, rows 4L..4L+3 restricted to columns 4g'..: the
+     * 4 x 4 blocks are in place within lanes; move the lanes across vectors. */
+    for (int i = 0; i < 4; i++) {
+        __m512i a = r[i], b = r[i + 4], c = r[i + 8], d = r[i + 12];
+        __m512i ab0 = _mm512_shuffle_i32x4(a, b, 0x88), ab1 = _mm512_shuffle_i32x4(a, b, 0xDD);
+        __m512i cd0 = _mm512_shuffle_i32x4(c, d, 0x88), cd1 = _mm512_shuffle_i32x4(c, d, 0xDD);
+        t[i] = _mm512_shuffle_i32x4(ab0, cd0, 0x88);
+        t[i + 8] = _mm512_shuffle_i32x4(ab0, cd0, 0xDD);
+        t[i + 4] = _mm512_shuffle_i32x4(ab1, cd1, 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(ab1, cd1, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+static inline __mmask16 first(ptrdiff_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* 16 floats from row-major storage, the lanes past n zero (and not read). */
+static inline __m512 load_n(const float *p, ptrdiff_t n) {
+    return _mm512_maskz_loadu_ps(first(n), p);
+}
+
+/* The three tiles of one 16 x 32 block of a matrix whose rows are k-contiguous: row r of the
+ * block is x[r*ld + k0 ..], with nr rows and nk values of k present. */
+static void pack_rows(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t nr,
+                      ptrdiff_t nk) {
+    for (int r = 0; r < 16; r++) {
+        __m512i out[3];
+        if (r < nr) {
+            const float *s = x + (size_t)r * ld;
+            parts32(load_n(s, nk), load_n(s + 16, nk - 16), out);
+        } else {
+            out[0] = out[1] = out[2] = _mm512_setzero_si512();
+        }
+        for (int q = 0; q < 3; q++) _mm512_store_si512(dst + q * TILE_BF16 + r * 32, out[q]);
+    }
+}
+
+/* The three tiles of one 32 x 16 block of a matrix stored k-major: value (k, c) is
+ * x[k*ld + c], nk values of k and nc of c present. pairs = 1 gives the B layout (row q: the
+ * pairs k = 2q, 2q + 1 of the 16 columns); pairs = 0 the A layout, its transpose. */
+static void pack_kmajor(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t nk,
+                        ptrdiff_t nc, int pairs) {
+    __m512i rows[3][16];
+    for (int q = 0; q < 16; q++) {
+        __m512 e = 2 * q < nk ? load_n(x + (size_t)(2 * q) * ld, nc) : _mm512_setzero_ps();
+        __m512 o = 2 * q + 1 < nk ? load_n(x + (size_t)(2 * q + 1) * ld, nc) : _mm512_setzero_ps();
+        __m512i out[3];
+        parts_pairs(e, o, out);
+        for (int p = 0; p < 3; p++) {
+            if (pairs) _mm512_store_si512(dst + p * TILE_BF16 + q * 32, out[p]);
+            else rows[p][q] = out[p];
+        }
+    }
+    if (pairs) return;
+    for (int p = 0; p < 3; p++) {
+        transpose16(rows[p]);
+        for (int q = 0; q < 16; q++) _mm512_store_si512(dst + p * TILE_BF16 + q * 32, rows[p][q]);
+    }
+}
+
+/* The three tiles of a B block whose columns are k-contiguous (trans_b = 1): column c is
+ * x[c*ld + k0 ..]; the A-layout rows of the transpose, turned into pairs by a transpose. */
+static void pack_cols_pairs(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t nc,
+                            ptrdiff_t nk) {
+    __m512i rows[3][16];
+    for (int c = 0; c < 16; c++) {
+        __m512i out[3];
+        if (c < nc) {
+            const float *s = x + (size_t)c * ld;
+            parts32(load_n(s, nk), load_n(s + 16, nk - 16), out);
+        } else {
+            out[0] = out[1] = out[2] = _mm512_setzero_si512();
+        }
+        for (int p = 0; p < 3; p++) rows[p][c] = out[p];
+    }
+    for (int p = 0; p < 3; p++) {
+        transpose16(rows[p]);
+        for (int q = 0; q < 16; q++) _mm512_store_si512(dst + p * TILE_BF16 + q * 32, rows[p][q]);
+    }
+}
+
+/* op(A) whole: groups of 16 rows, each KB blocks of GROUP_BF16 (note 3); the row count is
+ * padded to whole pairs of groups. */
+static void pack_a(const fm_gemm_prob *p, uint16_t *dst) {
+    const float *A = (const float *)p->A;
+    ptrdiff_t KB = (p->K + 31) / 32, G = (p->M + 31) / 32 * 2;
+    /* K blocks outer: with trans_a = 1 a K block's rows are read whole, once */
+    for (ptrdiff_t kb = 0; kb < KB; kb++) {
+        ptrdiff_t k0 = kb * 32, nk = p->K - k0;
+        for (ptrdiff_t g = 0; g < G; g++) {
+            uint16_t *d = dst + (size_t)(g * KB + kb) * GROUP_BF16;
+            ptrdiff_t i0 = g * 16, nr = p->M - i0;
+            if (nr <= 0) memset(d, 0, GROUP_BF16 * 2);
+            else if (!p->trans_a) pack_rows(d, A + (size_t)i0 * p->lda + k0, p->lda, nr, nk);
+            else pack_kmajor(d, A + (size_t)k0 * p->lda + i0, p->lda, nk, nr, 0);
+        }
+    }
+}
+
+/* Columns j0 .. j0 + 31 of op(B): two groups of 16 columns, each KB blocks. With trans_b = 0
+ * the chunk is 128 bytes of each of K rows, too far apart for the hardware's prefetch: the
+ * next K block's lines are asked for while this one is packed. */
+static void pack_b(const fm_gemm_prob *p, ptrdiff_t j0, uint16_t *dst) {
+    const float *B = (const float *)p->B;
+    ptrdiff_t KB = (p->K + 31) / 32;
+    for (ptrdiff_t kb = 0; kb < KB; kb++) {
+        ptrdiff_t k0 = kb * 32, nk = p->K - k0;
+        if (!p->trans_b && kb + 1 < KB) {
+            ptrdiff_t k1 = k0 + 32, n1 = p->K - k1 < 32 ? p->K - k1 : 32;
+            ptrdiff_t last = (p->N - j0 < 32 ? p->N - j0 : 32) - 1;
+            for (ptrdiff_t k = k1; k < k1 + n1; k++) {
+                const float *row = B + (size_t)k * p->ldb + j0;
+                _mm_prefetch((const char *)row, _MM_HINT_T0);
+                _mm_prefetch((const char *)(row + last), _MM_HINT_T0);
+            }
+        }
+        for (int g = 0; g < 2; g++) {
+            ptrdiff_t c0 = j0 + 16 * g, nc = p->N - c0;
+            uint16_t *d = dst + (size_t)(g * KB + kb) * GROUP_BF16;
+            if (nc <= 0) memset(d, 0, GROUP_BF16 * 2);
+            else if (!p->trans_b) pack_kmajor(d, B + (size_t)k0 * p->ldb + c0, p->ldb, nk, nc, 1);
+            else pack_cols_pairs(d, B + (size_t)c0 * p->ldb + k0, p->ldb, nc, nk);
+        }
+    }
+}
+
+/* Note 4: 32 x 32 of C from two groups of A (a, a + KB groups) and two of B, into tmp. */
+static void kernel(const uint16_t *a, const uint16_t *b, ptrdiff_t KB, float *tmp) {
+    const size_t g = (size_t)KB * GROUP_BF16;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (ptrdiff_t kb = 0; kb < KB; kb++) {
+        const uint16_t *a0 = a + kb * GROUP_BF16, *a1 = a0 + g;
+        const uint16_t *b0 = b + kb * GROUP_BF16, *b1 = b0 + g;
+#define LOAD_A(q) _tile_loadd(4, a0 + (q) * TILE_BF16, 64); _tile_loadd(5, a1 + (q) * TILE_BF16, 64)
+#define LOAD_B(q) _tile_loadd(6, b0 + (q) * TILE_BF16, 64); _tile_loadd(7, b1 + (q) * TILE_BF16, 64)
+#define PRODUCTS _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); \
+                 _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7)
+        LOAD_A(2); LOAD_B(0); PRODUCTS;  /* x2 y0 */
+        LOAD_A(1); PRODUCTS;             /* x1 y0 */
+        LOAD_B(1); PRODUCTS;             /* x1 y1 */
+        LOAD_A(0); PRODUCTS;             /* x0 y1 */
+        LOAD_B(2); PRODUCTS;             /* x0 y2 */
+        LOAD_B(0); PRODUCTS;             /* x0 y0 */
+#undef LOAD_A
+#undef LOAD_B
+#undef PRODUCTS
+    }
+    _tile_stored(0, tmp, 128);
+    _tile_stored(1, tmp + 16, 128);
+    _tile_stored(2, tmp + 16 * 32, 128);
+    _tile_stored(3, tmp + 16 * 32 + 16, 128);
+}
+
+/* dZ = c f'(a) from the activation output (gemm_simd_t.h S(vgrad), act.h fm_grad). */
+static inline __m512 grad16(int act, __m512 c, __m512 a) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    switch (act) {
+    case FM_ACT_SIGMOID: return _mm512_mul_ps(c, _mm512_mul_ps(a, _mm512_sub_ps(one, a)));
+    case FM_ACT_TANH: return _mm512_mul_ps(c, _mm512_sub_ps(one, _mm512_mul_ps(a, a)));
+    case FM_ACT_RELU:
+        return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ), c);
+    default: return c;
+    }
+}
+
+/* The rows x cols block of C at (i0, j0) from tmp, through beta and the epilogue. */
+static void finish(const fm_gemm_prob *p, const float *tmp, ptrdiff_t i0, ptrdiff_t j0,
+                   ptrdiff_t rows, ptrdiff_t cols) {
+    const float *bias = (const float *)p->bias, *H = (const float *)p->h;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *c = (float *)p->C + (size_t)(i0 + r) * p->ldc + j0;
+        for (int v = 0; v < 2 && 16 * v < cols; v++) {
+            __mmask16 m = first(cols - 16 * v);
+            __m512 x = _mm512_load_ps(tmp + r * 32 + 16 * v);
+            if (p->beta) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c + 16 * v), x);
+            if (p->epi == FM_EPI_BIAS_ACT) {
+                if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, bias + j0 + 16 * v));
+                if (p->act == FM_ACT_RELU)  /* act.h note 4: x where x > 0 or NaN, else +0 */
+                    x = _mm512_maskz_mov_ps(
+                        _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NLE_UQ), x);
+            } else if (p->epi == FM_EPI_DACT) {
+                const float *h = H + (size_t)(i0 + r) * p->ldh + j0 + 16 * v;
+                x = grad16(p->act, x, _mm512_maskz_loadu_ps(m, h));
+            }
+            _mm512_mask_storeu_ps(c + 16 * v, m, x);
+        }
+        if (p->epi == FM_EPI_BIAS_ACT && (p->act == FM_ACT_SIGMOID || p->act == FM_ACT_TANH))
+            act_row_f32(p->act, c, (int)cols);
+    }
+}
+
+/* Thread tid of nth (note 5). gemm.c calls this only for trans_a = 0 or trans_b = 0, K > 0,
+ * and shapes that fm_gemm_amx_fits. */
+void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
+    char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
+    ptrdiff_t KB = (p->K + 31) / 32, pairs = (p->M + 31) / 32;
+    uint16_t *pa = (uint16_t *)slot;
+    uint16_t *pb = (uint16_t *)(slot + (size_t)pairs * 2 * group_bytes(p->K));
+    float *tmp = (float *)((char *)pb + 2 * group_bytes(p->K));
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    pack_a(p, pa);
+    ptrdiff_t chunks = (p->N + CHUNK - 1) / CHUNK;
+    int shared = p->next && nth > 1;
+#define NEXT_CHUNK(c) (shared ? (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) : (c))
+    for (ptrdiff_t c = NEXT_CHUNK(tid); c < chunks; c = NEXT_CHUNK(c + nth)) {
+        ptrdiff_t j0 = c * CHUNK, cols = p->N - j0 < CHUNK ? p->N - j0 : CHUNK;
+        pack_b(p, j0, pb);
+        for (ptrdiff_t q = 0; q < pairs; q++) {
+            ptrdiff_t i0 = q * 32, rows = p->M - i0 < 32 ? p->M - i0 : 32;
+            kernel(pa + (size_t)q * 2 * KB * GROUP_BF16, pb, KB, tmp);
+            finish(p, tmp, i0, j0, rows, cols);
+        }
+    }
+#undef NEXT_CHUNK
+    _tile_release();
+}
+
+#endif /* FM_GEMM_HAVE_AMX */
