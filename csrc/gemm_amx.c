@@ -26,9 +26,21 @@
  *    each of the 16 columns, the values at k = 2q and 2q + 1). Rows and columns past the
  *    matrix and k past K are zero.
  * 4. The kernel computes 32 x 32 of C in the four tiles 0-3 and loads the parts into tiles
- *    4-7 in an order that reuses them: 16 tile loads for 24 tile products a K block. The
- *    tiles are stored to a scratch block, and the epilogue (beta, bias and activation, or the
- *    derivative) runs there on 512-bit vectors, as in the FMA kernels.
+ *    4-7 in an order that reuses them: 16 tile loads for 24 tile products a K block. A whole
+ *    block without an epilogue (the weight gradients) goes from the tiles straight into C,
+ *    started from C's own values when beta = 1. The others are stored to a scratch block,
+ *    and the epilogue (beta, bias and activation, or the derivative) runs there on 512-bit
+ *    vectors, as in the FMA kernels, before one store to C.
+ *    On two threads the stores to C cost more than the tiles: C's lines were last written or
+ *    read by the other core, and tile loads wait behind stores that wait for those lines. A
+ *    512 x 512 x 128 weight gradient spent 168 us a call in the kernel on each of two
+ *    threads against 177 us on one thread for twice the blocks; run with all its stores
+ *    after its tiles, the kernel took 87 us and the stores 100. Straight tile stores made
+ *    that product 275 -> 236 us on two threads and the W3 epoch 0.876 -> 0.857 s; W4,
+ *    whose products are mostly forward ones, did not change (0.454 s). Storing the
+ *    epilogue's blocks straight too, then running the epilogue in place, made W4 slower
+ *    (0.448 -> 0.469 s); non-temporal stores made both slower (the next pass read C from
+ *    memory); asking for C's lines ahead (PREFETCHW) made the products slower.
  * 5. Threads take the 32-column chunks from the shared count (gemm_simd_t.h note 7); each
  *    packs op(A) whole into its slot first. gemm.c sends a product here only when that and a
  *    chunk fit the slot (fm_gemm_amx_fits).
@@ -279,13 +291,23 @@ static void pack_b(const fm_gemm_prob *p, ptrdiff_t j0, uint16_t *dst) {
     }
 }
 
-/* Note 4: 32 x 32 of C from two groups of A (a, a + KB groups) and two of B, into tmp. */
-static void kernel(const uint16_t *a, const uint16_t *b, ptrdiff_t KB, float *tmp) {
+/* Note 4: 32 x 32 sums from two groups of A (a, a + KB groups) and two of B, into the block
+ * at out (leading dimension ld floats), started from zero or (add = 1) from what out holds. */
+static void kernel(const uint16_t *a, const uint16_t *b, ptrdiff_t KB, float *out,
+                   ptrdiff_t ld, int add) {
     const size_t g = (size_t)KB * GROUP_BF16;
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    const size_t stride = (size_t)ld * sizeof(float);
+    if (add) {
+        _tile_loadd(0, out, stride);
+        _tile_loadd(1, out + 16, stride);
+        _tile_loadd(2, out + 16 * ld, stride);
+        _tile_loadd(3, out + 16 * ld + 16, stride);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
     for (ptrdiff_t kb = 0; kb < KB; kb++) {
         const uint16_t *a0 = a + kb * GROUP_BF16, *a1 = a0 + g;
         const uint16_t *b0 = b + kb * GROUP_BF16, *b1 = b0 + g;
@@ -303,10 +325,10 @@ static void kernel(const uint16_t *a, const uint16_t *b, ptrdiff_t KB, float *tm
 #undef LOAD_B
 #undef PRODUCTS
     }
-    _tile_stored(0, tmp, 128);
-    _tile_stored(1, tmp + 16, 128);
-    _tile_stored(2, tmp + 16 * 32, 128);
-    _tile_stored(3, tmp + 16 * 32 + 16, 128);
+    _tile_stored(0, out, stride);
+    _tile_stored(1, out + 16, stride);
+    _tile_stored(2, out + 16 * ld, stride);
+    _tile_stored(3, out + 16 * ld + 16, stride);
 }
 
 /* dZ = c f'(a) from the activation output (gemm_simd_t.h S(vgrad), act.h fm_grad). */
@@ -321,16 +343,17 @@ static inline __m512 grad16(int act, __m512 c, __m512 a) {
     }
 }
 
-/* The rows x cols block of C at (i0, j0) from tmp, through beta and the epilogue. */
-static void finish(const fm_gemm_prob *p, const float *tmp, ptrdiff_t i0, ptrdiff_t j0,
-                   ptrdiff_t rows, ptrdiff_t cols) {
+/* The rows x cols block of C at (i0, j0) from src (leading dimension lds; it may be that block
+ * of C itself), through beta (add = 1) and the epilogue. */
+static void finish(const fm_gemm_prob *p, const float *src, ptrdiff_t lds, int add,
+                   ptrdiff_t i0, ptrdiff_t j0, ptrdiff_t rows, ptrdiff_t cols) {
     const float *bias = (const float *)p->bias, *H = (const float *)p->h;
     for (ptrdiff_t r = 0; r < rows; r++) {
         float *c = (float *)p->C + (size_t)(i0 + r) * p->ldc + j0;
         for (int v = 0; v < 2 && 16 * v < cols; v++) {
             __mmask16 m = first(cols - 16 * v);
-            __m512 x = _mm512_load_ps(tmp + r * 32 + 16 * v);
-            if (p->beta) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c + 16 * v), x);
+            __m512 x = _mm512_maskz_loadu_ps(m, src + r * lds + 16 * v);
+            if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c + 16 * v), x);
             if (p->epi == FM_EPI_BIAS_ACT) {
                 if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, bias + j0 + 16 * v));
                 if (p->act == FM_ACT_RELU)  /* act.h note 4: x where x > 0 or NaN, else +0 */
@@ -372,8 +395,14 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
         pack_b(p, j0, pb);
         for (ptrdiff_t q = 0; q < pairs; q++) {
             ptrdiff_t i0 = q * 32, rows = p->M - i0 < 32 ? p->M - i0 : 32;
-            kernel(pa + (size_t)q * 2 * KB * GROUP_BF16, pb, KB, tmp);
-            finish(p, tmp, i0, j0, rows, cols);
+            const uint16_t *a = pa + (size_t)q * 2 * KB * GROUP_BF16;
+            if (rows == 32 && cols == 32 && p->epi == FM_EPI_NONE) {
+                /* note 4: a whole block without an epilogue goes from the tiles to C */
+                kernel(a, pb, KB, (float *)p->C + (size_t)i0 * p->ldc + j0, p->ldc, p->beta);
+            } else {
+                kernel(a, pb, KB, tmp, 32, 0);
+                finish(p, tmp, 32, p->beta, i0, j0, rows, cols);
+            }
         }
     }
 #undef NEXT_CHUNK
