@@ -295,7 +295,7 @@ static void run_path(const fm_gemm_prob *p, int path, int nthreads, direct_fn di
 static int amx_takes(const fm_gemm_prob *p) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
     return isa_current == ISA_AMX && !(p->trans_a && p->trans_b) && mnk >= AMX_MIN &&
-           fm_gemm_amx_fits(p->M, p->K);
+           fm_gemm_amx_fits(p->M, p->N, p->K);
 }
 #define AMX_TAKES_f32(p) amx_takes(p)
 #define AMX_PACKED_f32 fm_gemm_amx_packed_f32

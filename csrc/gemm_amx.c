@@ -41,9 +41,13 @@
  *    epilogue's blocks straight too, then running the epilogue in place, made W4 slower
  *    (0.448 -> 0.469 s); non-temporal stores made both slower (the next pass read C from
  *    memory); asking for C's lines ahead (PREFETCHW) made the products slower.
- * 5. Threads take the 32-column chunks from the shared count (gemm_simd_t.h note 7); each
- *    packs op(A) whole into its slot first. gemm.c sends a product here only when that and a
- *    chunk fit the slot (fm_gemm_amx_fits).
+ * 5. Threads take chunks of C from the shared count (gemm_simd_t.h note 7): 32 columns, each
+ *    thread packing op(A) whole into its slot first, or, when C is taller than wide, 64 rows,
+ *    each thread packing op(B) whole first, as the FMA kernels split. Rows for tall C: a W3
+ *    weight gradient (784 x 512 x 128) went 272 -> 205 us on two threads and 403 -> 361 on
+ *    one, the W3 epoch 0.838 -> 0.800 s (builds alternating, 4 rounds); by columns each
+ *    thread packed the whole 784 x 128 op(A), transposed. gemm.c sends a product here only
+ *    when its packed operand and one chunk fit the slot (fm_gemm_amx_fits).
  * 6. Linux gives a process the tile registers only on request (arch_prctl
  *    ARCH_REQ_XCOMP_PERM); fm_gemm_amx_usable() asks once, and gemm.c offers the path only if
  *    the request succeeded. Each call configures the tiles on its thread and releases them at
@@ -69,6 +73,7 @@
 #define GROUP_BF16 (3 * TILE_BF16)     /* one group's three parts for one K block */
 #define CHUNK 32                      /* columns of C per chunk */
 #define TMP_BYTES (32 * 32 * sizeof(float))
+#define ROW_PAIRS 2                   /* 32-row pairs in a chunk of rows (note 5) */
 
 typedef struct {
     uint8_t palette, start;
@@ -91,11 +96,20 @@ int fm_gemm_amx_usable(void) {
 static size_t group_bytes(ptrdiff_t K) { return (size_t)((K + 31) / 32) * GROUP_BF16 * 2; }
 
 /* Bytes of a thread's slot one product needs (note 5). */
-static size_t slot_need(ptrdiff_t M, ptrdiff_t K) {
-    return (size_t)((M + 31) / 32 * 2) * group_bytes(K) + 2 * group_bytes(K) + TMP_BYTES;
+/* Note 5: C taller than wide is handed out in chunks of rows, else of columns. */
+static int by_rows(ptrdiff_t M, ptrdiff_t N) { return M > N; }
+
+/* Bytes of a thread's slot one product needs (note 5): the operand packed whole, one chunk
+ * of the other, and the scratch block. */
+static size_t slot_need(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K) {
+    size_t pair = 2 * group_bytes(K);
+    if (by_rows(M, N)) return (size_t)((N + CHUNK - 1) / CHUNK) * pair + ROW_PAIRS * pair + TMP_BYTES;
+    return (size_t)((M + 31) / 32) * pair + pair + TMP_BYTES;
 }
 
-int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t K) { return slot_need(M, K) <= FM_GEMM_SLOT_BYTES; }
+int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K) {
+    return slot_need(M, N, K) <= FM_GEMM_SLOT_BYTES;
+}
 
 /* Note 1: the parts of 16 floats, each exactly a bfloat16 held in a float. Values that would
  * round to inf (|x| >= 0x7F7F8000 as bits) keep their top 16 bits instead, so no finite x
@@ -248,14 +262,14 @@ static void pack_cols_pairs(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff
 
 /* op(A) whole: groups of 16 rows, each KB blocks of GROUP_BF16 (note 3); the row count is
  * padded to whole pairs of groups. */
-static void pack_a(const fm_gemm_prob *p, uint16_t *dst) {
+static void pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *dst) {
     const float *A = (const float *)p->A;
-    ptrdiff_t KB = (p->K + 31) / 32, G = (p->M + 31) / 32 * 2;
+    ptrdiff_t KB = (p->K + 31) / 32;
     /* K blocks outer: with trans_a = 1 a K block's rows are read whole, once */
     for (ptrdiff_t kb = 0; kb < KB; kb++) {
         ptrdiff_t k0 = kb * 32, nk = p->K - k0;
-        for (ptrdiff_t g = 0; g < G; g++) {
-            uint16_t *d = dst + (size_t)(g * KB + kb) * GROUP_BF16;
+        for (ptrdiff_t g = g0; g < g1; g++) {
+            uint16_t *d = dst + (size_t)((g - g0) * KB + kb) * GROUP_BF16;
             ptrdiff_t i0 = g * 16, nr = p->M - i0;
             if (nr <= 0) memset(d, 0, GROUP_BF16 * 2);
             else if (!p->trans_a) pack_rows(d, A + (size_t)i0 * p->lda + k0, p->lda, nr, nk);
@@ -370,14 +384,25 @@ static void finish(const fm_gemm_prob *p, const float *src, ptrdiff_t lds, int a
     }
 }
 
+/* The 32 x 32 block of C at (i0, j0) from a pair of A groups and a chunk of op(B). */
+static void block(const fm_gemm_prob *p, const uint16_t *a, const uint16_t *b, ptrdiff_t KB,
+                  float *tmp, ptrdiff_t i0, ptrdiff_t j0) {
+    ptrdiff_t rows = p->M - i0 < 32 ? p->M - i0 : 32, cols = p->N - j0 < CHUNK ? p->N - j0 : CHUNK;
+    if (rows == 32 && cols == 32 && p->epi == FM_EPI_NONE) {
+        /* note 4: a whole block without an epilogue goes from the tiles to C */
+        kernel(a, b, KB, (float *)p->C + (size_t)i0 * p->ldc + j0, p->ldc, p->beta);
+    } else {
+        kernel(a, b, KB, tmp, 32, 0);
+        finish(p, tmp, 32, p->beta, i0, j0, rows, cols);
+    }
+}
+
 /* Thread tid of nth (note 5). gemm.c calls this only for trans_a = 0 or trans_b = 0, K > 0,
  * and shapes that fm_gemm_amx_fits. */
 void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
-    ptrdiff_t KB = (p->K + 31) / 32, pairs = (p->M + 31) / 32;
-    uint16_t *pa = (uint16_t *)slot;
-    uint16_t *pb = (uint16_t *)(slot + (size_t)pairs * 2 * group_bytes(p->K));
-    float *tmp = (float *)((char *)pb + 2 * group_bytes(p->K));
+    ptrdiff_t KB = (p->K + 31) / 32, pairs = (p->M + 31) / 32, chunks = (p->N + CHUNK - 1) / CHUNK;
+    const size_t pair_bf16 = (size_t)2 * KB * GROUP_BF16;  /* two groups: a pair or a chunk */
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -386,26 +411,34 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
         cfg.rows[t] = 16;
     }
     _tile_loadconfig(&cfg);
-    pack_a(p, pa);
-    ptrdiff_t chunks = (p->N + CHUNK - 1) / CHUNK;
     int shared = p->next && nth > 1;
-#define NEXT_CHUNK(c) (shared ? (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) : (c))
-    for (ptrdiff_t c = NEXT_CHUNK(tid); c < chunks; c = NEXT_CHUNK(c + nth)) {
-        ptrdiff_t j0 = c * CHUNK, cols = p->N - j0 < CHUNK ? p->N - j0 : CHUNK;
-        pack_b(p, j0, pb);
-        for (ptrdiff_t q = 0; q < pairs; q++) {
-            ptrdiff_t i0 = q * 32, rows = p->M - i0 < 32 ? p->M - i0 : 32;
-            const uint16_t *a = pa + (size_t)q * 2 * KB * GROUP_BF16;
-            if (rows == 32 && cols == 32 && p->epi == FM_EPI_NONE) {
-                /* note 4: a whole block without an epilogue goes from the tiles to C */
-                kernel(a, pb, KB, (float *)p->C + (size_t)i0 * p->ldc + j0, p->ldc, p->beta);
-            } else {
-                kernel(a, pb, KB, tmp, 32, 0);
-                finish(p, tmp, 32, p->beta, i0, j0, rows, cols);
-            }
+#define NEXT(c) (shared ? (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) : (c))
+    if (!by_rows(p->M, p->N)) {
+        /* op(A) whole, then the column chunks */
+        uint16_t *pa = (uint16_t *)slot, *pb = pa + (size_t)pairs * pair_bf16;
+        float *tmp = (float *)(pb + pair_bf16);
+        pack_a(p, 0, 2 * pairs, pa);
+        for (ptrdiff_t c = NEXT(tid); c < chunks; c = NEXT(c + nth)) {
+            pack_b(p, c * CHUNK, pb);
+            for (ptrdiff_t q = 0; q < pairs; q++)
+                block(p, pa + q * pair_bf16, pb, KB, tmp, q * 32, c * CHUNK);
+        }
+    } else {
+        /* op(B) whole, then the row chunks of ROW_PAIRS pairs */
+        uint16_t *pb = (uint16_t *)slot, *pa = pb + (size_t)chunks * pair_bf16;
+        float *tmp = (float *)(pa + ROW_PAIRS * pair_bf16);
+        for (ptrdiff_t c = 0; c < chunks; c++) pack_b(p, c * CHUNK, pb + c * pair_bf16);
+        ptrdiff_t rchunks = (pairs + ROW_PAIRS - 1) / ROW_PAIRS;
+        for (ptrdiff_t r = NEXT(tid); r < rchunks; r = NEXT(r + nth)) {
+            ptrdiff_t q0 = r * ROW_PAIRS, q1 = q0 + ROW_PAIRS < pairs ? q0 + ROW_PAIRS : pairs;
+            pack_a(p, 2 * q0, 2 * q1, pa);
+            for (ptrdiff_t q = q0; q < q1; q++)
+                for (ptrdiff_t c = 0; c < chunks; c++)
+                    block(p, pa + (q - q0) * pair_bf16, pb + c * pair_bf16, KB, tmp, q * 32,
+                          c * CHUNK);
         }
     }
-#undef NEXT_CHUNK
+#undef NEXT
     _tile_release();
 }
 

@@ -93,7 +93,7 @@ void fm_gemm_avx512_rank1_f64(double *W, const double *a, const double *dz, ptrd
  * slot. packed: trans_a = 0 or trans_b = 0, K > 0. */
 #if FM_GEMM_HAVE_AMX
 int fm_gemm_amx_usable(void);
-int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t K);
+int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K);
 void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth);
 #endif
 

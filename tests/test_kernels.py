@@ -175,15 +175,19 @@ def _amx_or_skip():
 @pytest.mark.parametrize("case", ["NN", "TN", "NT"])
 def test_amx_takes_large_float32_products(case, rng):
     """On the AMX path a float32 product of M N K >= 2^21 runs on the tiles (csrc/gemm_amx.c):
-    its bits differ from the AVX-512 kernels' while both stay within the sums' tolerance, and
-    a small product (direct path) keeps the AVX-512 bits."""
+    its bits differ from the AVX-512 kernels' while both stay within the sums' tolerance, one
+    and two threads give the same bits (C in chunks of columns, and of rows when C is taller
+    than wide, edges in both), and a small product (direct path) keeps the AVX-512 bits."""
     before = _core.gemm_isa()
     _amx_or_skip()
     try:
-        for shape, tiles in (((257, 259, 263), True), ((9, 60, 20), False)):
+        for shape, tiles in (((257, 259, 263), True), ((300, 97, 130), True),
+                             ((9, 60, 20), False)):
             M, N, K = shape
             A, B, opA, opB = operands(rng, M, N, K, case, np.float32)
             C_amx = run_gemm(A, B, M, N, case, np.float32)
+            C_two = run_gemm(A, B, M, N, case, np.float32, nthreads=2)
+            assert np.array_equal(C_amx.view(np.uint8), C_two.view(np.uint8)), shape
             assert _core.set_gemm_isa("avx512")
             C_fma = run_gemm(A, B, M, N, case, np.float32)
             assert _core.set_gemm_isa("amx")
