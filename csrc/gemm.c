@@ -83,16 +83,16 @@
  *    (engine.c note 11) never meet the tiles. The price: a row's bits then depend on whether
  *    its batch's product reaches AMX_MIN (note 5's promise holds on the other ISAs only).
  *    The slot grew from 1.5 to 2 MiB so that W4's products (256 x 1024 op(A)) fit.
- *    Measured on a 2-core Intel Xeon (family 6 model 167 under KVM, AMX-BF16), one process
- *    alternating FASTMLP_ISA=avx512 and amx runs of 3 epochs (medians):
- *      W3 (784-512-512-10, batch 128) 1 thread   1.466 -> 1.130 s an epoch
- *      W3                             2 threads  0.867 -> 0.850
- *      W4 (256-1024-1024-1, batch 256) 2 threads 0.560 -> 0.420
+ *    Measured on a 2-core Intel Xeon (family 6 model 167 under KVM, AMX-BF16), epochs of
+ *    builds or FASTMLP_ISA settings alternating (medians, seconds):
+ *      W3 (784-512-512-10, batch 128) 1 thread   1.466 -> 1.130
+ *      W3                             2 threads  0.84-0.92 -> 0.80-0.85
+ *      W4 (256-1024-1024-1, batch 256) 2 threads 0.560 -> 0.420-0.449
  *    Products alone, one thread, us: NN 128x512x784 716 -> 564, TN 784x512x128 631 -> 469,
- *    NT 256x1024x1024 3882 -> 2543. Why W3 gains so little on two threads is open: its
- *    update and norms passes ran 2x slower after the threads' tile products (bench/breakdown
- *    .py: update 84 -> 178 us a step, norms 72 -> 114), which a standalone test of FMA speed
- *    next to and after AMX work did not reproduce.
+ *    NT 256x1024x1024 3882 -> 2543. Two threads gain less than one on W3: stores to lines
+ *    the other core holds stall the tile loads (gemm_amx.c note 4), and W3's update and
+ *    norms passes run 2x longer on two threads after AMX forward products, for reasons not
+ *    found yet (bench/RESULTS.md, 2026-12-06).
  */
 #include <stdint.h>
 #include <stdlib.h>
