@@ -72,7 +72,7 @@ def cpu_flags():
 def simd_summary():
     flags = cpu_flags()
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq",
-              "avx512_vnni", "avx512_bf16")
+              "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
     return " ".join(f for f in wanted if f in flags) or "unknown"
 
 
