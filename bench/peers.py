@@ -236,7 +236,8 @@ def print_workload(res, rows, checks, peak, out=sys.stdout):
         p("   roofline: fraction of the measured fp32 FMA peak "
           f"({peak:.1f} GFLOP/s on the threads used): "
           + ", ".join(f"{k} {_fmt_pct(r['peak_fraction'])}" for k, r in rows.items()))
-        if fastmlp._core.gemm_isa() == "amx":
+        from fastmlp import _core
+        if _core.gemm_isa() == "amx":
             p("   (fastmlp's large products run on the AMX tiles, whose ceiling is above the "
               "FMA peak: csrc/gemm_amx.c)")
     gaps = [r["loss_gap"] for r in rows.values() if r["loss_gap"] is not None]
