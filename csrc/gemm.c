@@ -308,7 +308,8 @@ static int amx_takes(const fm_gemm_prob *p) {
 
 /* The entry points of gemm.h, once per dtype: checks, thin_form, the ISA's kernels, dispatch. */
 #define KERNELS(ISA, NAME, SFX)                                                               \
-    if (isa_current == ISA || (ISA == ISA_AVX512 && isa_current == ISA_AMX)) {                                                                 \
+    /* the AMX ISA runs the AVX-512 kernels but for the products it sends to the tiles */     \
+    if (isa_current == ISA || (ISA == ISA_AVX512 && isa_current == ISA_AMX)) {              \
         direct = fm_gemm_##NAME##_direct_##SFX;                                               \
         packed = fm_gemm_##NAME##_packed_##SFX;                                               \
     }

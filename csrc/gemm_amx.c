@@ -86,8 +86,8 @@ int fm_gemm_amx_usable(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0;  /* AMX-BF16, AMX-TILE */
-    unsigned a1, b1, c1, d1;
-    if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) || !(a1 & (1u << 5))) return 0;  /* AVX512_BF16 */
+    /* AVX512_BF16 (the conversions the packing uses) */
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return 0;
     /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): refused where the kernel or
      * the hypervisor does not give the tiles out. */
     return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
@@ -95,7 +95,6 @@ int fm_gemm_amx_usable(void) {
 
 static size_t group_bytes(ptrdiff_t K) { return (size_t)((K + 31) / 32) * GROUP_BF16 * 2; }
 
-/* Bytes of a thread's slot one product needs (note 5). */
 /* Note 5: C taller than wide is handed out in chunks of rows, else of columns. */
 static int by_rows(ptrdiff_t M, ptrdiff_t N) { return M > N; }
 
@@ -103,7 +102,8 @@ static int by_rows(ptrdiff_t M, ptrdiff_t N) { return M > N; }
  * of the other, and the scratch block. */
 static size_t slot_need(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K) {
     size_t pair = 2 * group_bytes(K);
-    if (by_rows(M, N)) return (size_t)((N + CHUNK - 1) / CHUNK) * pair + ROW_PAIRS * pair + TMP_BYTES;
+    if (by_rows(M, N))
+        return (size_t)((N + CHUNK - 1) / CHUNK) * pair + ROW_PAIRS * pair + TMP_BYTES;
     return (size_t)((M + 31) / 32) * pair + pair + TMP_BYTES;
 }
 
@@ -111,9 +111,8 @@ int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K) {
     return slot_need(M, N, K) <= FM_GEMM_SLOT_BYTES;
 }
 
-/* Note 1: the parts of 16 floats, each exactly a bfloat16 held in a float. Values that would
- * round to inf (|x| >= 0x7F7F8000 as bits) keep their top 16 bits instead, so no finite x
- * gets an infinite part; inf and NaN keep theirs and get zero remainders. */
+/* x rounded to the nearest bfloat16, ties to even, held in a float (the low 16 bits zero).
+ * Right for |x| < 0x7F7F8000 as bits; split3 keeps larger values from it. */
 static inline __m512 round_bf16(__m512 x) {
     __m512i b = _mm512_castps_si512(x);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
@@ -121,6 +120,9 @@ static inline __m512 round_bf16(__m512 x) {
     return _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32((int)0xFFFF0000u)));
 }
 
+/* Note 1: the parts of 16 floats, each exactly a bfloat16 held in a float. Values that would
+ * round to inf (|x| >= 0x7F7F8000 as bits) keep their top 16 bits instead, so no finite x
+ * gets an infinite part; inf and NaN keep theirs and get zero remainders. */
 static inline void split3(__m512 x, __m512 *p0, __m512 *p1, __m512 *p2) {
     __m512i bits = _mm512_castps_si512(x);
     __m512i mag = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF));
@@ -140,8 +142,8 @@ static inline void split3(__m512 x, __m512 *p0, __m512 *p1, __m512 *p2) {
     *p2 = _mm512_sub_ps(r, x1);
 }
 
-/* Two vectors of parts (bf16 held in floats) as 16 dwords: (hi[c] << 16 | lo[c] >> 16)...
- * that is, bf16 lo[c] in the low half and hi[c] in the high half of dword c. */
+/* Two vectors of parts (bfloat16 held in floats) as 16 dwords: dword c holds lo[c] in its
+ * low half and hi[c] in its high half. */
 static inline __m512i pair16(__m512 lo, __m512 hi) {
     return _mm512_or_si512(
         _mm512_and_si512(_mm512_castps_si512(hi), _mm512_set1_epi32((int)0xFFFF0000u)),
@@ -177,8 +179,8 @@ static inline void transpose16(__m512i r[16]) {
         r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
         r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
     }
-    /* r[4g + s] now holds, in 128-bit lane L, rows 4L..4L+3 restricted to columns 4g'..: the
-     * 4 x 4 blocks are in place within lanes; move the lanes across vectors. */
+    /* Lane L (128 bits) of r[4i + s] now holds column 4L + s of rows 4i .. 4i + 3; gather each
+     * column's four lanes from r[s], r[4 + s], r[8 + s] and r[12 + s]. */
     for (int i = 0; i < 4; i++) {
         __m512i a = r[i], b = r[i + 4], c = r[i + 8], d = r[i + 12];
         __m512i ab0 = _mm512_shuffle_i32x4(a, b, 0x88), ab1 = _mm512_shuffle_i32x4(a, b, 0xDD);
@@ -200,19 +202,29 @@ static inline __m512 load_n(const float *p, ptrdiff_t n) {
     return _mm512_maskz_loadu_ps(first(n), p);
 }
 
-/* The three tiles of one 16 x 32 block of a matrix whose rows are k-contiguous: row r of the
- * block is x[r*ld + k0 ..], with nr rows and nk values of k present. */
-static void pack_rows(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t nr,
-                      ptrdiff_t nk) {
+/* The three tiles of 16 lines of a matrix stored k-contiguous, line r at x[r*ld + k0 ..], n
+ * lines and nk values of k present: an A block (pairs = 0: line r is row r of the tile), or a
+ * B block of trans_b = 1 (pairs = 1: line r is column r, turned into pairs by a transpose). */
+static void pack_kcontig(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t n, ptrdiff_t nk,
+                         int pairs) {
+    __m512i rows[3][16];
     for (int r = 0; r < 16; r++) {
         __m512i out[3];
-        if (r < nr) {
+        if (r < n) {
             const float *s = x + (size_t)r * ld;
             parts32(load_n(s, nk), load_n(s + 16, nk - 16), out);
         } else {
             out[0] = out[1] = out[2] = _mm512_setzero_si512();
         }
-        for (int q = 0; q < 3; q++) _mm512_store_si512(dst + q * TILE_BF16 + r * 32, out[q]);
+        for (int p = 0; p < 3; p++) {
+            if (!pairs) _mm512_store_si512(dst + p * TILE_BF16 + r * 32, out[p]);
+            else rows[p][r] = out[p];
+        }
+    }
+    if (!pairs) return;
+    for (int p = 0; p < 3; p++) {
+        transpose16(rows[p]);
+        for (int q = 0; q < 16; q++) _mm512_store_si512(dst + p * TILE_BF16 + q * 32, rows[p][q]);
     }
 }
 
@@ -239,27 +251,6 @@ static void pack_kmajor(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t n
     }
 }
 
-/* The three tiles of a B block whose columns are k-contiguous (trans_b = 1): column c is
- * x[c*ld + k0 ..]; the A-layout rows of the transpose, turned into pairs by a transpose. */
-static void pack_cols_pairs(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t nc,
-                            ptrdiff_t nk) {
-    __m512i rows[3][16];
-    for (int c = 0; c < 16; c++) {
-        __m512i out[3];
-        if (c < nc) {
-            const float *s = x + (size_t)c * ld;
-            parts32(load_n(s, nk), load_n(s + 16, nk - 16), out);
-        } else {
-            out[0] = out[1] = out[2] = _mm512_setzero_si512();
-        }
-        for (int p = 0; p < 3; p++) rows[p][c] = out[p];
-    }
-    for (int p = 0; p < 3; p++) {
-        transpose16(rows[p]);
-        for (int q = 0; q < 16; q++) _mm512_store_si512(dst + p * TILE_BF16 + q * 32, rows[p][q]);
-    }
-}
-
 /* op(A) whole: groups of 16 rows, each KB blocks of GROUP_BF16 (note 3); the row count is
  * padded to whole pairs of groups. */
 static void pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *dst) {
@@ -272,7 +263,7 @@ static void pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *
             uint16_t *d = dst + (size_t)((g - g0) * KB + kb) * GROUP_BF16;
             ptrdiff_t i0 = g * 16, nr = p->M - i0;
             if (nr <= 0) memset(d, 0, GROUP_BF16 * 2);
-            else if (!p->trans_a) pack_rows(d, A + (size_t)i0 * p->lda + k0, p->lda, nr, nk);
+            else if (!p->trans_a) pack_kcontig(d, A + (size_t)i0 * p->lda + k0, p->lda, nr, nk, 0);
             else pack_kmajor(d, A + (size_t)k0 * p->lda + i0, p->lda, nk, nr, 0);
         }
     }
@@ -300,7 +291,7 @@ static void pack_b(const fm_gemm_prob *p, ptrdiff_t j0, uint16_t *dst) {
             uint16_t *d = dst + (size_t)(g * KB + kb) * GROUP_BF16;
             if (nc <= 0) memset(d, 0, GROUP_BF16 * 2);
             else if (!p->trans_b) pack_kmajor(d, B + (size_t)k0 * p->ldb + c0, p->ldb, nk, nc, 1);
-            else pack_cols_pairs(d, B + (size_t)c0 * p->ldb + k0, p->ldb, nc, nk);
+            else pack_kcontig(d, B + (size_t)c0 * p->ldb + k0, p->ldb, nc, nk, 1);
         }
     }
 }
