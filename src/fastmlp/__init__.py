@@ -16,6 +16,9 @@ __all__ = ["MLP", "SGD", "Adam", "DivergenceError", "History", "TrainingWarning"
            "profile", "show_config", "set_num_threads", "get_num_threads", "__version__"]
 
 
+_ISA_NOTE = {"amx": ": float32 products of M N K >= 2^21 on the AMX tiles, the rest on AVX-512"}
+
+
 def show_config(file=None):
     """Print (and return) how this fastmlp was built and what it will run on."""
     import os
@@ -24,13 +27,15 @@ def show_config(file=None):
 
     import numpy as np
 
+    isa = _core.gemm_isa()
     lines = [
         f"fastmlp {__version__}",
         f"python {platform.python_version()}, numpy {np.__version__}",
         f"platform {platform.system()} {platform.machine()}",
         f"openmp {'on' if _core.openmp_enabled() else 'off (single-threaded build)'}",
         f"threads {get_num_threads()} (CPUs {_cpus()} usable of {os.cpu_count()})",
-        f"matrix kernels: fastmlp's own ({_core.gemm_isa()} path); no BLAS in the hot path",
+        f"matrix kernels: fastmlp's own ({isa} path{_ISA_NOTE.get(isa, '')}); "
+        "no BLAS in the hot path",
         f"compile flags {_core.build_flags()}",
     ]
     text = "\n".join(lines)
