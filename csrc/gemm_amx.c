@@ -16,9 +16,15 @@
  * 2. What differs from the FMA kernels, all within the tests' tolerances: the bits (so a row's
  *    result depends on whether its product takes this path, which depends on M: a row alone
  *    takes the direct FMA path); an inf in an operand gives NaN (its part x1 = 0 meets the
- *    other operand's parts, inf * 0); subnormal parts are read as 0 by the tiles, an error of
- *    at most 2^-126 absolute. Results do not depend on the thread count: every element is the
- *    same sequence of tile products, in increasing k, whoever computes it.
+ *    other operand's parts, inf * 0); the tiles read subnormal parts as 0 and flush subnormal
+ *    sums to 0. So a value |x| < 2^-110 (about 7.7e-34), whose x2 or x1 is subnormal, loses up
+ *    to 2^-8 |x y| of each product, which counts only beside a partner y large enough to make
+ *    x y matter in the sum: a new user found 1e-36 against 1e30 off by 8e-4 of the terms'
+ *    sizes, and a sum below 2^-126 comes out 0. Training data and weights stay far from
+ *    that; FASTMLP_ISA=avx512 keeps float32's whole range. (Scaling each row of op(A) and
+ *    column of op(B) by a power of two before the split would lift this; not done.) Results
+ *    do not depend on the thread count: every element is the same sequence of tile products,
+ *    in increasing k, whoever computes it.
  * 3. Layout. A K block is 32 values of k. op(A) is packed whole, in groups of 16 rows: for
  *    each group and K block, the three parts' tiles (16 rows x 32 bf16, 1 KiB each) in a row.
  *    op(B) is packed one chunk of 32 columns at a time, in groups of 16 columns: for each K

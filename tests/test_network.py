@@ -408,3 +408,17 @@ def test_show_config_counts_the_cpus_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     text = fastmlp.show_config(file=io.StringIO())
     assert f"(CPUs 1 usable of {os.cpu_count()})" in text, text
+
+
+def test_show_config_names_the_extension_and_the_path():
+    """Found by a new user with two builds of the same version: show_config names the extension
+    file it loaded, when it was built, and the matrix-kernel path (with what AMX runs)."""
+    import io
+    import os
+
+    from fastmlp import _core
+    text = fastmlp.show_config(file=io.StringIO())
+    assert f"extension {_core.__file__}, built 20" in text, text
+    assert os.path.exists(_core.__file__)
+    assert f"({_core.gemm_isa()} path" in text, text
+    assert ("on the AMX tiles" in text) == (_core.gemm_isa() == "amx"), text

@@ -16,6 +16,16 @@ __all__ = ["MLP", "SGD", "Adam", "DivergenceError", "History", "TrainingWarning"
            "profile", "show_config", "set_num_threads", "get_num_threads", "__version__"]
 
 
+def _built(path):
+    import datetime
+    import os
+
+    try:
+        return datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y-%m-%d %H:%M")
+    except OSError:
+        return "at an unknown time"
+
+
 _ISA_NOTE = {"amx": ": float32 products of M N K >= 2^21 on the AMX tiles, the rest on AVX-512"}
 
 
@@ -37,6 +47,7 @@ def show_config(file=None):
         f"matrix kernels: fastmlp's own ({isa} path{_ISA_NOTE.get(isa, '')}); "
         "no BLAS in the hot path",
         f"compile flags {_core.build_flags()}",
+        f"extension {_core.__file__}, built {_built(_core.__file__)}",
     ]
     text = "\n".join(lines)
     print(text, file=file or sys.stdout)
