@@ -16,15 +16,17 @@
  * 2. What differs from the FMA kernels, all within the tests' tolerances: the bits (so a row's
  *    result depends on whether its product takes this path, which depends on M: a row alone
  *    takes the direct FMA path); an inf in an operand gives NaN (its part x1 = 0 meets the
- *    other operand's parts, inf * 0); the tiles read subnormal parts as 0 and flush subnormal
- *    sums to 0. So a value |x| < 2^-110 (about 7.7e-34), whose x2 or x1 is subnormal, loses up
- *    to 2^-8 |x y| of each product, which counts only beside a partner y large enough to make
- *    x y matter in the sum: a new user found 1e-36 against 1e30 off by 8e-4 of the terms'
- *    sizes, and a sum below 2^-126 comes out 0. Training data and weights stay far from
- *    that; FASTMLP_ISA=avx512 keeps float32's whole range. (Scaling each row of op(A) and
- *    column of op(B) by a power of two before the split would lift this; not done.) Results
- *    do not depend on the thread count: every element is the same sequence of tile products,
- *    in increasing k, whoever computes it.
+ *    other operand's parts, inf * 0); the tiles read subnormal parts as 0 and flush
+ *    subnormal sums to 0. A value |x| < 2^-102, whose x1 or x2 may be subnormal, would lose
+ *    up to 2^-8 |x y| of each product, which counts beside a large partner y (new user #12:
+ *    1e-36 against 1e30 came out 8e-4 off). So the packers flag such values (tiny16): when
+ *    the operand packed whole holds one, the whole product runs on the AVX-512 kernels; when
+ *    a chunk of the other operand does, that chunk does (fma_part). From 2^-102 up, a part
+ *    the tiles drop is below 2^-126 <= 2^-24 |x|, float32's last bit. What remains: a sum
+ *    below 2^-126 (about 1.2e-38) comes out 0, as a product of two values near 1e-20 does.
+ *    Results do not depend on the thread count: every element is the same sequence of tile
+ *    products, in increasing k, whoever computes it, and whether a product or a chunk takes
+ *    the AVX-512 kernels depends on its data alone.
  * 3. Layout. A K block is 32 values of k. op(A) is packed whole, in groups of 16 rows: for
  *    each group and K block, the three parts' tiles (16 rows x 32 bf16, 1 KiB each) in a row.
  *    op(B) is packed one chunk of 32 columns at a time, in groups of 16 columns: for each K
@@ -208,17 +210,28 @@ static inline __m512 load_n(const float *p, ptrdiff_t n) {
     return _mm512_maskz_loadu_ps(first(n), p);
 }
 
+/* Note 2: the lanes of x that are nonzero and below 2^-102 (0x0C800000 as bits), whose
+ * smaller parts the tiles would read as zero at a cost above float32's last bit. */
+static inline __mmask16 tiny16(__m512 x) {
+    __m512i mag = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF));
+    return _mm512_mask_cmplt_epu32_mask(_mm512_test_epi32_mask(mag, mag), mag,
+                                        _mm512_set1_epi32(0x0C800000));
+}
+
 /* The three tiles of 16 lines of a matrix stored k-contiguous, line r at x[r*ld + k0 ..], n
  * lines and nk values of k present: an A block (pairs = 0: line r is row r of the tile), or a
  * B block of trans_b = 1 (pairs = 1: line r is column r, turned into pairs by a transpose). */
-static void pack_kcontig(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t n, ptrdiff_t nk,
-                         int pairs) {
+static __mmask16 pack_kcontig(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t n,
+                              ptrdiff_t nk, int pairs) {
     __m512i rows[3][16];
+    __mmask16 tiny = 0;
     for (int r = 0; r < 16; r++) {
         __m512i out[3];
         if (r < n) {
             const float *s = x + (size_t)r * ld;
-            parts32(load_n(s, nk), load_n(s + 16, nk - 16), out);
+            __m512 lo = load_n(s, nk), hi = load_n(s + 16, nk - 16);
+            tiny |= tiny16(lo) | tiny16(hi);
+            parts32(lo, hi, out);
         } else {
             out[0] = out[1] = out[2] = _mm512_setzero_si512();
         }
@@ -227,22 +240,25 @@ static void pack_kcontig(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t 
             else rows[p][r] = out[p];
         }
     }
-    if (!pairs) return;
+    if (!pairs) return tiny;
     for (int p = 0; p < 3; p++) {
         transpose16(rows[p]);
         for (int q = 0; q < 16; q++) _mm512_store_si512(dst + p * TILE_BF16 + q * 32, rows[p][q]);
     }
+    return tiny;
 }
 
 /* The three tiles of one 32 x 16 block of a matrix stored k-major: value (k, c) is
  * x[k*ld + c], nk values of k and nc of c present. pairs = 1 gives the B layout (row q: the
  * pairs k = 2q, 2q + 1 of the 16 columns); pairs = 0 the A layout, its transpose. */
-static void pack_kmajor(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t nk,
-                        ptrdiff_t nc, int pairs) {
+static __mmask16 pack_kmajor(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t nk,
+                             ptrdiff_t nc, int pairs) {
     __m512i rows[3][16];
+    __mmask16 tiny = 0;
     for (int q = 0; q < 16; q++) {
         __m512 e = 2 * q < nk ? load_n(x + (size_t)(2 * q) * ld, nc) : _mm512_setzero_ps();
         __m512 o = 2 * q + 1 < nk ? load_n(x + (size_t)(2 * q + 1) * ld, nc) : _mm512_setzero_ps();
+        tiny |= tiny16(e) | tiny16(o);
         __m512i out[3];
         parts_pairs(e, o, out);
         for (int p = 0; p < 3; p++) {
@@ -250,18 +266,20 @@ static void pack_kmajor(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdiff_t n
             else rows[p][q] = out[p];
         }
     }
-    if (pairs) return;
+    if (pairs) return tiny;
     for (int p = 0; p < 3; p++) {
         transpose16(rows[p]);
         for (int q = 0; q < 16; q++) _mm512_store_si512(dst + p * TILE_BF16 + q * 32, rows[p][q]);
     }
+    return tiny;
 }
 
 /* op(A) whole: groups of 16 rows, each KB blocks of GROUP_BF16 (note 3); the row count is
  * padded to whole pairs of groups. */
-static void pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *dst) {
+static int pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *dst) {
     const float *A = (const float *)p->A;
     ptrdiff_t KB = (p->K + 31) / 32;
+    __mmask16 tiny = 0;
     /* K blocks outer: with trans_a = 1 a K block's rows are read whole, once */
     for (ptrdiff_t kb = 0; kb < KB; kb++) {
         ptrdiff_t k0 = kb * 32, nk = p->K - k0;
@@ -269,18 +287,21 @@ static void pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *
             uint16_t *d = dst + (size_t)((g - g0) * KB + kb) * GROUP_BF16;
             ptrdiff_t i0 = g * 16, nr = p->M - i0;
             if (nr <= 0) memset(d, 0, GROUP_BF16 * 2);
-            else if (!p->trans_a) pack_kcontig(d, A + (size_t)i0 * p->lda + k0, p->lda, nr, nk, 0);
-            else pack_kmajor(d, A + (size_t)k0 * p->lda + i0, p->lda, nk, nr, 0);
+            else if (!p->trans_a)
+                tiny |= pack_kcontig(d, A + (size_t)i0 * p->lda + k0, p->lda, nr, nk, 0);
+            else tiny |= pack_kmajor(d, A + (size_t)k0 * p->lda + i0, p->lda, nk, nr, 0);
         }
     }
+    return tiny != 0;
 }
 
 /* Columns j0 .. j0 + 31 of op(B): two groups of 16 columns, each KB blocks. With trans_b = 0
  * the chunk is 128 bytes of each of K rows, too far apart for the hardware's prefetch: the
  * next K block's lines are asked for while this one is packed. */
-static void pack_b(const fm_gemm_prob *p, ptrdiff_t j0, uint16_t *dst) {
+static int pack_b(const fm_gemm_prob *p, ptrdiff_t j0, uint16_t *dst) {
     const float *B = (const float *)p->B;
     ptrdiff_t KB = (p->K + 31) / 32;
+    __mmask16 tiny = 0;
     for (ptrdiff_t kb = 0; kb < KB; kb++) {
         ptrdiff_t k0 = kb * 32, nk = p->K - k0;
         if (!p->trans_b && kb + 1 < KB) {
@@ -296,10 +317,12 @@ static void pack_b(const fm_gemm_prob *p, ptrdiff_t j0, uint16_t *dst) {
             ptrdiff_t c0 = j0 + 16 * g, nc = p->N - c0;
             uint16_t *d = dst + (size_t)(g * KB + kb) * GROUP_BF16;
             if (nc <= 0) memset(d, 0, GROUP_BF16 * 2);
-            else if (!p->trans_b) pack_kmajor(d, B + (size_t)k0 * p->ldb + c0, p->ldb, nk, nc, 1);
-            else pack_kcontig(d, B + (size_t)c0 * p->ldb + k0, p->ldb, nc, nk, 1);
+            else if (!p->trans_b)
+                tiny |= pack_kmajor(d, B + (size_t)k0 * p->ldb + c0, p->ldb, nk, nc, 1);
+            else tiny |= pack_kcontig(d, B + (size_t)c0 * p->ldb + k0, p->ldb, nc, nk, 1);
         }
     }
+    return tiny != 0;
 }
 
 /* Note 4: 32 x 32 sums from two groups of A (a, a + KB groups) and two of B, into the block
@@ -394,12 +417,49 @@ static void block(const fm_gemm_prob *p, const uint16_t *a, const uint16_t *b, p
     }
 }
 
+/* Note 2: columns j0 .. j0 + n - 1 (rows = 0) or rows j0 .. j0 + n - 1 (rows = 1) of the
+ * product on the AVX-512 kernels, on this thread, with slot as their scratch. */
+static void fma_part(const fm_gemm_prob *p, int rows, ptrdiff_t j0, ptrdiff_t n, char *slot) {
+    fm_gemm_prob q = *p;
+    const float *A = (const float *)p->A, *B = (const float *)p->B;
+    if (rows) {
+        q.A = p->trans_a ? A + j0 : A + (size_t)j0 * p->lda;
+        q.M = n;
+        if (q.h) q.h = (const float *)p->h + (size_t)j0 * p->ldh;
+        q.C = (float *)p->C + (size_t)j0 * p->ldc;
+    } else {
+        q.B = p->trans_b ? B + (size_t)j0 * p->ldb : B + j0;
+        q.N = n;
+        if (q.bias) q.bias = (const float *)p->bias + j0;
+        if (q.h) q.h = (const float *)p->h + j0;
+        q.C = (float *)p->C + j0;
+    }
+    q.work = slot;
+    q.next = NULL;
+    fm_gemm_avx512_packed_f32(&q, 0, 1);
+}
+
 /* Thread tid of nth (note 5). gemm.c calls this only for trans_a = 0 or trans_b = 0, K > 0,
  * and shapes that fm_gemm_amx_fits. */
 void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
     ptrdiff_t KB = (p->K + 31) / 32, pairs = (p->M + 31) / 32, chunks = (p->N + CHUNK - 1) / CHUNK;
     const size_t pair_bf16 = (size_t)2 * KB * GROUP_BF16;  /* two groups: a pair or a chunk */
+    int rows = by_rows(p->M, p->N);
+    /* the operand packed whole: every thread packs it and finds the same tiny values, so
+     * either all threads run the whole product on the AVX-512 kernels or none does */
+    uint16_t *whole = (uint16_t *)slot;
+    uint16_t *part = whole + (size_t)(rows ? chunks : pairs) * pair_bf16;
+    float *tmp = (float *)(part + (rows ? ROW_PAIRS : 1) * pair_bf16);
+    int tiny = 0;
+    if (rows)
+        for (ptrdiff_t c = 0; c < chunks; c++) tiny |= pack_b(p, c * CHUNK, whole + c * pair_bf16);
+    else
+        tiny = pack_a(p, 0, 2 * pairs, whole);
+    if (tiny) {
+        fm_gemm_avx512_packed_f32(p, tid, nth);
+        return;
+    }
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -410,28 +470,34 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
     _tile_loadconfig(&cfg);
     int shared = p->next && nth > 1;
 #define NEXT(c) (shared ? (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) : (c))
-    if (!by_rows(p->M, p->N)) {
+    if (!rows) {
         /* op(A) whole, then the column chunks */
-        uint16_t *pa = (uint16_t *)slot, *pb = pa + (size_t)pairs * pair_bf16;
-        float *tmp = (float *)(pb + pair_bf16);
-        pack_a(p, 0, 2 * pairs, pa);
         for (ptrdiff_t c = NEXT(tid); c < chunks; c = NEXT(c + nth)) {
-            pack_b(p, c * CHUNK, pb);
+            ptrdiff_t j0 = c * CHUNK;
+            if (pack_b(p, j0, part)) {
+                /* a chunk with tiny values: its columns on the AVX-512 kernels, which use
+                 * this slot, so op(A) is packed again after */
+                fma_part(p, 0, j0, p->N - j0 < CHUNK ? p->N - j0 : CHUNK, slot);
+                pack_a(p, 0, 2 * pairs, whole);
+                continue;
+            }
             for (ptrdiff_t q = 0; q < pairs; q++)
-                block(p, pa + q * pair_bf16, pb, KB, tmp, q * 32, c * CHUNK);
+                block(p, whole + q * pair_bf16, part, KB, tmp, q * 32, j0);
         }
     } else {
         /* op(B) whole, then the row chunks of ROW_PAIRS pairs */
-        uint16_t *pb = (uint16_t *)slot, *pa = pb + (size_t)chunks * pair_bf16;
-        float *tmp = (float *)(pa + ROW_PAIRS * pair_bf16);
-        for (ptrdiff_t c = 0; c < chunks; c++) pack_b(p, c * CHUNK, pb + c * pair_bf16);
         ptrdiff_t rchunks = (pairs + ROW_PAIRS - 1) / ROW_PAIRS;
         for (ptrdiff_t r = NEXT(tid); r < rchunks; r = NEXT(r + nth)) {
             ptrdiff_t q0 = r * ROW_PAIRS, q1 = q0 + ROW_PAIRS < pairs ? q0 + ROW_PAIRS : pairs;
-            pack_a(p, 2 * q0, 2 * q1, pa);
+            if (pack_a(p, 2 * q0, 2 * q1, part)) {
+                ptrdiff_t i0 = q0 * 32;
+                fma_part(p, 1, i0, p->M - i0 < 32 * ROW_PAIRS ? p->M - i0 : 32 * ROW_PAIRS, slot);
+                for (ptrdiff_t c = 0; c < chunks; c++) pack_b(p, c * CHUNK, whole + c * pair_bf16);
+                continue;
+            }
             for (ptrdiff_t q = q0; q < q1; q++)
                 for (ptrdiff_t c = 0; c < chunks; c++)
-                    block(p, pa + (q - q0) * pair_bf16, pb + c * pair_bf16, KB, tmp, q * 32,
+                    block(p, part + (q - q0) * pair_bf16, whole + c * pair_bf16, KB, tmp, q * 32,
                           c * CHUNK);
         }
     }

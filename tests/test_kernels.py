@@ -224,6 +224,45 @@ def test_amx_extreme_operands(rng):
         _core.set_gemm_isa(before)
 
 
+@pytest.mark.parametrize("case", ["NN", "TN", "NT"])
+@pytest.mark.parametrize("shape", [(257, 259, 263), (300, 97, 130)], ids=shape_id)
+@pytest.mark.parametrize("where", ["A", "B"])
+def test_amx_tiny_values_keep_float32_accuracy(case, shape, where, rng):
+    """Found by new user #12: values below 2^-102, whose smaller bfloat16 parts the tiles read as
+    0, lost up to 2^-8 of their products (1e-36 against 1e30 came out 8e-4 off). A product
+    whose packed-whole operand holds one runs on the AVX-512 kernels, a chunk of the other
+    operand that holds one too (csrc/gemm_amx.c note 2): within the sums' tolerance, on one
+    and two threads alike. Rows of A tiny (some rows, then A packed whole in columns mode,
+    a chunk in rows mode), or columns of op(B) tiny."""
+    before = _core.gemm_isa()
+    _amx_or_skip()
+    try:
+        M, N, K = shape
+        A, B, _, _ = operands(rng, M, N, K, case, np.float32)
+        ta, tb = CASES[case]
+        if where == "A":
+            rows = slice(None, 5)
+            if ta:
+                A[:, rows] *= np.float32(1e-36)
+            else:
+                A[rows] *= np.float32(1e-36)
+            B *= np.float32(1e30)
+        else:
+            if tb:
+                B[40:43] *= np.float32(1e-36)
+            else:
+                B[:, 40:43] *= np.float32(1e-36)
+            A *= np.float32(1e30)
+        opA, opB = (f64(A).T if ta else f64(A)), (f64(B).T if tb else f64(B))
+        C1 = run_gemm(A, B, M, N, case, np.float32)
+        C2 = run_gemm(A, B, M, N, case, np.float32, nthreads=2)
+        assert np.array_equal(C1.view(np.uint8), C2.view(np.uint8))
+        assert_close(C1, opA @ opB, rtol=2 * (K + 2) * eps(np.float32),
+                     scale=np.abs(opA) @ np.abs(opB), what=f"amx tiny {where} {case} {shape}")
+    finally:
+        _core.set_gemm_isa(before)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_gemm_k_zero_writes_zeros(isa, dtype, case):
     """K = 0: the product is the zero matrix, written over whatever C held (NaN here)."""
