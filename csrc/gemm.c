@@ -76,9 +76,10 @@
  *    wherever its row lies (note 5), so each element gets the bits fm_gemm gives it in the
  *    whole product. Block `slot` uses scratch slot `slot`.
  * 7. AMX (gemm_amx.c): on a CPU with AMX tiles that Linux hands out, the ISA is "amx": float32
- *    products of M N K >= AMX_MIN (= PAR_MIN) on the packed path, not TT, whose packed op(A)
- *    fits a slot, run on the tiles at float32 accuracy (gemm_amx.c note 1); everything else
- *    (float64, smaller products, the direct path, TT, rank-1) runs the AVX-512 kernels. The
+ *    products of M N K >= AMX_MIN (= PAR_MIN) on the packed path, not TT, whose operand
+ *    packed whole fits a slot with one chunk of the other (fm_gemm_amx_fits), run on the
+ *    tiles at float32 accuracy (gemm_amx.c note 1); everything else (float64, smaller
+ *    products, the direct path, TT, rank-1) runs the AVX-512 kernels (vector_isa). The
  *    cut-off is M N K, as for threads, so the small networks whose steps a team splits
  *    (engine.c note 11) never meet the tiles. The price: a row's bits then depend on whether
  *    its batch's product reaches AMX_MIN (note 5's promise holds on the other ISAs only).
@@ -126,6 +127,10 @@
 enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AMX = 3, ISA_COUNT = 4 };
 static const char *const isa_names[ISA_COUNT] = {"portable", "avx2", "avx512", "amx"};
 static int isa_current = -1;  /* -1 until fm_gemm_init() or fm_gemm_set_isa() */
+
+/* The ISA of the vector kernels: AMX's are AVX-512's, with the products amx_takes picks on
+ * the tiles (note 7). */
+static int vector_isa(void) { return isa_current == ISA_AMX ? ISA_AVX512 : isa_current; }
 
 static int isa_best(void) {
 #if FM_GEMM_HAVE_AVX2
@@ -308,8 +313,7 @@ static int amx_takes(const fm_gemm_prob *p) {
 
 /* The entry points of gemm.h, once per dtype: checks, thin_form, the ISA's kernels, dispatch. */
 #define KERNELS(ISA, NAME, SFX)                                                               \
-    /* the AMX ISA runs the AVX-512 kernels but for the products it sends to the tiles */     \
-    if (isa_current == ISA || (ISA == ISA_AVX512 && isa_current == ISA_AMX)) {              \
+    if (vector_isa() == ISA) {                                                                \
         direct = fm_gemm_##NAME##_direct_##SFX;                                               \
         packed = fm_gemm_##NAME##_packed_##SFX;                                               \
     }
@@ -372,8 +376,8 @@ GEMM_ENTRY(double, f64)
     void fm_rank1_sub_##SFX(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1,        \
                             ptrdiff_t O, T r) {                                               \
         fm_gemm_init();                                                                       \
-        if (isa_current >= ISA_AVX512) RANK1_AVX512(SFX)(W, a, dz, i0, i1, O, r);             \
-        else if (isa_current == ISA_AVX2) RANK1_AVX2(SFX)(W, a, dz, i0, i1, O, r);            \
+        if (vector_isa() == ISA_AVX512) RANK1_AVX512(SFX)(W, a, dz, i0, i1, O, r);            \
+        else if (vector_isa() == ISA_AVX2) RANK1_AVX2(SFX)(W, a, dz, i0, i1, O, r);           \
         else portable_rank1_##SFX(W, a, dz, i0, i1, O, r);                                    \
     }
 #if FM_GEMM_HAVE_AVX512

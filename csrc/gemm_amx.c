@@ -280,55 +280,46 @@ static __mmask16 pack_kmajor(uint16_t *dst, const float *x, ptrdiff_t ld, ptrdif
     return tiny;
 }
 
-/* op(A) whole: groups of 16 rows, each KB blocks of GROUP_BF16 (note 3); the row count is
- * padded to whole pairs of groups. */
-static int pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *dst) {
-    const float *A = (const float *)p->A;
-    ptrdiff_t KB = (p->K + 31) / 32;
+/* Groups g0 .. g1 - 1 of an operand, 16 lines each (rows of op(A), or columns of op(B) with
+ * pairs = 1), into dst: group g's KB blocks of GROUP_BF16 at dst + (g - g0) KB GROUP_BF16
+ * (note 3). Line l's value at k is x[k*ld + l] (kmajor) or x[l*ld + k]; n lines exist, the
+ * rest are zero. Returns whether a value is tiny (note 2). K blocks outer, so a k-major
+ * operand's K block is read row after row; when the groups are a narrow strip of long rows
+ * (a chunk of op(B)), too far apart for the hardware's prefetch, the next K block's lines
+ * are asked for while this one is packed. */
+static int pack_groups(const float *x, ptrdiff_t ld, int kmajor, int pairs, ptrdiff_t n,
+                       ptrdiff_t K, ptrdiff_t g0, ptrdiff_t g1, uint16_t *dst) {
+    ptrdiff_t KB = (K + 31) / 32, l0 = g0 * 16, l1 = (g1 * 16 < n ? g1 * 16 : n);
     __mmask16 tiny = 0;
-    /* K blocks outer: with trans_a = 1 a K block's rows are read whole, once */
     for (ptrdiff_t kb = 0; kb < KB; kb++) {
-        ptrdiff_t k0 = kb * 32, nk = p->K - k0;
+        ptrdiff_t k0 = kb * 32, nk = K - k0;
+        if (kmajor && g1 - g0 <= 2 && kb + 1 < KB && l1 > l0) {
+            for (ptrdiff_t k = k0 + 32; k < K && k < k0 + 64; k++) {
+                _mm_prefetch((const char *)(x + (size_t)k * ld + l0), _MM_HINT_T0);
+                _mm_prefetch((const char *)(x + (size_t)k * ld + l1 - 1), _MM_HINT_T0);
+            }
+        }
         for (ptrdiff_t g = g0; g < g1; g++) {
             uint16_t *d = dst + (size_t)((g - g0) * KB + kb) * GROUP_BF16;
-            ptrdiff_t i0 = g * 16, nr = p->M - i0;
-            if (nr <= 0) memset(d, 0, GROUP_BF16 * 2);
-            else if (!p->trans_a)
-                tiny |= pack_kcontig(d, A + (size_t)i0 * p->lda + k0, p->lda, nr, nk, 0);
-            else tiny |= pack_kmajor(d, A + (size_t)k0 * p->lda + i0, p->lda, nk, nr, 0);
+            ptrdiff_t l = g * 16, nl = n - l;
+            if (nl <= 0) memset(d, 0, GROUP_BF16 * 2);
+            else if (kmajor) tiny |= pack_kmajor(d, x + (size_t)k0 * ld + l, ld, nk, nl, pairs);
+            else tiny |= pack_kcontig(d, x + (size_t)l * ld + k0, ld, nl, nk, pairs);
         }
     }
     return tiny != 0;
 }
 
-/* Columns j0 .. j0 + 31 of op(B): two groups of 16 columns, each KB blocks. With trans_b = 0
- * the chunk is 128 bytes of each of K rows, too far apart for the hardware's prefetch: the
- * next K block's lines are asked for while this one is packed. */
-static int pack_b(const fm_gemm_prob *p, ptrdiff_t j0, uint16_t *dst) {
-    const float *B = (const float *)p->B;
-    ptrdiff_t KB = (p->K + 31) / 32;
-    __mmask16 tiny = 0;
-    for (ptrdiff_t kb = 0; kb < KB; kb++) {
-        ptrdiff_t k0 = kb * 32, nk = p->K - k0;
-        if (!p->trans_b && kb + 1 < KB) {
-            ptrdiff_t k1 = k0 + 32, n1 = p->K - k1 < 32 ? p->K - k1 : 32;
-            ptrdiff_t last = (p->N - j0 < 32 ? p->N - j0 : 32) - 1;
-            for (ptrdiff_t k = k1; k < k1 + n1; k++) {
-                const float *row = B + (size_t)k * p->ldb + j0;
-                _mm_prefetch((const char *)row, _MM_HINT_T0);
-                _mm_prefetch((const char *)(row + last), _MM_HINT_T0);
-            }
-        }
-        for (int g = 0; g < 2; g++) {
-            ptrdiff_t c0 = j0 + 16 * g, nc = p->N - c0;
-            uint16_t *d = dst + (size_t)(g * KB + kb) * GROUP_BF16;
-            if (nc <= 0) memset(d, 0, GROUP_BF16 * 2);
-            else if (!p->trans_b)
-                tiny |= pack_kmajor(d, B + (size_t)k0 * p->ldb + c0, p->ldb, nk, nc, 1);
-            else tiny |= pack_kcontig(d, B + (size_t)c0 * p->ldb + k0, p->ldb, nc, nk, 1);
-        }
-    }
-    return tiny != 0;
+/* Rows 16 g0 .. 16 g1 - 1 of op(A), in groups (pack_groups). */
+static int pack_a(const fm_gemm_prob *p, ptrdiff_t g0, ptrdiff_t g1, uint16_t *dst) {
+    return pack_groups((const float *)p->A, p->lda, p->trans_a, 0, p->M, p->K, g0, g1, dst);
+}
+
+/* Columns 32 c0 .. 32 c1 - 1 of op(B): chunks c0 .. c1 - 1, chunk c at (c - c0) times two
+ * groups. */
+static int pack_b(const fm_gemm_prob *p, ptrdiff_t c0, ptrdiff_t c1, uint16_t *dst) {
+    return pack_groups((const float *)p->B, p->ldb, !p->trans_b, 1, p->N, p->K, 2 * c0, 2 * c1,
+                       dst);
 }
 
 /* Note 4: 32 x 32 sums from two groups of A (a, a + KB groups) and two of B, into the block
@@ -445,6 +436,18 @@ static void fma_part(const fm_gemm_prob *p, int rows, ptrdiff_t j0, ptrdiff_t n,
     fm_gemm_avx512_packed_f32(&q, 0, 1);
 }
 
+/* Every tile 16 rows of 64 bytes, on this thread (released by _tile_release). */
+static void tiles_on(void) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
 /* Thread tid of nth (note 5). gemm.c calls this only for trans_a = 0 or trans_b = 0, K > 0,
  * and shapes that fm_gemm_amx_fits. */
 void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
@@ -457,23 +460,11 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
     uint16_t *whole = (uint16_t *)slot;
     uint16_t *part = whole + (size_t)(rows ? chunks : pairs) * pair_bf16;
     float *tmp = (float *)(part + (rows ? ROW_PAIRS : 1) * pair_bf16);
-    int tiny = 0;
-    if (rows)
-        for (ptrdiff_t c = 0; c < chunks; c++) tiny |= pack_b(p, c * CHUNK, whole + c * pair_bf16);
-    else
-        tiny = pack_a(p, 0, 2 * pairs, whole);
-    if (tiny) {
+    if (rows ? pack_b(p, 0, chunks, whole) : pack_a(p, 0, 2 * pairs, whole)) {
         fm_gemm_avx512_packed_f32(p, tid, nth);
         return;
     }
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    tiles_on();
     int shared = p->next && nth > 1;
 #define NEXT(c) (shared ? (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) : (c))
     if (!rows) {
@@ -481,7 +472,7 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
         int stale = 0;  /* the AVX-512 kernels wrote over the packed operand */
         for (ptrdiff_t c = NEXT(tid); c < chunks; c = NEXT(c + nth)) {
             ptrdiff_t j0 = c * CHUNK;
-            if (pack_b(p, j0, part)) {
+            if (pack_b(p, c, c + 1, part)) {
                 /* a chunk with tiny values: its columns on the AVX-512 kernels, which use
                  * this slot; op(A) is packed again before the next chunk on the tiles */
                 fma_part(p, 0, j0, p->N - j0 < CHUNK ? p->N - j0 : CHUNK, slot);
@@ -505,8 +496,7 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
                 stale = 1;
                 continue;
             }
-            if (stale)
-                for (ptrdiff_t c = 0; c < chunks; c++) pack_b(p, c * CHUNK, whole + c * pair_bf16);
+            if (stale) pack_b(p, 0, chunks, whole);
             stale = 0;
             for (ptrdiff_t q = q0; q < q1; q++)
                 for (ptrdiff_t c = 0; c < chunks; c++)

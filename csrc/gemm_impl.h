@@ -88,9 +88,9 @@ void fm_gemm_avx512_rank1_f64(double *W, const double *a, const double *dz, ptrd
                               ptrdiff_t i1, ptrdiff_t O, double r);
 #endif
 
-/* AMX tiles (gemm_amx.c), float32 only: usable says whether this CPU and OS run them (asking
- * Linux for the tile state, once); fits whether op(A) packed whole and a chunk of op(B) fit a
- * slot. packed: trans_a = 0 or trans_b = 0, K > 0. */
+/* AMX tiles (gemm_amx.c), float32 only: usable says whether this CPU and OS run them (it asks
+ * Linux for the tile state); fits whether the operand packed whole and a chunk of the other fit
+ * a slot (gemm_amx.c note 5). packed: trans_a = 0 or trans_b = 0, K > 0. */
 #if FM_GEMM_HAVE_AMX
 int fm_gemm_amx_usable(void);
 int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K);

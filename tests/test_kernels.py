@@ -167,100 +167,87 @@ def test_gemm_threads_bitwise(isa, dtype, case, shape, rng):
                  scale=np.abs(opA) @ np.abs(opB), what=f"gemm {case} {shape} 2 threads")
 
 
-def _amx_or_skip():
-    if not _core.set_gemm_isa("amx"):
-        pytest.skip("no AMX tiles on this CPU or OS")
+# The AMX tests run on the conftest `isa` fixture, given "amx" alone.
+ON_AMX = pytest.mark.parametrize("isa", ["amx"], indirect=True)
 
 
+@ON_AMX
 @pytest.mark.parametrize("case", ["NN", "TN", "NT"])
-def test_amx_takes_large_float32_products(case, rng):
+def test_amx_takes_large_float32_products(isa, case, rng):
     """On the AMX path a float32 product of M N K >= 2^21 runs on the tiles (csrc/gemm_amx.c):
     its bits differ from the AVX-512 kernels' while both stay within the sums' tolerance, one
     and two threads give the same bits (C in chunks of columns, and of rows when C is taller
     than wide, edges in both), and a small product (direct path) keeps the AVX-512 bits."""
-    before = _core.gemm_isa()
-    _amx_or_skip()
-    try:
-        for shape, tiles in (((257, 259, 263), True), ((300, 97, 130), True),
-                             ((9, 60, 20), False)):
-            M, N, K = shape
-            A, B, opA, opB = operands(rng, M, N, K, case, np.float32)
-            C_amx = run_gemm(A, B, M, N, case, np.float32)
-            C_two = run_gemm(A, B, M, N, case, np.float32, nthreads=2)
-            assert np.array_equal(C_amx.view(np.uint8), C_two.view(np.uint8)), shape
-            assert _core.set_gemm_isa("avx512")
-            C_fma = run_gemm(A, B, M, N, case, np.float32)
-            assert _core.set_gemm_isa("amx")
-            assert np.array_equal(C_amx, C_fma) is not tiles, shape
-            assert_close(C_amx, opA @ opB, rtol=2 * (K + 2) * eps(np.float32),
-                         scale=np.abs(opA) @ np.abs(opB), what=f"amx {case} {shape}")
-    finally:
-        _core.set_gemm_isa(before)
+    for shape, tiles in (((257, 259, 263), True), ((300, 97, 130), True),
+                         ((9, 60, 20), False)):
+        M, N, K = shape
+        A, B, opA, opB = operands(rng, M, N, K, case, np.float32)
+        C_amx = run_gemm(A, B, M, N, case, np.float32)
+        C_two = run_gemm(A, B, M, N, case, np.float32, nthreads=2)
+        assert np.array_equal(C_amx.view(np.uint8), C_two.view(np.uint8)), shape
+        assert _core.set_gemm_isa("avx512")
+        C_fma = run_gemm(A, B, M, N, case, np.float32)
+        assert _core.set_gemm_isa("amx")
+        assert np.array_equal(C_amx, C_fma) is not tiles, shape
+        assert_close(C_amx, opA @ opB, rtol=2 * (K + 2) * eps(np.float32),
+                     scale=np.abs(opA) @ np.abs(opB), what=f"amx {case} {shape}")
 
 
-def test_amx_extreme_operands(rng):
+@ON_AMX
+def test_amx_extreme_operands(isa, rng):
     """The bfloat16 split keeps values near the float32 limit finite (a part that would round
     to inf keeps its top bits instead), and an inf or NaN operand gives a non-finite row."""
-    before = _core.gemm_isa()
-    _amx_or_skip()
-    try:
-        M, N, K = 130, 130, 130
-        A = rng.standard_normal((M, K)).astype(np.float32)
-        B = (rng.standard_normal((K, N)) / 16).astype(np.float32)
-        A[3, 0] = np.float32(3.39e38)  # above 0x7F7F8000: its nearest bfloat16 is inf
-        B[0, :] = rng.uniform(-0.9, 0.9, N)
-        A[5, 7] = np.inf
-        A[6, 9] = np.nan
-        C = run_gemm(A, B, M, N, "NN", np.float32)
-        opA, opB = f64(A), f64(B)
-        ok = np.ones(M, bool)
-        ok[[5, 6]] = False
-        ref = opA[ok] @ opB
-        assert_close(C[ok], ref, rtol=2 * (K + 2) * eps(np.float32),
-                     scale=np.abs(opA[ok]) @ np.abs(opB), what="amx near FLT_MAX")
-        assert np.isfinite(C[3]).all()
-        assert not np.isfinite(C[5]).any() and np.isnan(C[6]).all()
-    finally:
-        _core.set_gemm_isa(before)
+    M, N, K = 130, 130, 130
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = (rng.standard_normal((K, N)) / 16).astype(np.float32)
+    A[3, 0] = np.float32(3.39e38)  # above 0x7F7F8000: its nearest bfloat16 is inf
+    B[0, :] = rng.uniform(-0.9, 0.9, N)
+    A[5, 7] = np.inf
+    A[6, 9] = np.nan
+    C = run_gemm(A, B, M, N, "NN", np.float32)
+    opA, opB = f64(A), f64(B)
+    ok = np.ones(M, bool)
+    ok[[5, 6]] = False
+    ref = opA[ok] @ opB
+    assert_close(C[ok], ref, rtol=2 * (K + 2) * eps(np.float32),
+                 scale=np.abs(opA[ok]) @ np.abs(opB), what="amx near FLT_MAX")
+    assert np.isfinite(C[3]).all()
+    assert not np.isfinite(C[5]).any() and np.isnan(C[6]).all()
 
 
 @pytest.mark.parametrize("case", ["NN", "TN", "NT"])
 @pytest.mark.parametrize("shape", [(257, 259, 263), (300, 97, 130)], ids=shape_id)
 @pytest.mark.parametrize("where", ["A", "B"])
-def test_amx_tiny_values_keep_float32_accuracy(case, shape, where, rng):
+@ON_AMX
+def test_amx_tiny_values_keep_float32_accuracy(isa, case, shape, where, rng):
     """Found by new user #12: values below 2^-102, whose smaller bfloat16 parts the tiles read as
     0, lost up to 2^-8 of their products (1e-36 against 1e30 came out 8e-4 off). A product
     whose packed-whole operand holds one runs on the AVX-512 kernels, a chunk of the other
     operand that holds one too (csrc/gemm_amx.c note 2): within the sums' tolerance, on one
     and two threads alike. Rows of A tiny (some rows, then A packed whole in columns mode,
     a chunk in rows mode), or columns of op(B) tiny."""
-    before = _core.gemm_isa()
-    _amx_or_skip()
-    try:
-        M, N, K = shape
-        A, B, _, _ = operands(rng, M, N, K, case, np.float32)
-        ta, tb = CASES[case]
-        if where == "A":
-            rows = slice(None, 5)
-            if ta:
-                A[:, rows] *= np.float32(1e-36)
-            else:
-                A[rows] *= np.float32(1e-36)
-            B *= np.float32(1e30)
+    M, N, K = shape
+    A, B, _, _ = operands(rng, M, N, K, case, np.float32)
+    ta, tb = CASES[case]
+    if where == "A":
+        rows = slice(None, 5)
+        if ta:
+            A[:, rows] *= np.float32(1e-36)
         else:
-            if tb:
-                B[40:43] *= np.float32(1e-36)
-            else:
-                B[:, 40:43] *= np.float32(1e-36)
-            A *= np.float32(1e30)
-        opA, opB = (f64(A).T if ta else f64(A)), (f64(B).T if tb else f64(B))
-        C1 = run_gemm(A, B, M, N, case, np.float32)
-        C2 = run_gemm(A, B, M, N, case, np.float32, nthreads=2)
-        assert np.array_equal(C1.view(np.uint8), C2.view(np.uint8))
-        assert_close(C1, opA @ opB, rtol=2 * (K + 2) * eps(np.float32),
-                     scale=np.abs(opA) @ np.abs(opB), what=f"amx tiny {where} {case} {shape}")
-    finally:
-        _core.set_gemm_isa(before)
+            A[rows] *= np.float32(1e-36)
+        B *= np.float32(1e30)
+    else:
+        if tb:
+            B[40:43] *= np.float32(1e-36)
+        else:
+            B[:, 40:43] *= np.float32(1e-36)
+        A *= np.float32(1e30)
+    opA, opB = (f64(A).T if ta else f64(A)), (f64(B).T if tb else f64(B))
+    C1 = run_gemm(A, B, M, N, case, np.float32)
+    C2 = run_gemm(A, B, M, N, case, np.float32, nthreads=2)
+    assert np.array_equal(C1.view(np.uint8), C2.view(np.uint8))
+    assert_close(C1, opA @ opB, rtol=2 * (K + 2) * eps(np.float32),
+                 scale=np.abs(opA) @ np.abs(opB), what=f"amx tiny {where} {case} {shape}")
 
 
 @pytest.mark.parametrize("case", CASES)
