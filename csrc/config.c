@@ -36,3 +36,11 @@ int fm_omp_num_procs(void) {
     return 1;
 #endif
 }
+
+/* Whether the calling thread flushes numbers below the normal range (FTZ or DAZ, fpmode.h);
+ * set >= 0 turns both on (1) or off (0) first and returns the setting it had. */
+int fm_fp_flush(int set) {
+    unsigned had = fm_fp_mode();
+    if (set >= 0) fm_fp_adopt(set ? had | FM_FP_FLUSH : had & ~FM_FP_FLUSH);
+    return FM_FP_FLUSH != 0u && (had & FM_FP_FLUSH) != 0u;
+}

@@ -59,10 +59,13 @@ static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int
         return;
     }
 #ifdef _OPENMP
+    unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
     #pragma omp parallel num_threads(nt)
     {
+        unsigned own = fm_fp_adopt(fpm);
         int t = omp_get_thread_num(), p = omp_get_num_threads();
         S(colsum_range)(db, dZ, N, O, O * t / p, O * (t + 1) / p, acc);
+        fm_fp_adopt(own);
     }
 #else
     S(colsum_range)(db, dZ, N, O, 0, O, acc);

@@ -99,9 +99,12 @@
  *    network between fits of the same batch size and threads) holds the seconds per step of
  *    each; one thread is timed first, then many, each on TUNE_FIRST steps (a large network
  *    pays for every step it runs on one thread, a loaded machine for every step on many:
- *    a short fit must not spend a whole chunk learning that); a chunk of TUNE_CHUNK steps
- *    runs in the faster mode (many threads unless one thread is faster by TUNE_MARGIN:
- *    timings are noisy, and a wrong turn to one thread costs a large network TUNE_GAP_MIN
+ *    a short fit must not spend a whole chunk learning that; the first step of each of these
+ *    first timings is left out of it: waking the threads after a pause is paid once, not
+ *    every step, and counted, it had a fresh digits fit (64-128-64-10, batch 200, Xeon)
+ *    choose one thread for its first 16 chunks in 2 fits of 3, 180-200 us a step against
+ *    120-130 on two; now 0 of 3); a chunk of TUNE_CHUNK steps runs in the faster mode
+ *    (many threads unless one thread is faster by TUNE_MARGIN: timings are noisy, and a wrong turn to one thread costs a large network TUNE_GAP_MIN
  *    chunks at its one-thread speed; the 60000 x 784 estimator fit took 5-8% longer without
  *    the margin), the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
  *    after each probe it loses; when the faster mode's own chunks slow past the other one,
@@ -149,6 +152,20 @@
  *    the others at the meetings. A clock read per phase (about 20 ns) costs nothing in a
  *    large step but a visible share of a W1 step (about 1 us), so phases are timed only
  *    when asked for, and the branch on a NULL pointer is all an untimed step pays.
+ * 16. Training flushes numbers below the normal range to zero: fm_train_steps sets FTZ and DAZ
+ *    on the calling thread, every parallel region hands the caller's mode to its threads
+ *    (fpmode.h), and the caller's own mode is back when the call returns. An Intel core
+ *    takes a microcode assist on each product or sum that falls below the normal range, and
+ *    a fit that drives its gradients there pays for it every step: a digits fit
+ *    (64-128-64-10, batch 200, Adam; Xeon), steps timed over chunks of 20 epochs, ran
+ *    154 -> 190-220 us a step on one thread after epoch 80 and 103 -> 125-140 on two, and
+ *    flat at 150-160 and 100-106 with the flush. Values that small are far below any step
+ *    that moves a parameter of normal size; the standalone kernels (`_core`) and inference
+ *    keep them (the product tests check them to a few subnormal units). Frameworks differ
+ *    here: TensorFlow's threads flush them by default, PyTorch leaves it to
+ *    torch.set_flush_denormal. The AMX tiles flush them whatever the mode (gemm_amx.c).
+ *    tests/test_fpmode.py checks the flush, the caller's mode afterwards, and one against
+ *    two threads with subnormal terms in a flushing caller and in training.
  */
 #include <float.h>
 #include <math.h>
@@ -236,7 +253,7 @@ static inline void team_part(const fm_layer *p, int b, int q, int64_t *i0, int64
 #define TEAM_MIN_WORK ((double)(1 << 16))   /* sum of B I O over the layers, at least */
 #define TEAM_MIN_ROWS 150                   /* rows in a step, at least */
 #define TUNE_CHUNK 16                       /* steps timed together */
-#define TUNE_FIRST 2                        /* ... but only these in each mode's first */
+#define TUNE_FIRST 3                        /* ... but only these in each mode's first */
 #define TUNE_MARGIN 1.2                     /* many threads unless one is this much faster */
 #define TUNE_GAP_MIN 16                     /* chunks between probes of the slower mode ... */
 #define TUNE_GAP_MAX 1024                   /* ... doubled after each probe it loses, to this */

@@ -208,12 +208,15 @@ static void S(gather)(S(fm_ws) *w, const T *X, const void *Y, const T *sw, const
                       int64_t r0, int64_t nb, int64_t I0, int64_t K, int loss, int nt) {
 #ifdef _OPENMP
     if (nt >= 2 && (double)nb * (double)I0 * (double)sizeof(T) >= GATHER_PAR_MIN) {
+        unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
         #pragma omp parallel num_threads(nt)
         {
+            unsigned own = fm_fp_adopt(fpm);
             int t = omp_get_thread_num(), q = omp_get_num_threads();
             int64_t lo, hi;
             team_block(nb, t, q, &lo, &hi);
             S(gather_rows)(w, X, Y, sw, idx, r0, lo, hi, I0, K, loss);
+            fm_fp_adopt(own);
         }
         return;
     }
@@ -273,6 +276,7 @@ typedef struct {
     double lr, c;              /* thread 0 to all: the rate and the clipping factor */
     double slow;               /* a step on many threads longer than this ends the chunk */
     int first;                 /* ... even the chunk's first step (note 12) */
+    double t_warm;             /* thread 0: when the chunk's first step ended (note 12) */
     int seq_open;              /* thread 0: an update has made st->seq odd (note 14) */
 } S(fm_run);
 
@@ -695,14 +699,17 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
     int rc = FM_OK;
     int64_t d = 0;
     R->stop = 0;
+    unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
     #pragma omp parallel num_threads(nth)
     {
+        unsigned own = fm_fp_adopt(fpm);
         int tid = omp_get_thread_num(), q = omp_get_num_threads(), r = FM_OK;
         for (int64_t s = s0; s < s1; s++) {
             double t0 = tid == 0 ? omp_get_wtime() : 0.0;
             r = S(step)(R, s, tid, q);
             if (r) break;
             if (tid == 0) {
+                if (s == s0) R->t_warm = omp_get_wtime();
                 d++;
                 if (S(too_slow)(R, s, s0, t0)) R->stop = 1;
             }
@@ -715,6 +722,7 @@ static int S(team_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int nth, int64_t 
             if (R->stop) break;
         }
         if (tid == 0) rc = r;
+        fm_fp_adopt(own);
     }
     *done = d;
     return rc;
@@ -730,6 +738,7 @@ static int S(thread_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int ntu, int64_
         double t0 = omp_get_wtime();
         rc = S(step)(R, s, 0, 1);
         if (rc) break;
+        if (s == s0) R->t_warm = omp_get_wtime();
         d++;
         if (ntu > 1 && S(too_slow)(R, s, s0, t0)) break;
     }
@@ -739,11 +748,11 @@ static int S(thread_chunk)(S(fm_run) *R, int64_t s0, int64_t s1, int ntu, int64_
 }
 #endif
 
-int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *grads, T *state,
-                      void *ws, int64_t max_batch, const T *X, const void *Y, const T *sw,
-                      const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
-                      int64_t step_end, fm_opt *opt, fm_stats *st, double *layer_stats,
-                      uint8_t *active, int nt) {
+static int S(train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *grads,
+                          T *state, void *ws, int64_t max_batch, const T *X, const void *Y,
+                          const T *sw, const int64_t *idx, int64_t n, int64_t B,
+                          int64_t step_begin, int64_t step_end, fm_opt *opt, fm_stats *st,
+                          double *layer_stats, uint8_t *active, int nt) {
     if (B < 1 || B > max_batch || n < 1 || step_begin < 0) return FM_EARG;
     if (opt->kind < 0 || opt->kind >= FM_OPT_COUNT || (opt->kind != FM_OPT_SGD && !state))
         return FM_EARG;
@@ -777,7 +786,11 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         double t0 = omp_get_wtime();
         int rc = many && R.q > 1 ? S(team_chunk)(&R, s, e, R.q, &done)
                                  : S(thread_chunk)(&R, s, e, many ? nt : 1, &done);
-        double per = done ? (omp_get_wtime() - t0) / (double)done : 0.0;
+        /* A mode's first timing leaves its first step out: waking the threads after a pause
+         * is paid once, not each step (note 12). */
+        double t1 = omp_get_wtime();
+        double per = !done ? 0.0 : first && done > 1 ? (t1 - R.t_warm) / (double)(done - 1)
+                                                     : (t1 - t0) / (double)done;
         if (rc) return rc;
         s += done;
         tune_record(tu, many, probe, per);
@@ -788,6 +801,20 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
         if (rc) return rc;
     }
     return FM_OK;
+}
+
+/* Training flushes numbers below the normal range to zero (note 16, fpmode.h note 2); the
+ * caller's mode is back when this returns. */
+int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *grads, T *state,
+                      void *ws, int64_t max_batch, const T *X, const void *Y, const T *sw,
+                      const int64_t *idx, int64_t n, int64_t B, int64_t step_begin,
+                      int64_t step_end, fm_opt *opt, fm_stats *st, double *layer_stats,
+                      uint8_t *active, int nt) {
+    unsigned own = fm_fp_adopt(fm_fp_mode() | FM_FP_FLUSH);
+    int rc = S(train_steps)(plan, L, loss, params, grads, state, ws, max_batch, X, Y, sw, idx,
+                            n, B, step_begin, step_end, opt, st, layer_stats, active, nt);
+    fm_fp_adopt(own);
+    return rc;
 }
 
 int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, int64_t max_batch,

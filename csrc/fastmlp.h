@@ -305,5 +305,6 @@ const char *fm_build_flags(void);
 int fm_openmp_enabled(void);
 int fm_omp_max_threads(void);
 int fm_omp_num_procs(void);
+int fm_fp_flush(int set);
 
 #endif

@@ -227,8 +227,13 @@ static void run_threads(const fm_gemm_prob *p, worker_fn worker, int nt) {
     _Alignas(64) int next[16] = {0};
     fm_gemm_prob q = *p;
     q.next = next;
+    unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
     #pragma omp parallel num_threads(nt)
-    worker(&q, omp_get_thread_num(), omp_get_num_threads());
+    {
+        unsigned own = fm_fp_adopt(fpm);
+        worker(&q, omp_get_thread_num(), omp_get_num_threads());
+        fm_fp_adopt(own);
+    }
 #else
     (void)nt;
     worker(p, 0, 1);

@@ -31,6 +31,8 @@
 
 #include <stddef.h>
 
+#include "fpmode.h"
+
 enum { FM_EPI_NONE = 0, FM_EPI_BIAS_ACT = 1, FM_EPI_DACT = 2 };
 enum { FM_GEMM_OK = 0, FM_GEMM_EARG = 1 };
 

@@ -83,10 +83,16 @@ static double S(sumsq_plain)(T *g, const T *w, T a, ptrdiff_t n, int nt, double 
     double part[NORM_MAX_BLOCKS], wpart[NORM_MAX_BLOCKS];
 #ifdef _OPENMP
     if (nt >= 2 && n >= FM_PAR_MIN) {
-        #pragma omp parallel for num_threads(nt) schedule(static)
-        for (ptrdiff_t b = 0; b < nb; b++)
-            part[b] = S(fm_l2_sumsq)(g + b * bl, w ? w + b * bl : NULL, a,
-                                     n - b * bl < bl ? n - b * bl : bl, wpart + b);
+        unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
+        #pragma omp parallel num_threads(nt)
+        {
+            unsigned own = fm_fp_adopt(fpm);
+            #pragma omp for schedule(static)
+            for (ptrdiff_t b = 0; b < nb; b++)
+                part[b] = S(fm_l2_sumsq)(g + b * bl, w ? w + b * bl : NULL, a,
+                                         n - b * bl < bl ? n - b * bl : bl, wpart + b);
+            fm_fp_adopt(own);
+        }
     } else
 #endif
     {
@@ -176,10 +182,13 @@ void S(fm_sgd_step)(T *p, const T *g, ptrdiff_t n, double lr, int nt) {
     const T a = (T)lr;
 #ifdef _OPENMP
     if (nt >= 2 && n >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
         #pragma omp parallel num_threads(nt)
         {
+            unsigned own = fm_fp_adopt(fpm);
             int t = omp_get_thread_num(), q = omp_get_num_threads();
             S(update_range)(p, g, n * t / q, n * (t + 1) / q, a);
+            fm_fp_adopt(own);
         }
         return;
     }
@@ -199,10 +208,13 @@ void S(fm_sgd_rank1)(T *W, const T *a, const T *dz, ptrdiff_t I, ptrdiff_t O, do
     const T r = (T)lr;
 #ifdef _OPENMP
     if (nt >= 2 && I * O >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
         #pragma omp parallel num_threads(nt)
         {
+            unsigned own = fm_fp_adopt(fpm);
             int t = omp_get_thread_num(), p = omp_get_num_threads();
             S(fm_rank1_sub)(W, a, dz, I * t / p, I * (t + 1) / p, O, r);
+            fm_fp_adopt(own);
         }
         return;
     }
@@ -245,11 +257,14 @@ void S(fm_opt_step)(T *p, T *s1, T *s2, const T *g, ptrdiff_t n, int kind, doubl
     }
 #ifdef _OPENMP
     if (nt >= 2 && n >= FM_PAR_MIN) {  /* small updates never touch the OpenMP runtime */
+        unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
         #pragma omp parallel num_threads(nt)
         {
+            unsigned own = fm_fp_adopt(fpm);
             int t = omp_get_thread_num(), q = omp_get_num_threads();
             S(opt_range)(p, s1, s2, g, n * t / q, n * (t + 1) / q, kind, (T)lr, (T)c,
                          (T)mu, (T)b1, (T)b2, (T)eps);
+            fm_fp_adopt(own);
         }
         return;
     }

@@ -46,6 +46,10 @@ def show_config(file=None):
         f"threads {get_num_threads()} (CPUs {_cpus()} usable of {os.cpu_count()})",
         f"matrix kernels: fastmlp's own ({isa} path{_ISA_NOTE.get(isa, '')}); "
         "no BLAS in the hot path",
+        "numbers below the normal range: "
+        + ("flushed to zero by this thread's setting (FTZ/DAZ, set by another library?)"
+           if _core.fp_flush() else "kept by the kernels")
+        + "; training flushes them to zero",
         f"compile flags {_core.build_flags()}",
         f"extension {_core.__file__}, built {_built(_core.__file__)}",
     ]

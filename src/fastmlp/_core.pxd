@@ -109,6 +109,7 @@ cdef extern from "fastmlp.h" nogil:
     int fm_openmp_enabled()
     int fm_omp_max_threads()
     int fm_omp_num_procs()
+    int fm_fp_flush(int set)
 
 cdef extern from "gemm.h" nogil:
     ctypedef struct fm_epilogue:

@@ -100,6 +100,14 @@ def omp_num_procs():
     return fm_omp_num_procs()
 
 
+def fp_flush(on=None):
+    """Whether the calling thread flushes numbers below the normal range to zero (x86 FTZ or
+    DAZ, csrc/fpmode.h); with on=True or False, first turns both on or off for this thread and
+    returns what it was (for tests and diagnostics). The kernels' threads follow the caller's
+    setting; training flushes whatever it is."""
+    return bool(fm_fp_flush(-1 if on is None else (1 if on else 0)))
+
+
 def gemm_isa():
     return fm_gemm_isa().decode()
 

@@ -235,21 +235,22 @@ def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps", clip=None,
     the network's dtype: an lr that is infinite there makes every update inf (or NaN where a
     gradient is 0), an eps that is 0 there makes 0 / 0 = NaN where a gradient and its moments
     are 0, and an lr or a clip_norm that is 0 there makes every update 0 (a fit that silently
-    trains nothing)."""
+    trains nothing). Training flushes numbers below the dtype's smallest normal one to zero
+    (csrc/engine.c note 16), so those count as 0."""
     t = np.dtype(dtype).type
     name = np.dtype(dtype).name
-    tiny = float(np.finfo(dtype).smallest_subnormal)
+    tiny = float(np.finfo(dtype).tiny)
+    zero = f"is 0 in {name} training (below the smallest normal {name}, {tiny:.4g}, which " \
+           f"training flushes to zero)"
     with np.errstate(over="ignore", under="ignore"):
         if not np.isfinite(t(lr)):
             raise ValueError(f"{lr_name}={lr!r} is beyond the largest {name} "
                              f"({float(np.finfo(dtype).max):.4g}), the network's dtype: every "
                              f"update would be infinite")
         for value, what in ((lr, lr_name), (clip, clip_name)):
-            if value is not None and value > 0 and not t(value) > 0:
-                raise ValueError(f"{what}={value!r} is 0 in {name}, the network's dtype: "
-                                 f"every update would be 0 and the fit would train nothing; "
-                                 f"use {what} >= {tiny:.4g}")
-        if eps is not None and not t(eps) > 0:
-            raise ValueError(f"{eps_name}={eps!r} is 0 in {name}, the network's "
-                             f"dtype: Adam's updates would divide 0 by 0; use an {eps_name} "
-                             f"of at least {tiny:.4g}")
+            if value is not None and value > 0 and not t(value) >= tiny:
+                raise ValueError(f"{what}={value!r} {zero}: every update would be 0 and the "
+                                 f"fit would train nothing; use {what} >= {tiny:.4g}")
+        if eps is not None and not t(eps) >= tiny:
+            raise ValueError(f"{eps_name}={eps!r} {zero}: Adam's updates would divide 0 by 0; "
+                             f"use an {eps_name} of at least {tiny:.4g}")
