@@ -91,9 +91,10 @@
  *      W4 (256-1024-1024-1, batch 256) 2 threads 0.560 -> 0.420-0.449
  *    Products alone, one thread, us: NN 128x512x784 716 -> 564, TN 784x512x128 631 -> 469,
  *    NT 256x1024x1024 3882 -> 2543. Two threads gain less than one on W3: stores to lines
- *    the other core holds stall the tile loads (gemm_amx.c note 4), and W3's update and
- *    norms passes run 2x longer on two threads after AMX forward products, for reasons not
- *    found yet (bench/RESULTS.md, 2026-12-06).
+ *    the other core holds stall the tile loads (gemm_amx.c note 4). W3's update and norms
+ *    passes had run 2x longer on two threads after AMX products: each thread's chunks had
+ *    lain in stripes over the gradients, so the passes read half their lines from the other
+ *    core; contiguous shares (gemm_amx.c note 5) made W3's epochs 0.863 -> 0.797 s.
  */
 #include <stdint.h>
 #include <stdlib.h>

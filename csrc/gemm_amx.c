@@ -55,9 +55,17 @@
  *    epilogue's blocks straight too, then running the epilogue in place, made W4 slower
  *    (0.448 -> 0.469 s); non-temporal stores made both slower (the next pass read C from
  *    memory); asking for C's lines ahead (PREFETCHW) made the products slower.
- * 5. Threads take chunks of C from the shared count (gemm_simd_t.h note 7): 32 columns, each
- *    thread packing op(A) whole into its slot first, or, when C is taller than wide, 64 rows,
- *    each thread packing op(B) whole first, as the FMA kernels split. Rows for tall C: a W3
+ * 5. Each thread takes a contiguous share of the chunks of C: 32 columns, each thread packing
+ *    op(A) whole into its slot first, or, when C is taller than wide, 64 rows, each thread
+ *    packing op(B) whole first, as the FMA kernels split. A share, not chunks from a shared
+ *    count as the FMA kernels take them (gemm_simd_t.h note 7): dealt in turn, each thread's
+ *    chunks of a weight gradient lay in stripes of 64 rows over the whole matrix, and the
+ *    engine's norms and update passes, which split each parameter block in halves, read
+ *    half their lines from the other core's cache. W3 at two threads, per step: update
+ *    180-190 -> 104 us, norms 105-108 -> 77; epochs 0.863 -> 0.797 s, W4 0.502 -> 0.485
+ *    (builds alternating, 4 rounds of 3 epochs, medians). The price: no thread takes over
+ *    the chunks of one slowed by other work on its core; the engine's timing of one thread
+ *    against many (engine.c note 12) answers a busy machine. Rows for tall C: a W3
  *    weight gradient (784 x 512 x 128) went 272 -> 205 us on two threads and 403 -> 361 on
  *    one, the W3 epoch 0.838 -> 0.800 s (builds alternating, 4 rounds); by columns each
  *    thread packed the whole 784 x 128 op(A), transposed. gemm.c sends a product here only
@@ -465,12 +473,13 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
         return;
     }
     tiles_on();
-    int shared = p->next && nth > 1;
-#define NEXT(c) (shared ? (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) : (c))
+    /* a contiguous share of the chunks each (note 5) */
+    ptrdiff_t rchunks = (pairs + ROW_PAIRS - 1) / ROW_PAIRS, n = rows ? rchunks : chunks;
+    ptrdiff_t lo = n * tid / nth, hi = n * (tid + 1) / nth;
     if (!rows) {
         /* op(A) whole, then the column chunks */
         int stale = 0;  /* the AVX-512 kernels wrote over the packed operand */
-        for (ptrdiff_t c = NEXT(tid); c < chunks; c = NEXT(c + nth)) {
+        for (ptrdiff_t c = lo; c < hi; c++) {
             ptrdiff_t j0 = c * CHUNK;
             if (pack_b(p, c, c + 1, part)) {
                 /* a chunk with tiny values: its columns on the AVX-512 kernels, which use
@@ -486,9 +495,8 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
         }
     } else {
         /* op(B) whole, then the row chunks of ROW_PAIRS pairs */
-        ptrdiff_t rchunks = (pairs + ROW_PAIRS - 1) / ROW_PAIRS;
         int stale = 0;
-        for (ptrdiff_t r = NEXT(tid); r < rchunks; r = NEXT(r + nth)) {
+        for (ptrdiff_t r = lo; r < hi; r++) {
             ptrdiff_t q0 = r * ROW_PAIRS, q1 = q0 + ROW_PAIRS < pairs ? q0 + ROW_PAIRS : pairs;
             if (pack_a(p, 2 * q0, 2 * q1, part)) {
                 ptrdiff_t i0 = q0 * 32;
@@ -504,7 +512,6 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
                           c * CHUNK);
         }
     }
-#undef NEXT
     _tile_release();
 }
 
