@@ -151,10 +151,23 @@ def test_rates_below_the_normal_range_refused(kw, what):
     before = [w.copy() for w in net.weights]
     opt = (fastmlp.Adam if "eps" in kw else fastmlp.SGD)(**kw)
     with pytest.raises(ValueError, match=rf"{what} is 0 in float32 training \(below the "
-                                         r"smallest normal float32, 1\.175e-38"):
+                                         r"smallest normal float32, 1\.1754944e-38, .* "
+                                         r"(>=|at least) 1\.1754944e-38$"):
         net.fit(X, y, optimizer=opt, epochs=1)
     assert all(np.array_equal(a, b) for a, b in zip(before, net.weights))
     ok = {k: 2e-38 if v == 1e-40 else v for k, v in kw.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net.fit(X, y, optimizer=(fastmlp.Adam if "eps" in kw else fastmlp.SGD)(**ok), epochs=1)
+
+
+def test_adam_eps_beyond_the_dtype_refused():
+    """Found by a new user: eps=1e39, infinite in float32, was taken and trained nothing (every
+    step m / (sqrt(v) + inf) = 0), while lr=1e39 was refused."""
+    net = fastmlp.MLP([2, 1], output="identity", dtype="float32", seed=0)
+    with pytest.raises(ValueError, match=r"eps=1e\+39 is beyond the largest float32"):
+        net.fit(np.ones((4, 2)), np.zeros(4), optimizer=fastmlp.Adam(eps=1e39), epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fastmlp.MLP([2, 1], output="identity", dtype="float64", seed=0).fit(
+            np.ones((4, 2)), np.zeros(4), optimizer=fastmlp.Adam(eps=1e39), epochs=1)

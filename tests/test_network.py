@@ -422,3 +422,26 @@ def test_show_config_names_the_extension_and_the_path():
     assert os.path.exists(_core.__file__)
     assert f"({_core.gemm_isa()} path" in text, text
     assert ("on the AMX tiles" in text) == (_core.gemm_isa() == "amx"), text
+
+
+def test_initial_weights_drawn_in_blocks():
+    """Found by a new user: MLP([2**31, 1]) passed the memory check (parameters and gradients)
+    and was then killed by the kernel, as the float64 draw of the layer and its product with
+    the scale took 16 bytes a weight more. Drawn a block at a time, the constructor's peak is
+    the parameters and gradients plus a fixed 16 MiB, and the weights are those of one draw
+    of the whole layer (the same stream), here for a layer of more than one block."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        net = fastmlp.MLP([2**22, 1])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * net._params.nbytes + 24 * 2**20
+    net = fastmlp.MLP([1100, 1000, 3], seed=5)
+    rng = np.random.default_rng(5)
+    rng.integers(2**63)  # the shuffling stream's seed comes first
+    for W in net.weights:
+        ref = rng.standard_normal(W.shape) * math.sqrt(2.0 / W.shape[0])
+        assert np.array_equal(W, ref.astype(np.float32))

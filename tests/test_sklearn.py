@@ -685,9 +685,14 @@ def test_small_settings_found_by_a_new_user():
                          validation_fraction=np.float32(0.2)), X, y)
     with pytest.raises(ValueError, match="dtype"):
         MLPClassifier(dtype=None).fit(X, y)
-    with pytest.raises(ValueError, match=r"power_t=10000000000\.0: the rate .* is 0"):
-        _quiet(MLPClassifier((4,), solver="sgd", learning_rate="invscaling", power_t=1e10,
-                             max_iter=3), X, y)
+    # invscaling's rate decays to the dtype's smallest normal number and stays there, also
+    # where (t + 1) ** power_t overflows a float (that had raised after the first epoch, and
+    # a rate below float32's normal range, as power_t=20 gives here, was refused mid-fit)
+    for power_t, dtype in ((1e10, "float32"), (20.0, "float32"), (200.0, "float64")):
+        clf = _quiet(MLPClassifier((4,), solver="sgd", learning_rate="invscaling",
+                                   power_t=power_t, max_iter=4, dtype=dtype), X, y)
+        assert clf.n_iter_ == 4 and len(clf.loss_curve_) == 4
+        assert clf._optimizer.lr == np.finfo(dtype).tiny
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.dtype("float64")])

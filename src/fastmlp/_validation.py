@@ -239,18 +239,22 @@ def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps", clip=None,
     (csrc/engine.c note 16), so those count as 0."""
     t = np.dtype(dtype).type
     name = np.dtype(dtype).name
-    tiny = float(np.finfo(dtype).tiny)
-    zero = f"is 0 in {name} training (below the smallest normal {name}, {tiny:.4g}, which " \
+    tiny = np.finfo(dtype).tiny
+    shown = str(tiny)  # the shortest that rounds to it: a rounded 1.175e-38 would be refused
+    big = f"{float(np.finfo(dtype).max):.4g}"
+    zero = f"is 0 in {name} training (below the smallest normal {name}, {shown}, which " \
            f"training flushes to zero)"
     with np.errstate(over="ignore", under="ignore"):
         if not np.isfinite(t(lr)):
-            raise ValueError(f"{lr_name}={lr!r} is beyond the largest {name} "
-                             f"({float(np.finfo(dtype).max):.4g}), the network's dtype: every "
-                             f"update would be infinite")
+            raise ValueError(f"{lr_name}={lr!r} is beyond the largest {name} ({big}), the "
+                             f"network's dtype: every update would be infinite")
+        if eps is not None and t(eps) > 0 and not np.isfinite(t(eps)):
+            raise ValueError(f"{eps_name}={eps!r} is beyond the largest {name} ({big}), the "
+                             f"network's dtype: Adam's updates would all be 0")
         for value, what in ((lr, lr_name), (clip, clip_name)):
             if value is not None and value > 0 and not t(value) >= tiny:
                 raise ValueError(f"{what}={value!r} {zero}: every update would be 0 and the "
-                                 f"fit would train nothing; use {what} >= {tiny:.4g}")
+                                 f"fit would train nothing; use {what} >= {shown}")
         if eps is not None and not t(eps) >= tiny:
             raise ValueError(f"{eps_name}={eps!r} {zero}: Adam's updates would divide 0 by 0; "
-                             f"use an {eps_name} of at least {tiny:.4g}")
+                             f"use an {eps_name} of at least {shown}")

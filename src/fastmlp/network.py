@@ -301,6 +301,9 @@ def count_params(sizes):
     return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
+_DRAW_BLOCK = 1 << 20  # initial weights drawn this many at a time (_reset_parameters)
+
+
 def check_memory(sizes, per_param, what):
     """MemoryError, before any allocation, when the parameters of a network of these layer
     widths, at per_param bytes each (the parameters and the gradients of a fit, say), exceed
@@ -550,8 +553,15 @@ class MLP:
             b[...] = 0
             if scale == 0.0:
                 W[...] = 0
-            else:
-                W[...] = rng.standard_normal(W.shape) * math.sqrt(scale / W.shape[0])
+                continue
+            # float64 draws a block at a time (the same stream as one draw of the whole): one
+            # draw of a layer took 8 bytes a weight, twice with the product, beside the
+            # parameters and gradients check_memory counts
+            s, flat = math.sqrt(scale / W.shape[0]), W.reshape(-1)
+            for i in range(0, flat.size, _DRAW_BLOCK):
+                part = rng.standard_normal(min(_DRAW_BLOCK, flat.size - i))
+                part *= s
+                flat[i:i + part.size] = part
 
     def get_shuffle_state(self):
         """The state of the generator that orders rows in ``fit``, as a JSON-ready dict.

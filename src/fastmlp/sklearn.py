@@ -263,11 +263,13 @@ class _EpochPolicy:
         sgd = est.solver == "sgd"
         if sgd and est.learning_rate == "invscaling":
             try:
-                self.opt.lr = float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t
-            except (OverflowError, ValueError):  # (t + 1) ** power_t beyond a float, or 0
-                raise ValueError(f"learning_rate='invscaling' with power_t={est.power_t!r}: "
-                                 f"the rate learning_rate_init / (t + 1) ** power_t is 0 "
-                                 f"after t = {est.t_} samples; use a smaller power_t") from None
+                rate = float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t
+            except OverflowError:  # (t + 1) ** power_t beyond a float
+                rate = 0.0
+            # The rate decays to the smallest normal number of the network's dtype and stays
+            # there: training reads smaller ones as 0 (csrc/engine.c note 16), and steps at
+            # such rates move no parameter of normal size in scikit-learn's float64 either.
+            self.opt.lr = max(rate, float(np.finfo(_dtype_name(est.dtype)).tiny))
         if est._no_improvement_count > est.n_iter_no_change:
             what = "Validation score" if self.val is not None else "Training loss"
             msg = (f"{what} did not improve more than tol={est.tol:f} for "
