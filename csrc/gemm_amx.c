@@ -115,22 +115,31 @@ int fm_gemm_amx_usable(void) {
     return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
 }
 
-static size_t group_bytes(ptrdiff_t K) { return (size_t)((K + 31) / 32) * GROUP_BF16 * 2; }
-
 /* Note 5: C taller than wide is handed out in chunks of rows, else of columns. */
 static int by_rows(ptrdiff_t M, ptrdiff_t N) { return M > N; }
 
-/* Bytes of a thread's slot one product needs (note 5): the operand packed whole, one chunk
- * of the other, and the scratch block. */
-static size_t slot_need(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K) {
-    size_t pair = 2 * group_bytes(K);
-    if (by_rows(M, N))
-        return (size_t)((N + CHUNK - 1) / CHUNK) * pair + ROW_PAIRS * pair + TMP_BYTES;
-    return (size_t)((M + 31) / 32) * pair + pair + TMP_BYTES;
+/* Where a product's pieces lie in a thread's slot, in bf16 values from its start (note 5):
+ * the operand packed whole at 0, one chunk of the other at part, the scratch block at tmp.
+ * The one layout both the size check and the packing use. */
+typedef struct {
+    size_t pair, part, tmp;  /* pair: two groups' K blocks (a pair of A, a chunk of B) */
+} slot_layout;
+
+static slot_layout layout_of(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K) {
+    slot_layout s;
+    s.pair = (size_t)2 * (size_t)((K + 31) / 32) * GROUP_BF16;
+    if (by_rows(M, N)) {
+        s.part = (size_t)((N + CHUNK - 1) / CHUNK) * s.pair;
+        s.tmp = s.part + ROW_PAIRS * s.pair;
+    } else {
+        s.part = (size_t)((M + 31) / 32) * s.pair;
+        s.tmp = s.part + s.pair;
+    }
+    return s;
 }
 
 int fm_gemm_amx_fits(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K) {
-    return slot_need(M, N, K) <= FM_GEMM_SLOT_BYTES;
+    return layout_of(M, N, K).tmp * sizeof(uint16_t) + TMP_BYTES <= FM_GEMM_SLOT_BYTES;
 }
 
 /* x rounded to the nearest bfloat16, ties to even, held in a float (the low 16 bits zero).
@@ -481,13 +490,12 @@ static void tiles_on(void) {
 void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
     ptrdiff_t KB = (p->K + 31) / 32, pairs = (p->M + 31) / 32, chunks = (p->N + CHUNK - 1) / CHUNK;
-    const size_t pair_bf16 = (size_t)2 * KB * GROUP_BF16;  /* two groups: a pair or a chunk */
+    const slot_layout lay = layout_of(p->M, p->N, p->K);
     int rows = by_rows(p->M, p->N);
     /* the operand packed whole: every thread packs it and finds the same tiny values, so
      * either all threads run the whole product on the AVX-512 kernels or none does */
-    uint16_t *whole = (uint16_t *)slot;
-    uint16_t *part = whole + (size_t)(rows ? chunks : pairs) * pair_bf16;
-    float *tmp = (float *)(part + (rows ? ROW_PAIRS : 1) * pair_bf16);
+    uint16_t *whole = (uint16_t *)slot, *part = whole + lay.part;
+    float *tmp = (float *)(whole + lay.tmp);
     if (rows ? pack_b(p, 0, chunks, whole) : pack_a(p, 0, 2 * pairs, whole)) {
         fm_gemm_avx512_packed_f32(p, tid, nth);
         return;
@@ -511,7 +519,7 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
             if (stale) pack_a(p, 0, 2 * pairs, whole);
             stale = 0;
             for (ptrdiff_t q = 0; q < pairs; q++)
-                block(p, whole + q * pair_bf16, part, KB, tmp, q * 32, j0);
+                block(p, whole + q * lay.pair, part, KB, tmp, q * 32, j0);
         }
     } else {
         /* op(B) whole, then the row chunks of ROW_PAIRS pairs */
@@ -528,7 +536,7 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
             stale = 0;
             for (ptrdiff_t q = q0; q < q1; q++)
                 for (ptrdiff_t c = 0; c < chunks; c++)
-                    block(p, part + (q - q0) * pair_bf16, whole + c * pair_bf16, KB, tmp, q * 32,
+                    block(p, part + (q - q0) * lay.pair, whole + c * lay.pair, KB, tmp, q * 32,
                           c * CHUNK);
         }
     }

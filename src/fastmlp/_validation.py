@@ -248,7 +248,7 @@ def check_rates(lr, eps, dtype, lr_name="lr", eps_name="eps", clip=None,
         if not np.isfinite(t(lr)):
             raise ValueError(f"{lr_name}={lr!r} is beyond the largest {name} ({big}), the "
                              f"network's dtype: every update would be infinite")
-        if eps is not None and t(eps) > 0 and not np.isfinite(t(eps)):
+        if eps is not None and t(eps) == np.inf:
             raise ValueError(f"{eps_name}={eps!r} is beyond the largest {name} ({big}), the "
                              f"network's dtype: Adam's updates would all be 0")
         for value, what in ((lr, lr_name), (clip, clip_name)):
