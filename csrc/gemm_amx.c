@@ -56,7 +56,7 @@
  *    (0.448 -> 0.469 s); non-temporal stores made both slower (the next pass read C from
  *    memory); asking for C's lines ahead (PREFETCHW) made the products slower.
  * 5. Each thread takes a contiguous share of the chunks of C: 32 columns, each thread packing
- *    op(A) whole into its slot first, or, when C is taller than wide, 64 rows, each thread
+ *    op(A) whole into its slot first, or, when C is at least as tall as wide, 64 rows, each thread
  *    packing op(B) whole first, as the FMA kernels split. A share, not chunks from a shared
  *    count as the FMA kernels take them (gemm_simd_t.h note 7): dealt in turn, each thread's
  *    chunks of a weight gradient lay in stripes of 64 rows over the whole matrix, and the
@@ -68,7 +68,13 @@
  *    against many (engine.c note 12) answers a busy machine. Rows for tall C: a W3
  *    weight gradient (784 x 512 x 128) went 272 -> 205 us on two threads and 403 -> 361 on
  *    one, the W3 epoch 0.838 -> 0.800 s (builds alternating, 4 rounds); by columns each
- *    thread packed the whole 784 x 128 op(A), transposed. gemm.c sends a product here only
+ *    thread packed the whole 784 x 128 op(A), transposed. Square C by rows too (2026-12-06): a
+ *    weight gradient then packs dZ whole (k-major, no transpose) and X^T in chunks, and its
+ *    rows match the halves the update and the norms take of each parameter block. Products
+ *    alone, us, 1 / 2 threads: TN 512x512x128 277-290 / 172-212 -> 242-248 / 132-144, TN
+ *    1024x1024x256 2550-2655 / 1326-1343 -> 2134-2232 / 1098-1167 (same bits); epochs on
+ *    two threads W3 0.672 -> 0.663 s, W4 0.428 -> 0.412 (builds alternating, 4 rounds of 3).
+ *    Every trans_a product by rows (W4's TN 256x1024x256 too) was no faster. gemm.c sends a product here only
  *    when its packed operand and one chunk fit the slot (fm_gemm_amx_fits).
  * 6. Linux gives a process the tile registers only on request (arch_prctl
  *    ARCH_REQ_XCOMP_PERM); fm_gemm_amx_usable() asks once, and gemm.c offers the path only if
@@ -115,8 +121,8 @@ int fm_gemm_amx_usable(void) {
     return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
 }
 
-/* Note 5: C taller than wide is handed out in chunks of rows, else of columns. */
-static int by_rows(ptrdiff_t M, ptrdiff_t N) { return M > N; }
+/* Note 5: C at least as tall as wide is handed out in chunks of rows, else of columns. */
+static int by_rows(ptrdiff_t M, ptrdiff_t N) { return M >= N; }
 
 /* Where a product's pieces lie in a thread's slot, in bf16 values from its start (note 5):
  * the operand packed whole at 0, one chunk of the other at part, the scratch block at tmp.

@@ -176,10 +176,11 @@ ON_AMX = pytest.mark.parametrize("isa", ["amx"], indirect=True)
 def test_amx_takes_large_float32_products(isa, case, rng):
     """On the AMX path a float32 product of M N K >= 2^21 runs on the tiles (csrc/gemm_amx.c):
     its bits differ from the AVX-512 kernels' while both stay within the sums' tolerance, one
-    and two threads give the same bits (C in chunks of columns, and of rows when C is taller
-    than wide, edges in both), and a small product (direct path) keeps the AVX-512 bits."""
+    and two threads give the same bits (C in chunks of columns, and of rows when C is at
+    least as tall as wide, edges in both), and a small product (direct path) keeps the
+    AVX-512 bits."""
     for shape, tiles in (((257, 259, 263), True), ((300, 97, 130), True),
-                         ((9, 60, 20), False)):
+                         ((160, 160, 130), True), ((9, 60, 20), False)):
         M, N, K = shape
         A, B, opA, opB = operands(rng, M, N, K, case, np.float32)
         C_amx = run_gemm(A, B, M, N, case, np.float32)
@@ -216,7 +217,8 @@ def test_amx_extreme_operands(isa, rng):
 
 
 @pytest.mark.parametrize("case", ["NN", "TN", "NT"])
-@pytest.mark.parametrize("shape", [(257, 259, 263), (300, 97, 130)], ids=shape_id)
+@pytest.mark.parametrize("shape", [(257, 259, 263), (300, 97, 130), (160, 160, 130)],
+                         ids=shape_id)
 @pytest.mark.parametrize("where", ["A", "B"])
 @ON_AMX
 def test_amx_tiny_values_keep_float32_accuracy(isa, case, shape, where, rng):
