@@ -55,6 +55,13 @@
  *    epilogue's blocks straight too, then running the epilogue in place, made W4 slower
  *    (0.448 -> 0.469 s); non-temporal stores made both slower (the next pass read C from
  *    memory); asking for C's lines ahead (PREFETCHW) made the products slower.
+ *    The tile loads wait for lines from L2 (each K block of a 32 x 32 block reads 12 KiB of
+ *    parts, and W4's operand packed whole, 1.5 MiB, leaves no room in L2 for much else):
+ *    asking for the next K block's tiles while this one's products run took W4's products
+ *    on two threads NN 256x1024x1024 1527 -> 1396 us, NT 1339 -> 1208, TN 1206 -> 1154, and
+ *    W3's 0-5% (medians of 3 rounds); epochs on two threads W4 0.403 -> 0.395 s, W3 0.650 ->
+ *    0.622 (builds alternating, 4 rounds of 3). Asking for A's tiles alone or B's alone gained
+ *    less.
  * 5. Each thread takes a contiguous share of the chunks of C: 32 columns, each thread packing
  *    op(A) whole into its slot first, or, when C is at least as tall as wide, 64 rows, each thread
  *    packing op(B) whole first, as the FMA kernels split. A share, not chunks from a shared
@@ -345,6 +352,11 @@ static int pack_b(const fm_gemm_prob *p, ptrdiff_t c0, ptrdiff_t c1, uint16_t *d
                        dst);
 }
 
+/* Note 4: the 16 lines of one tile at x into L1. */
+static inline __attribute__((always_inline)) void ask_tile(const uint16_t *x) {
+    for (int l = 0; l < 16; l++) _mm_prefetch((const char *)x + 64 * l, _MM_HINT_T0);
+}
+
 /* Note 4: 32 x 32 sums from two groups of A (a, a + KB groups) and two of B, into the block
  * at out (leading dimension ld floats), started from zero or (add = 1) from what out holds;
  * full = 0: the first group of A alone, 16 x 32 (tiles 0 and 1, in the same order). */
@@ -376,12 +388,16 @@ static inline __attribute__((always_inline)) void kernel_rows(
 #define LOAD_B(q) _tile_loadd(6, b0 + (q) * TILE_BF16, 64); _tile_loadd(7, b1 + (q) * TILE_BF16, 64)
 #define PRODUCTS _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); \
                  if (full) { _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7); }
-        LOAD_A(2); LOAD_B(0); PRODUCTS;  /* x2 y0 */
-        LOAD_A(1); PRODUCTS;             /* x1 y0 */
-        LOAD_B(1); PRODUCTS;             /* x1 y1 */
-        LOAD_A(0); PRODUCTS;             /* x0 y1 */
-        LOAD_B(2); PRODUCTS;             /* x0 y2 */
-        LOAD_B(0); PRODUCTS;             /* x0 y0 */
+        /* note 4: the next K block's tiles, one tile of A and one of B per step (the last
+         * block asks for lines just past its operands, which is harmless) */
+#define ASK(q) ask_tile(a0 + GROUP_BF16 + (q)); ask_tile(b0 + GROUP_BF16 + (q))
+        LOAD_A(2); LOAD_B(0); ASK(0); PRODUCTS;                  /* x2 y0 */
+        LOAD_A(1); ASK(TILE_BF16); PRODUCTS;                     /* x1 y0 */
+        LOAD_B(1); ASK(2 * TILE_BF16); PRODUCTS;                 /* x1 y1 */
+        LOAD_A(0); ASK(g); PRODUCTS;                             /* x0 y1 */
+        LOAD_B(2); ASK(g + TILE_BF16); PRODUCTS;                 /* x0 y2 */
+        LOAD_B(0); ASK(g + 2 * TILE_BF16); PRODUCTS;             /* x0 y0 */
+#undef ASK
 #undef LOAD_A
 #undef LOAD_B
 #undef PRODUCTS
