@@ -414,11 +414,12 @@ static int64_t plan_extent(const fm_layer *plan, int64_t L) {
     return e;
 }
 
-/* Whether inference of batches of B rows runs anything on several threads (note 12). */
+/* Whether inference of batches of B rows runs anything on several threads (note 12): a
+ * product (gemm.h: the smallest that threads), or a pass over the outputs. */
 static int forward_uses_threads(const fm_layer *plan, int64_t L, int64_t B) {
     for (int64_t l = 0; l < L; l++) {
         double bo = (double)B * (double)plan[l].fan_out;
-        if (bo * (double)plan[l].fan_in >= FM_GEMM_PAR_MIN || bo >= 32768.0) return 1;
+        if (bo * (double)plan[l].fan_in >= FM_GEMM_DIRECT_PAR_MIN || bo >= 32768.0) return 1;
     }
     return 0;
 }

@@ -16,7 +16,7 @@
  *    gemm_avx512.c note 3).
  * 2. Paths, chosen from the shape alone (never from nthreads, so results stay bitwise equal
  *    for any thread count):
- *      direct  unpacked register tiles on the operands in place, one thread, no scratch:
+ *      direct  unpacked register tiles on the operands in place, no scratch:
  *              NN and TN when M N K < DIRECT_MAX; NT when M N K <= NT_DIRECT_MAX (its
  *              dot-product tiles pay a horizontal sum per tile, so packing wins sooner);
  *              any non-TT product with M <= 4 (batch 1 to 4: B is streamed once, and packing
@@ -24,6 +24,7 @@
  *      packed  everything else (and all TT): packing and blocking, threads when
  *              M N K >= PAR_MIN.
  *      K = 0   the portable loop (C zeroed or kept, then the epilogue); no product to speed up.
+ *    The direct path runs on threads too from DIRECT_PAR_MIN (note 8).
  * 3. Threads: the `#pragma omp parallel` stays here, in code compiled for the baseline ISA, and
  *    each thread calls the ISA worker with its id; the workers take chunks of C on the tile
  *    grid from a shared count (gemm_simd_t.h notes 1 and 7), or, when a thread's scratch
@@ -95,6 +96,16 @@
  *    passes had run 2x longer on two threads after AMX products: each thread's chunks had
  *    lain in stripes over the gradients, so the passes read half their lines from the other
  *    core; contiguous shares (gemm_amx.c note 5) made W3's epochs 0.863 -> 0.797 s.
+ * 8. A direct product of M N K >= DIRECT_PAR_MIN (2^19) and at least 2 DIRECT_PAR_ROWS rows
+ *    runs on nthreads threads, a block of rows each, with the bits of one thread (each row is
+ *    summed in an order set by K alone, note 5). These are the output layers of large
+ *    networks (W3's 128x512 -> 10: forward 128x10x512 and dW 512x10x128, 655K each), which
+ *    otherwise ran on one thread while the other waited: W3 epochs on two threads 0.679 ->
+ *    0.648 s (builds alternating, 4 rounds of 3); W2 and W4 unchanged. From 2^19, not 2^18:
+ *    at 2^18 W2 (batch 32, 32x64x128 products) went 1.5 -> 2.8 ms an epoch, a thread's
+ *    block too small to pay for the meeting. The engine counts such products among those
+ *    that use threads (engine.c note 12), so its timing of one thread against many covers
+ *    them on a loaded machine.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -111,6 +122,8 @@
 #define DIRECT_MAX PAR_MIN
 #define NT_DIRECT_MAX ((double)(1 << 13))
 #define AMX_MIN PAR_MIN
+#define DIRECT_PAR_MIN FM_GEMM_DIRECT_PAR_MIN
+#define DIRECT_PAR_ROWS FM_GEMM_DIRECT_PAR_ROWS
 
 /* ---- the portable kernels, once per dtype ---- */
 #define T float
@@ -292,12 +305,48 @@ static int choose_path(const fm_gemm_prob *p, direct_fn direct) {
     return p->K == 0 ? 0 : direct && take_direct(p, mnk) ? 1 : 2;
 }
 
-/* Run p on its path; packed products of at least PAR_MIN use up to nthreads threads. */
+/* Rows i0 .. i1 - 1 of p as a product of their own (A, C and the epilogue's h from row i0). */
+static fm_gemm_prob rows_of(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, size_t es) {
+    fm_gemm_prob q = *p;
+    q.A = (const char *)p->A + (p->trans_a ? (size_t)i0 : (size_t)i0 * (size_t)p->lda) * es;
+    q.C = (char *)p->C + (size_t)i0 * (size_t)p->ldc * es;
+    if (q.h) q.h = (const char *)p->h + (size_t)i0 * (size_t)p->ldh * es;
+    q.M = i1 - i0;
+    return q;
+}
+
+/* Note 8: a direct product split into blocks of rows, one per thread, each in its own slot. */
+static void run_direct(const fm_gemm_prob *p, direct_fn direct, int nt, size_t es) {
+    double mnk = (double)p->M * (double)p->N * (double)p->K;
+#ifdef _OPENMP
+    if (nt >= 2 && mnk >= DIRECT_PAR_MIN && p->M >= 2 * DIRECT_PAR_ROWS) {
+        unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
+        #pragma omp parallel num_threads(nt)
+        {
+            unsigned own = fm_fp_adopt(fpm);
+            int t = omp_get_thread_num(), q = omp_get_num_threads();
+            ptrdiff_t i0 = p->M * t / q, i1 = p->M * (t + 1) / q;
+            fm_gemm_prob r = rows_of(p, i0, i1, es);
+            r.work = (char *)fm_gemm_slot(p->work, t);
+            if (i1 > i0) direct(&r);
+            fm_fp_adopt(own);
+        }
+        return;
+    }
+#endif
+    (void)mnk;
+    (void)nt;
+    (void)es;
+    direct(p);
+}
+
+/* Run p on its path; packed products of at least PAR_MIN use up to nthreads threads, direct
+ * ones of at least DIRECT_PAR_MIN too (note 8). */
 static void run_path(const fm_gemm_prob *p, int path, int nthreads, direct_fn direct,
-                     worker_fn packed, worker_fn portable) {
+                     worker_fn packed, worker_fn portable, size_t es) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
     if (path == 0) portable(p, 0, 1);
-    else if (path == 1) direct(p);
+    else if (path == 1) run_direct(p, direct, nthreads, es);
     else run_threads(p, packed ? packed : portable, mnk >= PAR_MIN ? nthreads : 1);
 }
 
@@ -356,7 +405,7 @@ static int amx_takes(const fm_gemm_prob *p) {
         int path = choose_path(&whole, direct);                                               \
         if (path == 2 && AMX_TAKES_##SFX(&whole)) packed = AMX_PACKED_##SFX;                  \
         int post = K > 0 && thin_form(&p);                                                    \
-        run_path(&p, path, nthreads, direct, packed, fm_gemm_portable_##SFX);                 \
+        run_path(&p, path, nthreads, direct, packed, fm_gemm_portable_##SFX, sizeof(T));      \
         if (post) THIN_POST(T, fm_act_##SFX);                                                 \
         return FM_GEMM_OK;                                                                    \
     }                                                                                         \

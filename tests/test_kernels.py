@@ -32,8 +32,10 @@ LARGE = [(128, 512, 784), (257, 259, 263), (130, 65, 130)]
 # Threads: above the cut-off of the product (M N K >= 2^19); the biggest one only in slow runs.
 # The last one's op(B) packed whole does not fit a thread's scratch: the static split
 # (gemm_simd_t.h note 7), the others hand out chunks.
+# Above a threading cut-off (csrc/gemm.c notes 4 and 8): packed, direct split by rows (the
+# last two: M N K below 2^21, (75, 97, 90) an odd row count), and NT packed on one thread.
 THREADED = [pytest.param((128, 512, 784), marks=pytest.mark.slow), (257, 259, 263),
-            (130, 65, 130), (40, 33, 6000)]
+            (40, 33, 6000), (130, 65, 130), (75, 97, 90)]
 
 
 def shape_id(s):
@@ -533,17 +535,27 @@ def test_dense_backward(isa, dtype, act_in, shape, rng):
     assert np.array_equal(dW2, dW) and np.array_equal(db2, db)
 
 
-def test_dense_threads_bitwise(isa, dtype, rng):
-    """Above every threading cut-off (N O >= 32768, M N K >= 2^19): 1 and 2 threads agree."""
-    N, I, O = 256, 300, 200
+@pytest.mark.parametrize("N, I, O", [(256, 300, 200), (128, 512, 10)])
+def test_dense_threads_bitwise(isa, dtype, N, I, O, rng):
+    """Above every threading cut-off (N O >= 32768, M N K >= 2^21), and a W3 output layer
+    whose forward product and dW take the direct path split by rows (M N K >= 2^19): 1 and 2
+    threads agree, and the forward pass matches the reference."""
     A_in, W, b, dZ = layer_data(rng, N, I, O, "sigmoid", dtype)
     f1 = dense_fwd(A_in, W, b, "tanh", dtype, nthreads=1)
     f2 = dense_fwd(A_in, W, b, "tanh", dtype, nthreads=2)
     assert np.array_equal(f1, f2)
+    Z = f64(A_in) @ f64(W) + f64(b)
+    scale = np.abs(f64(A_in)) @ np.abs(f64(W)) + np.abs(f64(b))
+    assert_close(f2, np.tanh(Z), rtol=1.0, scale=2 * (I + 2) * eps(dtype) * scale + 8 * eps(dtype),
+                 what=f"dense forward {N}x{I}x{O} on 2 threads")
     g1 = dense_bwd(dZ, A_in, W, "sigmoid", dtype, nthreads=1)
     g2 = dense_bwd(dZ, A_in, W, "sigmoid", dtype, nthreads=2)
     for x, y in zip(g1, g2):
         assert np.array_equal(x, y)
+    dW_ref = f64(A_in).T @ f64(dZ)
+    assert_close(g2[0], dW_ref, rtol=1.0,
+                 scale=2 * (N + 2) * eps(dtype) * (np.abs(f64(A_in)).T @ np.abs(f64(dZ))),
+                 what=f"dW {N}x{I}x{O} on 2 threads")
 
 
 # ------------------------------------------------------------------ losses
