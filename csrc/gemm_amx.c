@@ -63,8 +63,8 @@
  *    0.622 (builds alternating, 4 rounds of 3). Asking for A's tiles alone or B's alone gained
  *    less.
  * 5. Each thread takes a contiguous share of the chunks of C: 32 columns, each thread packing
- *    op(A) whole into its slot first, or, when C is at least as tall as wide, 64 rows, each thread
- *    packing op(B) whole first, as the FMA kernels split. A share, not chunks from a shared
+ *    op(A) whole into its slot first, or, when C is at least as tall as wide, 64 rows, each
+ *    thread packing op(B) whole first, as the FMA kernels split. A share, not chunks from a shared
  *    count as the FMA kernels take them (gemm_simd_t.h note 7): dealt in turn, each thread's
  *    chunks of a weight gradient lay in stripes of 64 rows over the whole matrix, and the
  *    engine's norms and update passes, which split each parameter block in halves, read
@@ -75,14 +75,15 @@
  *    against many (engine.c note 12) answers a busy machine. Rows for tall C: a W3
  *    weight gradient (784 x 512 x 128) went 272 -> 205 us on two threads and 403 -> 361 on
  *    one, the W3 epoch 0.838 -> 0.800 s (builds alternating, 4 rounds); by columns each
- *    thread packed the whole 784 x 128 op(A), transposed. Square C by rows too (2026-12-06): a
+ *    thread packed the whole 784 x 128 op(A), transposed. Square C by rows too: a square
  *    weight gradient then packs dZ whole (k-major, no transpose) and X^T in chunks, and its
  *    rows match the halves the update and the norms take of each parameter block. Products
  *    alone, us, 1 / 2 threads: TN 512x512x128 277-290 / 172-212 -> 242-248 / 132-144, TN
  *    1024x1024x256 2550-2655 / 1326-1343 -> 2134-2232 / 1098-1167 (same bits); epochs on
  *    two threads W3 0.672 -> 0.663 s, W4 0.428 -> 0.412 (builds alternating, 4 rounds of 3).
- *    Every trans_a product by rows (W4's TN 256x1024x256 too) was no faster. gemm.c sends a product here only
- *    when its packed operand and one chunk fit the slot (fm_gemm_amx_fits).
+ *    Every trans_a product by rows (W4's TN 256x1024x256 too) was no faster. gemm.c sends a
+ *    product here only when its packed operand and one chunk fit the slot
+ *    (fm_gemm_amx_fits).
  * 6. Linux gives a process the tile registers only on request (arch_prctl
  *    ARCH_REQ_XCOMP_PERM); fm_gemm_amx_usable() asks once, and gemm.c offers the path only if
  *    the request succeeded. Each call configures the tiles on its thread and releases them at
@@ -388,9 +389,13 @@ static inline __attribute__((always_inline)) void kernel_rows(
 #define LOAD_B(q) _tile_loadd(6, b0 + (q) * TILE_BF16, 64); _tile_loadd(7, b1 + (q) * TILE_BF16, 64)
 #define PRODUCTS _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); \
                  if (full) { _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7); }
-        /* note 4: the next K block's tiles, one tile of A and one of B per step (the last
-         * block asks for lines just past its operands, which is harmless) */
-#define ASK(q) ask_tile(a0 + GROUP_BF16 + (q)); ask_tile(b0 + GROUP_BF16 + (q))
+        /* note 4: the next K block's tiles, one of A (of the group the kernel reads) and one
+         * of B per step; the last block asks for lines past its operands, which is harmless */
+#define ASK(q)                                                                \
+    do {                                                                      \
+        if (full || (size_t)(q) < g) ask_tile(a0 + GROUP_BF16 + (q));         \
+        ask_tile(b0 + GROUP_BF16 + (q));                                      \
+    } while (0)
         LOAD_A(2); LOAD_B(0); ASK(0); PRODUCTS;                  /* x2 y0 */
         LOAD_A(1); ASK(TILE_BF16); PRODUCTS;                     /* x1 y0 */
         LOAD_B(1); ASK(2 * TILE_BF16); PRODUCTS;                 /* x1 y1 */
