@@ -97,8 +97,8 @@
  *    lain in stripes over the gradients, so the passes read half their lines from the other
  *    core; contiguous shares (gemm_amx.c note 5) made W3's epochs 0.863 -> 0.797 s.
  * 8. A direct product of M N K >= DIRECT_PAR_MIN (2^19) and at least 2 DIRECT_PAR_ROWS rows
- *    runs on nthreads threads, a block of rows each, with the bits of one thread (each row is
- *    summed in an order set by K alone, note 5). These are the output layers of large
+ *    runs on nthreads threads (at most one per DIRECT_PAR_ROWS rows), a block of rows each,
+ *    with the bits of one thread (each row is summed in an order set by K alone, note 5). These are the output layers of large
  *    networks (W3's 128x512 -> 10: forward 128x10x512 and dW 512x10x128, 655K each), which
  *    otherwise ran on one thread while the other waited: W3 epochs on two threads 0.679 ->
  *    0.648 s (builds alternating, 4 rounds of 3); W2 and W4 unchanged. From 2^19, not 2^18:
@@ -319,7 +319,11 @@ static fm_gemm_prob rows_of(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, s
 static void run_direct(const fm_gemm_prob *p, direct_fn direct, int nt, size_t es) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
 #ifdef _OPENMP
-    if (nt >= 2 && mnk >= DIRECT_PAR_MIN && p->M >= 2 * DIRECT_PAR_ROWS) {
+    /* at least DIRECT_PAR_ROWS rows a block: a block of one row would take the single-row
+     * kernel, whose bits differ where it skips a zero a_k against an inf (new user #15) */
+    ptrdiff_t most = p->M / DIRECT_PAR_ROWS;
+    if (nt > most) nt = (int)most;
+    if (nt >= 2 && mnk >= DIRECT_PAR_MIN) {
         unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
         #pragma omp parallel num_threads(nt)
         {

@@ -54,8 +54,8 @@ int fm_gemm_f64(int trans_a, int trans_b, ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
                 void *work, int nthreads);
 
 /* Products with M N K at least this run on fm_gemm's nthreads; smaller ones on one thread
- * (gemm.c note 2), except direct ones of at least FM_GEMM_DIRECT_PAR_MIN and 2
- * FM_GEMM_DIRECT_PAR_ROWS rows, split by rows (gemm.c note 8). */
+ * (gemm.c note 2), except direct ones of at least FM_GEMM_DIRECT_PAR_MIN, split into blocks
+ * of at least FM_GEMM_DIRECT_PAR_ROWS rows (gemm.c note 8). */
 #define FM_GEMM_PAR_MIN ((double)(1 << 21))
 #define FM_GEMM_DIRECT_PAR_MIN ((double)(1 << 19))
 #define FM_GEMM_DIRECT_PAR_ROWS 16

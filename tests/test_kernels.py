@@ -169,6 +169,26 @@ def test_gemm_threads_bitwise(isa, dtype, case, shape, rng):
                  scale=np.abs(opA) @ np.abs(opB), what=f"gemm {case} {shape} 2 threads")
 
 
+@pytest.mark.parametrize("case", ["NN", "TN"])
+def test_gemm_direct_threads_keep_blocks_of_rows(isa, dtype, case, rng):
+    """Found by new user #15: a direct product split by rows over more threads than half its
+    rows gave some thread a single row, whose kernel skips a zero a_k: against an inf in B
+    the one-thread NaNs were lost (30 of 32 at 17 threads, none at 32). Each thread now
+    takes 16 rows or more (csrc/gemm.c note 8), so every thread count gives the same bits."""
+    M, N, K = 32, 128, 128  # M N K = 2^19: direct, threaded
+    A, B, _, _ = operands(rng, M, N, K, case, dtype)
+    if case == "TN":
+        A[5, :] = 0
+    else:
+        A[:, 5] = 0
+    B[5, 0] = np.inf
+    C1 = run_gemm(A, B, M, N, case, dtype)
+    assert np.isnan(C1[:, 0]).all()
+    for nt in (2, 3, 17, 32, 64):
+        C = run_gemm(A, B, M, N, case, dtype, nthreads=nt)
+        assert np.array_equal(C.view(np.uint8), C1.view(np.uint8)), nt
+
+
 # The AMX tests run on the conftest `isa` fixture, given "amx" alone.
 ON_AMX = pytest.mark.parametrize("isa", ["amx"], indirect=True)
 
