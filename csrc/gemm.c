@@ -98,14 +98,14 @@
  *    core; contiguous shares (gemm_amx.c note 5) made W3's epochs 0.863 -> 0.797 s.
  * 8. A direct product of M N K >= DIRECT_PAR_MIN (2^19) and at least 2 DIRECT_PAR_ROWS rows
  *    runs on nthreads threads (at most one per DIRECT_PAR_ROWS rows), a block of rows each,
- *    with the bits of one thread (each row is summed in an order set by K alone, note 5). These are the output layers of large
- *    networks (W3's 128x512 -> 10: forward 128x10x512 and dW 512x10x128, 655K each), which
- *    otherwise ran on one thread while the other waited: W3 epochs on two threads 0.679 ->
- *    0.648 s (builds alternating, 4 rounds of 3); W2 and W4 unchanged. From 2^19, not 2^18:
- *    at 2^18 W2 (batch 32, 32x64x128 products) went 1.5 -> 2.8 ms an epoch, a thread's
- *    block too small to pay for the meeting. The engine counts such products among those
- *    that use threads (engine.c note 12), so its timing of one thread against many covers
- *    them on a loaded machine.
+ *    with the bits of one thread (each row is summed in an order set by K alone, note 5).
+ *    These are the output layers of large networks (W3's 128x512 -> 10: forward 128x10x512
+ *    and dW 512x10x128, 655K each), which otherwise ran on one thread while the other
+ *    waited: W3 epochs on two threads 0.679 -> 0.648 s (builds alternating, 4 rounds of 3);
+ *    W2 and W4 unchanged. From 2^19, not 2^18: at 2^18 W2 (batch 32, 32x64x128 products)
+ *    went 1.5 -> 2.8 ms an epoch, a thread's block too small to pay for the meeting. The
+ *    engine counts such products among those that use threads (engine.c note 12), so its
+ *    timing of one thread against many covers them on a loaded machine.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -196,7 +196,8 @@ void *fm_gemm_slot(void *work, int slot) {
 }
 
 size_t fm_gemm_work_bytes(int nthreads) {
-    return (size_t)(nthreads > 1 ? nthreads : 1) * FM_GEMM_SLOT_BYTES + 4096;
+    /* several threads: one slot more, for the AMX path's shared operand (gemm_amx.c note 7) */
+    return (size_t)(nthreads > 1 ? nthreads + 1 : 1) * FM_GEMM_SLOT_BYTES + 4096;
 }
 
 /* ---- checks and the shared driver ---- */

@@ -88,6 +88,18 @@
  *    ARCH_REQ_XCOMP_PERM); fm_gemm_amx_usable() asks once, and gemm.c offers the path only if
  *    the request succeeded. Each call configures the tiles on its thread and releases them at
  *    the end, so no thread keeps the 8 KiB tile state between products.
+ * 7. On several threads the operand packed whole is packed once, a share of its groups by
+ *    each thread, into one more slot past the threads' own (fm_gemm_work_bytes gives it), and
+ *    the threads meet (a barrier) before the tiles start; each thread says whether its share
+ *    holds tiny values (note 2) in the team's shared flag (next[1]). Each thread had packed
+ *    the whole operand itself. Products alone did not change (NN 256x1024x1024 on two
+ *    threads 1308 -> 1288 us, NN 128x512x512 152 -> 169: a thread now reads the other's
+ *    half from the other core), but in training, where the operand's source had been
+ *    written half by each core, epochs on two threads went W4 0.403 -> 0.379 and 0.381 ->
+ *    0.371 s, W3 0.653 -> 0.627 and 0.637 -> 0.628 (two runs each, builds alternating, 4-6
+ *    rounds of 3 epochs, medians). The price: 2 MiB more scratch on several threads. A
+ *    chunk run on the AVX-512 kernels (note 2) uses the thread's own slot, so the shared
+ *    operand never needs packing again.
  */
 #include "gemm_impl.h"
 
@@ -518,12 +530,28 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
     ptrdiff_t KB = (p->K + 31) / 32, pairs = (p->M + 31) / 32, chunks = (p->N + CHUNK - 1) / CHUNK;
     const slot_layout lay = layout_of(p->M, p->N, p->K);
-    int rows = by_rows(p->M, p->N);
-    /* the operand packed whole: every thread packs it and finds the same tiny values, so
-     * either all threads run the whole product on the AVX-512 kernels or none does */
-    uint16_t *whole = (uint16_t *)slot, *part = whole + lay.part;
-    float *tmp = (float *)(whole + lay.tmp);
-    if (rows ? pack_b(p, 0, chunks, whole) : pack_a(p, 0, 2 * pairs, whole)) {
+    int rows = by_rows(p->M, p->N), shared = nth > 1;
+    uint16_t *part = (uint16_t *)slot + lay.part;
+    float *tmp = (float *)((uint16_t *)slot + lay.tmp);
+    /* the operand packed whole (note 7): on one thread at the start of its slot; on several
+     * in the slot past theirs, each packing a share of its groups, their tiny values told
+     * to all, so either all threads run the whole product on the AVX-512 kernels or none */
+    uint16_t *whole = shared ? (uint16_t *)(p->work + (size_t)nth * FM_GEMM_SLOT_BYTES)
+                             : (uint16_t *)slot;
+    int tiny;
+    if (shared) {
+        ptrdiff_t n = rows ? chunks : 2 * pairs, g0 = n * tid / nth, g1 = n * (tid + 1) / nth;
+        tiny = rows ? pack_b(p, g0, g1, whole + g0 * lay.pair)
+                    : pack_a(p, g0, g1, whole + g0 * (lay.pair / 2));
+        if (tiny) __atomic_fetch_or(&p->next[1], 1, __ATOMIC_RELAXED);
+#ifdef _OPENMP
+        #pragma omp barrier  /* nth > 1 only inside gemm.c's region, all threads here */
+#endif
+        tiny = __atomic_load_n(&p->next[1], __ATOMIC_RELAXED);
+    } else {
+        tiny = rows ? pack_b(p, 0, chunks, whole) : pack_a(p, 0, 2 * pairs, whole);
+    }
+    if (tiny) {
         fm_gemm_avx512_packed_f32(p, tid, nth);
         return;
     }
@@ -540,7 +568,7 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
                 /* a chunk with tiny values: its columns on the AVX-512 kernels, which use
                  * this slot; op(A) is packed again before the next chunk on the tiles */
                 fma_part(p, 0, j0, p->N - j0 < CHUNK ? p->N - j0 : CHUNK, slot);
-                stale = 1;
+                stale = !shared;
                 continue;
             }
             if (stale) pack_a(p, 0, 2 * pairs, whole);
@@ -556,7 +584,7 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
             if (pack_a(p, 2 * q0, 2 * q1, part)) {
                 ptrdiff_t i0 = q0 * 32;
                 fma_part(p, 1, i0, p->M - i0 < 32 * ROW_PAIRS ? p->M - i0 : 32 * ROW_PAIRS, slot);
-                stale = 1;
+                stale = !shared;
                 continue;
             }
             if (stale) pack_b(p, 0, chunks, whole);

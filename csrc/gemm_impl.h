@@ -52,7 +52,8 @@ typedef struct {
     const void *h;     /* DACT: M x N, leading dimension ldh */
     ptrdiff_t ldh;
     char *work;        /* 64-byte aligned; FM_GEMM_SLOT_BYTES per thread, slot t for thread t */
-    int *next;         /* a team's shared count of the chunks taken (gemm_simd_t.h note 7), or
+    int *next;         /* next[0]: a team's shared count of the chunks taken (gemm_simd_t.h
+                          note 7), next[1]: the AMX path's tiny values (gemm_amx.c note 7);
                           NULL on one thread */
 } fm_gemm_prob;
 
