@@ -108,11 +108,16 @@
  *    chunks at its one-thread speed; the 60000 x 784 estimator fit took 5-8% longer without
  *    the margin), the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
  *    after each probe it loses; when the faster mode's own chunks slow past the other one,
- *    the mode left behind is timed again after TUNE_GAP_MIN chunks, not after the long gap
+ *    the mode left behind is timed again after TUNE_FLIP_GAP chunks, not after the long gap
  *    its rival had earned: in the peer benchmark on the Xeon, a moment of load had kept W3
  *    on one thread for 4 of 5 epochs, 1.31 s an epoch against 0.90 for fit; 0.4 s of a
- *    busy core then cost the next four epochs 1.24-1.39 s each, and now costs only its own,
- *    1.13 s, against 0.82-0.87), and a step on many threads longer than TUNE_SLOW
+ *    busy core then cost the next four epochs 1.24-1.39 s each, and with a wait of
+ *    TUNE_GAP_MIN chunks only its own, 1.13 s, against 0.82-0.87; but 16 chunks are three
+ *    epochs of W4 (79 steps), one of whose `fit` epochs in the peer benchmark took 0.68 s
+ *    against 0.38, so the first probe after the swap comes after TUNE_FLIP_GAP chunks, and
+ *    a loaded machine pays for it at most TUNE_SLOW one-thread steps (below); after that
+ *    the probes double their gaps from TUNE_GAP_MIN as always), and a step on many threads
+ *    longer than TUNE_SLOW
  *    one-thread steps (a thread descheduled at a meeting) ends its chunk at once. The first
  *    step of a chunk, which wakes the threads, ends it only in the first timing of many
  *    threads: a fresh fit on a loaded machine then pays one slow step, not two (with both
@@ -256,6 +261,7 @@ static inline void team_part(const fm_layer *p, int b, int q, int64_t *i0, int64
 #define TUNE_FIRST 3                        /* ... but only these in each mode's first */
 #define TUNE_MARGIN 1.2                     /* many threads unless one is this much faster */
 #define TUNE_GAP_MIN 16                     /* chunks between probes of the slower mode ... */
+#define TUNE_FLIP_GAP 2                     /* ... but only these after the modes swap places */
 #define TUNE_GAP_MAX 1024                   /* ... doubled after each probe it loses, to this */
 #define TUNE_SLOW 4.0                       /* a team step this many one-thread steps long */
 #define TUNE_MAGIC 0x66746d6c7074756eULL
@@ -300,9 +306,9 @@ static void tune_record(fm_tune *tu, int many, int probe, double per) {
     tu->chunks++;
     if (!probe && known && was != (tu->t_many <= TUNE_MARGIN * tu->t_one)) {
         /* The faster mode slowed past the other one: the mode now left behind is timed
-         * again after TUNE_GAP_MIN chunks, not after the long gap its rival had earned. */
+         * again after TUNE_FLIP_GAP chunks (a moment of load passes), then as any probe. */
         tu->gap = TUNE_GAP_MIN;
-        tu->next_probe = tu->chunks + tu->gap;
+        tu->next_probe = tu->chunks + TUNE_FLIP_GAP;
     } else if (probe) {
         int lost = many ? tu->t_many > TUNE_MARGIN * tu->t_one
                         : TUNE_MARGIN * tu->t_one >= tu->t_many;

@@ -391,9 +391,10 @@ def test_the_engine_gets_aligned_buffers_in_fit_and_after_pickling(rng, monkeypa
 
 def test_timing_probes_the_mode_left_behind_soon_after_a_flip(rng, monkeypatch):
     """When the faster mode's own chunks slow past the other mode (a core taken away), the
-    mode left behind is timed again after 16 chunks, not after the long gap the probes of
+    mode left behind is timed again after 2 chunks, not after the long gap the probes of
     its rival had earned: found in the peer benchmark, where 0.4 s of load kept W3 on one
-    thread for the next 256 chunks (engine.c note 12)."""
+    thread for the next 256 chunks, and 16 chunks (three epochs of W4) still cost W4 a
+    whole epoch on one thread (engine.c note 12). Later probes wait 16 chunks and more."""
     from fastmlp import _threads
 
     monkeypatch.setattr(_threads, "_cpus", lambda: 2)
@@ -408,11 +409,18 @@ def test_timing_probes_the_mode_left_behind_soon_after_a_flip(rng, monkeypatch):
     ints[3], ints[4], ints[5] = 100, 612, 512
     net.forward(X, n_threads=2)  # a chunk on many threads, far slower than 1e-12 s a row
     assert record[1] > 1.2 * record[2]  # one thread is now the faster mode ...
-    assert ints[3] == 101 and ints[5] == 16 and ints[4] == 101 + 16  # ... many is timed soon
+    assert ints[3] == 101 and ints[5] == 16 and ints[4] == 101 + 2  # ... many is timed soon
     # a chunk that does not flip the modes leaves the schedule alone
-    record[1], record[2] = 1.0, 1e-6
+    record[1], record[2] = 1.0, 1e-13
     net.forward(X, n_threads=2)
-    assert ints[3] == 102 and ints[4] == 117 and ints[5] == 16
+    assert ints[3] == 102 and ints[4] == 103 and ints[5] == 16
+    net.forward(X, n_threads=2)  # the probe is due from chunk 103 on
+    assert ints[3] == 103 and ints[4] == 103 and ints[5] == 16
+    # the probe of many threads loses against a one thread kept far faster (its chunks
+    # average real times in): the next probe waits twice the gap
+    record[2] = 1e-13
+    net.forward(X, n_threads=2)
+    assert ints[3] == 104 and ints[5] == 32 and ints[4] == 104 + 32
 
 
 def test_adam_second_moment_overflow_advises_clipping_not_the_rate(rng):
