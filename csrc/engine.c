@@ -115,7 +115,8 @@
  *    TUNE_GAP_MIN chunks only its own, 1.13 s, against 0.82-0.87; but 16 chunks are three
  *    epochs of W4 (79 steps), one of whose `fit` epochs in the peer benchmark took 0.68 s
  *    against 0.38, so the first probe after the swap comes after TUNE_FLIP_GAP chunks, and
- *    a loaded machine pays for it at most TUNE_SLOW one-thread steps (below); after that
+ *    a loaded machine pays for it about one slow step (the chunk ends at the first step
+ *    over TUNE_SLOW one-thread steps, below); after that
  *    the probes double their gaps from TUNE_GAP_MIN as always), and a step on many threads
  *    longer than TUNE_SLOW
  *    one-thread steps (a thread descheduled at a meeting) ends its chunk at once. The first
