@@ -104,9 +104,9 @@
  *    every step, and counted, it had a fresh digits fit (64-128-64-10, batch 200, Xeon)
  *    choose one thread for its first 16 chunks in 2 fits of 3, 180-200 us a step against
  *    120-130 on two; now 0 of 3); a chunk of TUNE_CHUNK steps runs in the faster mode
- *    (many threads unless one thread is faster by TUNE_MARGIN: timings are noisy, and a wrong turn to one thread costs a large network TUNE_GAP_MIN
- *    chunks at its one-thread speed; the 60000 x 784 estimator fit took 5-8% longer without
- *    the margin), the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
+ *    (many threads unless one thread is faster by TUNE_MARGIN: timings are noisy, and a
+ *    wrong turn to one thread costs a large network TUNE_GAP_MIN chunks at its one-thread
+ *    speed; the 60000 x 784 estimator fit took 5-8% longer without the margin), the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
  *    after each probe it loses; when the faster mode's own chunks slow past the other one,
  *    the mode left behind is timed again after TUNE_FLIP_GAP chunks, not after the long gap
  *    its rival had earned: in the peer benchmark on the Xeon, a moment of load had kept W3
