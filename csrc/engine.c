@@ -103,27 +103,26 @@
  *    first timings is left out of it: waking the threads after a pause is paid once, not
  *    every step, and counted, it had a fresh digits fit (64-128-64-10, batch 200, Xeon)
  *    choose one thread for its first 16 chunks in 2 fits of 3, 180-200 us a step against
- *    120-130 on two; now 0 of 3); a chunk of TUNE_CHUNK steps runs in the faster mode
- *    (many threads unless one thread is faster by TUNE_MARGIN: timings are noisy, and a
- *    wrong turn to one thread costs a large network TUNE_GAP_MIN chunks at its one-thread
- *    speed; the 60000 x 784 estimator fit took 5-8% longer without the margin), the slower one is timed again after TUNE_GAP_MIN chunks (twice as late
- *    after each probe it loses; when the faster mode's own chunks slow past the other one,
- *    the mode left behind is timed again after TUNE_FLIP_GAP chunks, not after the long gap
- *    its rival had earned: in the peer benchmark on the Xeon, a moment of load had kept W3
- *    on one thread for 4 of 5 epochs, 1.31 s an epoch against 0.90 for fit; 0.4 s of a
- *    busy core then cost the next four epochs 1.24-1.39 s each, and with a wait of
- *    TUNE_GAP_MIN chunks only its own, 1.13 s, against 0.82-0.87; but 16 chunks are three
- *    epochs of W4 (79 steps), one of whose `fit` epochs in the peer benchmark took 0.68 s
- *    against 0.38, so the first probe after the swap comes after TUNE_FLIP_GAP chunks, and
- *    a loaded machine pays for it about one slow step (the chunk ends at the first step
- *    over TUNE_SLOW one-thread steps, below); after that
- *    the probes double their gaps from TUNE_GAP_MIN as always), and a step on many threads
- *    longer than TUNE_SLOW
+ *    120-130 on two; now 0 of 3); a chunk of TUNE_CHUNK steps runs in the faster mode (many
+ *    threads unless one thread is faster by TUNE_MARGIN: timings are noisy, and a wrong turn to
+ *    one thread costs a large network TUNE_GAP_MIN chunks at its one-thread speed; the
+ *    60000 x 784 estimator fit took 5-8% longer without the margin), the slower one is timed again
+ *    after TUNE_GAP_MIN chunks (twice as late after each probe it loses; when the faster mode's
+ *    own chunks slow past the other one, the mode left behind is timed again after
+ *    TUNE_FLIP_GAP chunks, not after the long gap its rival had earned: in the peer benchmark
+ *    on the Xeon, a moment of load had kept W3 on one thread for 4 of 5 epochs, 1.31 s an epoch
+ *    against 0.90 for fit; 0.4 s of a busy core then cost the next four epochs 1.24-1.39 s
+ *    each, and with a wait of TUNE_GAP_MIN chunks only its own, 1.13 s, against 0.82-0.87; but
+ *    16 chunks are three epochs of W4 (79 steps), one of whose `fit` epochs in the peer
+ *    benchmark took 0.68 s against 0.38, so the first probe after the swap comes after
+ *    TUNE_FLIP_GAP chunks, and a loaded machine pays for it about one slow step (the chunk ends
+ *    at the first step over TUNE_SLOW one-thread steps, below); after that the probes double
+ *    their gaps from TUNE_GAP_MIN as always), and a step on many threads longer than TUNE_SLOW
  *    one-thread steps (a thread descheduled at a meeting) ends its chunk at once. The first
  *    step of a chunk, which wakes the threads, ends it only in the first timing of many
- *    threads: a fresh fit on a loaded machine then pays one slow step, not two (with both
- *    cores busy, a one-epoch digits fit took 80 ms on two threads against 2.2 on one, two
- *    slow steps of about a scheduler time slice each).
+ *    threads: a fresh fit on a loaded machine then pays one slow step, not two (with both cores
+ *    busy, a one-epoch digits fit took 80 ms on two threads against 2.2 on one, two slow steps
+ *    of about a scheduler time slice each).
  *    Inference (fm_forward) is timed the same way with a block of rows as the chunk and the
  *    seconds per row as the unit, in a record the network keeps for each thread count apart
  *    from any workspace, so the timing carries from one call to the next whatever the
