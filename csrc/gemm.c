@@ -306,40 +306,28 @@ static int choose_path(const fm_gemm_prob *p, direct_fn direct) {
     return p->K == 0 ? 0 : direct && take_direct(p, mnk) ? 1 : 2;
 }
 
-/* Rows i0 .. i1 - 1 of p as a product of their own (A, C and the epilogue's h from row i0). */
-static fm_gemm_prob rows_of(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, size_t es) {
-    fm_gemm_prob q = *p;
-    q.A = (const char *)p->A + (p->trans_a ? (size_t)i0 : (size_t)i0 * (size_t)p->lda) * es;
-    q.C = (char *)p->C + (size_t)i0 * (size_t)p->ldc * es;
-    if (q.h) q.h = (const char *)p->h + (size_t)i0 * (size_t)p->ldh * es;
-    q.M = i1 - i0;
-    return q;
-}
-
 /* Note 8: a direct product split into blocks of rows, one per thread, each in its own slot. */
 static void run_direct(const fm_gemm_prob *p, direct_fn direct, int nt, size_t es) {
-    double mnk = (double)p->M * (double)p->N * (double)p->K;
 #ifdef _OPENMP
     /* at least DIRECT_PAR_ROWS rows a block: a block of one row would take the single-row
      * kernel, whose bits differ where it skips a zero a_k against an inf (new user #15) */
     ptrdiff_t most = p->M / DIRECT_PAR_ROWS;
     if (nt > most) nt = (int)most;
-    if (nt >= 2 && mnk >= DIRECT_PAR_MIN) {
+    if (nt >= 2 && (double)p->M * (double)p->N * (double)p->K >= DIRECT_PAR_MIN) {
         unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
         #pragma omp parallel num_threads(nt)
         {
             unsigned own = fm_fp_adopt(fpm);
             int t = omp_get_thread_num(), q = omp_get_num_threads();
             ptrdiff_t i0 = p->M * t / q, i1 = p->M * (t + 1) / q;
-            fm_gemm_prob r = rows_of(p, i0, i1, es);
+            fm_gemm_prob r = fm_gemm_rows_of(p, i0, i1 - i0, es);
             r.work = (char *)fm_gemm_slot(p->work, t);
-            if (i1 > i0) direct(&r);
+            direct(&r);
             fm_fp_adopt(own);
         }
         return;
     }
 #endif
-    (void)mnk;
     (void)nt;
     (void)es;
     direct(p);

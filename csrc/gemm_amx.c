@@ -493,20 +493,8 @@ static void block(const fm_gemm_prob *p, const uint16_t *a, const uint16_t *b, p
 /* Note 2: columns j0 .. j0 + n - 1 (rows = 0) or rows j0 .. j0 + n - 1 (rows = 1) of the
  * product on the AVX-512 kernels, on this thread, with slot as their scratch. */
 static void fma_part(const fm_gemm_prob *p, int rows, ptrdiff_t j0, ptrdiff_t n, char *slot) {
-    fm_gemm_prob q = *p;
-    const float *A = (const float *)p->A, *B = (const float *)p->B;
-    if (rows) {
-        q.A = p->trans_a ? A + j0 : A + (size_t)j0 * p->lda;
-        q.M = n;
-        if (q.h) q.h = (const float *)p->h + (size_t)j0 * p->ldh;
-        q.C = (float *)p->C + (size_t)j0 * p->ldc;
-    } else {
-        q.B = p->trans_b ? B + (size_t)j0 * p->ldb : B + j0;
-        q.N = n;
-        if (q.bias) q.bias = (const float *)p->bias + j0;
-        if (q.h) q.h = (const float *)p->h + j0;
-        q.C = (float *)p->C + j0;
-    }
+    fm_gemm_prob q = rows ? fm_gemm_rows_of(p, j0, n, sizeof(float))
+                          : fm_gemm_cols_of(p, j0, n, sizeof(float));
     q.work = slot;
     q.next = NULL;
     fm_gemm_avx512_packed_f32(&q, 0, 1);

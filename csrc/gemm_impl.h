@@ -57,6 +57,31 @@ typedef struct {
                           NULL on one thread */
 } fm_gemm_prob;
 
+/* n rows of p from row i0 (A, C and the epilogue's h moved there), or n columns from column
+ * j0 (B, C, the bias and h), as a product of their own; es: the element's bytes. The threads
+ * of a direct product take blocks of rows (gemm.c note 8), the AMX path's chunks with tiny
+ * values go to the AVX-512 kernels as either (gemm_amx.c note 2). */
+static inline fm_gemm_prob fm_gemm_rows_of(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t n,
+                                           size_t es) {
+    fm_gemm_prob q = *p;
+    q.A = (const char *)p->A + (p->trans_a ? (size_t)i0 : (size_t)i0 * (size_t)p->lda) * es;
+    q.C = (char *)p->C + (size_t)i0 * (size_t)p->ldc * es;
+    if (q.h) q.h = (const char *)p->h + (size_t)i0 * (size_t)p->ldh * es;
+    q.M = n;
+    return q;
+}
+
+static inline fm_gemm_prob fm_gemm_cols_of(const fm_gemm_prob *p, ptrdiff_t j0, ptrdiff_t n,
+                                           size_t es) {
+    fm_gemm_prob q = *p;
+    q.B = (const char *)p->B + (p->trans_b ? (size_t)j0 * (size_t)p->ldb : (size_t)j0) * es;
+    q.C = (char *)p->C + (size_t)j0 * es;
+    if (q.bias) q.bias = (const char *)p->bias + (size_t)j0 * es;
+    if (q.h) q.h = (const char *)p->h + (size_t)j0 * es;
+    q.N = n;
+    return q;
+}
+
 /* Scratch per thread: the packed A block and B panel of the SIMD paths (each kernel file checks its
  * blocking fits), or the transposed op(B) tile of the portable path. A multiple of 4 KiB so every
  * slot starts page-aligned when the first one does. */
