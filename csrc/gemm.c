@@ -27,7 +27,7 @@
  *    The direct path runs on threads too from DIRECT_PAR_MIN (note 8).
  * 3. Threads: the `#pragma omp parallel` stays here, in code compiled for the baseline ISA, and
  *    each thread calls the ISA worker with its id; the workers take chunks of C on the tile
- *    grid from a shared count (gemm_simd_t.h notes 1 and 7), or, when a thread's scratch
+ *    grid one at a time (gemm_simd_t.h notes 1 and 7), or, when a thread's scratch
  *    cannot hold the shared operand whole, a block each. K is never split.
  * 4. Cut-offs, measured with a standalone harness on the 2-core AMD EPYC (Zen 1) this was
  *    written on, interleaving the variants call by call (medians; the machine was shared and
@@ -222,7 +222,7 @@ static int make_prob(fm_gemm_prob *p, int ta, int tb, ptrdiff_t M, ptrdiff_t N, 
     fm_gemm_prob q = {ta, tb, M, N, K, A, lda, B, ldb, beta != 0, C, ldc, kind, act,
                       kind == FM_EPI_BIAS_ACT ? epi->bias : NULL,
                       kind == FM_EPI_DACT ? epi->h : NULL, kind == FM_EPI_DACT ? epi->ldh : 0,
-                      w + (4096 - (size_t)((uintptr_t)w % 4096)) % 4096, NULL};
+                      w + (4096 - (size_t)((uintptr_t)w % 4096)) % 4096, NULL, NULL};
     *p = q;
     return FM_GEMM_OK;
 }
@@ -238,10 +238,12 @@ static void run_threads(const fm_gemm_prob *p, worker_fn worker, int nt) {
         worker(p, 0, 1);
         return;
     }
-    /* the chunks the team has taken (gemm_simd_t.h note 7), on a cache line of its own */
+    /* the AMX path's shared flag, and the chunks the team has taken (gemm_simd_t.h note 7) */
     _Alignas(64) int next[16] = {0};
+    _Alignas(64) uint64_t take[FM_GEMM_RANGES] = {0};
     fm_gemm_prob q = *p;
     q.next = next;
+    q.take = take;
     unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
     #pragma omp parallel num_threads(nt)
     {

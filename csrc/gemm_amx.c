@@ -497,6 +497,7 @@ static void fma_part(const fm_gemm_prob *p, int rows, ptrdiff_t j0, ptrdiff_t n,
                           : fm_gemm_cols_of(p, j0, n, sizeof(float));
     q.work = slot;
     q.next = NULL;
+    q.take = NULL;
     fm_gemm_avx512_packed_f32(&q, 0, 1);
 }
 

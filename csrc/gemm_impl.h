@@ -11,6 +11,7 @@
 #define FASTMLP_GEMM_IMPL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The AVX2 kernels exist where GCC's x86 intrinsics and __builtin_cpu_supports do. */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -52,10 +53,38 @@ typedef struct {
     const void *h;     /* DACT: M x N, leading dimension ldh */
     ptrdiff_t ldh;
     char *work;        /* 64-byte aligned; FM_GEMM_SLOT_BYTES per thread, slot t for thread t */
-    int *next;         /* next[0]: a team's shared count of the chunks taken (gemm_simd_t.h
-                          note 7), next[1]: the AMX path's tiny values (gemm_amx.c note 7);
-                          NULL on one thread */
+    int *next;         /* next[1]: the AMX path's tiny values (gemm_amx.c note 7); NULL on
+                          one thread */
+    uint64_t *take;    /* a team's chunks taken, FM_GEMM_RANGES counts (fm_gemm_take) */
 } fm_gemm_prob;
+
+/* Ranges of chunks a team's product hands out (gemm_simd_t.h note 7); threads from this id on
+ * have no range of their own and only take from the others'. */
+#define FM_GEMM_RANGES 64
+
+/* The next chunk of n for thread tid of nth, or -1 when all are taken (gemm_simd_t.h note 7):
+ * the chunks lie in min(nth, FM_GEMM_RANGES) contiguous ranges, one a thread; a thread takes
+ * from the front of its own, then from the back of the others', so its chunks lie together
+ * unless it ran out first. take[r] counts range r's chunks taken from its front (low 32 bits)
+ * and from its back (high 32; C of 2^32 chunks of 32 or more elements would not fit in
+ * memory): all zero at the start, so nothing is set up before the team starts. */
+static inline ptrdiff_t fm_gemm_take(uint64_t *take, int tid, int nth, ptrdiff_t n) {
+    int nr = nth < FM_GEMM_RANGES ? nth : FM_GEMM_RANGES;
+    for (int v = 0; v < nr; v++) {
+        int r = (tid + v) % nr, front = r == tid;
+        ptrdiff_t s = n * r / nr, e = n * (r + 1) / nr;
+        uint64_t w = __atomic_load_n(take + r, __ATOMIC_RELAXED);
+        for (;;) {
+            ptrdiff_t f = (ptrdiff_t)(w & 0xffffffffu), b = (ptrdiff_t)(w >> 32);
+            if (s + f + b >= e) break;
+            uint64_t nw = w + (front ? 1 : (uint64_t)1 << 32);
+            if (__atomic_compare_exchange_n(take + r, &w, nw, 1, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED))
+                return front ? s + f : e - 1 - b;
+        }
+    }
+    return -1;
+}
 
 /* n rows of p from row i0 (A, C and the epilogue's h moved there), or n columns from column
  * j0 (B, C, the bias and h), as a product of their own; es: the element's bytes. The threads

@@ -66,7 +66,7 @@
  *    two 512-bit FMA units per core) the W2 epoch at one thread (digits 64-128-64-10, batch
  *    32) went 1780 -> 1694 us (medians of 10 processes alternating the builds, each the
  *    median of 25 epochs); 8 x 2, 12 x 2 and 4 x 4 tiles gave 1717-1761 us.
- * 7. Threads take chunks of C one at a time from a shared count, not a fixed share each: on
+ * 7. Threads take chunks of C one at a time, not a fixed share each: on
  *    the shared 2-core Xeon one vCPU often runs 1.3-1.5x slower than the other for minutes
  *    (an FMA loop per thread, and the team's blocks of engine.c note 11, showed it), and with
  *    fixed shares the faster thread waited at the end of every product (the W3 epoch's
@@ -83,6 +83,17 @@
  *    vCPU is slow and cost nothing measurable when both run alike. The products alone, timed
  *    apart in a quiet minute, were 2-8% slower in chunks (W4's op(A) packed whole is 1 MiB, a
  *    half of the L2) and up to 12% faster in a busy one.
+ *    The chunks lie in one range a thread (fm_gemm_take, gemm_impl.h): a thread takes from
+ *    the front of its own range, then from the back of the others', so its chunks lie
+ *    together and, but for a stolen tail, in the contiguous shares that the update and norm
+ *    passes after the product take (optim.c). A single count had dealt them out in turn, so
+ *    those passes read about half their lines from the other core. 2-core Zen 4, W3 epochs
+ *    on two threads, the two forms alternating epoch by epoch in one process (2 x 10 pairs):
+ *    equal in quiet spells (1.04-1.13 against 1.05-1.12 s), 1.37-1.48 against 1.54-1.71 s in
+ *    slow ones, median pair ratio 1.10. W4 (whose first dW goes in column chunks, across the
+ *    update's row halves) and the products alone did not change. Square C by rows (as the
+ *    AMX path takes it) made W4's epochs 1.03x faster, W3's 0.98x, and the square TN
+ *    products alone 4-11% slower: not kept.
  */
 
 /* Note 7: the chunks of C threads take, one NR-wide column panel or this many rows. */
@@ -332,13 +343,14 @@ static void S(packed_block)(const fm_gemm_prob *p, ptrdiff_t i0, ptrdiff_t i1, p
     }
 }
 
-/* Note 7: C in chunks handed out one at a time from p->next, the shared operand packed
+/* Note 7: C in chunks handed out one at a time (fm_gemm_take), the shared operand packed
  * whole, once, by every thread into its slot at `own`, the chunk's part of the other one into
  * `part`. cols: chunks of CHUNK_COLS columns, op(A) packed whole (M rows padded to MR, each K
  * block after the one before); else chunks of CHUNK_ROWS rows, op(B) packed whole. Each
  * tile gets the K blocks and the S(tile) call of S(packed_block), so every element of C gets
  * the same bits whichever thread takes its chunk. */
-static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
+static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part, int tid,
+                             int nth) {
     ptrdiff_t M = p->M, N = p->N, K = p->K, kcb = S(k_block)(K);
     ptrdiff_t span = cols ? (M + MR - 1) / MR * MR : (N + NR - 1) / NR * NR;
     ptrdiff_t step = cols ? CHUNK_COLS : CHUNK_ROWS, whole = cols ? N : M;
@@ -348,8 +360,9 @@ static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
         else S(pack_b)(own + pc * span, p, pc, kc, 0, N);
     }
     for (;;) {
-        ptrdiff_t c0 = (ptrdiff_t)__atomic_fetch_add(p->next, 1, __ATOMIC_RELAXED) * step;
-        if (c0 >= whole) return;
+        ptrdiff_t c = fm_gemm_take(p->take, tid, nth, (whole + step - 1) / step);
+        if (c < 0) return;
+        ptrdiff_t c0 = c * step;
         ptrdiff_t i0 = cols ? 0 : c0, i1 = cols ? M : (c0 + step < M ? c0 + step : M);
         ptrdiff_t j0 = cols ? c0 : 0, j1 = cols ? (c0 + step < N ? c0 + step : N) : N;
         for (ptrdiff_t pc = 0; pc < K; pc += kcb) {
@@ -374,14 +387,14 @@ static void S(packed_chunks)(const fm_gemm_prob *p, int cols, T *own, T *part) {
  * on the tile grid. */
 void EXPORT_PACKED(const fm_gemm_prob *p, int tid, int nth) {
     char *slot = p->work + (size_t)tid * FM_GEMM_SLOT_BYTES;
-    if (p->next && nth > 1) {
+    if (p->take && nth > 1) {
         /* Note 7: the whole shared operand and one chunk of the other fit the slot. */
         int cols = p->N >= p->M;
         ptrdiff_t span = cols ? (p->M + MR - 1) / MR * MR : (p->N + NR - 1) / NR * NR;
         size_t own = ((size_t)span * (size_t)p->K * sizeof(T) + 63) / 64 * 64;
         size_t part = (size_t)KC * (cols ? CHUNK_COLS : CHUNK_ROWS) * sizeof(T);
         if (own + part <= FM_GEMM_SLOT_BYTES) {
-            S(packed_chunks)(p, cols, (T *)slot, (T *)(slot + own));
+            S(packed_chunks)(p, cols, (T *)slot, (T *)(slot + own), tid, nth);
             return;
         }
     }

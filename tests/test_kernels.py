@@ -189,6 +189,23 @@ def test_gemm_direct_threads_keep_blocks_of_rows(isa, dtype, case, rng):
         assert np.array_equal(C.view(np.uint8), C1.view(np.uint8)), nt
 
 
+@pytest.mark.parametrize("case", ["NN", "TN", "NT"])
+@pytest.mark.parametrize("shape", [(300, 40, 200), (64, 1000, 40)], ids=shape_id)
+def test_gemm_chunks_every_thread_count(isa, dtype, case, shape, rng):
+    """A team takes a packed product's chunks from one range per thread, then from the back
+    of the others' (csrc/gemm_impl.h fm_gemm_take): with more threads than chunks, more than
+    the 64 ranges, or a team the runtime makes smaller, every chunk is computed once (C
+    starts as NaN) with the bits of one thread. Row chunks (tall C) and column chunks (wide)."""
+    M, N, K = shape  # M N K >= 2^21: packed, threaded
+    A, B, opA, opB = operands(rng, M, N, K, case, dtype)
+    C1 = run_gemm(A, B, M, N, case, dtype)
+    assert_close(C1, opA @ opB, rtol=2 * (K + 2) * eps(dtype),
+                 scale=np.abs(opA) @ np.abs(opB), what=f"gemm {case} {shape}")
+    for nt in (2, 3, 7, 63, 64, 65, 100):
+        C = run_gemm(A, B, M, N, case, dtype, nthreads=nt)
+        assert np.array_equal(C.view(np.uint8), C1.view(np.uint8)), nt
+
+
 # The AMX tests run on the conftest `isa` fixture, given "amx" alone.
 ON_AMX = pytest.mark.parametrize("isa", ["amx"], indirect=True)
 
