@@ -4,6 +4,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #ifndef FASTMLP_CFLAGS
 #define FASTMLP_CFLAGS "unknown"
@@ -44,3 +47,34 @@ int fm_fp_flush(int set) {
     if (set >= 0) fm_fp_adopt(set ? had | FM_FP_FLUSH : had & ~FM_FP_FLUSH);
     return FM_FP_FLUSH != 0u && (had & FM_FP_FLUSH) != 0u;
 }
+
+/* Threads after fork. GNU OpenMP keeps no record of a fork: a child's first parallel region
+ * waits forever for the parent's worker threads, which the child does not have. So every call
+ * from Python takes its thread count through fm_team: once the process has asked for a team
+ * (nt >= 2), a child forked from it gets 1, and one-thread work never enters the OpenMP runtime
+ * (engine.c, gemm.c). pthread_atfork sees every fork, os.fork and a C library's alike; the
+ * flag is inherited, so grandchildren stay on one thread too. A count below 2 never marks the
+ * process, so a parent that only ever ran on one thread has children free to start teams. */
+static int teams_asked, forked_after_teams;
+
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+static void on_fork_child(void) {
+    if (__atomic_load_n(&teams_asked, __ATOMIC_RELAXED)) forked_after_teams = 1;
+}
+#endif
+
+void fm_fork_guard(void) {
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__))
+    static int armed;
+    if (!armed) armed = pthread_atfork(NULL, NULL, on_fork_child) == 0;
+#endif
+}
+
+int fm_team(int nt) {
+    if (nt < 2) return nt;
+    if (forked_after_teams) return 1;
+    __atomic_store_n(&teams_asked, 1, __ATOMIC_RELAXED);  /* any thread may call */
+    return nt;
+}
+
+int fm_fork_child(void) { return forked_after_teams; }

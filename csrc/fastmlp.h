@@ -306,5 +306,10 @@ int fm_openmp_enabled(void);
 int fm_omp_max_threads(void);
 int fm_omp_num_procs(void);
 int fm_fp_flush(int set);
+/* The team size for a call asked to run on nt threads: nt, or 1 in a child forked from a
+ * process that had asked for a team (config.c). fm_fork_guard() arms it, once. */
+void fm_fork_guard(void);
+int fm_team(int nt);
+int fm_fork_child(void);
 
 #endif

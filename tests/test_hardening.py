@@ -640,6 +640,46 @@ def test_child_processes_predict_like_the_parent(method, rng):
     assert np.array_equal(out[0], ref[0]) and np.array_equal(out[1], ref[1])
 
 
+_FORK_SCRIPT = """
+import os, sys
+import numpy as np
+import fastmlp
+from fastmlp import _core
+A = np.ones((500, 300), np.float32); B = np.ones((300, 500), np.float32)
+C = np.empty((500, 500), np.float32)
+threaded = sys.argv[1] == "threaded"
+_core.gemm(A, B, C, nthreads=2 if threaded else 1)
+pid = os.fork()
+if pid == 0:
+    C[:] = 0
+    _core.gemm(A, B, C, nthreads=2)
+    net = fastmlp.MLP([300, 256, 2], seed=0)
+    net.fit(A, np.zeros((500, 2)), optimizer=fastmlp.SGD(lr=0.01, batch_size=500), epochs=1,
+            n_threads=2)
+    print(_core.fork_child(), C[7, 9], flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent", _core.fork_child(), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not _core.openmp_enabled(),
+                    reason="needs fork and OpenMP")
+@pytest.mark.parametrize("parent", ["threaded", "one-thread"])
+def test_fork_child_of_threaded_kernels_runs_on_one_thread(parent):
+    """Found by new user #17: a child forked after the private kernel ran on two threads hung
+    in its first threaded call (GNU OpenMP after fork), the kernel's own and the public fit
+    alike, since only the public thread helper kept the record. The C core keeps it now
+    (csrc/config.c, fm_team): the child of a threaded parent runs on one thread and gets the
+    same sums; the child of a one-thread parent may still start a team."""
+    r = subprocess.run([sys.executable, "-c", _FORK_SCRIPT, parent], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    child, parent_line = r.stdout.splitlines()
+    assert child.split() == [str(parent == "threaded"), "300.0"]
+    assert parent_line == "parent False"
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_one_two_and_three_threads_give_identical_weights(dtype, rng, monkeypatch):
     """A network big enough that its products run on several threads (M N K >= 2^21); three

@@ -110,6 +110,9 @@ cdef extern from "fastmlp.h" nogil:
     int fm_omp_max_threads()
     int fm_omp_num_procs()
     int fm_fp_flush(int set)
+    void fm_fork_guard()
+    int fm_team(int nt)
+    int fm_fork_child()
 
 cdef extern from "gemm.h" nogil:
     ctypedef struct fm_epilogue:

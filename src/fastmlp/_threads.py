@@ -5,12 +5,14 @@ then OpenMP's own default for the calling thread (``OMP_NUM_THREADS``, or a limi
 threadpoolctl, which calls ``omp_set_num_threads`` in the OpenMP runtime this module links).
 The result is never more than the processors this process may run on, and never less than 1.
 
-After ``os.fork`` (multiprocessing's 'fork' start method), a child of a process that has run
-work on several threads computes on one thread: GNU OpenMP keeps no record of the fork, and
-its first parallel region in the child waits forever for the parent's worker threads, which
-the child does not have. One-thread work never enters the OpenMP runtime (engine.c, gemm.c),
-and results do not depend on the thread count, so the child's results equal the parent's.
-Children started with 'spawn' or 'forkserver' are not limited.
+After a fork (multiprocessing's 'fork' start method, or ``os.fork``), a child of a process that
+has run work on several threads computes on one thread: GNU OpenMP keeps no record of the fork,
+and its first parallel region in the child waits forever for the parent's worker threads,
+which the child does not have. The C core keeps that record itself, for every call that
+reaches it (csrc/config.c, fm_team), and this helper reports one thread there too. One-thread
+work never enters the OpenMP runtime (engine.c, gemm.c), and results do not depend on the
+thread count, so the child's results equal the parent's. Children started with 'spawn' or
+'forkserver' are not limited.
 """
 import numbers
 import os
@@ -18,17 +20,6 @@ import os
 from fastmlp import _core
 
 _user_threads = None
-_used_threads = False  # whether this process has asked the OpenMP runtime for a team
-_forked = False        # a fork child of a process that had
-
-
-def _after_fork_in_child():
-    global _forked
-    _forked = _forked or _used_threads
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cpus():
@@ -68,14 +59,10 @@ def resolve_threads(n_threads):
     if n is None:
         n = _user_threads
     cpus = _cpus()
-    if not _core.openmp_enabled() or _forked:
+    if not _core.openmp_enabled() or _core.fork_child():
         return 1
     if n is None:
         n = _core.omp_max_threads()
     elif n < 0:
         n = cpus + 1 + n
-    n = max(1, min(n, cpus))
-    if n > 1:
-        global _used_threads
-        _used_threads = True
-    return n
+    return max(1, min(n, cpus))
