@@ -140,6 +140,28 @@ def test_single_class_and_unknown_labels_refused():
         MLPClassifier().fit(X, np.linspace(0, 1, len(X)))
 
 
+
+@pytest.mark.parametrize("bad, row, text", [
+    (None, 1, r"row 1 is None \(NoneType\), and the first is 'a' \(string\)"),
+    (7, 1, r"row 1 is 7 \(number\), and the first is 'a' \(string\)")])
+def test_labels_of_mixed_kinds_named_by_row(bad, row, text):
+    """Found by new user #17: a None among string labels raised NumPy's bare TypeError from
+    sorting them; now a ValueError names the label and its row, before any work."""
+    X, _ = _blobs()
+    y = np.array(["a"] * len(X), dtype=object)
+    y[row] = bad
+    y[2:] = "b"
+    clf = MLPClassifier(max_iter=2)
+    with pytest.raises(ValueError, match=text):
+        clf.fit(X, y)
+    assert not hasattr(clf, "classes_")
+    y[0] = None
+    with pytest.raises(ValueError, match=r"row 0 is None \(NoneType\)$"):
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match=r"classes: .* position 2 is None"):
+        clf.partial_fit(X, np.where(np.arange(len(X)) < 2, "a", "b"), classes=["a", "b", None])
+
+
 def test_regression_single_and_multi_output():
     X, y = make_regression(n_samples=150, n_features=5, n_targets=2, random_state=0)
     y = y / y.std(axis=0)

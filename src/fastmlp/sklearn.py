@@ -220,6 +220,31 @@ def _tabled(X, name):
     return _asarray(X, name) if isinstance(X, (list, tuple)) else X
 
 
+def _label_kind(v):
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (numbers.Real, np.bool_)):
+        return "number"
+    return type(v).__name__
+
+
+def _check_label_kinds(y, name="y", where="row"):
+    """Class labels held as objects are all strings or all numbers; otherwise a ValueError
+    naming the first label of another kind and its row (sorting them, as every encoder does,
+    raised a bare TypeError)."""
+    if y.dtype != object or y.size == 0:
+        return
+    flat = y.reshape(len(y), -1)
+    first = _label_kind(flat.flat[0])
+    for i, v in enumerate(flat.flat):
+        kind = _label_kind(v)
+        if kind != first or kind not in ("string", "number"):
+            row = i // flat.shape[1]
+            than = f", and the first is {flat.flat[0]!r} ({first})" if i else ""
+            raise ValueError(f"{name}: class labels must be all strings or all numbers; the "
+                             f"label at {where} {row} is {v!r} ({kind}){than}")
+
+
 # ---------------------------------------------------------------- the per-epoch policy
 
 
@@ -809,6 +834,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if arr is None or arr.ndim != 1 or arr.size == 0:
                 raise ValueError(f"classes must be a non-empty 1-D array-like of every label "
                                  f"the stream can hold, got {classes!r}")
+            _check_label_kinds(arr.astype(object), "classes", "position")
             self.classes_ = np.unique(arr)
             kind = "multilabel-indicator" if type_of_target(y) == "multilabel-indicator" \
                 else ("binary" if len(self.classes_) <= 2 else "multiclass")
@@ -852,6 +878,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                               multi_output=True, dtype=[np.float32, np.float64])
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        _check_label_kinds(y)
         check_classification_targets(y)
         return X, y
 
