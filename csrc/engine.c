@@ -90,6 +90,11 @@
  *    the team forced on, off and timed, 2 and 3 blocks). Networks with skips, batches under
  *    TEAM_MIN_ROWS and the steps of fewer rows (an epoch's last) are not split.
  *    Whether the team pays depends on the machine and its load, so it is timed (note 12).
+ *    TEAM_MIN_ROWS = 32 (blocks of 16 rows or more) was tried on the 2-core Zen 4: W2
+ *    (batch 32, plain SGD) ran back to back 1.88 ms an epoch on one thread and 1.49 as a
+ *    team, but the team reached that only after ~20 epochs in a row (1.95 ms before), the
+ *    blocks in turn (the one-thread mode with the team's bits) took 2.05 ms, and the peer
+ *    benchmark's W2 median, whose epochs follow pauses, went 1.94 -> 2.18 ms. So 150 stays.
  * 12. Threads pay only when the cores are free. With another process busy on both cores of
  *    the Xeon, every meeting of the threads waited for a descheduled thread: a new user saw
  *    an epoch of 20-256-256-2 (16000 rows, batch 32: products threaded by gemm.c) take 19.4 s
