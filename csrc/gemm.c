@@ -239,10 +239,10 @@ static void run_threads(const fm_gemm_prob *p, worker_fn worker, int nt) {
         return;
     }
     /* the AMX path's shared flag, and the chunks the team has taken (gemm_simd_t.h note 7) */
-    _Alignas(64) int next[16] = {0};
+    _Alignas(64) int tiny = 0;
     _Alignas(64) uint64_t take[FM_GEMM_RANGES] = {0};
     fm_gemm_prob q = *p;
-    q.next = next;
+    q.tiny = &tiny;
     q.take = take;
     unsigned fpm = fm_fp_mode();  /* fpmode.h note 1 */
     #pragma omp parallel num_threads(nt)

@@ -64,8 +64,9 @@
  *    less.
  * 5. Each thread takes a contiguous share of the chunks of C: 32 columns, each thread packing
  *    op(A) whole into its slot first, or, when C is at least as tall as wide, 64 rows, each
- *    thread packing op(B) whole first, as the FMA kernels split. A share, not chunks from a shared
- *    count as the FMA kernels take them (gemm_simd_t.h note 7): dealt in turn, each thread's
+ *    thread packing op(B) whole first, as the FMA kernels split. A fixed share, not chunks
+ *    dealt in turn from a shared count as the FMA kernels then took them (they now take
+ *    theirs from one range a thread, gemm_simd_t.h note 7): dealt in turn, each thread's
  *    chunks of a weight gradient lay in stripes of 64 rows over the whole matrix, and the
  *    engine's norms and update passes, which split each parameter block in halves, read
  *    half their lines from the other core's cache. W3 at two threads, per step: update
@@ -91,7 +92,7 @@
  * 7. On several threads the operand packed whole is packed once, a share of its groups by
  *    each thread, into one more slot past the threads' own (fm_gemm_work_bytes gives it), and
  *    the threads meet (a barrier) before the tiles start; each thread says whether its share
- *    holds tiny values (note 2) in the team's shared flag (next[1]). Each thread had packed
+ *    holds tiny values (note 2) in the team's shared flag (tiny). Each thread had packed
  *    the whole operand itself. Products alone did not change (NN 256x1024x1024 on two
  *    threads 1308 -> 1288 us, NN 128x512x512 152 -> 169: a thread now reads the other's
  *    half from the other core), but in training, where the operand's source had been
@@ -496,7 +497,7 @@ static void fma_part(const fm_gemm_prob *p, int rows, ptrdiff_t j0, ptrdiff_t n,
     fm_gemm_prob q = rows ? fm_gemm_rows_of(p, j0, n, sizeof(float))
                           : fm_gemm_cols_of(p, j0, n, sizeof(float));
     q.work = slot;
-    q.next = NULL;
+    q.tiny = NULL;
     q.take = NULL;
     fm_gemm_avx512_packed_f32(&q, 0, 1);
 }
@@ -532,11 +533,11 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
         ptrdiff_t n = rows ? chunks : 2 * pairs, g0 = n * tid / nth, g1 = n * (tid + 1) / nth;
         tiny = rows ? pack_b(p, g0, g1, whole + g0 * lay.pair)
                     : pack_a(p, g0, g1, whole + g0 * (lay.pair / 2));
-        if (tiny) __atomic_fetch_or(&p->next[1], 1, __ATOMIC_RELAXED);
+        if (tiny) __atomic_fetch_or(p->tiny, 1, __ATOMIC_RELAXED);
 #ifdef _OPENMP
         #pragma omp barrier  /* nth > 1 only inside gemm.c's region, all threads here */
 #endif
-        tiny = __atomic_load_n(&p->next[1], __ATOMIC_RELAXED);
+        tiny = __atomic_load_n(p->tiny, __ATOMIC_RELAXED);
     } else {
         tiny = rows ? pack_b(p, 0, chunks, whole) : pack_a(p, 0, 2 * pairs, whole);
     }

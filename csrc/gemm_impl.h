@@ -53,8 +53,8 @@ typedef struct {
     const void *h;     /* DACT: M x N, leading dimension ldh */
     ptrdiff_t ldh;
     char *work;        /* 64-byte aligned; FM_GEMM_SLOT_BYTES per thread, slot t for thread t */
-    int *next;         /* next[1]: the AMX path's tiny values (gemm_amx.c note 7); NULL on
-                          one thread */
+    int *tiny;         /* a team's shared flag: the AMX path's tiny values (gemm_amx.c note 7);
+                          NULL on one thread */
     uint64_t *take;    /* a team's chunks taken, FM_GEMM_RANGES counts (fm_gemm_take) */
 } fm_gemm_prob;
 

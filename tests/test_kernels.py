@@ -29,11 +29,11 @@ SHAPES = [(1, 1, 1), (1, 1, 0), (3, 7, 0), (0, 5, 3), (4, 0, 3), (1, 17, 33), (1
           # thin products, turned around before dispatch (csrc/gemm.c note 5)
           (200, 1, 64), (40, 1, 300), (64, 9, 1), (300, 40, 1)]
 LARGE = [(128, 512, 784), (257, 259, 263), (130, 65, 130)]
-# Threads: above the cut-off of the product (M N K >= 2^19); the biggest one only in slow runs.
-# The last one's op(B) packed whole does not fit a thread's scratch: the static split
-# (gemm_simd_t.h note 7), the others hand out chunks.
-# Above a threading cut-off (csrc/gemm.c notes 4 and 8): packed, direct split by rows (the
-# last two: M N K below 2^21, (75, 97, 90) an odd row count), and NT packed on one thread.
+# Threads: above a threading cut-off (csrc/gemm.c notes 4 and 8); the biggest one only in slow
+# runs. Packed: (40, 33, 6000)'s op(B) packed whole does not fit a thread's scratch, so it takes
+# the static split (gemm_simd_t.h note 7), the others hand out chunks. The last two (M N K
+# below 2^21; (75, 97, 90) an odd row count) are direct products split by rows, NT packed on
+# one thread.
 THREADED = [pytest.param((128, 512, 784), marks=pytest.mark.slow), (257, 259, 263),
             (40, 33, 6000), (130, 65, 130), (75, 97, 90)]
 

@@ -14,6 +14,8 @@ Design notes
    engine call, so no C loop can index outside the parameter buffer.
 4. Compiler directives are set once at the top; building with FASTMLP_DEBUG=1 turns bounds
    checks back on (setup.py).
+5. Every call that takes a thread count passes it through fm_team first: in a child forked
+   from a process that had asked for a team it becomes 1 (csrc/config.c).
 """
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
@@ -163,7 +165,7 @@ def permutation(int64_t[::1] idx not None, uint64_t seed):
 def gemm(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
          bint trans_a=False, bint trans_b=False, int nthreads=1):
     """C = op(A) op(B), op = transpose where asked.  # IN A, B  # OUT C"""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     cdef Py_ssize_t M = A.shape[1] if trans_a else A.shape[0]
     cdef Py_ssize_t K = A.shape[0] if trans_a else A.shape[1]
     cdef Py_ssize_t Kb = B.shape[1] if trans_b else B.shape[0]
@@ -227,7 +229,7 @@ def act_backward(const floating[::1] dA, const floating[::1] A, floating[::1] dZ
 def dense_forward(const floating[:, ::1] A_in, const floating[:, ::1] W,
                   const floating[::1] b, floating[:, ::1] A_out, str act, int nthreads=1):
     """A_out = act(A_in W + b).  # IN A_in (N, I), W (I, O), b (O)  # OUT A_out (N, O)"""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     cdef Py_ssize_t N = A_in.shape[0], I = A_in.shape[1], O = W.shape[1]
     if W.shape[0] != I or b.shape[0] != O or A_out.shape[0] != N or A_out.shape[1] != O:
         raise ValueError(f"dense_forward: A_in {N}x{I}, W {W.shape[0]}x{O}, b {b.shape[0]}, "
@@ -253,7 +255,7 @@ def dense_backward(const floating[:, ::1] dZ, const floating[:, ::1] A_in,
 
     # IN dZ (N, O), A_in (N, I), W (I, O)  # OUT dW (I, O), db (O), dA_in (N, I) or None
     """
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     cdef Py_ssize_t N = dZ.shape[0], O = dZ.shape[1], I = A_in.shape[1]
     if (A_in.shape[0] != N or W.shape[0] != I or W.shape[1] != O or dW.shape[0] != I
             or dW.shape[1] != O or db.shape[0] != O):
@@ -323,7 +325,7 @@ def loss(const floating[:, ::1] G, Y, floating[:, ::1] dG, double[::1] row_loss,
 def norm(const floating[::1] g, int nthreads=1):
     """L2 norm of g, accumulated in double; finite whenever the true norm is. The same value
     for any nthreads."""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     if g.shape[0] == 0:
         return 0.0
     cdef double s
@@ -338,7 +340,7 @@ def norm(const floating[::1] g, int nthreads=1):
 def l2_grad(floating[::1] g, const floating[::1] w, double a, int nthreads=1):
     """g += a w in one pass that also takes both norms; returns (||g|| after, ||w||), each
     the value norm() gives.  # IN w  # OUT g"""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     if g.shape[0] != w.shape[0]:
         raise ValueError("l2_grad: g and w differ in size")
     if g.shape[0] == 0:
@@ -367,7 +369,7 @@ def clip(floating[::1] g, double tau):
 
 def sgd_update(floating[::1] p, const floating[::1] g, double lr, int nthreads=1):
     """p -= lr * g.  # IN g  # OUT p"""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     if p.shape[0] != g.shape[0]:
         raise ValueError("sgd_update: p and g differ in size")
     if p.shape[0] == 0:
@@ -385,7 +387,7 @@ def opt_update(floating[::1] p, floating[::1] s1, floating[::1] s2, const floati
     """One optimizer step (fm_opt_update); returns (max |p|, max |state|).
 
     # IN g  # OUT p, s1 (velocity or m), s2 (v; Adam only). lr is Adam's lr_t."""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     cdef int code = OPTIMIZERS[kind]
     cdef Py_ssize_t n = p.shape[0]
     if g.shape[0] != n or (code != FM_OPT_SGD and (s1 is None or s1.shape[0] != n)) or (
@@ -470,7 +472,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
     t).
     """
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int code = LOSSES[loss], rc
@@ -595,7 +597,7 @@ def forward(const int64_t[:, ::1] plan, const floating[::1] params, unsigned cha
     calls; None keeps it in ws.
 
     # IN X (n, I0)  # OUT out (n, K), active (sum of fan_outs) |=, tune"""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int rc
@@ -632,7 +634,7 @@ def loss_and_grad(const int64_t[:, ::1] plan, str loss, const floating[::1] para
                   floating[::1] grads, unsigned char[::1] ws, int64_t max_batch,
                   const floating[:, ::1] X, Y, int nthreads):
     """Mean loss over all rows of X and its gradient into grads.  # OUT grads"""
-    nthreads = fm_team(nthreads)  # 1 in a fork child of a threaded process
+    nthreads = fm_team(nthreads)  # note 5
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int code = LOSSES[loss], rc
