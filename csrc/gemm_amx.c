@@ -62,18 +62,20 @@
  *    W3's 0-5% (medians of 3 rounds); epochs on two threads W4 0.403 -> 0.395 s, W3 0.650 ->
  *    0.622 (builds alternating, 4 rounds of 3). Asking for A's tiles alone or B's alone gained
  *    less.
- * 5. Each thread takes a contiguous share of the chunks of C: 32 columns, each thread packing
- *    op(A) whole into its slot first, or, when C is at least as tall as wide, 64 rows, each
- *    thread packing op(B) whole first, as the FMA kernels split. A fixed share, not chunks
- *    dealt in turn from a shared count as the FMA kernels then took them (they now take
- *    theirs from one range a thread, gemm_simd_t.h note 7): dealt in turn, each thread's
- *    chunks of a weight gradient lay in stripes of 64 rows over the whole matrix, and the
- *    engine's norms and update passes, which split each parameter block in halves, read
- *    half their lines from the other core's cache. W3 at two threads, per step: update
- *    180-190 -> 104 us, norms 105-108 -> 77; epochs 0.863 -> 0.797 s, W4 0.502 -> 0.485
- *    (builds alternating, 4 rounds of 3 epochs, medians). The price: no thread takes over
- *    the chunks of one slowed by other work on its core; the engine's timing of one thread
- *    against many (engine.c note 12) answers a busy machine. Rows for tall C: a W3
+ * 5. The threads take the chunks of C (32 columns, op(A) packed whole first, or, when C is
+ *    at least as tall as wide, 64 rows, op(B) packed whole first) from one contiguous range
+ *    a thread, as the FMA kernels do (fm_gemm_take, gemm_simd_t.h note 7): a thread takes
+ *    from the front of its own range, then from the back of the others'. Dealt in turn from
+ *    a shared count, each thread's chunks of a weight gradient had lain in stripes of 64 rows
+ *    over the whole matrix, and the engine's norms and update passes, which split each
+ *    parameter block in halves, read half their lines from the other core's cache. W3 at
+ *    two threads, per step: update 180-190 -> 104 us, norms 105-108 -> 77; epochs 0.863 ->
+ *    0.797 s, W4 0.502 -> 0.485 (a fixed share a thread against chunks in turn, builds
+ *    alternating, 4 rounds of 3 epochs, medians). The ranges then replaced the fixed shares,
+ *    so a thread that starts late or is slowed hands its last chunks to the other: epochs on
+ *    two threads, the two forms alternating in one process (10 pairs each), W4 0.379 ->
+ *    0.370 s (median pair ratio 1.03, 8 of 10 faster), W3 0.668 -> 0.663 and 0.687 -> 0.682
+ *    (1.01 and 1.00). Rows for tall C: a W3
  *    weight gradient (784 x 512 x 128) went 272 -> 205 us on two threads and 403 -> 361 on
  *    one, the W3 epoch 0.838 -> 0.800 s (builds alternating, 4 rounds); by columns each
  *    thread packed the whole 784 x 128 op(A), transposed. Square C by rows too: a square
@@ -514,6 +516,13 @@ static void tiles_on(void) {
     _tile_loadconfig(&cfg);
 }
 
+/* The next of n chunks for thread tid of nth (note 5); on one thread each in turn, from *next. */
+static ptrdiff_t next_chunk(const fm_gemm_prob *p, int tid, int nth, ptrdiff_t n,
+                            ptrdiff_t *next) {
+    if (nth > 1) return fm_gemm_take(p->take, tid, nth, n);
+    return *next < n ? (*next)++ : -1;
+}
+
 /* Thread tid of nth (note 5). gemm.c calls this only for trans_a = 0 or trans_b = 0, K > 0,
  * and shapes that fm_gemm_amx_fits. */
 void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
@@ -546,13 +555,13 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
         return;
     }
     tiles_on();
-    /* a contiguous share of the chunks each (note 5) */
+    /* the chunks from one range a thread (note 5) */
     ptrdiff_t rchunks = (pairs + ROW_PAIRS - 1) / ROW_PAIRS, n = rows ? rchunks : chunks;
-    ptrdiff_t lo = n * tid / nth, hi = n * (tid + 1) / nth;
+    ptrdiff_t next = 0;
     if (!rows) {
         /* op(A) whole, then the column chunks */
         int stale = 0;  /* the AVX-512 kernels wrote over the packed operand */
-        for (ptrdiff_t c = lo; c < hi; c++) {
+        for (ptrdiff_t c; (c = next_chunk(p, tid, nth, n, &next)) >= 0;) {
             ptrdiff_t j0 = c * CHUNK;
             if (pack_b(p, c, c + 1, part)) {
                 /* a chunk with tiny values: its columns on the AVX-512 kernels, which use
@@ -569,7 +578,7 @@ void fm_gemm_amx_packed_f32(const fm_gemm_prob *p, int tid, int nth) {
     } else {
         /* op(B) whole, then the row chunks of ROW_PAIRS pairs */
         int stale = 0;
-        for (ptrdiff_t r = lo; r < hi; r++) {
+        for (ptrdiff_t r; (r = next_chunk(p, tid, nth, n, &next)) >= 0;) {
             ptrdiff_t q0 = r * ROW_PAIRS, q1 = q0 + ROW_PAIRS < pairs ? q0 + ROW_PAIRS : pairs;
             if (pack_a(p, 2 * q0, 2 * q1, part)) {
                 ptrdiff_t i0 = q0 * 32;
