@@ -18,7 +18,8 @@
  *    for any thread count):
  *      direct  unpacked register tiles on the operands in place, no scratch:
  *              NN and TN when M N K < DIRECT_MAX; NT when M N K <= NT_DIRECT_MAX (its
- *              dot-product tiles pay a horizontal sum per tile, so packing wins sooner);
+ *              dot-product tiles pay a horizontal sum per tile), or below DIRECT_MAX with
+ *              op(B) transposed into the slot first (note 9);
  *              any non-TT product with M <= 4 (batch 1 to 4: B is streamed once, and packing
  *              it would double the memory traffic).
  *      packed  everything else (and all TT): packing and blocking, threads when
@@ -106,6 +107,22 @@
  *    went 1.5 -> 2.8 ms an epoch, a thread's block too small to pay for the meeting. The
  *    engine counts such products among those that use threads (engine.c note 12), so its
  *    timing of one thread against many covers them on a loaded machine.
+ * 9. A mid-size NT product (M > 4, NT_DIRECT_MAX < M N K < DIRECT_MAX: the dA = dZ W^T of
+ *    small networks) writes op(B) = B^T (K x N) into the thread's slot, 8 x 8 blocks
+ *    transposed in registers for float32, and runs the NN row-vector tiles on it. The packed
+ *    path it replaces transposed B the same way and packed A besides, for a 6 x 32 tile that
+ *    gains nothing at these sizes. Each element is still one chain of FMAs in increasing k,
+ *    so the bits are those of the packed path (11 shapes, float32 and float64, AVX2 and
+ *    AVX-512, 1 to 3 threads) and of the NN product on a transposed copy of B. Products
+ *    alone, float32, one thread, on a 2-core Intel Xeon (family 6 model 167), us: NT
+ *    32x128x64 7.0 -> 5.5, NT 100x128x64 14.2 -> 11.9, NT 200x128x64 24.1 -> 20.6 (4 x 4
+ *    blocks instead of 8 x 8: 6.1, 12.2, 21.4). Epochs, processes of the two builds
+ *    alternating (6 pairs, medians), with 4 x 4 and then 8 x 8 blocks: W2 (batch 32, one
+ *    thread) 1.47 -> 1.37 and 1.41 -> 1.28 ms (every pair faster), the digits estimator's
+ *    fit (Adam, batch 200, two threads) 0.179 -> 0.169 and 0.169 -> 0.165 s (1.06x, 1.02x
+ *    on the medians; 5 of 6 pairs faster in each run). The choice is made for the whole
+ *    product, so a team's blocks of rows (note 6) take the path the whole batch takes. A
+ *    float64 B^T that does not fit the slot beside the list of note 4 stays packed.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -294,18 +311,24 @@ static int thin_form(fm_gemm_prob *p) {
         for (ptrdiff_t i_ = 0; i_ < p.N; i_++) c_[i_] = ACT(p.act, c_[i_] + b_);         \
     } while (0)
 
+/* Note 9: does a direct NT product transpose op(B) into the slot first? */
+static int transposes_b(const fm_gemm_prob *p, double mnk, size_t es) {
+    return !p->trans_a && p->trans_b && p->M > 4 && mnk > NT_DIRECT_MAX && mnk < DIRECT_MAX &&
+           fm_gemm_bt_offset(p->K) + (size_t)p->N * (size_t)p->K * es <= FM_GEMM_SLOT_BYTES;
+}
+
 /* Note 2: does the direct path take this product (K > 0)? */
-static int take_direct(const fm_gemm_prob *p, double mnk) {
+static int take_direct(const fm_gemm_prob *p, double mnk, size_t es) {
     if (p->trans_a && p->trans_b) return 0;
     if (p->M <= 4) return 1;
-    return p->trans_b ? mnk <= NT_DIRECT_MAX : mnk < DIRECT_MAX;
+    return p->trans_b ? mnk <= NT_DIRECT_MAX || transposes_b(p, mnk, es) : mnk < DIRECT_MAX;
 }
 
 /* Note 2: the path of a product (after thin_form): 0 portable (K = 0), 1 direct, 2 packed.
  * direct is NULL for the portable ISA. */
-static int choose_path(const fm_gemm_prob *p, direct_fn direct) {
+static int choose_path(const fm_gemm_prob *p, direct_fn direct, size_t es) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
-    return p->K == 0 ? 0 : direct && take_direct(p, mnk) ? 1 : 2;
+    return p->K == 0 ? 0 : direct && take_direct(p, mnk, es) ? 1 : 2;
 }
 
 /* Note 8: a direct product split into blocks of rows, one per thread, each in its own slot. */
@@ -397,9 +420,11 @@ static int amx_takes(const fm_gemm_prob *p) {
         fm_gemm_prob whole = p;                                                               \
         whole.M = M;                                                                          \
         if (K > 0) thin_form(&whole);                                                         \
-        int path = choose_path(&whole, direct);                                               \
+        int path = choose_path(&whole, direct, sizeof(T));                                    \
         if (path == 2 && AMX_TAKES_##SFX(&whole)) packed = AMX_PACKED_##SFX;                  \
         int post = K > 0 && thin_form(&p);                                                    \
+        p.bt = path == 1 && transposes_b(&whole, (double)whole.M * (double)whole.N *          \
+                                                     (double)whole.K, sizeof(T));             \
         run_path(&p, path, nthreads, direct, packed, fm_gemm_portable_##SFX, sizeof(T));      \
         if (post) THIN_POST(T, fm_act_##SFX);                                                 \
         return FM_GEMM_OK;                                                                    \

@@ -77,6 +77,8 @@ static const int64_t mask64[12] = {0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0};
 #define RV_NV 2
 #define TRB 4
 #define TRANSPOSE tr4x4_f32
+#define TRB_BT 8
+#define TRANSPOSE_BT tr8x8_f32
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(float) <= FM_GEMM_SLOT_BYTES,
                "f32 packing buffers exceed the per-thread slot");
 _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
@@ -122,6 +124,8 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define RV_NV 2
 #define TRB 2
 #define TRANSPOSE tr2x2_f64
+#define TRB_BT 2
+#define TRANSPOSE_BT tr2x2_f64
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(double) <= FM_GEMM_SLOT_BYTES,
                "f64 packing buffers exceed the per-thread slot");
 _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");

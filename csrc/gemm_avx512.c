@@ -145,6 +145,8 @@ static inline ptrdiff_t list8_pd(int32_t *kl, const double *v, ptrdiff_t n, int 
 #define RV_NV 4
 #define TRB 4
 #define TRANSPOSE tr4x4_f32
+#define TRB_BT 8
+#define TRANSPOSE_BT tr8x8_f32
 #define VLIST list16_ps
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(float) <= FM_GEMM_SLOT_BYTES,
                "f32 packing buffers exceed the per-thread slot");
@@ -193,6 +195,8 @@ _Static_assert(MC % MR == 0 && NC % NR == 0, "blocks must be whole tiles");
 #define RV_NV 4
 #define TRB 2
 #define TRANSPOSE tr2x2_f64
+#define TRB_BT 2
+#define TRANSPOSE_BT tr2x2_f64
 #define VLIST list8_pd
 _Static_assert(PACK_A_BYTES + (size_t)KC * NC * sizeof(double) <= FM_GEMM_SLOT_BYTES,
                "f64 packing buffers exceed the per-thread slot");

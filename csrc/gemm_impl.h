@@ -56,6 +56,8 @@ typedef struct {
     int *tiny;         /* a team's shared flag: the AMX path's tiny values (gemm_amx.c note 7);
                           NULL on one thread */
     uint64_t *take;    /* a team's chunks taken, FM_GEMM_RANGES counts (fm_gemm_take) */
+    int bt;            /* NT on the direct path with op(B) transposed into the slot first,
+                          chosen for the whole product (gemm.c note 9) */
 } fm_gemm_prob;
 
 /* Ranges of chunks a team's product hands out (gemm_simd_t.h note 7); threads from this id on
@@ -115,6 +117,12 @@ static inline fm_gemm_prob fm_gemm_cols_of(const fm_gemm_prob *p, ptrdiff_t j0, 
  * blocking fits), or the transposed op(B) tile of the portable path. A multiple of 4 KiB so every
  * slot starts page-aligned when the first one does. */
 #define FM_GEMM_SLOT_BYTES ((size_t)2048 * 1024)
+
+/* Where a direct NT product's op(B) goes in the slot (gemm.c note 9): past the list of a
+ * single row's nonzero k (gemm_simd_t.h note 4, K + VL entries). */
+static inline size_t fm_gemm_bt_offset(ptrdiff_t K) {
+    return ((size_t)(K + 16) * sizeof(int32_t) + 63) / 64 * 64;
+}
 /* Rows of W listed per pass of the rank-1 update (fm_rank1_sub; a stack array of ints). */
 #define RANK1_CHUNK 256
 

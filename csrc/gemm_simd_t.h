@@ -19,6 +19,7 @@
  *   RD_ROWS            rows of a dot-product tile (direct NT path)
  *   RV_NV              vectors across a row-vector tile (direct NN/TN path, note 6)
  *   TRB, TRANSPOSE(d, ldd, s, lds)  d[q*ldd + r] = s[r*lds + q] for r, q < TRB (in registers)
+ *   TRB_BT, TRANSPOSE_BT           the same for the direct NT path's op(B) (S(direct_rt))
  *
  * Letters: C (M x N) = beta C + op(A) (M x K) op(B) (K x N), all row-major (gemm.h).
  * op(A)(i, k) is A[i*lda + k] (trans_a 0) or A[k*lda + i] (trans_a 1); op(B)(k, j) is
@@ -728,7 +729,31 @@ void EXPORT_RANK1(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1, ptr
     }
 }
 
+/* trans_a = 0, trans_b = 1 (gemm.c note 9): op(B) = B^T written K x N into the slot, TRB x TRB
+ * blocks transposed in registers, then the row-vector tiles of S(direct_rv) on it. */
+static void S(direct_rt)(const fm_gemm_prob *p) {
+    const T *B = (const T *)p->B;
+    ptrdiff_t N = p->N, K = p->K, ldb = p->ldb, j = 0;
+    T *bt = (T *)(p->work + fm_gemm_bt_offset(K));
+    for (; j + TRB_BT <= N; j += TRB_BT) {
+        ptrdiff_t k = 0;
+        for (; k + TRB_BT <= K; k += TRB_BT)
+            TRANSPOSE_BT(bt + k * N + j, N, B + j * ldb + k, ldb);
+        for (; k < K; k++)
+            for (int r = 0; r < TRB_BT; r++) bt[k * N + j + r] = B[(j + r) * ldb + k];
+    }
+    for (; j < N; j++)
+        for (ptrdiff_t k = 0; k < K; k++) bt[k * N + j] = B[j * ldb + k];
+    fm_gemm_prob q = *p;
+    q.B = bt;
+    q.ldb = N;
+    q.trans_b = 0;
+    q.bt = 0;
+    S(direct_rv)(&q);
+}
+
 void EXPORT_DIRECT(const fm_gemm_prob *p) {
     if (!p->trans_b) S(direct_rv)(p);
+    else if (p->bt) S(direct_rt)(p);
     else S(direct_rd)(p);  /* gemm.c sends TT to the packed path */
 }

@@ -38,6 +38,8 @@
 #undef VREDUCE
 #undef RD_ROWS
 #undef RV_NV
+#undef TRB_BT
+#undef TRANSPOSE_BT
 #undef TRB
 #undef TRANSPOSE
 #undef VLIST

@@ -77,6 +77,29 @@ static inline void tr4x4_f32(float *d, ptrdiff_t ldd, const float *s, ptrdiff_t 
     _mm_storeu_ps(d + 3 * ldd, r3);
 }
 
+/* The same for 8 x 8 (the direct NT path's transpose, gemm_simd_t.h S(direct_rt)): row r of s
+ * and row r + 4 share a vector, each 128-bit half then transposed as 4 x 4, so 16 shuffles
+ * move 64 values where 4 x 4 blocks take 32. */
+static inline void tr8x8_f32(float *d, ptrdiff_t ldd, const float *s, ptrdiff_t lds) {
+    __m256 lo[4], hi[4];
+    for (int r = 0; r < 4; r++) {
+        const float *a = s + r * lds, *b = s + (r + 4) * lds;
+        lo[r] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(a)), _mm_loadu_ps(b), 1);
+        hi[r] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(a + 4)),
+                                     _mm_loadu_ps(b + 4), 1);
+    }
+    for (int h = 0; h < 2; h++) {
+        __m256 *x = h ? hi : lo;
+        __m256 t0 = _mm256_unpacklo_ps(x[0], x[1]), t1 = _mm256_unpackhi_ps(x[0], x[1]);
+        __m256 t2 = _mm256_unpacklo_ps(x[2], x[3]), t3 = _mm256_unpackhi_ps(x[2], x[3]);
+        float *o = d + 4 * h * ldd;
+        _mm256_storeu_ps(o, _mm256_shuffle_ps(t0, t2, 0x44));
+        _mm256_storeu_ps(o + ldd, _mm256_shuffle_ps(t0, t2, 0xEE));
+        _mm256_storeu_ps(o + 2 * ldd, _mm256_shuffle_ps(t1, t3, 0x44));
+        _mm256_storeu_ps(o + 3 * ldd, _mm256_shuffle_ps(t1, t3, 0xEE));
+    }
+}
+
 static inline void tr2x2_f64(double *d, ptrdiff_t ldd, const double *s, ptrdiff_t lds) {
     __m128d r0 = _mm_loadu_pd(s), r1 = _mm_loadu_pd(s + lds);
     _mm_storeu_pd(d, _mm_unpacklo_pd(r0, r1));

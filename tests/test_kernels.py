@@ -189,6 +189,27 @@ def test_gemm_direct_threads_keep_blocks_of_rows(isa, dtype, case, rng):
         assert np.array_equal(C.view(np.uint8), C1.view(np.uint8)), nt
 
 
+@pytest.mark.parametrize("shape", [(5, 40, 50), (16, 64, 10), (32, 128, 64), (100, 10, 64),
+                                   (33, 17, 300), (7, 300, 301), (40, 257, 129), (5, 600, 600)],
+                         ids=shape_id)
+def test_gemm_nt_direct_equals_nn_on_the_transpose(isa, dtype, shape, rng):
+    """A mid-size NT product (dA = dZ W^T) on the direct path writes op(B) = B^T into the slot
+    and runs the NN row tiles on it (csrc/gemm.c note 9): its bits must be those of the NN
+    product on a transposed copy of B, on 1 to 3 threads, within the float64 bound. The shapes
+    cover edges of the 8 x 8 transpose (N or K not a multiple of 8), a row narrower than a
+    vector (N = 10), threaded direct products (40 x 257 x 129), K past a packed K block, and a
+    float64 B^T too large for the slot (5 x 600 x 600: the packed path)."""
+    M, N, K = shape
+    A, B, opA, opB = operands(rng, M, N, K, "NT", dtype)
+    Bt = np.ascontiguousarray(B.T)
+    C1 = run_gemm(A, Bt, M, N, "NN", dtype)
+    assert_close(C1, opA @ opB, rtol=2 * (K + 2) * eps(dtype), scale=np.abs(opA) @ np.abs(opB),
+                 what=f"gemm NT {shape}")
+    for nt in (1, 2, 3):
+        C = run_gemm(A, B, M, N, "NT", dtype, nthreads=nt)
+        assert np.array_equal(C.view(np.uint8), C1.view(np.uint8)), nt
+
+
 @pytest.mark.parametrize("case", ["NN", "TN", "NT"])
 @pytest.mark.parametrize("shape", [(300, 40, 200), (64, 1000, 40)], ids=shape_id)
 def test_gemm_chunks_every_thread_count(isa, dtype, case, shape, rng):
