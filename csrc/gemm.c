@@ -16,7 +16,7 @@
  *    gemm_avx512.c note 3).
  * 2. Paths, chosen from the shape alone (never from nthreads, so results stay bitwise equal
  *    for any thread count):
- *      direct  unpacked register tiles on the operands in place, no scratch:
+ *      direct  unpacked register tiles on the operands in place (no scratch but note 9's):
  *              NN and TN when M N K < DIRECT_MAX; NT when M N K <= NT_DIRECT_MAX (its
  *              dot-product tiles pay a horizontal sum per tile), or below DIRECT_MAX with
  *              op(B) transposed into the slot first (note 9);

@@ -113,9 +113,10 @@ static inline fm_gemm_prob fm_gemm_cols_of(const fm_gemm_prob *p, ptrdiff_t j0, 
     return q;
 }
 
-/* Scratch per thread: the packed A block and B panel of the SIMD paths (each kernel file checks its
- * blocking fits), or the transposed op(B) tile of the portable path. A multiple of 4 KiB so every
- * slot starts page-aligned when the first one does. */
+/* Scratch per thread: the packed A block and B panel of the SIMD paths (each kernel file checks
+ * its blocking fits), the transposed op(B) tile of the portable path, or a direct NT product's
+ * op(B) (gemm.c note 9). A multiple of 4 KiB so every slot starts page-aligned when the first
+ * one does. */
 #define FM_GEMM_SLOT_BYTES ((size_t)2048 * 1024)
 
 /* Where a direct NT product's op(B) goes in the slot (gemm.c note 9): past the list of a

@@ -729,8 +729,8 @@ void EXPORT_RANK1(T *W, const T *a, const T *dz, ptrdiff_t i0, ptrdiff_t i1, ptr
     }
 }
 
-/* trans_a = 0, trans_b = 1 (gemm.c note 9): op(B) = B^T written K x N into the slot, TRB x TRB
- * blocks transposed in registers, then the row-vector tiles of S(direct_rv) on it. */
+/* trans_a = 0, trans_b = 1 (gemm.c note 9): op(B) = B^T written K x N into the slot, TRB_BT x
+ * TRB_BT blocks transposed in registers, then the row-vector tiles of S(direct_rv) on it. */
 static void S(direct_rt)(const fm_gemm_prob *p) {
     const T *B = (const T *)p->B;
     ptrdiff_t N = p->N, K = p->K, ldb = p->ldb, j = 0;
