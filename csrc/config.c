@@ -23,20 +23,43 @@ int fm_openmp_enabled(void) {
 }
 
 /* The OpenMP default team size of the calling thread: OMP_NUM_THREADS, or the last limit set by
- * omp_set_num_threads (which threadpoolctl uses), else the number of processors. */
+ * omp_set_num_threads (which threadpoolctl uses), else the number of processors; never more
+ * than OMP_THREAD_LIMIT. */
 int fm_omp_max_threads(void) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    int n = omp_get_max_threads(), limit = omp_get_thread_limit();
+    return n < limit ? n : limit;
 #else
     return 1;
 #endif
 }
 
+/* The threads a team may have at most (OMP_THREAD_LIMIT), whatever a call asks for. */
+int fm_omp_thread_limit(void) {
+#ifdef _OPENMP
+    return omp_get_thread_limit();
+#else
+    return 1;
+#endif
+}
+
+/* The processors OpenMP may use. Where it binds its threads to places (OMP_PROC_BIND,
+ * OMP_PLACES), the calling thread's own mask is one place, and this counts them all. */
 int fm_omp_num_procs(void) {
 #ifdef _OPENMP
     return omp_get_num_procs();
 #else
     return 1;
+#endif
+}
+
+/* Whether OpenMP binds its threads to places (then the calling thread's CPU mask is not the
+ * process's: _threads.py). */
+int fm_omp_binds(void) {
+#ifdef _OPENMP
+    return omp_get_proc_bind() != omp_proc_bind_false;
+#else
+    return 0;
 #endif
 }
 

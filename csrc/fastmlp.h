@@ -304,7 +304,9 @@ int fm_loss_and_grad_f64(const fm_layer *plan, int64_t L, int loss, const double
 const char *fm_build_flags(void);
 int fm_openmp_enabled(void);
 int fm_omp_max_threads(void);
+int fm_omp_thread_limit(void);
 int fm_omp_num_procs(void);
+int fm_omp_binds(void);
 int fm_fp_flush(int set);
 /* The team size for a call asked to run on nt threads: nt, or 1 in a child forked from a
  * process that had asked for a team (config.c). fm_fork_guard() arms it, once. */

@@ -214,7 +214,7 @@ void *fm_gemm_slot(void *work, int slot) {
 
 size_t fm_gemm_work_bytes(int nthreads) {
     /* several threads: one slot more, for the AMX path's shared operand (gemm_amx.c note 7) */
-    return (size_t)(nthreads > 1 ? nthreads + 1 : 1) * FM_GEMM_SLOT_BYTES + 4096;
+    return (nthreads > 1 ? (size_t)nthreads + 1 : 1) * FM_GEMM_SLOT_BYTES + 4096;
 }
 
 /* ---- checks and the shared driver ---- */

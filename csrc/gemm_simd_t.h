@@ -26,11 +26,13 @@
  * B[k*ldb + j] (trans_b 0) or B[j*ldb + k] (trans_b 1).
  *
  * Design notes
- * 1. Every element of C is one chain of FMAs in increasing k, started from 0 (or from C when
+ * 1. On the packed path and the direct row-vector tiles (NN, TN, and NT through S(direct_rt))
+ *    every element of C is one chain of FMAs in increasing k, started from 0 (or from C when
  *    beta = 1), whichever thread computes it and wherever its tile lies: tiles sit on a grid of
  *    MR x NR anchored at (0, 0), threads split C only on that grid, edge tiles run the same
- *    micro-kernel on a padded copy, and KC depends on K alone. So results are bitwise the same
- *    for any thread count.
+ *    micro-kernel on a padded copy, and KC depends on K alone. The direct dot-product tiles
+ *    (small NT products, S(direct_rd)) sum VL lanes along k and then the lanes, an order also
+ *    set by K alone. So results are bitwise the same for any thread count.
  * 2. The epilogue runs once per element in the last K block, on the accumulators, before the
  *    store: bias add, relu and every derivative are exact in SIMD (same operations as act.h).
  *    sigmoid and tanh need exp: after the store the tile (still in L1) goes through act_row

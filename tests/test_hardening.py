@@ -883,6 +883,37 @@ def test_one_thread_starts_no_threads(mode):
         assert resolved == 1 and after == before
 
 
+THREAD_ENV = textwrap.dedent("""
+    import fastmlp
+    from fastmlp import _threads
+    print(fastmlp.get_num_threads(), _threads.resolve_threads(2), _threads.resolve_threads(-1))
+""")
+
+
+@pytest.mark.parametrize("env_set, want", [({"OMP_PROC_BIND": "true"}, 2),
+                                           ({"OMP_PLACES": "cores"}, 2),
+                                           ({"OMP_THREAD_LIMIT": "1"}, 1)])
+def test_openmp_binding_and_thread_limit(env_set, want):
+    """Found by new user #18: OMP_PROC_BIND or OMP_PLACES bind the main thread to one CPU when
+    the OpenMP runtime loads, and the thread helper, counting CPUs from that thread's mask, ran
+    everything on one thread even when asked for two; OpenMP's own count covers all places.
+    OMP_THREAD_LIMIT=1 was not counted at all: two threads were reported and asked for while
+    OpenMP ran one."""
+    if not _core.openmp_enabled() or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs OpenMP and two CPUs")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for k in ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_THREAD_LIMIT"):
+        env.pop(k, None)
+    env.update(env_set)
+    out = subprocess.run([sys.executable, "-c", THREAD_ENV], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    default, two, every = map(int, out.stdout.split())
+    assert two == want and every >= want and default >= want
+    if want == 1:
+        assert default == every == 1
+
+
 def test_thread_controls_take_effect_at_run_time():
     from threadpoolctl import threadpool_limits
 

@@ -99,8 +99,18 @@ def omp_max_threads():
     return fm_omp_max_threads()
 
 
+def omp_thread_limit():
+    """The most threads an OpenMP team may have (OMP_THREAD_LIMIT)."""
+    return fm_omp_thread_limit()
+
+
 def omp_num_procs():
     return fm_omp_num_procs()
+
+
+def omp_binds():
+    """Whether OpenMP binds its threads to places (OMP_PROC_BIND, OMP_PLACES)."""
+    return bool(fm_omp_binds())
 
 
 def fork_child():

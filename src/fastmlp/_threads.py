@@ -3,7 +3,8 @@
 Order of precedence: the ``n_threads`` argument of a call, then ``fastmlp.set_num_threads``,
 then OpenMP's own default for the calling thread (``OMP_NUM_THREADS``, or a limit set through
 threadpoolctl, which calls ``omp_set_num_threads`` in the OpenMP runtime this module links).
-The result is never more than the processors this process may run on, and never less than 1.
+The result is never more than the processors this process may run on, nor than OpenMP's thread
+limit (``OMP_THREAD_LIMIT``), and never less than 1.
 
 After a fork (multiprocessing's 'fork' start method, or ``os.fork``), a child of a process that
 has run work on several threads computes on one thread: GNU OpenMP keeps no record of the fork,
@@ -27,7 +28,13 @@ def _cpus():
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    return max(1, min(n, _core.omp_num_procs()) if _core.openmp_enabled() else n)
+    if not _core.openmp_enabled():
+        return max(1, n)
+    # Where OpenMP binds its threads to places (OMP_PROC_BIND, OMP_PLACES), it has bound this
+    # thread to the first one, so this thread's mask is not the process's: OpenMP counts them.
+    if _core.omp_binds():
+        return max(1, _core.omp_num_procs())
+    return max(1, min(n, _core.omp_num_procs()))
 
 
 def _check_request(n, name):
@@ -65,4 +72,4 @@ def resolve_threads(n_threads):
         n = _core.omp_max_threads()
     elif n < 0:
         n = cpus + 1 + n
-    return max(1, min(n, cpus))
+    return max(1, min(n, cpus, _core.omp_thread_limit()))
