@@ -23,12 +23,10 @@ int fm_openmp_enabled(void) {
 }
 
 /* The OpenMP default team size of the calling thread: OMP_NUM_THREADS, or the last limit set by
- * omp_set_num_threads (which threadpoolctl uses), else the number of processors; never more
- * than OMP_THREAD_LIMIT. */
+ * omp_set_num_threads (which threadpoolctl uses), else the number of processors. */
 int fm_omp_max_threads(void) {
 #ifdef _OPENMP
-    int n = omp_get_max_threads(), limit = omp_get_thread_limit();
-    return n < limit ? n : limit;
+    return omp_get_max_threads();
 #else
     return 1;
 #endif

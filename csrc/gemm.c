@@ -317,18 +317,21 @@ static int transposes_b(const fm_gemm_prob *p, double mnk, size_t es) {
            fm_gemm_bt_offset(p->K) + (size_t)p->N * (size_t)p->K * es <= FM_GEMM_SLOT_BYTES;
 }
 
-/* Note 2: does the direct path take this product (K > 0)? */
-static int take_direct(const fm_gemm_prob *p, double mnk, size_t es) {
+/* Note 2: does the direct path take this product (K > 0) as it stands? */
+static int take_direct(const fm_gemm_prob *p, double mnk) {
     if (p->trans_a && p->trans_b) return 0;
     if (p->M <= 4) return 1;
-    return p->trans_b ? mnk <= NT_DIRECT_MAX || transposes_b(p, mnk, es) : mnk < DIRECT_MAX;
+    return p->trans_b ? mnk <= NT_DIRECT_MAX : mnk < DIRECT_MAX;
 }
 
-/* Note 2: the path of a product (after thin_form): 0 portable (K = 0), 1 direct, 2 packed.
- * direct is NULL for the portable ISA. */
-static int choose_path(const fm_gemm_prob *p, direct_fn direct, size_t es) {
+/* Note 2: the path of a product (after thin_form): 0 portable (K = 0), 1 direct, 2 packed;
+ * sets p->bt for a direct NT product that transposes op(B) first (note 9). direct is NULL
+ * for the portable ISA. */
+static int choose_path(fm_gemm_prob *p, direct_fn direct, size_t es) {
     double mnk = (double)p->M * (double)p->N * (double)p->K;
-    return p->K == 0 ? 0 : direct && take_direct(p, mnk, es) ? 1 : 2;
+    if (p->K == 0) return 0;
+    p->bt = direct && transposes_b(p, mnk, es);
+    return direct && (p->bt || take_direct(p, mnk)) ? 1 : 2;
 }
 
 /* Note 8: a direct product split into blocks of rows, one per thread, each in its own slot. */
@@ -423,8 +426,7 @@ static int amx_takes(const fm_gemm_prob *p) {
         int path = choose_path(&whole, direct, sizeof(T));                                    \
         if (path == 2 && AMX_TAKES_##SFX(&whole)) packed = AMX_PACKED_##SFX;                  \
         int post = K > 0 && thin_form(&p);                                                    \
-        p.bt = path == 1 && transposes_b(&whole, (double)whole.M * (double)whole.N *          \
-                                                     (double)whole.K, sizeof(T));             \
+        p.bt = whole.bt;                                                                      \
         run_path(&p, path, nthreads, direct, packed, fm_gemm_portable_##SFX, sizeof(T));      \
         if (post) THIN_POST(T, fm_act_##SFX);                                                 \
         return FM_GEMM_OK;                                                                    \

@@ -32,8 +32,8 @@ LARGE = [(128, 512, 784), (257, 259, 263), (130, 65, 130)]
 # Threads: above a threading cut-off (csrc/gemm.c notes 4 and 8); the biggest one only in slow
 # runs. Packed: (40, 33, 6000)'s op(B) packed whole does not fit a thread's scratch, so it takes
 # the static split (gemm_simd_t.h note 7), the others hand out chunks. The last two (M N K
-# below 2^21; (75, 97, 90) an odd row count) are direct products split by rows, NT packed on
-# one thread.
+# below 2^21; (75, 97, 90) an odd row count) are direct products split by rows, NT too (op(B)
+# transposed first, csrc/gemm.c note 9).
 THREADED = [pytest.param((128, 512, 784), marks=pytest.mark.slow), (257, 259, 263),
             (40, 33, 6000), (130, 65, 130), (75, 97, 90)]
 

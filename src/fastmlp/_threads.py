@@ -28,13 +28,13 @@ def _cpus():
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    if not _core.openmp_enabled():
-        return max(1, n)
-    # Where OpenMP binds its threads to places (OMP_PROC_BIND, OMP_PLACES), it has bound this
-    # thread to the first one, so this thread's mask is not the process's: OpenMP counts them.
-    if _core.omp_binds():
-        return max(1, _core.omp_num_procs())
-    return max(1, min(n, _core.omp_num_procs()))
+    if _core.openmp_enabled():
+        # Where OpenMP binds its threads to places (OMP_PROC_BIND, OMP_PLACES), it has bound
+        # this thread to the first one, so this thread's mask is not the process's: OpenMP
+        # counts the places' CPUs.
+        procs = _core.omp_num_procs()
+        n = procs if _core.omp_binds() else min(n, procs)
+    return max(1, n)
 
 
 def _check_request(n, name):
