@@ -40,14 +40,33 @@ int S(fm_dense_forward_rows)(T *A_out, const T *A_in, const T *W, const T *b, pt
                ? FM_EARG : FM_OK;
 }
 
-/* db[j0:j1] (+)= column sums of dZ (N x O) over those columns, rows summed in order. */
-static void S(colsum_range)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, ptrdiff_t j0,
-                            ptrdiff_t j1, int acc) {
-    if (!acc)
-        for (ptrdiff_t j = j0; j < j1; j++) db[j] = 0;
-    for (ptrdiff_t i = 0; i < N; i++) {
-        const T *row = dZ + i * O;
-        for (ptrdiff_t j = j0; j < j1; j++) db[j] += row[j];
+/* db[j0:j1] (+)= column sums of dZ (N x O) over those columns, rows summed in order. A block
+ * of CB columns is summed in registers down all the rows, then stored: the same additions in
+ * the same order as adding each row into db, without a load and a store of db per row (the
+ * baseline build had made that loop SSE, 3.5% of a digits fit's samples on two threads).
+ * Cloned per ISA like the element-wise passes (fastmlp.h). */
+FM_CLONES static void S(colsum_range)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O,
+                                      ptrdiff_t j0, ptrdiff_t j1, int acc) {
+    enum { CB = 64 };
+    for (ptrdiff_t j = j0; j < j1; j += CB) {
+        ptrdiff_t w = j1 - j < CB ? j1 - j : CB;
+        T s[CB];
+        if (w == CB) {
+            #pragma omp simd
+            for (ptrdiff_t c = 0; c < CB; c++) s[c] = acc ? db[j + c] : 0;
+            for (ptrdiff_t i = 0; i < N; i++) {
+                const T *row = dZ + i * O + j;
+                #pragma omp simd
+                for (ptrdiff_t c = 0; c < CB; c++) s[c] += row[c];
+            }
+        } else {
+            for (ptrdiff_t c = 0; c < w; c++) s[c] = acc ? db[j + c] : 0;
+            for (ptrdiff_t i = 0; i < N; i++) {
+                const T *row = dZ + i * O + j;
+                for (ptrdiff_t c = 0; c < w; c++) s[c] += row[c];
+            }
+        }
+        for (ptrdiff_t c = 0; c < w; c++) db[j + c] = s[c];
     }
 }
 
