@@ -160,16 +160,20 @@ double S(fm_clip)(T *g, ptrdiff_t n, double tau) {
     return norm;
 }
 
-/* The largest |x| of n values (0 for none); NaN never occurs here (callers check first). */
-double S(fm_absmax)(const T *x, ptrdiff_t n) {
+/* The largest |x| of n values (0 for none); NaN never occurs here (callers check first).
+ * Cloned per ISA (note 8): the engine measures the bounds of note 7 with it at each epoch's
+ * first call, over the parameters and the state; any order of the maxima gives the same. */
+FM_CLONES static T S(absmax_run)(const T *x, ptrdiff_t n) {
     T m = 0;
     #pragma omp simd reduction(max:m)
     for (ptrdiff_t i = 0; i < n; i++) {
         T v = x[i] < 0 ? -x[i] : x[i];
         m = v > m ? v : m;
     }
-    return (double)m;
+    return m;
 }
+
+double S(fm_absmax)(const T *x, ptrdiff_t n) { return (double)S(absmax_run)(x, n); }
 
 /* p[i] -= a g[i] for i0 <= i < i1. Cloned per ISA (note 8): small updates run from L1. */
 FM_CLONES static void S(update_range)(T *p, const T *g, ptrdiff_t i0, ptrdiff_t i1, T a) {
