@@ -18,6 +18,7 @@ import argparse
 import atexit
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -225,17 +226,10 @@ def _probe_binary():
     return exe
 
 
-def fma_peak(threads, double=False, seconds=0.25, runs=5):
-    """Measured FMA peak in GFLOP/s on `threads` threads (None when it cannot be probed).
-
-    The best of `runs` runs: on a loaded machine every run is low, so this is a lower bound.
-    """
-    key = (threads, double)
-    if key in _probe_cache:
-        return _probe_cache[key]
+def _probe_rate(threads, double=False, seconds=0.25):
+    """One run of the FMA loop for about `seconds` on `threads` threads: FLOP/s, or None."""
     exe = _probe_binary()
     if exe is None:
-        _probe_cache[key] = None
         return None
 
     def run(iters):
@@ -243,11 +237,38 @@ def fma_peak(threads, double=False, seconds=0.25, runs=5):
                              capture_output=True, text=True, check=True)
         return float(out.stdout)
 
-    rate = run(1_000_000)
-    iters = max(1_000_000, int(seconds * rate / (2 * 8 * 12 * threads)))
-    best = max(run(iters) for _ in range(runs)) / 1e9
-    _probe_cache[key] = best
-    return best
+    key = ("iters", threads, double, seconds)
+    if key not in _probe_cache:
+        rate = run(1_000_000)
+        _probe_cache[key] = max(1_000_000, int(seconds * rate / (2 * 8 * 12 * threads)))
+    return run(_probe_cache[key])
+
+
+def fma_peak(threads, double=False, seconds=0.25, runs=5):
+    """Measured FMA peak in GFLOP/s on `threads` threads (None when it cannot be probed).
+
+    The best of `runs` runs: on a loaded machine every run is low, so this is a lower bound.
+    """
+    key = (threads, double)
+    if key not in _probe_cache:
+        rates = [_probe_rate(threads, double, seconds) for _ in range(runs)]
+        _probe_cache[key] = None if rates[0] is None else max(rates) / 1e9
+    return _probe_cache[key]
+
+
+def fma_scaling(threads, pairs=7, seconds=0.25):
+    """The FMA loop's rate on `threads` threads over its rate on one, in `pairs` runs of each,
+    alternating: (median, min, max), or None. What a kernel with no serial part and no
+    memory traffic would gain from the threads in these minutes; on a shared VM the vCPUs
+    are not always equally fast while all of them are busy."""
+    ratios = []
+    for _ in range(pairs):
+        one = _probe_rate(1, seconds=seconds)
+        many = _probe_rate(threads, seconds=seconds)
+        if one is None or many is None:
+            return None
+        ratios.append(many / one)
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def probe_isa():

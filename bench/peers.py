@@ -248,6 +248,10 @@ def print_workload(res, rows, checks, peak, out=sys.stdout):
         verdict = "met" if c["met"] else "NOT met"
         p(f"   {c['what']:<32} {c['ratio']:8.2f}x  (target >= {c['target']:g}x: {verdict}; "
           f"ratio of the fastest epochs {c['min_ratio']:.2f}x)")
+        if "fma_loop" in c:
+            med, lo, hi = c["fma_loop"]
+            p(f"   {'(the FMA loop alone, just after)':<32} {med:8.2f}x  (median of 7 runs "
+              f"alternating with one thread; {lo:.2f}-{hi:.2f}x)")
 
 
 def markdown(results, out=sys.stdout):
@@ -286,6 +290,13 @@ def markdown(results, out=sys.stdout):
         for c in r["checks"]:
             p(f"| {r['workload']} | {c['what']} | {c['ratio']:.2f}x | >= {c['target']:g}x | "
               f"{'yes' if c['met'] else 'no'} | {c['min_ratio']:.2f}x |")
+    for r in results:
+        for c in r["checks"]:
+            if "fma_loop" in c:
+                med, lo, hi = c["fma_loop"]
+                p(f"\n{r['workload']}, threads against one: the FMA loop alone, just after, "
+                  f"{med:.2f}x (median of 7 runs alternating with one thread; {lo:.2f}-"
+                  f"{hi:.2f}x).")
 
 
 def main():
@@ -326,6 +337,11 @@ def main():
             res = run_workload(wl, impls, epochs, a.threads, scaling, a.settle,
                                a.min_block)
             rows, checks = summarize(res, peak, peak1)
+            if scaling:
+                machine = _common.fma_scaling(a.threads)  # right after the epochs
+                for c in checks:
+                    if c["what"] == "fastmlp N threads vs 1 thread" and machine:
+                        c["fma_loop"] = machine
             print_workload(res, rows, checks, peak)
             sys.stdout.flush()
             res.update(rows=rows, checks=checks)
