@@ -593,6 +593,23 @@ def test_dense_backward(isa, dtype, act_in, shape, rng):
     assert np.array_equal(dW2, dW) and np.array_equal(db2, db)
 
 
+@pytest.mark.parametrize("N, O, nthreads", [(7, 10, 1), (33, 64, 1), (100, 130, 1),
+                                             (256, 200, 2), (300, 1000, 2)])
+def test_dense_backward_db_is_the_row_order_sum(dtype, N, O, nthreads, rng):
+    """db is the column sums of dZ added row after row in the dtype, from +0, bit for bit
+    (csrc/dense_t.h colsum_range sums blocks of columns in registers): widths below one block,
+    one block, blocks and a tail, and the threads' column halves (N O >= 32768)."""
+    dZ = rng.standard_normal((N, O)).astype(dtype)
+    dZ[0, :3] = -0.0  # 0 + -0 is +0 in the sequential sum too
+    A_in = rng.standard_normal((N, 3)).astype(dtype)
+    W = rng.standard_normal((3, O)).astype(dtype)
+    _, db, _ = dense_bwd(dZ, A_in, W, "identity", dtype, with_dA=False, nthreads=nthreads)
+    ref = np.zeros(O, dtype=dtype)
+    for row in dZ:
+        ref += row
+    assert db.tobytes() == ref.tobytes()
+
+
 @pytest.mark.parametrize("N, I, O", [(256, 300, 200), (128, 512, 10)])
 def test_dense_threads_bitwise(isa, dtype, N, I, O, rng):
     """Above every threading cut-off (N O >= 32768, M N K >= 2^21), and a W3 output layer
