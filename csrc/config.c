@@ -1,11 +1,36 @@
 /* config.c: what the build and the running process offer, for show_config() and the thread
- * helper. FASTMLP_CFLAGS is set by setup.py to the flags this file was compiled with. */
+ * helper. FASTMLP_CFLAGS is set by setup.py to the flags this file was compiled with.
+ *
+ * Design notes
+ * 1. Threads that start on one CPU. On Linux a new OpenMP worker thread may start on the CPU
+ *    of the thread that created it, and while both spin (GNU OpenMP's threads spin before they
+ *    sleep) they share that CPU in scheduler slices until the load balancer moves one. On the
+ *    2-core Xeon VM that took 100 ms to over 200 ms after a process's first parallel region:
+ *    a 2-thread region of 0.1 ms work took 4-9 ms, 15 to more than 30 times in a row, both
+ *    threads reporting CPU 0 (standalone OpenMP loop). The engine's first timing of many
+ *    threads against one (engine.c note 12) fell in that window and sent fresh W3 fits to one
+ *    thread for most of their first epoch (1.30-1.48 s against 0.6), in 4 of 6 processes.
+ *    fm_spread_threads runs a short region in which each worker that shares a CPU with a
+ *    lower-numbered thread moves to an allowed CPU that no thread of the team is on: it sets
+ *    its mask to that CPU alone and at once gives its own mask back, so the scheduler stays
+ *    free to move it later. The caller's thread never moves. Where OpenMP binds its threads
+ *    (OMP_PROC_BIND, OMP_PLACES) it places them itself and nothing is done. After the move the
+ *    threads stayed apart, across sleeps of 100 ms between regions too. The engine runs it
+ *    before each timing of many threads (its first, and the probes), so a few times a fit. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE  /* sched_getcpu, CPU_SET */
+#endif
+#include <stdlib.h>
+
 #include "fastmlp.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
+#endif
+#if defined(__linux__)
+#include <sched.h>
 #endif
 
 #ifndef FASTMLP_CFLAGS
@@ -51,6 +76,33 @@ int fm_omp_num_procs(void) {
 #endif
 }
 
+/* The processors in OpenMP's places, each counted once (OMP_PLACES='{0}' is one however many
+ * the mask holds; new user #19 saw two threads bound to that one CPU), or, without places,
+ * all it may use. */
+static int int_order(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+int fm_omp_place_procs(void) {
+#if defined(_OPENMP) && _OPENMP >= 201511
+    int np = omp_get_num_places(), total = 0;
+    if (np <= 0) return omp_get_num_procs();
+    for (int p = 0; p < np; p++) total += omp_get_place_num_procs(p);
+    int *ids = total > 0 ? malloc((size_t)total * sizeof *ids) : NULL;
+    if (!ids) return omp_get_num_procs();
+    for (int p = 0, k = 0; p < np; k += omp_get_place_num_procs(p), p++)
+        omp_get_place_proc_ids(p, ids + k);
+    qsort(ids, (size_t)total, sizeof *ids, int_order);
+    int distinct = 0;
+    for (int k = 0; k < total; k++) distinct += k == 0 || ids[k] != ids[k - 1];
+    free(ids);
+    return distinct;
+#else
+    return fm_omp_num_procs();
+#endif
+}
+
 /* Whether OpenMP binds its threads to places (then the calling thread's CPU mask is not the
  * process's: _threads.py). */
 int fm_omp_binds(void) {
@@ -59,6 +111,68 @@ int fm_omp_binds(void) {
 #else
     return 0;
 #endif
+}
+
+/* Note 1: spread a team of nt threads over distinct CPUs where they share one. */
+#define SPREAD_MAX 256  /* larger teams are left alone */
+void fm_spread_threads(int nt) {
+#if defined(_OPENMP) && defined(__linux__)
+    if (nt < 2 || nt > SPREAD_MAX || fm_omp_binds()) return;
+    int cpu[SPREAD_MAX];
+    #pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num(), q = omp_get_num_threads();
+        cpu[tid] = sched_getcpu();
+        #pragma omp barrier
+        /* a thread on the CPU of a lower one takes the rank-th free CPU of its mask, rank
+         * counting the lower threads that move too (each thread works it out alike) */
+        int moves = 0, rank = 0;
+        for (int t = 1; t <= tid; t++) {
+            int clash = 0;
+            for (int u = 0; u < t; u++) clash |= cpu[t] >= 0 && cpu[u] == cpu[t];
+            if (t < tid) rank += clash;
+            else moves = clash;
+        }
+        cpu_set_t mask, one;
+        if (moves && sched_getaffinity(0, sizeof mask, &mask) == 0) {
+            for (int c = 0; c < CPU_SETSIZE; c++) {
+                if (!CPU_ISSET(c, &mask)) continue;
+                int used = 0;
+                for (int u = 0; u < q; u++) used |= cpu[u] == c;
+                if (used || rank-- > 0) continue;
+                CPU_ZERO(&one);
+                CPU_SET(c, &one);
+                if (sched_setaffinity(0, sizeof one, &one) == 0)
+                    sched_setaffinity(0, sizeof mask, &mask);
+                break;
+            }
+        }
+    }
+#else
+    (void)nt;
+#endif
+}
+
+/* The CPU each thread of a team of nt is on (-1 where unknown), into cpu[0 .. nt): what
+ * note 1 looks at, for tests. Returns the team's size. */
+int fm_team_cpus(int nt, int *cpu) {
+    int q = 1;
+#if defined(_OPENMP) && defined(__linux__)
+    if (nt >= 2) {
+        #pragma omp parallel num_threads(nt)
+        {
+            int tid = omp_get_thread_num();
+            if (tid == 0) q = omp_get_num_threads();
+            if (tid < nt) cpu[tid] = sched_getcpu();
+        }
+        return q;
+    }
+    cpu[0] = sched_getcpu();
+#else
+    (void)nt;
+    cpu[0] = -1;
+#endif
+    return q;
 }
 
 /* Whether the calling thread flushes numbers below the normal range (FTZ or DAZ, fpmode.h);

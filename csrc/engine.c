@@ -128,6 +128,10 @@
  *    threads: a fresh fit on a loaded machine then pays one slow step, not two (with both cores
  *    busy, a one-epoch digits fit took 80 ms on two threads against 2.2 on one, two slow steps
  *    of about a scheduler time slice each).
+ *    Before each timing of many threads (the first and the probes) the team's threads are
+ *    spread over distinct CPUs where a worker shares one with a lower thread (config.c note
+ *    1): a fresh process's worker had started on the main thread's CPU, and the two spun
+ *    there in turns for the 100-300 ms the first timing fell in.
  *    Inference (fm_forward) is timed the same way with a block of rows as the chunk and the
  *    seconds per row as the unit, in a record the network keeps for each thread count apart
  *    from any workspace, so the timing carries from one call to the next whatever the

@@ -783,6 +783,7 @@ static int S(train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, 
         int64_t e = step_end - s < len ? step_end : s + len;
         R.first = !forced && first && many;
         R.slow = !forced && tu->t_one > 0.0 ? TUNE_SLOW * tu->t_one : INFINITY;
+        if (many && (first || probe)) fm_spread_threads(R.q > 1 ? R.q : nt);  /* note 12 */
         double t0 = omp_get_wtime();
         int rc = many && R.q > 1 ? S(team_chunk)(&R, s, e, R.q, &done)
                                  : S(thread_chunk)(&R, s, e, many ? nt : 1, &done);
@@ -835,6 +836,7 @@ int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, in
         int64_t nb = n - r0 < max_batch ? n - r0 : max_batch;
 #ifdef _OPENMP
         int probe = 0, first = 0, many = timed ? tune_pick(tu, &probe, &first) : 1;
+        if (timed && many && (first || probe)) fm_spread_threads(nt);  /* note 12 */
         double t0 = omp_get_wtime();
         S(forward_rows)(plan, L, params, &w, X + r0 * I0, nb, out + r0 * K, active,
                         many ? nt : 1);

@@ -307,6 +307,10 @@ int fm_omp_max_threads(void);
 int fm_omp_thread_limit(void);
 int fm_omp_num_procs(void);
 int fm_omp_binds(void);
+int fm_omp_place_procs(void);
+/* Spread a team of nt threads over distinct CPUs where they share one (config.c note 1). */
+void fm_spread_threads(int nt);
+int fm_team_cpus(int nt, int *cpu);
 int fm_fp_flush(int set);
 /* The team size for a call asked to run on nt threads: nt, or 1 in a child forked from a
  * process that had asked for a team (config.c). fm_fork_guard() arms it, once. */

@@ -892,13 +892,16 @@ THREAD_ENV = textwrap.dedent("""
 
 @pytest.mark.parametrize("env_set, want", [({"OMP_PROC_BIND": "true"}, 2),
                                            ({"OMP_PLACES": "cores"}, 2),
+                                           ({"OMP_PROC_BIND": "true", "OMP_PLACES": "{0}"}, 1),
+                                           ({"OMP_PLACES": "{0},{0}"}, 1),
                                            ({"OMP_THREAD_LIMIT": "1"}, 1)])
 def test_openmp_binding_and_thread_limit(env_set, want):
     """Found by new user #18: OMP_PROC_BIND or OMP_PLACES bind the main thread to one CPU when
     the OpenMP runtime loads, and the thread helper, counting CPUs from that thread's mask, ran
     everything on one thread even when asked for two; OpenMP's own count covers all places.
     OMP_THREAD_LIMIT=1 was not counted at all: two threads were reported and asked for while
-    OpenMP ran one."""
+    OpenMP ran one. New user #19: places narrower than the mask (OMP_PLACES='{0}') had two
+    threads bound to one CPU; the places' CPUs count, each once."""
     if not _core.openmp_enabled() or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs OpenMP and two CPUs")
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -912,6 +915,57 @@ def test_openmp_binding_and_thread_limit(env_set, want):
     assert two == want and every >= want and default >= want
     if want == 1:
         assert default == every == 1
+
+
+SPREAD = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import fastmlp
+    from fastmlp import _core
+    mask = os.sched_getaffinity(0)
+    if sys.argv[1] == "one-cpu":
+        os.sched_setaffinity(0, {min(mask)})
+        mask = os.sched_getaffinity(0)
+    if sys.argv[1] == "fit":
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((2000, 64)).astype(np.float32)  # 10 steps: both timings
+        y = rng.integers(0, 10, 2000)
+        net = fastmlp.MLP([64, 128, 64, 10], output="softmax", seed=0)
+        net.fit(X, y, optimizer=fastmlp.SGD(lr=0.01, batch_size=200), epochs=1, n_threads=2)
+        seen = [_core.team_cpus(2) for _ in range(5)]
+    else:
+        seen = []
+        for _ in range(5):
+            _core.spread_threads(2)
+            seen.append(_core.team_cpus(2))
+    distinct = [len(set(c)) == len(c) for c in seen]
+    print(all(distinct), any(distinct), os.sched_getaffinity(0) == mask, seen)
+""")
+
+
+@pytest.mark.parametrize("how", ["spread", "fit", "one-cpu"])
+def test_team_threads_spread_over_cpus(how):
+    """A fresh process's OpenMP worker may start on its creator's CPU, and on the Xeon VM both
+    threads spun there in scheduler slices for 100-300 ms (csrc/config.c note 1), while the
+    engine timed two threads against one. fm_spread_threads moves such a worker to a free CPU
+    of its mask and gives the mask back (the caller's mask is never touched); a fit does it
+    before it times two threads. With one CPU allowed nothing moves."""
+    if not _core.openmp_enabled() or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs OpenMP and two CPUs")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for k in ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_THREAD_LIMIT"):
+        env.pop(k, None)
+    out = subprocess.run([sys.executable, "-c", SPREAD, how], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    every, some, kept, seen = out.stdout.split(" ", 3)
+    assert kept == "True", seen
+    if how == "spread":  # each reading right after a spread
+        assert every == "True", seen
+    elif how == "fit":  # the scheduler may move threads after the fit's last timing
+        assert some == "True", seen
+    else:
+        assert some == "False", seen
 
 
 def test_thread_controls_take_effect_at_run_time():
@@ -1507,3 +1561,39 @@ def test_weights_set_by_a_callback_get_the_weights_advice_in_a_later_epoch():
                                                  r"these weights"):
         net.fit(X, X[:, 0], optimizer=fastmlp.SGD(lr=1e-6, batch_size=None), epochs=3,
                 callback=blow_up)
+
+
+# ------------------------------------------------------------------ errors sent between processes
+
+def _diverging_fit():
+    X = np.random.default_rng(0).standard_normal((64, 8))
+    y = np.arange(64) % 3
+    net = fastmlp.MLP([8, 5, 3], output="softmax", seed=0)
+    net.weights[0][0, 0] = 1e38  # a quarter of float32's range or more: no step applies
+    net.fit(X, y, optimizer=fastmlp.SGD(lr=1e-9, batch_size=16), epochs=1)
+
+
+def test_errors_pickle_whole_and_name_the_weights_at_the_limit():
+    """Found by new user #19: DivergenceError and NonFiniteOutputError could not be unpickled
+    (their __init__ takes the attributes, which pickle did not pass), so joblib or Dask could
+    not send one back from a worker; DivergenceError's repr was empty. And weights already
+    at a quarter of the dtype's range were refused with advice about the rate."""
+    with pytest.raises(fastmlp.DivergenceError) as info:
+        _diverging_fit()
+    e = info.value
+    assert "start from smaller weights" in str(e) and "smaller learning rate" not in str(e)
+    assert "start from smaller weights" in repr(e)
+    from fastmlp.network import NonFiniteOutputError
+    errors = [e, NonFiniteOutputError("row 3 is not finite", 3, "|x| = inf", "scale X"),
+              _core.NonFiniteError("loss", 2, -1, (1.0, 2.0), "loss")]
+    for err in errors:
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+        assert vars(back) == vars(err)
+
+
+def test_divergence_error_comes_back_from_a_joblib_worker():
+    joblib = pytest.importorskip("joblib")
+    with pytest.raises(fastmlp.DivergenceError, match="start from smaller weights"):
+        joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_diverging_fit)()
+                                                  for _ in range(2))

@@ -54,6 +54,9 @@ class NonFiniteError(FloatingPointError):
         self.what, self.step, self.layer, self.stats = what, step, layer, stats
         self.kind = kind
 
+    def __reduce__(self):  # pickled whole, as a worker's exception is sent back
+        return type(self), (self.what, self.step, self.layer, self.stats, self.kind)
+
 
 # What a refused step met (train_steps): NonFiniteError.kind and its `what`.
 NONFINITE_KINDS = {
@@ -108,9 +111,35 @@ def omp_num_procs():
     return fm_omp_num_procs()
 
 
+def omp_place_procs():
+    """The processors in OpenMP's places, each once (all it may use where it has none)."""
+    return fm_omp_place_procs()
+
+
 def omp_binds():
     """Whether OpenMP binds its threads to places (OMP_PROC_BIND, OMP_PLACES)."""
     return bool(fm_omp_binds())
+
+
+def spread_threads(int nthreads):
+    """Move the workers of a team of nthreads that share a CPU with a lower thread to CPUs of
+    their masks that no thread of the team is on (csrc/config.c note 1); the engine does this
+    before it times many threads against one."""
+    nthreads = fm_team(nthreads)  # note 5
+    with nogil:
+        fm_spread_threads(nthreads)
+
+
+def team_cpus(int nthreads):
+    """The CPU each thread of a team of nthreads is on (-1 where unknown), for tests."""
+    nthreads = fm_team(nthreads)  # note 5
+    if nthreads < 1 or nthreads > 256:
+        raise ValueError(f"nthreads must be in [1, 256], not {nthreads}")
+    cdef int cpu[256]
+    cdef int q
+    with nogil:
+        q = fm_team_cpus(nthreads, cpu)
+    return [cpu[t] for t in range(q)]
 
 
 def fork_child():

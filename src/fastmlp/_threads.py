@@ -30,10 +30,12 @@ def _cpus():
         n = os.cpu_count() or 1
     if _core.openmp_enabled():
         # Where OpenMP binds its threads to places (OMP_PROC_BIND, OMP_PLACES), it has bound
-        # this thread to the first one, so this thread's mask is not the process's: OpenMP
-        # counts the places' CPUs.
-        procs = _core.omp_num_procs()
-        n = procs if _core.omp_binds() else min(n, procs)
+        # this thread to the first one, so this thread's mask is not the process's: the CPUs
+        # are those of OpenMP's places, each counted once.
+        if _core.omp_binds():
+            n = _core.omp_place_procs()
+        else:
+            n = min(n, _core.omp_num_procs())
     return max(1, n)
 
 

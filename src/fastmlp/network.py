@@ -143,6 +143,9 @@ class NonFiniteOutputError(ValueError):
         super().__init__(message)
         self.row, self.detail, self.advice = row, detail, advice
 
+    def __reduce__(self):  # joblib and Dask send a worker's exception back pickled
+        return type(self), (str(self), self.row, self.detail, self.advice), self.__dict__
+
 
 class DivergenceError(FloatingPointError):
     """A step of ``fit`` met a non-finite loss, gradient or update and was not applied.
@@ -173,6 +176,13 @@ class DivergenceError(FloatingPointError):
     def __str__(self):
         return self.message()
 
+    def __repr__(self):
+        return f"{type(self).__name__}({self.message()!r})"
+
+    def __reduce__(self):  # joblib and Dask send a worker's exception back pickled
+        return (type(self), (self.epoch, self.step, self.what, self.layer, self.lr),
+                self.__dict__)
+
 
 def _clip_advice(clip_norm, name="clip_norm"):
     return f"a smaller {name} than {clip_norm:g}" if clip_norm else f"set {name}"
@@ -183,9 +193,18 @@ def _scale_hint(a, what, sym):
     return f" The {what} reach |{sym}| = {big:.3g}: standardize them." if big > 1e6 else ""
 
 
-def _divergence_advice(kind, first_step, opt, batch=1):
+def _divergence_advice(kind, first_step, opt, batch=1, params=None):
     """What can help after a refused step of the given kind (NonFiniteError.kind), or None
-    for the default advice (a smaller rate, or clip_norm)."""
+    for the default advice (a smaller rate, or clip_norm). params: the network's, to tell
+    weights already at the limit from a step that takes them there."""
+    if kind == "overflow" and params is not None and params.size:
+        top, limit = float(np.abs(params).max()), float(np.finfo(params.dtype).max) / 4
+        if top >= limit:
+            # found by new user #19: 1e38 in a float32 weight whose gradient is 0 was refused
+            # with advice about the rate, which cannot help (csrc/engine.c note 7)
+            return (f"A weight already reaches |w| = {top:.3g}, a quarter of the largest "
+                    f"{params.dtype} value or more, where no step is applied whatever the rate: "
+                    f"start from smaller weights.")
     decay = float(opt.lr) * float(opt.l2) / max(1, batch)  # the L2 term's share of a step
     if decay >= 2.0 and opt.l2 >= batch and opt._kind() != "adam":
         # W <- (1 - lr l2 / B) W, plus the loss's gradient: past 2 it grows every step. Named
@@ -1092,7 +1111,7 @@ class MLP:
                             hint += _scale_hint(y, "targets", "y")
                         first = e.step == 0 and not self._stepped
                         self._stepped = self._stepped or e.step > 0
-                        advice = _divergence_advice(e.kind, first, opt, B)
+                        advice = _divergence_advice(e.kind, first, opt, B, self._params)
                         raise DivergenceError(epoch + 1, e.step + 1, e.what, e.layer, opt.lr,
                                               hint, advice, opt.clip_norm) from None
                     # the running sums come back whole (train_steps' sums); counts add up
