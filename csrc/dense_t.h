@@ -83,7 +83,10 @@ static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int
     {
         unsigned own = fm_fp_adopt(fpm);
         int t = omp_get_thread_num(), p = omp_get_num_threads();
-        S(colsum_range)(db, dZ, N, O, O * t / p, O * (t + 1) / p, acc);
+        /* shares on colsum_range's 64-column blocks, so every column is summed by the code
+         * one thread would use for it (the bits of a NaN's sign too: new user #19) */
+        S(colsum_range)(db, dZ, N, O, O * t / p / 64 * 64,
+                        t + 1 == p ? O : O * (t + 1) / p / 64 * 64, acc);
         fm_fp_adopt(own);
     }
 #else

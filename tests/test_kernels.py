@@ -608,6 +608,11 @@ def test_dense_backward_db_is_the_row_order_sum(dtype, N, O, nthreads, rng):
     for row in dZ:
         ref += row
     assert db.tobytes() == ref.tobytes()
+    # NaNs of both signs meeting: the sign bit of the result is the same on any thread count
+    dZ[0], dZ[1] = -np.nan, np.nan
+    one = dense_bwd(dZ, A_in, W, "identity", dtype, with_dA=False, nthreads=1)[1]
+    two = dense_bwd(dZ, A_in, W, "identity", dtype, with_dA=False, nthreads=2)[1]
+    assert one.tobytes() == two.tobytes()
 
 
 @pytest.mark.parametrize("N, I, O", [(256, 300, 200), (128, 512, 10)])
