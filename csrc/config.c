@@ -5,18 +5,23 @@
  * 1. Threads that start on one CPU. On Linux a new OpenMP worker thread may start on the CPU
  *    of the thread that created it, and while both spin (GNU OpenMP's threads spin before they
  *    sleep) they share that CPU in scheduler slices until the load balancer moves one. On the
- *    2-core Xeon VM that took 100 ms to over 200 ms after a process's first parallel region:
- *    a 2-thread region of 0.1 ms work took 4-9 ms, 15 to more than 30 times in a row, both
- *    threads reporting CPU 0 (standalone OpenMP loop). The engine's first timing of many
- *    threads against one (engine.c note 12) fell in that window and sent fresh W3 fits to one
- *    thread for most of their first epoch (1.30-1.48 s against 0.6), in 4 of 6 processes.
- *    fm_spread_threads runs a short region in which each worker that shares a CPU with a
- *    lower-numbered thread moves to an allowed CPU that no thread of the team is on: it sets
- *    its mask to that CPU alone and at once gives its own mask back, so the scheduler stays
- *    free to move it later. The caller's thread never moves. Where OpenMP binds its threads
- *    (OMP_PROC_BIND, OMP_PLACES) it places them itself and nothing is done. After the move the
- *    threads stayed apart, across sleeps of 100 ms between regions too. The engine runs it
- *    before each timing of many threads (its first, and the probes), so a few times a fit. */
+ *    2-core Xeon VM that took from 100 ms to over 200 ms after a process's first parallel
+ *    region, for a while one afternoon: a 2-thread region of 0.1 ms of work took 4-9 ms, 15 to
+ *    more than 30 times in a row, both threads on CPU 0 (a standalone OpenMP loop). In the
+ *    same minutes the first two-thread steps of fresh W3 fits took 20-127 ms against 1.3 once
+ *    warm, so the engine's first timing of many threads against one (engine.c note 12) sent
+ *    them to one thread for most of their first epoch (1.0-1.5 s against 0.6-0.7; 4 of 6
+ *    processes, 3 of 3 in another run; their CPUs were not logged). fm_spread_threads runs a
+ *    short region in which each worker that shares a CPU with a lower-numbered thread moves
+ *    to an allowed CPU that no thread of the team is on: it sets its mask to that CPU alone
+ *    and at once gives its own mask back, so the scheduler stays free to move it later. The
+ *    caller's thread never moves. Where OpenMP binds its threads (OMP_PROC_BIND, OMP_PLACES)
+ *    it places them itself and nothing is done. In that loop, moved before its first region,
+ *    the team ran 0.1 ms regions from the first one on, on CPUs 0 and 1, and stayed apart
+ *    across sleeps of 100 ms between regions. Later the kernel itself separated the threads
+ *    after one or two regions, and fresh W3 fits' first epochs were 0.63-0.75 s with the
+ *    move and without (5 pairs of processes). The engine runs it before each timing of many
+ *    threads (its first, and the probes), a few times a fit: one short region each. */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE  /* sched_getcpu, CPU_SET */
 #endif
