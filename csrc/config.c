@@ -147,7 +147,16 @@ void fm_spread_threads(int nt) {
                 if (used || rank-- > 0) continue;
                 CPU_ZERO(&one);
                 CPU_SET(c, &one);
-                if (sched_setaffinity(0, sizeof one, &one) == 0)
+                /* A mask someone else sets on this thread meanwhile should stay: no move if
+                 * the mask changed since it was read, and the mask back only if it is still
+                 * the one set here. That narrows the window but cannot close it (Linux has
+                 * no compare-and-set of a mask): new user #20, spreading in a loop while
+                 * another thread set every thread's mask in a loop, still saw a few masks
+                 * set back within seconds, before these checks and after them. */
+                cpu_set_t now;
+                if (sched_getaffinity(0, sizeof now, &now) == 0 && CPU_EQUAL(&now, &mask) &&
+                    sched_setaffinity(0, sizeof one, &one) == 0 &&
+                    sched_getaffinity(0, sizeof now, &now) == 0 && CPU_EQUAL(&now, &one))
                     sched_setaffinity(0, sizeof mask, &mask);
                 break;
             }

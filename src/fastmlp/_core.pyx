@@ -55,7 +55,8 @@ class NonFiniteError(FloatingPointError):
         self.kind = kind
 
     def __reduce__(self):  # pickled whole, as a worker's exception is sent back
-        return type(self), (self.what, self.step, self.layer, self.stats, self.kind)
+        return (type(self), (self.what, self.step, self.layer, self.stats, self.kind),
+                self.__dict__)
 
 
 # What a refused step met (train_steps): NonFiniteError.kind and its `what`.

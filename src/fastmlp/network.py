@@ -176,6 +176,10 @@ class DivergenceError(FloatingPointError):
     def __str__(self):
         return self.message()
 
+    @property
+    def args(self):  # the message as it stands (the CLI sets epoch afterwards)
+        return (self.message(),)
+
     def __repr__(self):
         return f"{type(self).__name__}({self.message()!r})"
 
