@@ -12,6 +12,9 @@
  * machine, waking the OpenMP team costs a few microseconds, as much as ~20k multiply-adds. */
 #define FM_PAR_MIN 32768
 
+/* Columns of db summed together in registers (dense_t.h, colsum_range). */
+#define COLSUM_BLOCK 64
+
 #define T float
 #define S(name) name##_f32
 #include "dense_t.h"

@@ -40,34 +40,34 @@ int S(fm_dense_forward_rows)(T *A_out, const T *A_in, const T *W, const T *b, pt
                ? FM_EARG : FM_OK;
 }
 
-/* db[j0:j1] (+)= column sums of dZ (N x O) over those columns, rows summed in order. A block
- * of CB columns is summed in registers down all the rows, then stored: the same additions in
- * the same order as adding each row into db, without a load and a store of db per row (the
- * baseline build had made that loop SSE, 3.5% of a digits fit's samples on two threads).
- * Cloned per ISA like the element-wise passes (fastmlp.h). */
+/* db[j : j+w] (+)= column sums of dZ (N x O) over those w <= COLSUM_BLOCK columns, summed
+ * in registers down all the rows, then stored. Inlined with w = COLSUM_BLOCK for the whole
+ * blocks, so those loops have a constant length and stay in vector registers. */
+static inline __attribute__((always_inline)) void
+S(colsum_block)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, ptrdiff_t j, const ptrdiff_t w,
+                int acc) {
+    T s[COLSUM_BLOCK];
+    #pragma omp simd
+    for (ptrdiff_t c = 0; c < w; c++) s[c] = acc ? db[j + c] : 0;
+    for (ptrdiff_t i = 0; i < N; i++) {
+        const T *row = dZ + i * O + j;
+        #pragma omp simd
+        for (ptrdiff_t c = 0; c < w; c++) s[c] += row[c];
+    }
+    for (ptrdiff_t c = 0; c < w; c++) db[j + c] = s[c];
+}
+
+/* db[j0:j1] (+)= column sums of dZ (N x O) over those columns, rows summed in order, a block
+ * of COLSUM_BLOCK columns at a time from j0: the same additions in the same order as adding
+ * each row into db, without a load and a store of db per row (the baseline build had made
+ * that loop SSE, 3.5% of a digits fit's samples on two threads). Cloned per ISA like the
+ * element-wise passes (fastmlp.h). */
 FM_CLONES static void S(colsum_range)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O,
                                       ptrdiff_t j0, ptrdiff_t j1, int acc) {
-    enum { CB = 64 };
-    for (ptrdiff_t j = j0; j < j1; j += CB) {
-        ptrdiff_t w = j1 - j < CB ? j1 - j : CB;
-        T s[CB];
-        if (w == CB) {
-            #pragma omp simd
-            for (ptrdiff_t c = 0; c < CB; c++) s[c] = acc ? db[j + c] : 0;
-            for (ptrdiff_t i = 0; i < N; i++) {
-                const T *row = dZ + i * O + j;
-                #pragma omp simd
-                for (ptrdiff_t c = 0; c < CB; c++) s[c] += row[c];
-            }
-        } else {
-            for (ptrdiff_t c = 0; c < w; c++) s[c] = acc ? db[j + c] : 0;
-            for (ptrdiff_t i = 0; i < N; i++) {
-                const T *row = dZ + i * O + j;
-                for (ptrdiff_t c = 0; c < w; c++) s[c] += row[c];
-            }
-        }
-        for (ptrdiff_t c = 0; c < w; c++) db[j + c] = s[c];
-    }
+    ptrdiff_t j = j0;
+    for (; j + COLSUM_BLOCK <= j1; j += COLSUM_BLOCK)
+        S(colsum_block)(db, dZ, N, O, j, COLSUM_BLOCK, acc);
+    if (j < j1) S(colsum_block)(db, dZ, N, O, j, j1 - j, acc);
 }
 
 /* db (O) (+)= column sums of dZ (N x O). Threads own blocks of columns, so every sum runs in
@@ -83,10 +83,11 @@ static void S(colsum)(T *db, const T *dZ, ptrdiff_t N, ptrdiff_t O, int acc, int
     {
         unsigned own = fm_fp_adopt(fpm);
         int t = omp_get_thread_num(), p = omp_get_num_threads();
-        /* shares on colsum_range's 64-column blocks, so every column is summed by the code
-         * one thread would use for it (the bits of a NaN's sign too: new user #19) */
-        S(colsum_range)(db, dZ, N, O, O * t / p / 64 * 64,
-                        t + 1 == p ? O : O * (t + 1) / p / 64 * 64, acc);
+        /* shares on colsum_range's blocks, so every column is summed by the code one
+         * thread would use for it (the bits of a NaN's sign too: new user #19) */
+        ptrdiff_t j0 = O * t / p / COLSUM_BLOCK * COLSUM_BLOCK;
+        ptrdiff_t j1 = t + 1 == p ? O : O * (t + 1) / p / COLSUM_BLOCK * COLSUM_BLOCK;
+        S(colsum_range)(db, dZ, N, O, j0, j1, acc);
         fm_fp_adopt(own);
     }
 #else
