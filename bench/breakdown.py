@@ -2,7 +2,7 @@
 
     python bench/breakdown.py                       # every workload
     python bench/breakdown.py --workloads W2b1,W3 --threads 1
-    python bench/breakdown.py --workloads W2 --batch 200   # the digits estimator's steps
+    python bench/breakdown.py --workloads W2 --batch 200 --optimizer adam   # digits estimator
 
 For each workload, epochs of fastmlp's engine (``train_steps`` over a permutation, the
 workload's batch size, one workspace kept across them as fit keeps it) are timed whole, and
@@ -27,6 +27,7 @@ if __name__ == "__main__":
     _common.clean_blas_env()
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
@@ -43,7 +44,16 @@ def _median_time(fn, repeats):
     return statistics.median(ts)
 
 
-def loop(wl, threads, seconds):
+def _optimizer(name, lr, n_params):
+    """The settings tuple and state array ``train_steps`` takes for `name` at rate `lr`:
+    plain SGD, or Adam with scikit-learn's defaults and the estimator's L2 term (alpha 1e-4
+    over the batch), as `fastmlp.sklearn`'s default solver runs it."""
+    if name == "sgd":
+        return _common.sgd_settings(lr), None
+    return ("adam", lr, 0.0, 0.0, 0.9, 0.999, 1e-8, 1e-4, 0), np.zeros(2 * n_params, np.float32)
+
+
+def loop(wl, threads, seconds, optimizer="sgd"):
     """Train full epochs of the engine for `seconds`; returns the epoch count."""
     from fastmlp import _core
     X, y = _common.make_data(wl)
@@ -52,17 +62,17 @@ def loop(wl, threads, seconds):
     w, cap = net._new_workspace(B, threads), B
     stats = np.zeros((net.n_layers, 4))
     rng = np.random.default_rng(9)
+    settings, state = _optimizer(optimizer, wl.fastmlp_lr, net._params.shape[0])
     end, epochs = time.perf_counter() + seconds, 0
     while time.perf_counter() < end:
         perm = rng.permutation(n).astype(np.int64)
-        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, cap, X, y,
-                          None, perm, B, 0, -(-n // B), _common.sgd_settings(wl.fastmlp_lr),
-                          stats, None, threads)
+        _core.train_steps(net._plan, net.loss, net._params, net._grads, state, w, cap, X, y,
+                          None, perm, B, 0, -(-n // B), settings, stats, None, threads)
         epochs += 1
     return epochs
 
 
-def phases(wl, threads, repeats):
+def phases(wl, threads, repeats, optimizer="sgd"):
     """Median seconds of a whole epoch (on `threads`, and on one), and the engine's phases of
     `repeats` further epochs with their mean length, in seconds per epoch."""
     from fastmlp import _core
@@ -74,13 +84,13 @@ def phases(wl, threads, repeats):
     stats = np.zeros((net.n_layers, 4))
     spaces = {}
     # A tiny rate keeps the weights (and so the work) nearly the same over the repeats.
-    settings = _common.sgd_settings(1e-6)
+    settings, state = _optimizer(optimizer, 1e-6, net._params.shape[0])
 
     def epoch(nt=threads, timer=None):
         if nt not in spaces:
             spaces[nt] = net._new_workspace(B, nt)
         w = spaces[nt]
-        _core.train_steps(net._plan, net.loss, net._params, net._grads, None, w, B, X, y,
+        _core.train_steps(net._plan, net.loss, net._params, net._grads, state, w, B, X, y,
                           None, perm, B, 0, steps, settings, stats, None, nt, phases=timer)
 
     t = {"full": _median_time(epoch, repeats), "steps": steps}
@@ -96,6 +106,13 @@ def phases(wl, threads, repeats):
     return t
 
 
+def _workload(name, batch):
+    """The workload called `name`, with `batch` rows a step instead of its own if given."""
+    wl = copy.copy(_common.WORKLOADS[name.strip()])
+    wl.batch = batch or wl.batch
+    return wl
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workloads", default=",".join(_common.WORKLOADS))
@@ -103,13 +120,15 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, help="a batch size for every workload instead of its "
                                             "own (e.g. 200: small networks then run as a team)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="adam: the estimators' default solver, with L2 (default sgd)")
     p.add_argument("--loop", type=float, metavar="SECONDS",
                    help="only train full epochs for this long (for a profiler)")
     a = p.parse_args()
     if a.loop:
         for name in a.workloads.split(","):
-            wl = _common.WORKLOADS[name.strip()]
-            print(f"{wl.name}: {loop(wl, a.threads, a.loop)} epochs in {a.loop:g} s")
+            wl = _workload(name, a.batch)
+            print(f"{wl.name}: {loop(wl, a.threads, a.loop, a.optimizer)} epochs in {a.loop:g} s")
         return 0
     from fastmlp import _core
     print(f"fastmlp engine breakdown ({a.threads} threads, median of {a.repeats} epochs; "
@@ -120,14 +139,10 @@ def main():
     print("\n| workload | epoch s | us/step | " + " | ".join(names) + " | epoch at 1 thread |")
     print("|---|---|---|" + "---|" * len(names) + "---|")
     for name in a.workloads.split(","):
-        wl = _common.WORKLOADS[name.strip()]
-        label = wl.name
-        if a.batch:
-            label += f", batch {a.batch}"
-            wl = _common.Workload(wl.name, wl.title, wl.sizes,
-                                  wl.activation, wl.output, wl.n, a.batch, wl.lr, wl.epochs,
-                                  wl.quick_epochs)
-        t = phases(wl, a.threads, a.repeats)
+        wl = _workload(name, a.batch)
+        label = wl.name + (f", batch {a.batch}" if a.batch else "") + (
+            ", adam" if a.optimizer == "adam" else "")
+        t = phases(wl, a.threads, a.repeats, a.optimizer)
         full, steps, timed = t["full"], t["steps"], t["timed"]
         cells = [f"{1e6 * t[k] / steps:.3g} ({100 * t[k] / timed:.0f}%)" for k in names]
         one = t.get("full, 1 thread")

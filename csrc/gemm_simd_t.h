@@ -69,6 +69,13 @@
  *    two 512-bit FMA units per core) the W2 epoch at one thread (digits 64-128-64-10, batch
  *    32) went 1780 -> 1694 us (medians of 10 processes alternating the builds, each the
  *    median of 25 epochs); 8 x 2, 12 x 2 and 4 x 4 tiles gave 1717-1761 us.
+ *    The k loop of a whole tile names its addresses so that they fit the 16 general
+ *    registers: B at constant offsets from column j, and the rows of A from two bases (row
+ *    r at a + (r % 3) si, from a or a + 3 si). Reached through the edge tiles' column list
+ *    and six row offsets, GCC 12 kept two of them on the stack and one in a vector register,
+ *    a reload and a move on an FMA port every k. Same bits; the W2 epoch at one thread
+ *    1.28 -> 1.20 ms (processes of the two builds alternating, 6 pairs, 5 of them faster);
+ *    AVX2 (1.83 ms) and W2b1 unchanged.
  * 7. Threads take chunks of C one at a time, not a fixed share each: on
  *    the shared 2-core Xeon one vCPU often runs 1.3-1.5x slower than the other for minutes
  *    (an FMA loop per thread, and the team's blocks of engine.c note 11, showed it), and with
@@ -490,16 +497,21 @@ S(rv_tile)(const int ROWS, const int NV, const int MODE, const int LIST, const f
             _Pragma("GCC unroll 16")
             for (int v = 0; v < NV; v++) acc[0][v] = VFMA(ar, b[v], acc[0][v]);
         }
-    } else
-    for (ptrdiff_t k = 0; k < p->K; k++, a += sk, B += ldb) {
-        V b[4];
-        _Pragma("GCC unroll 16")
-        for (int v = 0; v < NV; v++) b[v] = RV_LOAD(B + col[v]);
-        _Pragma("GCC unroll 16")
-        for (int r = 0; r < ROWS; r++) {
-            V ar = VSET1(a[r * si]);
+    } else {
+        /* Rows r >= 3 from a second base, so row r is at a + (r % 3) si: three GPRs for the
+         * rows' addresses whatever si is. Whole tiles load B at constant offsets from j. */
+        const T *a3 = a + 3 * si, *bj = B + j;
+        for (ptrdiff_t k = 0; k < p->K; k++, a += sk, a3 += sk, B += ldb, bj += ldb) {
+            V b[4];
             _Pragma("GCC unroll 16")
-            for (int v = 0; v < NV; v++) acc[r][v] = VFMA(ar, b[v], acc[r][v]);
+            for (int v = 0; v < NV; v++)
+                b[v] = MODE == RV_FULL ? VLOADU(bj + v * VL) : RV_LOAD(B + col[v]);
+            _Pragma("GCC unroll 16")
+            for (int r = 0; r < ROWS; r++) {
+                V ar = VSET1(r < 3 ? a[r * si] : a3[(r - 3) * si]);
+                _Pragma("GCC unroll 16")
+                for (int v = 0; v < NV; v++) acc[r][v] = VFMA(ar, b[v], acc[r][v]);
+            }
         }
     }
     S(tile_epi) e = {p->epi, p->act, (const T *)p->bias, p->h ? (const T *)p->h + i * p->ldh : NULL,
