@@ -69,11 +69,12 @@
  *    two 512-bit FMA units per core) the W2 epoch at one thread (digits 64-128-64-10, batch
  *    32) went 1780 -> 1694 us (medians of 10 processes alternating the builds, each the
  *    median of 25 epochs); 8 x 2, 12 x 2 and 4 x 4 tiles gave 1717-1761 us.
- *    The k loop of a whole tile names its addresses so that they fit the 16 general
- *    registers: B at constant offsets from column j, and the rows of A from two bases (row
- *    r at a + (r % 3) si, from a or a + 3 si). Reached through the edge tiles' column list
- *    and six row offsets, GCC 12 kept two of them on the stack and one in a vector register,
- *    a reload and a move on an FMA port every k. Same bits; the W2 epoch at one thread
+ *    The k loop of a tile names its addresses so that they fit the 16 general registers:
+ *    B at constant offsets from column j (an edge tile's last vector at one more offset),
+ *    and the rows of A from two bases (row r at a + (r % 3) si, from a or a + 3 si).
+ *    Reached through the edge tiles' column list and six row offsets, GCC 12 kept two of
+ *    them on the stack and one in a vector register, a reload and a move on an FMA port
+ *    every k. Same bits; the W2 epoch at one thread
  *    1.28 -> 1.20 ms (processes of the two builds alternating, 6 pairs, 5 of them faster);
  *    AVX2 (1.83 ms) and W2b1 unchanged.
  * 7. Threads take chunks of C one at a time, not a fixed share each: on
@@ -498,14 +499,16 @@ S(rv_tile)(const int ROWS, const int NV, const int MODE, const int LIST, const f
             for (int v = 0; v < NV; v++) acc[0][v] = VFMA(ar, b[v], acc[0][v]);
         }
     } else {
-        /* Rows r >= 3 from a second base, so row r is at a + (r % 3) si: three GPRs for the
-         * rows' addresses whatever si is. Whole tiles load B at constant offsets from j. */
+        /* Note 6: row r at a + (r % 3) si, from a or a3; B at constant offsets from column
+         * j, but for an edge tile's last vector, which lies at N - VL (NV is then the number
+         * of vectors the edge needs, so every other one lies at j + v VL). */
         const T *a3 = a + 3 * si, *bj = B + j;
-        for (ptrdiff_t k = 0; k < p->K; k++, a += sk, a3 += sk, B += ldb, bj += ldb) {
+        ptrdiff_t last = MODE == RV_SHIFT ? p->N - VL - j : (NV - 1) * VL;
+        for (ptrdiff_t k = 0; k < p->K; k++, a += sk, a3 += sk, bj += ldb) {
             V b[4];
             _Pragma("GCC unroll 16")
             for (int v = 0; v < NV; v++)
-                b[v] = MODE == RV_FULL ? VLOADU(bj + v * VL) : RV_LOAD(B + col[v]);
+                b[v] = RV_LOAD(bj + (v == NV - 1 ? last : v * VL));
             _Pragma("GCC unroll 16")
             for (int r = 0; r < ROWS; r++) {
                 V ar = VSET1(r < 3 ? a[r * si] : a3[(r - 3) * si]);
