@@ -108,7 +108,7 @@ def phases(wl, threads, repeats, optimizer="sgd"):
 
 def _workload(name, batch):
     """The workload called `name`, with `batch` rows a step instead of its own if given."""
-    wl = copy.copy(_common.WORKLOADS[name.strip()])
+    wl = copy.copy(_common.WORKLOADS[name])
     wl.batch = batch or wl.batch
     return wl
 
@@ -125,8 +125,20 @@ def main():
     p.add_argument("--loop", type=float, metavar="SECONDS",
                    help="only train full epochs for this long (for a profiler)")
     a = p.parse_args()
-    if a.loop:
-        for name in a.workloads.split(","):
+    a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
+    if not a.workloads:
+        p.error("--workloads names no workload")
+    for w in a.workloads:
+        if w not in _common.WORKLOADS:
+            p.error(f"unknown workload {w!r}; choose from {', '.join(_common.WORKLOADS)}")
+    for name in ("threads", "repeats", "batch"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            p.error(f"--{name} must be at least 1, got {v}")
+    if a.loop is not None and not 0.0 < a.loop < float("inf"):
+        p.error(f"--loop must be a number of seconds > 0, got {a.loop:g}")
+    if a.loop is not None:
+        for name in a.workloads:
             wl = _workload(name, a.batch)
             print(f"{wl.name}: {loop(wl, a.threads, a.loop, a.optimizer)} epochs in {a.loop:g} s")
         return 0
@@ -138,7 +150,7 @@ def main():
     names = list(_core.PHASES) + ["other"]
     print("\n| workload | epoch s | us/step | " + " | ".join(names) + " | epoch at 1 thread |")
     print("|---|---|---|" + "---|" * len(names) + "---|")
-    for name in a.workloads.split(","):
+    for name in a.workloads:
         wl = _workload(name, a.batch)
         label = wl.name + (f", batch {a.batch}" if a.batch else "") + (
             ", adam" if a.optimizer == "adam" else "")

@@ -753,7 +753,7 @@ static int S(train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, 
                           const T *sw, const int64_t *idx, int64_t n, int64_t B,
                           int64_t step_begin, int64_t step_end, fm_opt *opt, fm_stats *st,
                           double *layer_stats, uint8_t *active, int nt) {
-    if (B < 1 || B > max_batch || n < 1 || step_begin < 0) return FM_EARG;
+    if (B < 1 || B > max_batch || n < 1 || step_begin < 0 || nt < 1) return FM_EARG;
     if (opt->kind < 0 || opt->kind >= FM_OPT_COUNT || (opt->kind != FM_OPT_SGD && !state))
         return FM_EARG;
     int64_t n_params = plan_extent(plan, L);  /* Adam's v follows m in the state buffer */
@@ -820,7 +820,7 @@ int S(fm_train_steps)(const fm_layer *plan, int64_t L, int loss, T *params, T *g
 
 int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, int64_t max_batch,
                   const T *X, int64_t n, T *out, uint8_t *active, int nt, void *tune) {
-    if (max_batch < 1 || n < 0) return FM_EARG;
+    if (max_batch < 1 || n < 0 || nt < 1) return FM_EARG;
     S(fm_ws) w;
     S(ws_layout)(&w, ws, plan, L, max_batch, nt);
     int64_t I0 = plan[0].fan_in, K = plan[L - 1].fan_out;
@@ -851,7 +851,7 @@ int S(fm_forward)(const fm_layer *plan, int64_t L, const T *params, void *ws, in
 int S(fm_loss_and_grad)(const fm_layer *plan, int64_t L, int loss, const T *params, T *grads,
                         void *ws, int64_t max_batch, const T *X, const void *Y, int64_t n,
                         double *loss_out, int nt) {
-    if (max_batch < 1 || n < 1) return FM_EARG;
+    if (max_batch < 1 || n < 1 || nt < 1) return FM_EARG;
     S(fm_ws) w;
     S(ws_layout)(&w, ws, plan, L, max_batch, nt);
     int64_t I0 = plan[0].fan_in, K = plan[L - 1].fan_out;

@@ -389,6 +389,30 @@ def test_the_engine_gets_aligned_buffers_in_fit_and_after_pickling(rng, monkeypa
     assert len(seen) >= 8 and all(m == 0 for call in seen for m in call), seen
 
 
+@pytest.mark.parametrize("nthreads", [0, -1])
+def test_engine_calls_refuse_fewer_than_one_thread_and_change_nothing(nthreads, rng):
+    """New user #21: train_steps with nthreads 0 reported its steps and trained nothing (the
+    engine dropped the products' refusal). Each engine entry point now refuses it first."""
+    X, y = rng.standard_normal((40, 7)).astype(np.float32), rng.integers(0, 3, 40)
+    net = fastmlp.MLP([7, 9, 3], output="softmax", dtype="float32", seed=0)
+    before = net._params.copy()
+    ws = net._new_workspace(8, 1)
+    grads = np.zeros_like(net._params)
+    with pytest.raises(ValueError, match=f"train_steps: nthreads must be at least 1, got "
+                                         f"{nthreads}"):
+        _core.train_steps(net._plan, net.loss, net._params, grads, None, ws, 8, X, y, None,
+                          np.arange(40), 8, 0, 5, ("sgd", 0.1, 0.0, 0.0, 0.9, 0.999, 1e-8,
+                                                   0.0, 0), np.zeros((2, 4)), None, nthreads)
+    with pytest.raises(ValueError, match="forward: nthreads must be at least 1"):
+        _core.forward(net._plan, net._params, ws, 8, X, np.zeros((40, 3), np.float32),
+                      nthreads)
+    with pytest.raises(ValueError, match="loss_and_grad: nthreads must be at least 1"):
+        _core.loss_and_grad(net._plan, net.loss, net._params, grads, ws, 8, X[:8], y[:8],
+                            nthreads)
+    np.testing.assert_array_equal(net._params, before)
+    assert not grads.any()
+
+
 def test_timing_probes_the_mode_left_behind_soon_after_a_flip(rng, monkeypatch):
     """When the faster mode's own chunks slow past the other mode (a core taken away), the
     mode left behind is timed again after 2 chunks, not after the long gap the probes of

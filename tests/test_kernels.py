@@ -108,6 +108,14 @@ def test_isa_default_is_the_best_the_cpu_has():
     env["FASTMLP_ISA"] = "portable"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "portable", out.stderr
+    assert "FASTMLP_ISA" not in out.stderr
+    # Another name is ignored, with a warning that says so (new user #21 tried "generic").
+    env["FASTMLP_ISA"] = "generic"
+    code = "import fastmlp; print(fastmlp._core.gemm_isa())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == want, out.stderr
+    assert "RuntimeWarning: FASTMLP_ISA='generic' is not one of portable, avx2, avx512, amx " \
+           f"and is ignored; the matrix kernels take the {want} path" in out.stderr, out.stderr
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -58,6 +58,25 @@ def show_config(file=None):
     return text
 
 
+_ISAS = ("portable", "avx2", "avx512", "amx")  # csrc/gemm.c, lowest first
+
+
+def _check_isa_setting():
+    """FASTMLP_ISA lowers the kernels' instruction set (csrc/gemm.c note 1); another value is
+    ignored, which a typo (found by new user #21: "generic") should not be silently."""
+    import os
+    import warnings
+
+    want = os.environ.get("FASTMLP_ISA")
+    if want is not None and want not in _ISAS:
+        warnings.warn(f"FASTMLP_ISA={want!r} is not one of {', '.join(_ISAS)} and is ignored; "
+                      f"the matrix kernels take the {_core.gemm_isa()} path, the best this "
+                      f"CPU runs", RuntimeWarning, stacklevel=2)
+
+
+_check_isa_setting()
+
+
 def __getattr__(name):
     """``fastmlp.sklearn`` is imported on first use (scikit-learn is slow to import)."""
     if name == "sklearn":

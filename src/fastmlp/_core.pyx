@@ -78,6 +78,13 @@ cdef int _check(int rc, str where) except -1:
     raise ValueError(f"{where}: invalid sizes or arguments (status {rc})")
 
 
+cdef int _engine_threads(int nthreads, str where) except -1:
+    """fm_team(nthreads) for an engine call, which needs at least one thread."""
+    if nthreads < 1:
+        raise ValueError(f"{where}: nthreads must be at least 1, got {nthreads}")
+    return fm_team(nthreads)
+
+
 def _work(int nt):
     return np.empty(fm_gemm_work_bytes(nt) + 64, dtype=np.uint8)
 
@@ -512,7 +519,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
     t).
     """
-    nthreads = fm_team(nthreads)  # note 5
+    nthreads = _engine_threads(nthreads, "train_steps")  # note 5
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int code = LOSSES[loss], rc
@@ -637,7 +644,7 @@ def forward(const int64_t[:, ::1] plan, const floating[::1] params, unsigned cha
     calls; None keeps it in ws.
 
     # IN X (n, I0)  # OUT out (n, K), active (sum of fan_outs) |=, tune"""
-    nthreads = fm_team(nthreads)  # note 5
+    nthreads = _engine_threads(nthreads, "forward")  # note 5
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int rc
@@ -674,7 +681,7 @@ def loss_and_grad(const int64_t[:, ::1] plan, str loss, const floating[::1] para
                   floating[::1] grads, unsigned char[::1] ws, int64_t max_batch,
                   const floating[:, ::1] X, Y, int nthreads):
     """Mean loss over all rows of X and its gradient into grads.  # OUT grads"""
-    nthreads = fm_team(nthreads)  # note 5
+    nthreads = _engine_threads(nthreads, "loss_and_grad")  # note 5
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0]
     cdef const fm_layer *p = _plan(plan, params.shape[0])
     cdef int code = LOSSES[loss], rc
