@@ -28,10 +28,16 @@
  *    a refused step leaves every parameter as it was. max|p| is measured once per call and then
  *    carried as a bound, max|p| + the step's bound, so the update passes need no reduction
  *    (optim.c note 6). Within a call the bound only grows, by the sum of the steps' moves: far
- *    below the limit in any run that is not already diverging. Adam's second moment holds
- *    (c g)^2, so a step with c ||g|| >= sqrt(max / 4) is refused too, with a status of its
- *    own (FM_EOVERFLOW_STATE: no rate helps there), and so is a step whose L2 term of the
- *    loss, computed in double, is infinite (FM_ENONFINITE_L2: float64 weights near 1e200).
+ *    below the limit in any run that is not already diverging. A team (note 11) measures
+ *    max|p| and max|state| with its blocks' sums, each thread over the part it is about to
+ *    update: measured by thread 0 alone, they had taken back every line the other thread's
+ *    update then wrote, and a call's first step waited 19-22 us longer (digits
+ *    64-128-64-10, Adam, batch 200, two threads: 106 -> 89 us a one-step call; the digits
+ *    estimator's fit, whose every epoch is a call, 0.161 -> 0.157 s, processes of the two
+ *    builds alternating, 8 pairs). Adam's second moment holds (c g)^2, so a step with
+ *    c ||g|| >= sqrt(max / 4) is refused too, with a status of its own (FM_EOVERFLOW_STATE:
+ *    no rate helps there), and so is a step whose L2 term of the loss, computed in double,
+ *    is infinite (FM_ENONFINITE_L2: float64 weights near 1e200).
  * 8. A layer with a skip connection is not fused: its product writes z, an element-wise pass
  *    keeps h = act(z) (the cache its derivative needs, since the output is no longer act(z))
  *    and forms the output. Backward then needs the plain dA of that layer: the product above
@@ -455,8 +461,9 @@ static int64_t plan_units(const fm_layer *plan, int64_t L) {
     return u;
 }
 
-/* Bytes of one block's sums of squares (3 per layer, note 11), a cache line apart. */
-static size_t team_sq_bytes(int64_t L) { return round64((size_t)(3 * L) * sizeof(double)); }
+/* Bytes of one block's sums of squares (3 per layer) and bounds (2), a cache line apart
+ * (note 11). */
+static size_t team_sq_bytes(int64_t L) { return round64((size_t)(3 * L + 2) * sizeof(double)); }
 
 /* The blocks a workspace for batches of up to max_batch rows keeps room for: team_size at the
  * largest batch whose products all stay under TEAM_MAX_MNK (team_size of any smaller batch

@@ -12,7 +12,8 @@ typedef struct {
     int rc_team[FM_TEAM_MAX];  /* each block's loss status (note 11) */
     T *part[FM_TEAM_MAX];      /* block b: its weight and bias sums, laid out as grads */
     double *sq[FM_TEAM_MAX];   /* block b: per layer, the sums of squares of its part of the
-                                  added dW, db and W (note 11) */
+                                  added dW, db and W, then the largest |parameter| and |state|
+                                  of its part when a call measures them (note 11) */
     uint8_t *flags[FM_TEAM_MAX];  /* block b > 0: the ReLU units its rows fired */
     fm_tune *tune;             /* the team's timings, kept across calls (note 11) */
     void *gemm;                /* scratch of the product */
@@ -349,6 +350,16 @@ static double S(team_norm)(const S(fm_run) *R, int64_t l, int k) {
     return S(fm_norm)(v, k == 1 ? p->fan_out : p->fan_in * p->fan_out);
 }
 
+/* The largest |parameter| (k = 0) or |state| (1) over the q blocks' parts (reduce_block). */
+static double S(team_max)(const S(fm_run) *R, int k) {
+    double m = 0.0;
+    for (int b = 0; b < R->q; b++) {
+        double v = R->w.sq[b][3 * R->L + k];
+        m = v > m ? v : m;
+    }
+    return m;
+}
+
 /* One layer's L2 term of the loss, 0.5 l2 ||W||^2 on the batch's scale, from ||W||. */
 static double S(l2_term)(const S(fm_run) *R, double wn, int64_t nb, double div) {
     return 0.5 * R->opt->l2 * wn * wn * (double)nb / div;
@@ -393,9 +404,11 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
         lr *= sqrt(1.0 - pow(opt->beta2, t1)) / (1.0 - pow(opt->beta1, t1));
     }
     /* Design note 7: no update may carry a parameter near overflow. */
-    if (st->param_max < 0) st->param_max = S(params_absmax)(plan, R->L, R->params);
+    if (st->param_max < 0)
+        st->param_max = src == NORM_TEAM ? S(team_max)(R, 0)
+                                         : S(params_absmax)(plan, R->L, R->params);
     if (opt->kind != FM_OPT_SGD && st->state_max < 0)
-        st->state_max = S(fm_absmax)(R->s1, R->n_params);
+        st->state_max = src == NORM_TEAM ? S(team_max)(R, 1) : S(fm_absmax)(R->s1, R->n_params);
     double sm = opt->kind == FM_OPT_SGD ? 0.0 : st->state_max, gn = c * norm;
     double step = S(step_bound)(opt, lr, gn, sm);
     if (bad >= 0) {
@@ -573,19 +586,33 @@ static void S(add_blocks)(T *dst, T *const *part, int q, int64_t o, int64_t n) {
     for (int t = 2; t < q; t++) S(axpy)(d, part[t] + o, n, 1);
 }
 
+/* *m = the largest of *m and |v[i]| over the nw values from wo and the nb values from bo. */
+static void S(part_max)(double *m, const T *v, int64_t wo, int64_t nw, int64_t bo, int64_t nb) {
+    double a = S(fm_absmax)(v + wo, nw), c = S(fm_absmax)(v + bo, nb);
+    a = c > a ? c : a;
+    *m = a > *m ? a : *m;
+}
+
 /* Block b of q of the sums of note 11: each parameter's sums of the blocks added in block
  * order into grads, the L2 term, the blocks' fired units into active, and the sums of
  * squares of this block's part of each layer's dW, db and W (for decide). */
 static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
     S(fm_ws) *w = &R->w;
-    int64_t off = 0;
+    int64_t off = 0, L = R->L;
     double *sq = w->sq[b];
     int64_t i0, i1, j0, j1;
-    for (int64_t l = 0; l < R->L; l++) {  /* the lines this thread's update will write */
+    /* A call's first step measures the bounds of note 7 (decide): each block those of the
+     * part it updates, so that no thread reads the lines another one is about to write. */
+    int pmax = R->st->param_max < 0, smax = R->s1 && R->st->state_max < 0;
+    sq[3 * L] = sq[3 * L + 1] = 0.0;
+    for (int64_t l = 0; l < L; l++) {  /* the lines this thread's update will write */
         const fm_layer *p = R->plan + l;
         team_part(p, b, q, &i0, &i1, &j0, &j1);
-        prefetch_own(R->params + p->w_off + i0, (size_t)(i1 - i0) * sizeof(T));
-        prefetch_own(R->params + p->b_off + j0, (size_t)(j1 - j0) * sizeof(T));
+        int64_t wo = p->w_off + i0, bo = p->b_off + j0;
+        prefetch_own(R->params + wo, (size_t)(i1 - i0) * sizeof(T));
+        prefetch_own(R->params + bo, (size_t)(j1 - j0) * sizeof(T));
+        if (pmax) S(part_max)(sq + 3 * L, R->params, wo, i1 - i0, bo, j1 - j0);
+        if (smax) S(part_max)(sq + 3 * L + 1, R->s1, wo, i1 - i0, bo, j1 - j0);
     }
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = R->plan + l;

@@ -829,6 +829,47 @@ def test_team_of_threads_takes_norms_past_the_double_range(rng, monkeypatch):
     np.testing.assert_allclose(team[0], one[0], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("policy", [1, 0])
+def test_team_bounds_see_a_parameter_or_state_at_the_limit_in_every_part(policy, rng,
+                                                                        monkeypatch):
+    """A team's blocks measure the bounds of engine.c note 7 each over the part it updates
+    (reduce_block; thread 0 had read them all, taking back the lines the other thread was
+    about to write). A weight or a bias at a quarter of float32's range, or a momentum
+    velocity whose step would carry a weight there, in the first or the last part of any
+    layer, must still refuse the step and keep every parameter: team on (policy 1), or its
+    blocks in turn on one thread (0)."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 2)
+    X = rng.standard_normal((400, 9)).astype(np.float32)
+    y = rng.integers(0, 3, 400)
+    big = float(np.finfo(np.float32).max) / 4
+    _core.set_team_policy(policy)
+    try:
+        for layer in range(3):
+            for where in ("weight", "bias", "velocity"):
+                for end in (0, -1):  # block 0's part and the last block's
+                    net = fastmlp.MLP([9, 40, 20, 3], output="softmax", dtype="float32",
+                                      seed=1)
+                    opt = fastmlp.SGD(lr=1e-3, batch_size=200, momentum=0.9)
+                    fan_in, fan_out, w_off, b_off = net._plan[layer][:4]
+                    if where == "weight":
+                        net.weights[layer].flat[end] = big
+                    elif where == "bias":
+                        net.biases[layer][end] = big
+                    else:  # the velocity of the layer's first or last weight: 0.9 of it
+                        opt.bind(net)  # moves that weight past the quarter
+                        opt._state_for(net)[w_off + (fan_in * fan_out - 1 if end else 0)] = \
+                            2 * big
+                    before = net._params.copy()
+                    with pytest.raises(fastmlp.DivergenceError):
+                        net.fit(X, y, optimizer=opt, epochs=1, n_threads=2, diagnostics=False)
+                    np.testing.assert_array_equal(net._params, before,
+                                                  err_msg=f"layer {layer}, {where} {end}")
+    finally:
+        _core.set_team_policy(-1)
+
+
 def test_team_of_threads_counts_dead_units_as_one_thread(rng, monkeypatch):
     """Each block of rows marks the units its rows fired; the marks are joined after every
     step. A 20-unit ReLU layer and a 1-unit bottleneck: the dead fractions of the first epoch
