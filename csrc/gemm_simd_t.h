@@ -74,9 +74,10 @@
  *    and the rows of A from two bases (row r at a + (r % 3) si, from a or a + 3 si).
  *    Reached through the edge tiles' column list and six row offsets, GCC 12 kept two of
  *    them on the stack and one in a vector register, a reload and a move on an FMA port
- *    every k. Same bits; the W2 epoch at one thread
- *    1.28 -> 1.20 ms (processes of the two builds alternating, 6 pairs, 5 of them faster);
- *    AVX2 (1.83 ms) and W2b1 unchanged.
+ *    every k. Same bits; the W2 epoch at one thread 1.28 -> 1.20 ms and, later, 1.27 ->
+ *    1.23 ms (processes of the two builds alternating, 6 and 10 pairs, 5 and 7 faster);
+ *    AVX2 (1.83 ms) and W2b1 unchanged. Column slabs whose K rows of B fit L1, and K blocks
+ *    of 64 (bits kept through C), gave nothing (bench/RESULTS.md).
  * 7. Threads take chunks of C one at a time, not a fixed share each: on
  *    the shared 2-core Xeon one vCPU often runs 1.3-1.5x slower than the other for minutes
  *    (an FMA loop per thread, and the team's blocks of engine.c note 11, showed it), and with
