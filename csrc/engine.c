@@ -34,7 +34,13 @@
  *    update then wrote, and a call's first step waited 19-22 us longer (digits
  *    64-128-64-10, Adam, batch 200, two threads: 106 -> 89 us a one-step call; the digits
  *    estimator's fit, whose every epoch is a call, 0.161 -> 0.157 s, processes of the two
- *    builds alternating, 8 pairs). Adam's second moment holds (c g)^2, so a step with
+ *    builds alternating, 8 pairs). The state may also come from outside fit (a user's
+ *    optimizer.state_): the pass that measures max|state| also finds a value that is not
+ *    finite or a negative second moment (then the bound is +inf: no step is applied), and
+ *    whether every m_i^2 <= k2 v_i (adam_k2), which the moments of any gradient history
+ *    meet; only then does Adam's bound use that history (step_bound's c), else it is
+ *    lr max|m'| / eps. New user #22 set m = 1e34 where g and v were 0: the step wrote -inf
+ *    and fit returned normally. Adam's second moment holds (c g)^2, so a step with
  *    c ||g|| >= sqrt(max / 4) is refused too, with a status of its own (FM_EOVERFLOW_STATE:
  *    no rate helps there), and so is a step whose L2 term of the loss, computed in double,
  *    is infinite (FM_ENONFINITE_L2: float64 weights near 1e200).
@@ -253,6 +259,15 @@ static inline void phase_end(fm_stats *st, int k, double *t) {
     *t = now;
 }
 
+/* Note 7: m_i^2 <= k2 v_i holds for Adam's moments after any gradients g_k (Cauchy-Schwarz:
+ * m = (1 - b1) sum b1^k g_k, v = (1 - b2) sum b2^k g_k^2, r = b1 / sqrt(b2) < 1), 1% added
+ * for rounding; where it holds, so does step_bound's bound c. 0 when r >= 1 (c is not used). */
+static double adam_k2(const fm_opt *o) {
+    double r2 = o->beta1 * o->beta1 / o->beta2;
+    if (!(r2 < 1.0)) return 0.0;
+    return 1.01 * (1.0 - o->beta1) * (1.0 - o->beta1) / ((1.0 - r2) * (1.0 - o->beta2));
+}
+
 /* [*lo, *hi): the block of n items (rows, columns, weights) thread t of q takes, in order. */
 static inline void team_block(int64_t n, int t, int q, int64_t *lo, int64_t *hi) {
     *lo = n * t / q;
@@ -461,9 +476,9 @@ static int64_t plan_units(const fm_layer *plan, int64_t L) {
     return u;
 }
 
-/* Bytes of one block's sums of squares (3 per layer) and bounds (2), a cache line apart
+/* Bytes of one block's sums of squares (3 per layer) and bounds (3), a cache line apart
  * (note 11). */
-static size_t team_sq_bytes(int64_t L) { return round64((size_t)(3 * L + 2) * sizeof(double)); }
+static size_t team_sq_bytes(int64_t L) { return round64((size_t)(3 * L + 3) * sizeof(double)); }
 
 /* The blocks a workspace for batches of up to max_batch rows keeps room for: team_size at the
  * largest batch whose products all stay under TEAM_MAX_MNK (team_size of any smaller batch

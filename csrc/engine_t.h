@@ -240,14 +240,14 @@ static void S(prefetch_rows)(const T *X, const int64_t *idx, int64_t r0, int64_t
  * norm gn and the largest |state| sm. Adam's step is bounded without its state: with
  * r = b1 / sqrt(b2) < 1, |m| / sqrt(v) <= (1 - b1) / (sqrt(1 - b2) (1 - r)) for any gradients,
  * and always |m| / (sqrt(v) + eps) <= |m| / eps. */
-static double S(step_bound)(const fm_opt *o, double lr, double gn, double sm) {
+static double S(step_bound)(const fm_opt *o, double lr, double gn, double sm, int held) {
     switch (o->kind) {
     case FM_OPT_MOMENTUM: return o->momentum * sm + lr * gn;
     case FM_OPT_NESTEROV: return o->momentum * (o->momentum * sm + lr * gn) + lr * gn;
     case FM_OPT_ADAM: {
         double mb = o->beta1 * sm + (1.0 - o->beta1) * gn;
         double b = lr * mb / o->eps, r = o->beta1 / sqrt(o->beta2);
-        if (r < 1.0) {
+        if (r < 1.0 && held) {  /* a state some gradient history gives (adam_k2) */
             double c = lr * (1.0 - o->beta1) / (sqrt(1.0 - o->beta2) * (1.0 - r));
             b = c < b ? c : b;
         }
@@ -350,12 +350,13 @@ static double S(team_norm)(const S(fm_run) *R, int64_t l, int k) {
     return S(fm_norm)(v, k == 1 ? p->fan_out : p->fan_in * p->fan_out);
 }
 
-/* The largest |parameter| (k = 0) or |state| (1) over the q blocks' parts (reduce_block). */
+/* The largest |parameter| (k = 0) or |state| (1) over the q blocks' parts, or (k = 2) the
+ * smallest of their held flags (reduce_block). */
 static double S(team_max)(const S(fm_run) *R, int k) {
-    double m = 0.0;
+    double m = k == 2 ? 1.0 : 0.0;
     for (int b = 0; b < R->q; b++) {
         double v = R->w.sq[b][3 * R->L + k];
-        m = v > m ? v : m;
+        m = k == 2 ? (v < m ? v : m) : (v > m ? v : m);
     }
     return m;
 }
@@ -407,10 +408,21 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
     if (st->param_max < 0)
         st->param_max = src == NORM_TEAM ? S(team_max)(R, 0)
                                          : S(params_absmax)(plan, R->L, R->params);
-    if (opt->kind != FM_OPT_SGD && st->state_max < 0)
-        st->state_max = src == NORM_TEAM ? S(team_max)(R, 1) : S(fm_absmax)(R->s1, R->n_params);
+    if (opt->kind != FM_OPT_SGD && (st->state_max < 0 || st->state_held < 0)) {
+        double m;
+        int held;
+        if (src == NORM_TEAM) {
+            m = S(team_max)(R, 1);
+            held = S(team_max)(R, 2) > 0.0;
+        } else {
+            m = S(fm_state_scan)(R->s1, opt->kind == FM_OPT_ADAM ? R->s2 : NULL, R->n_params,
+                                 adam_k2(opt), &held);
+        }
+        st->state_max = m > st->state_max ? m : st->state_max;  /* NaN never: m >= 0 */
+        st->state_held = held;
+    }
     double sm = opt->kind == FM_OPT_SGD ? 0.0 : st->state_max, gn = c * norm;
-    double step = S(step_bound)(opt, lr, gn, sm);
+    double step = S(step_bound)(opt, lr, gn, sm, st->state_held > 0);
     if (bad >= 0) {
         st->bad_step = s;
         st->bad_layer = bad;
@@ -603,7 +615,10 @@ static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
     int64_t i0, i1, j0, j1;
     /* A call's first step measures the bounds of note 7 (decide): each block those of the
      * part it updates, so that no thread reads the lines another one is about to write. */
-    int pmax = R->st->param_max < 0, smax = R->s1 && R->st->state_max < 0;
+    int pmax = R->st->param_max < 0;
+    int smax = R->s1 && (R->st->state_max < 0 || R->st->state_held < 0), held = 1;
+    const T *s2 = R->opt->kind == FM_OPT_ADAM ? R->s2 : NULL;
+    double k2 = adam_k2(R->opt);
     sq[3 * L] = sq[3 * L + 1] = 0.0;
     for (int64_t l = 0; l < L; l++) {  /* the lines this thread's update will write */
         const fm_layer *p = R->plan + l;
@@ -612,8 +627,16 @@ static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
         prefetch_own(R->params + wo, (size_t)(i1 - i0) * sizeof(T));
         prefetch_own(R->params + bo, (size_t)(j1 - j0) * sizeof(T));
         if (pmax) S(part_max)(sq + 3 * L, R->params, wo, i1 - i0, bo, j1 - j0);
-        if (smax) S(part_max)(sq + 3 * L + 1, R->s1, wo, i1 - i0, bo, j1 - j0);
+        if (smax) {
+            int h1, h2;
+            double m1 = S(fm_state_scan)(R->s1 + wo, s2 ? s2 + wo : NULL, i1 - i0, k2, &h1);
+            double m2 = S(fm_state_scan)(R->s1 + bo, s2 ? s2 + bo : NULL, j1 - j0, k2, &h2);
+            m1 = m2 > m1 ? m2 : m1;
+            sq[3 * L + 1] = m1 > sq[3 * L + 1] ? m1 : sq[3 * L + 1];
+            held &= h1 & h2;
+        }
     }
+    sq[3 * L + 2] = held;
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = R->plan + l;
         team_part(p, b, q, &i0, &i1, &j0, &j1);

@@ -99,6 +99,9 @@ typedef struct {
     int64_t bad_layer;        /* on FM_ENONFINITE_GRAD: the first layer with a non-finite norm */
     double param_max;         /* in/out: largest |parameter|, or < 0 if unknown (then measured) */
     double state_max;         /* in/out: largest |v| (momentum) or |m| (Adam), < 0 if unknown */
+    int state_held;           /* in/out: 1 if Adam's state meets every gradient history's
+                                 bound (engine.c note 7), 0 if not, < 0 if unknown (then
+                                 measured, with state_max) */
     double reg_sum;           /* sum over steps of (l2 / 2) ||W||^2 nb / s (scikit-learn's term) */
     int64_t *seq;             /* the parameters' sequence count (engine.c note 14), or NULL */
     double *phase;            /* FM_PHASES seconds thread 0 spent in each phase, added to; or
@@ -230,6 +233,10 @@ void fm_opt_step_f64(double *p, double *s1, double *s2, const double *g, ptrdiff
 /* The largest |x| of n values. */
 double fm_absmax_f32(const float *x, ptrdiff_t n);
 double fm_absmax_f64(const double *x, ptrdiff_t n);
+/* The largest |m| of an optimizer's state (+inf if a value is not finite); with Adam's v,
+ * *held = whether every m_i^2 <= k2 v_i (optim_t.h). */
+double fm_state_scan_f32(const float *m, const float *v, ptrdiff_t n, double k2, int *held);
+double fm_state_scan_f64(const double *m, const double *v, ptrdiff_t n, double k2, int *held);
 
 /* ---- the engine (engine.c) ---- */
 /* Check a plan: sizes positive, consecutive layers chained, offsets inside n_params, codes known.

@@ -175,6 +175,39 @@ FM_CLONES static T S(absmax_run)(const T *x, ptrdiff_t n) {
 
 double S(fm_absmax)(const T *x, ptrdiff_t n) { return (double)S(absmax_run)(x, n); }
 
+/* The bound of engine.c note 7 over n values of an optimizer's state: the largest |m| (the
+ * velocity, or Adam's first moments), or +inf when a value is not finite or a second moment
+ * is negative; and, with Adam's second moments v, whether every m_i^2 <= k2 v_i, which every
+ * gradient history meets (*held; k2 from engine.c adam_k2). The state may come from outside
+ * fit (optimizer.state_). */
+FM_CLONES static T S(state_scan_run)(const T *m, const T *v, ptrdiff_t n, T k2, int *held) {
+    T mx = 0, z = 0;
+    int bad = 0, neg = 0;
+    if (v) {
+        #pragma omp simd reduction(max:mx) reduction(+:z) reduction(|:bad, neg)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            T a = m[i] < 0 ? -m[i] : m[i];
+            mx = a > mx ? a : mx;
+            z += m[i] * 0 + v[i] * 0;  /* NaN once a value is not finite */
+            bad |= !(m[i] * m[i] <= k2 * v[i]);
+            neg |= v[i] < 0;
+        }
+    } else {
+        #pragma omp simd reduction(max:mx) reduction(+:z)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            T a = m[i] < 0 ? -m[i] : m[i];
+            mx = a > mx ? a : mx;
+            z += m[i] * 0;
+        }
+    }
+    *held = !bad;
+    return z == 0 && !neg ? mx : (T)INFINITY;
+}
+
+double S(fm_state_scan)(const T *m, const T *v, ptrdiff_t n, double k2, int *held) {
+    return (double)S(state_scan_run)(m, v, n, (T)k2, held);
+}
+
 /* p[i] -= a g[i] for i0 <= i < i1. Cloned per ISA (note 8): small updates run from L1. */
 FM_CLONES static void S(update_range)(T *p, const T *g, ptrdiff_t i0, ptrdiff_t i1, T a) {
     #pragma omp simd

@@ -870,6 +870,75 @@ def test_team_bounds_see_a_parameter_or_state_at_the_limit_in_every_part(policy,
         _core.set_team_policy(-1)
 
 
+@pytest.mark.parametrize("nt", [1, 2])
+@pytest.mark.parametrize("case", ["adam m far from v", "adam m at the limit", "velocity nan",
+                                  "adam v nan", "adam v negative", "adam m inf"])
+def test_a_state_set_from_outside_never_carries_a_weight_past_the_limit(case, nt, rng,
+                                                                        monkeypatch):
+    """New user #22: Adam's step bound took the bound every gradient history meets
+    (engine.c note 7, step_bound's c) for any state, so a first moment set from outside fit
+    (1e34 where the gradient and v are 0) wrote -inf into a weight and fit returned normally;
+    a NaN or a negative second moment set there went into the weights. Every such step is
+    now refused and changes nothing, on one thread and as a team."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 2)
+    X = rng.standard_normal((400, 9)).astype(np.float32)
+    y = rng.integers(0, 3, 400)
+    net = fastmlp.MLP([9, 40, 20, 3], output="softmax", dtype="float32", seed=1)
+    adam = case.startswith("adam")
+    opt = (fastmlp.Adam(lr=1e-3, batch_size=200) if adam
+           else fastmlp.SGD(lr=1e-3, batch_size=200, momentum=0.9))
+    opt.bind(net)
+    state, n = opt._state_for(net), net.n_params
+    if case == "adam m far from v":
+        X[:, 0] = 0  # the first weight's gradient is 0, so its v stays 0
+        state[0] = 1e34
+    elif case == "adam m at the limit":
+        state[0] = float(np.finfo(np.float32).max) / 4
+    elif case == "velocity nan":
+        state[n - 1] = np.nan
+    elif case == "adam v nan":
+        state[n + 3] = np.nan
+    elif case == "adam v negative":
+        state[2 * n - 1] = -1.0
+    else:
+        state[7] = np.inf
+    before = net._params.copy()
+    _core.set_team_policy(1)
+    try:
+        with pytest.raises(fastmlp.DivergenceError, match="would overflow the parameters") as e:
+            net.fit(X, y, optimizer=opt, epochs=1, n_threads=nt, diagnostics=False)
+    finally:
+        _core.set_team_policy(-1)
+    np.testing.assert_array_equal(net._params, before)
+    if case not in ("adam m far from v", "adam m at the limit"):
+        assert "optimizer.reset()" in str(e.value)
+
+
+def test_adam_state_built_by_fit_keeps_the_history_bound(rng, monkeypatch):
+    """The state fit builds meets m^2 <= k2 v (engine.c adam_k2), so its steps keep the
+    bound of every gradient history: each engine call reports it held."""
+    from fastmlp import _threads
+
+    monkeypatch.setattr(_threads, "_cpus", lambda: 2)
+    held, real = [], _core.train_steps
+
+    def spy(*args, **kwargs):
+        st = real(*args, **kwargs)
+        held.append(st[10])
+        return st
+
+    monkeypatch.setattr(_core, "train_steps", spy)
+    X = rng.standard_normal((400, 9)).astype(np.float32)
+    y = rng.integers(0, 3, 400)
+    for nt in (1, 2):
+        net = fastmlp.MLP([9, 40, 20, 3], output="softmax", dtype="float32", seed=1)
+        net.fit(X, y, optimizer=fastmlp.Adam(lr=1e-2, batch_size=200), epochs=30,
+                n_threads=nt, diagnostics=False)
+    assert len(held) >= 60 and set(held) == {1}, held
+
+
 def test_team_of_threads_counts_dead_units_as_one_thread(rng, monkeypatch):
     """Each block of rows marks the units its rows fired; the marks are joined after every
     step. A 20-unit ReLU layer and a 1-unit bottleneck: the dead fractions of the first epoch

@@ -26,6 +26,7 @@ cdef extern from "fastmlp.h" nogil:
         double loss_sum, norm_sum, norm_max
         int64_t rows, steps, clipped, bad_step, bad_layer
         double param_max, state_max, reg_sum
+        int state_held
         int64_t *seq
         double *phase
 

@@ -498,7 +498,8 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
                 const int64_t[::1] idx, int64_t batch_size, int64_t step_begin,
                 int64_t step_end, tuple opt, double[:, ::1] layer_stats,
                 unsigned char[::1] active, int nthreads, double param_max=-1.0,
-                double state_max=-1.0, tuple sums=None, int64_t[::1] t_out=None,
+                double state_max=-1.0, int state_held=-1, tuple sums=None,
+                int64_t[::1] t_out=None,
                 int64_t[::1] seq=None, double[::1] phases=None):
     """Run steps [step_begin, step_end) of an epoch (engine.c); returns the figures.
 
@@ -508,7 +509,9 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     key of OPTIMIZERS and loss_clip fm_loss's clip of the reported loss (default 0); state
     holds n_params values (momentum), 2 n_params (adam) or is None (sgd).
     param_max, state_max: bounds of the largest |parameter| and |state| (engine.c note 7), e.g.
-    from the last call, or -1 to have them measured (one pass). sums: the epoch's running
+    from the last call, or -1 to have them measured (one pass); state_held: whether Adam's
+    state meets the bound of every gradient history (note 7), from the last call, or -1 to
+    have it measured with state_max. sums: the epoch's running
     (loss_sum, norm_sum, reg_sum) from the last call, which this call goes on adding to, so
     that they do not depend on how an epoch is split into calls; None: from 0. t_out: one
     int64 that gets the optimizer's step count as the engine leaves it, written before this
@@ -517,7 +520,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     phases: len(PHASES) doubles that get the seconds thread 0 spent in each phase added
     (engine.c note 15), or None: not timed.
     Returns (loss_sum, norm_sum, norm_max, rows, steps, clipped, param_max, state_max, reg_sum,
-    t).
+    t, state_held).
     """
     nthreads = _engine_threads(nthreads, "train_steps")  # note 5
     cdef Py_ssize_t L = plan.shape[0], n = X.shape[0], l, width = 0
@@ -578,6 +581,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     st.bad_layer = -1
     st.param_max = param_max
     st.state_max = state_max
+    st.state_held = state_held
     if sums is not None:
         st.loss_sum, st.norm_sum, st.reg_sum = sums
     if t_out is not None and t_out.shape[0] != 1:
@@ -604,7 +608,7 @@ def train_steps(const int64_t[:, ::1] plan, str loss, floating[::1] params,
     if t_out is not None:
         t_out[0] = o.t
     stats = (st.loss_sum, st.norm_sum, st.norm_max, st.rows, st.steps, st.clipped,
-             st.param_max, st.state_max, st.reg_sum, o.t)
+             st.param_max, st.state_max, st.reg_sum, o.t, st.state_held)
     if rc in NONFINITE_KINDS:
         kind, what = NONFINITE_KINDS[rc]
         layer = st.bad_layer if rc == FM_ENONFINITE_GRAD else -1

@@ -201,6 +201,14 @@ def _divergence_advice(kind, first_step, opt, batch=1, params=None):
     """What can help after a refused step of the given kind (NonFiniteError.kind), or None
     for the default advice (a smaller rate, or clip_norm). params: the network's, to tell
     weights already at the limit from a step that takes them there."""
+    state = getattr(opt, "state_", None)
+    if kind == "overflow" and state is not None and (
+            not np.isfinite(state).all()
+            or (opt._kind() == "adam" and (state[state.size // 2:] < 0).any())):
+        # found by new user #22: a NaN set in the state from outside fit went into the weights
+        return ("The optimizer's state (momentum or Adam's moments) holds a NaN, an infinity "
+                "or a negative second moment, set from outside fit; no step is applied with "
+                "it: call optimizer.reset() to start it over.")
     if kind == "overflow" and params is not None and params.size:
         top, limit = float(np.abs(params).max()), float(np.finfo(params.dtype).max) / 4
         if top >= limit:
@@ -1089,7 +1097,7 @@ class MLP:
                 rows = steps = clipped = 0
                 # The bounds of max |parameter| and |state| (engine.c note 7) are measured at
                 # an epoch's first call (a callback may have changed the weights) and carried.
-                bounds, s0 = (-1.0, -1.0), 0
+                bounds, s0 = (-1.0, -1.0, -1), 0
                 while s0 < n_steps:
                     s1 = min(n_steps, s0 + block)
                     t_call = time.perf_counter()
@@ -1124,7 +1132,7 @@ class MLP:
                     self._stepped = self._stepped or st[4] > 0
                     norm_max = max(norm_max, st[2])
                     opt.t_, in_call = st[9], False
-                    bounds, s0 = (st[6], st[7]), s1
+                    bounds, s0 = (st[6], st[7], st[10]), s1
                     t_call = time.perf_counter() - t_call
                     if t_call < _CALL_SECONDS[0]:
                         block = min(2 * block, n_steps)
