@@ -116,6 +116,16 @@ def test_isa_default_is_the_best_the_cpu_has():
     assert out.stdout.strip() == want, out.stderr
     assert "RuntimeWarning: FASTMLP_ISA='generic' is not one of portable, avx2, avx512, amx " \
            f"and is ignored; the matrix kernels take the {want} path" in out.stderr, out.stderr
+    # Empty is as if unset (new user #22); show_config says what the setting did.
+    env["FASTMLP_ISA"] = ""
+    code = "import fastmlp; fastmlp.show_config()"
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "FASTMLP_ISA" not in out.stdout, out.stderr
+    env["FASTMLP_ISA"] = "portable"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "(portable path); no BLAS in the hot path; chosen by FASTMLP_ISA=portable" \
+           in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -45,7 +45,7 @@ def show_config(file=None):
         f"openmp {'on' if _core.openmp_enabled() else 'off (single-threaded build)'}",
         f"threads {get_num_threads()} (CPUs {_cpus()} usable of {os.cpu_count()})",
         f"matrix kernels: fastmlp's own ({isa} path{_ISA_NOTE.get(isa, '')}); "
-        "no BLAS in the hot path",
+        "no BLAS in the hot path" + _isa_setting_note(os.environ.get("FASTMLP_ISA"), isa),
         "numbers below the normal range: "
         + ("flushed to zero by this thread's setting (FTZ/DAZ, set by another library?)"
            if _core.fp_flush() else "kept by the kernels")
@@ -61,6 +61,17 @@ def show_config(file=None):
 _ISAS = ("portable", "avx2", "avx512", "amx")  # csrc/gemm.c, lowest first
 
 
+def _isa_setting_note(want, isa):
+    """What show_config says of FASTMLP_ISA: lowered the path, asked above the CPU, ignored."""
+    if not want:
+        return ""
+    if want not in _ISAS:
+        return f"; FASTMLP_ISA={want!r} ignored (not one of {', '.join(_ISAS)})"
+    if want == isa:
+        return f"; chosen by FASTMLP_ISA={want}"
+    return f"; FASTMLP_ISA={want} is above what this CPU runs"
+
+
 def _check_isa_setting():
     """FASTMLP_ISA lowers the kernels' instruction set (csrc/gemm.c note 1); another value is
     ignored, which a typo (found by new user #21: "generic") should not be silently."""
@@ -68,7 +79,7 @@ def _check_isa_setting():
     import warnings
 
     want = os.environ.get("FASTMLP_ISA")
-    if want is not None and want not in _ISAS:
+    if want and want not in _ISAS:  # empty: as if unset
         warnings.warn(f"FASTMLP_ISA={want!r} is not one of {', '.join(_ISAS)} and is ignored; "
                       f"the matrix kernels take the {_core.gemm_isa()} path, the best this "
                       f"CPU runs", RuntimeWarning, stacklevel=2)
