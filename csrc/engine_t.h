@@ -238,8 +238,9 @@ static void S(prefetch_rows)(const T *X, const int64_t *idx, int64_t r0, int64_t
 
 /* The largest change one step can make to a parameter (note 7), given the clipped gradient
  * norm gn and the largest |state| sm. Adam's step is bounded without its state: with
- * r = b1 / sqrt(b2) < 1, |m| / sqrt(v) <= (1 - b1) / (sqrt(1 - b2) (1 - r)) for any gradients,
- * and always |m| / (sqrt(v) + eps) <= |m| / eps. */
+ * r = b1 / sqrt(b2) < 1, |m| / sqrt(v) <= (1 - b1) / (sqrt(1 - b2) (1 - r)) for moments that
+ * any gradients give (held: the state passed adam_k2's test), and always
+ * |m| / (sqrt(v) + eps) <= |m| / eps. */
 static double S(step_bound)(const fm_opt *o, double lr, double gn, double sm, int held) {
     switch (o->kind) {
     case FM_OPT_MOMENTUM: return o->momentum * sm + lr * gn;

@@ -69,7 +69,7 @@ def _isa_setting_note(want, isa):
         return f"; FASTMLP_ISA={want!r} ignored (not one of {', '.join(_ISAS)})"
     if want == isa:
         return f"; chosen by FASTMLP_ISA={want}"
-    return f"; FASTMLP_ISA={want} is above what this CPU runs"
+    return f"; FASTMLP_ISA={want} not applied (above what this CPU runs, or set after import)"
 
 
 def _check_isa_setting():
