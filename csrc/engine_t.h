@@ -351,13 +351,13 @@ static double S(team_norm)(const S(fm_run) *R, int64_t l, int k) {
     return S(fm_norm)(v, k == 1 ? p->fan_out : p->fan_in * p->fan_out);
 }
 
-/* The largest |parameter| (k = 0) or |state| (1) over the q blocks' parts, or (k = 2) the
- * smallest of their held flags (reduce_block). */
+/* The largest over the q blocks' parts (reduce_block) of |parameter| (k = 0), |state| (1)
+ * or the flag that a part's state broke adam_k2's bound (2). */
 static double S(team_max)(const S(fm_run) *R, int k) {
-    double m = k == 2 ? 1.0 : 0.0;
+    double m = 0.0;
     for (int b = 0; b < R->q; b++) {
         double v = R->w.sq[b][3 * R->L + k];
-        m = k == 2 ? (v < m ? v : m) : (v > m ? v : m);
+        m = v > m ? v : m;
     }
     return m;
 }
@@ -414,10 +414,9 @@ static void S(decide)(S(fm_run) *R, int64_t s, int64_t nb, double div, double ls
         int held;
         if (src == NORM_TEAM) {
             m = S(team_max)(R, 1);
-            held = S(team_max)(R, 2) > 0.0;
+            held = S(team_max)(R, 2) == 0.0;
         } else {
-            m = S(fm_state_scan)(R->s1, opt->kind == FM_OPT_ADAM ? R->s2 : NULL, R->n_params,
-                                 adam_k2(opt), &held);
+            m = S(fm_state_scan)(R->s1, R->s2, R->n_params, adam_k2(opt), &held);
         }
         st->state_max = m > st->state_max ? m : st->state_max;  /* NaN never: m >= 0 */
         st->state_held = held;
@@ -606,6 +605,18 @@ static void S(part_max)(double *m, const T *v, int64_t wo, int64_t nw, int64_t b
     *m = a > *m ? a : *m;
 }
 
+/* The same over an optimizer's state (fm_state_scan, with Adam's second moments v or NULL):
+ * *m the largest |state|, *broke set when the part breaks adam_k2's bound k2. */
+static void S(part_state)(double *m, double *broke, const T *s, const T *v, int64_t wo,
+                          int64_t nw, int64_t bo, int64_t nb, double k2) {
+    int hw, hb;
+    double a = S(fm_state_scan)(s + wo, v ? v + wo : NULL, nw, k2, &hw);
+    double c = S(fm_state_scan)(s + bo, v ? v + bo : NULL, nb, k2, &hb);
+    a = c > a ? c : a;
+    *m = a > *m ? a : *m;
+    if (!(hw && hb)) *broke = 1.0;
+}
+
 /* Block b of q of the sums of note 11: each parameter's sums of the blocks added in block
  * order into grads, the L2 term, the blocks' fired units into active, and the sums of
  * squares of this block's part of each layer's dW, db and W (for decide). */
@@ -617,10 +628,9 @@ static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
     /* A call's first step measures the bounds of note 7 (decide): each block those of the
      * part it updates, so that no thread reads the lines another one is about to write. */
     int pmax = R->st->param_max < 0;
-    int smax = R->s1 && (R->st->state_max < 0 || R->st->state_held < 0), held = 1;
-    const T *s2 = R->opt->kind == FM_OPT_ADAM ? R->s2 : NULL;
-    double k2 = adam_k2(R->opt);
-    sq[3 * L] = sq[3 * L + 1] = 0.0;
+    int smax = R->s1 && (R->st->state_max < 0 || R->st->state_held < 0);
+    double k2 = smax ? adam_k2(R->opt) : 0.0;
+    sq[3 * L] = sq[3 * L + 1] = sq[3 * L + 2] = 0.0;
     for (int64_t l = 0; l < L; l++) {  /* the lines this thread's update will write */
         const fm_layer *p = R->plan + l;
         team_part(p, b, q, &i0, &i1, &j0, &j1);
@@ -628,16 +638,10 @@ static void S(reduce_block)(S(fm_run) *R, double div, int b, int q) {
         prefetch_own(R->params + wo, (size_t)(i1 - i0) * sizeof(T));
         prefetch_own(R->params + bo, (size_t)(j1 - j0) * sizeof(T));
         if (pmax) S(part_max)(sq + 3 * L, R->params, wo, i1 - i0, bo, j1 - j0);
-        if (smax) {
-            int h1, h2;
-            double m1 = S(fm_state_scan)(R->s1 + wo, s2 ? s2 + wo : NULL, i1 - i0, k2, &h1);
-            double m2 = S(fm_state_scan)(R->s1 + bo, s2 ? s2 + bo : NULL, j1 - j0, k2, &h2);
-            m1 = m2 > m1 ? m2 : m1;
-            sq[3 * L + 1] = m1 > sq[3 * L + 1] ? m1 : sq[3 * L + 1];
-            held &= h1 & h2;
-        }
+        if (smax)
+            S(part_state)(sq + 3 * L + 1, sq + 3 * L + 2, R->s1, R->s2, wo, i1 - i0, bo,
+                          j1 - j0, k2);
     }
-    sq[3 * L + 2] = held;
     for (int64_t l = 0; l < R->L; l++) {
         const fm_layer *p = R->plan + l;
         team_part(p, b, q, &i0, &i1, &j0, &j1);

@@ -233,8 +233,8 @@ void fm_opt_step_f64(double *p, double *s1, double *s2, const double *g, ptrdiff
 /* The largest |x| of n values. */
 double fm_absmax_f32(const float *x, ptrdiff_t n);
 double fm_absmax_f64(const double *x, ptrdiff_t n);
-/* The largest |m| of an optimizer's state (+inf if a value is not finite); with Adam's v,
- * *held = whether every m_i^2 <= k2 v_i (optim_t.h). */
+/* The largest |m| of an optimizer's state (+inf if a value is not finite or a v_i < 0); with
+ * Adam's v, *held = whether every m_i^2 <= k2 v_i (optim_t.h). */
 double fm_state_scan_f32(const float *m, const float *v, ptrdiff_t n, double k2, int *held);
 double fm_state_scan_f64(const double *m, const double *v, ptrdiff_t n, double k2, int *held);
 
