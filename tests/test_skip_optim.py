@@ -305,7 +305,10 @@ def test_l2_penalty_recorded_on_sklearn_scale():
     assert hist.penalty[0] == pytest.approx(0.5 * 0.4 * W2 / 20, rel=1e-9)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_sample_weight_errors_change_nothing():
+    """Weights whose sum overflows float64 (found by new user #23: NumPy's overflow warning
+    came first, and under -W error it replaced the message) get the message alone."""
     X, y = data(n=10)
     net = net_with("none", "tanh", sizes=(4, 5, 3))
     before = net._params.copy()
@@ -313,7 +316,8 @@ def test_sample_weight_errors_change_nothing():
                    ([1.0] * 9 + [-1.0], r"sample_weight\[9\] = -1.0"),
                    ([1.0] * 9 + [np.nan], r"sample_weight\[9\]"),
                    ([0.0] * 10, "sums to 0"),
-                   ([1.0] * 9 + [1e308], r"sample_weight\[9\] = 1e\+308 is above 1.8e\+307")):
+                   ([1.0] * 9 + [1e308], r"sample_weight\[9\] = 1e\+308 is above 1.8e\+307"),
+                   ([1e308] * 10, r"sample_weight\[0\] = 1e\+308 is above")):
         with pytest.raises(ValueError, match=msg):
             net.fit(X, y, sample_weight=w)
     np.testing.assert_array_equal(net._params, before)

@@ -6,6 +6,7 @@ implementation of the same algorithm) on the same data, initial weights and batc
 """
 import copy
 import json
+import math
 import pickle
 import warnings
 
@@ -63,6 +64,9 @@ def _quiet(est, *args, **kw):
     ("validation_fraction", 1.0), ("beta_1", 1.0), ("epsilon", 0.0),
     ("n_iter_no_change", 0), ("clip_norm", -1.0), ("init", "orthogonal"),
     ("dtype", "float16"), ("n_threads", 0), ("shuffle", "yes"),
+    # inf is outside [0, inf), as in scikit-learn (power_t and tol took it: new user #23)
+    ("power_t", math.inf), ("tol", math.inf), ("alpha", math.inf), ("epsilon", math.inf),
+    ("learning_rate_init", math.inf), ("clip_norm", math.inf),
 ])
 def test_bad_parameter_is_named_before_work(name, value):
     X, y = _blobs()

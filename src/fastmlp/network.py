@@ -1337,7 +1337,7 @@ def _sample_weight(w, n, dtype):
     if bad.size:
         raise ValueError(f"sample_weight[{bad[0]}] = {float(a[bad[0]])!r}; weights must be finite "
                          f"and >= 0")
-    if not a.sum() > 0:
+    if not (a > 0).any():  # not a.sum(): weights near the float64 limit overflow it
         raise ValueError("sample_weight sums to 0")
     # The data's loss depends on the ratios alone (each batch is divided by its weight sum;
     # the L2 term is divided by it too, as in scikit-learn), but every weight must be

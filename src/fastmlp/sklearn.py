@@ -67,7 +67,7 @@ def _is_real(v):
 
 def _real(lo, hi=math.inf, lo_open=False, hi_open=False):
     def ok(v):
-        if not _is_real(v) or not math.isfinite(v) and not (v == hi == math.inf):
+        if not _is_real(v) or not math.isfinite(v):  # inf too, as in scikit-learn
             return False
         above = v > lo if lo_open else v >= lo
         below = v < hi if hi_open else v <= hi
