@@ -126,6 +126,23 @@ def test_isa_default_is_the_best_the_cpu_has():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert "(portable path); no BLAS in the hot path; chosen by FASTMLP_ISA=portable" \
            in out.stdout, out.stdout + out.stderr
+    # A request above the CPU warns at the line importing fastmlp, and show_config says
+    # which case it is (new user #23 asked for avx512 on an AVX2 CPU and was not told).
+    if want != "amx":
+        env["FASTMLP_ISA"] = "amx"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True)
+        assert f"<string>:1: RuntimeWarning: FASTMLP_ISA=amx is above what this CPU runs; " \
+               f"the matrix kernels take the {want} path" in out.stderr, out.stderr
+        assert f"({want} path); no BLAS in the hot path; FASTMLP_ISA=amx not applied (this " \
+               f"CPU runs at most {want})" in out.stdout, out.stdout
+    del env["FASTMLP_ISA"]
+    code = "import os, fastmlp; os.environ['FASTMLP_ISA'] = 'portable'; fastmlp.show_config()"
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env,
+                         capture_output=True, text=True)
+    assert f"({want} path{'' if want != 'amx' else ': float32'}" in out.stdout, out.stderr
+    assert "FASTMLP_ISA=portable not applied (set after import: it is read at import)" \
+           in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -45,7 +45,7 @@ def show_config(file=None):
         f"openmp {'on' if _core.openmp_enabled() else 'off (single-threaded build)'}",
         f"threads {get_num_threads()} (CPUs {_cpus()} usable of {os.cpu_count()})",
         f"matrix kernels: fastmlp's own ({isa} path{_ISA_NOTE.get(isa, '')}); "
-        "no BLAS in the hot path" + _isa_setting_note(os.environ.get("FASTMLP_ISA"), isa),
+        "no BLAS in the hot path" + _isa_setting_note(os.environ.get("FASTMLP_ISA"), isa, _ISA_AT_IMPORT),
         "numbers below the normal range: "
         + ("flushed to zero by this thread's setting (FTZ/DAZ, set by another library?)"
            if _core.fp_flush() else "kept by the kernels")
@@ -61,31 +61,43 @@ def show_config(file=None):
 _ISAS = ("portable", "avx2", "avx512", "amx")  # csrc/gemm.c, lowest first
 
 
-def _isa_setting_note(want, isa):
-    """What show_config says of FASTMLP_ISA: lowered the path, asked above the CPU, ignored."""
+def _isa_setting_note(want, isa, at_import=None):
+    """What show_config says of FASTMLP_ISA (`want` now, `at_import` when the kernels read
+    it): chose the path, asked above the CPU, set after import, or ignored."""
     if not want:
         return ""
     if want not in _ISAS:
         return f"; FASTMLP_ISA={want!r} ignored (not one of {', '.join(_ISAS)})"
     if want == isa:
         return f"; chosen by FASTMLP_ISA={want}"
-    return f"; FASTMLP_ISA={want} not applied (above what this CPU runs, or set after import)"
+    if want != at_import:
+        return f"; FASTMLP_ISA={want} not applied (set after import: it is read at import)"
+    if _ISAS.index(want) > _ISAS.index(isa):
+        return f"; FASTMLP_ISA={want} not applied (this CPU runs at most {isa})"
+    return f"; FASTMLP_ISA={want} not applied (the path was changed after import)"
 
 
 def _check_isa_setting():
-    """FASTMLP_ISA lowers the kernels' instruction set (csrc/gemm.c note 1); another value is
-    ignored, which a typo (found by new user #21: "generic") should not be silently."""
+    """FASTMLP_ISA lowers the kernels' instruction set (csrc/gemm.c note 1). Another value
+    is ignored, which a typo (found by new user #21: "generic") should not be silently; nor
+    should a request above what the CPU runs (new user #23 asked for avx512 on an AVX2 CPU).
+    stacklevel 3 names the line that imports fastmlp: warnings skips importlib's frames."""
     import os
     import warnings
 
-    want = os.environ.get("FASTMLP_ISA")
+    want, isa = os.environ.get("FASTMLP_ISA"), _core.gemm_isa()
     if want and want not in _ISAS:  # empty: as if unset
         warnings.warn(f"FASTMLP_ISA={want!r} is not one of {', '.join(_ISAS)} and is ignored; "
-                      f"the matrix kernels take the {_core.gemm_isa()} path, the best this "
-                      f"CPU runs", RuntimeWarning, stacklevel=2)
+                      f"the matrix kernels take the {isa} path, the best this CPU runs",
+                      RuntimeWarning, stacklevel=3)
+    elif want and _ISAS.index(want) > _ISAS.index(isa):
+        warnings.warn(f"FASTMLP_ISA={want} is above what this CPU runs; the matrix kernels "
+                      f"take the {isa} path, the best it runs", RuntimeWarning,
+                      stacklevel=3)
+    return want
 
 
-_check_isa_setting()
+_ISA_AT_IMPORT = _check_isa_setting()
 
 
 def __getattr__(name):
