@@ -22,8 +22,12 @@
  * work: scratch of at least fm_gemm_work_bytes(nthreads) bytes, allocated once by the caller
  * (the engine's workspace); the product itself never allocates. Any alignment of work is
  * accepted (the implementation aligns inside it). nthreads >= 1 is the most threads to use;
- * small products use one. Results are bitwise independent of nthreads. A row's result is
- * bitwise independent of M too, except on the "amx" ISA (gemm.c note 7).
+ * small products use one. Results are bitwise independent of nthreads. In NN and TN
+ * products (the forward pass and dW) a row's result is bitwise independent of M too, except
+ * on the "amx" ISA (gemm.c note 7); not in NT products (dA), whose path is chosen from
+ * M N K (gemm.c note 2): a row alone (dot-product tiles) may differ in the last bits from the
+ * same row in a larger product (one chain of FMAs per element). The engine takes one path
+ * for a whole batch, so a team's blocks of rows have the bits of the whole.
  * Returns 0 on success, nonzero (FM_GEMM_EARG) on a bad argument (negative size, bad ld).
  */
 #ifndef FASTMLP_GEMM_H
