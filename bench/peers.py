@@ -17,8 +17,8 @@ after its last call, and they take a core from whichever implementation runs nex
 Zen 4, 200 of fastmlp's 128x784x512 products on two threads took 0.11 s alone, 0.18-0.20 s right
 after 200 of NumPy's, and 0.13-0.14 s after a 0.3 s pause; over whole epochs the effect is
 smaller but not gone, so compare ratios from one run, not times across runs.
-The first epoch is a warm-up: it is trained but not timed. Workloads whose epoch is shorter than
-`--min-block` (5 ms) are timed in blocks of consecutive epochs (run_workload says why). The
+The first two epochs are a warm-up: trained but not timed. Workloads whose epoch is shorter than
+`--min-block` (20 ms) are timed in blocks of consecutive epochs (run_workload says why). The
 report gives, per implementation, seconds per epoch
 (median, min-max), samples/s, GFLOP/s (counted flops, _common.py), the fraction of the measured
 FMA peak, and the final epoch's mean loss on fastmlp's scale: equal losses show equal work.
@@ -80,10 +80,10 @@ def _parse():
     p.add_argument("--settle", type=_common.seconds, default=0.3, metavar="SECONDS",
                    help="pause before each timed epoch, so the previous implementation's "
                         "thread pool has gone idle (default 0.3)")
-    p.add_argument("--min-block", type=_common.seconds, default=0.005, metavar="SECONDS",
+    p.add_argument("--min-block", type=_common.seconds, default=0.02, metavar="SECONDS",
                    help="time blocks of consecutive epochs when fastmlp's epoch is shorter "
                         "than this, the same number for every implementation (default "
-                        "0.005; 0: one epoch per sample)")
+                        "0.02; 0: one epoch per sample)")
     p.add_argument("--no-thread-scaling", action="store_true",
                    help="skip the one-thread fastmlp run beside W3")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH")
@@ -129,16 +129,21 @@ def _make_trainers(wl, impls, X, y, threads, thread_scaling):
     return trainers
 
 
-def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3, min_block=0.005):
+def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3, min_block=0.02):
     """Train every implementation for 1 + epochs interleaved samples; returns the figures.
 
     A sample is a block of `reps` consecutive epochs of one implementation, all on the same
-    permutation, timed as one and divided by reps. reps is 1 unless fastmlp's warm-up epoch took
+    permutation, timed as one and divided by reps. The first sample is the warm-up: two epochs
+    of each implementation, untimed. reps is 1 unless fastmlp's second warm-up epoch took
     less than min_block seconds: then enough epochs to fill it, the same for every
-    implementation. A lone epoch of a few hundred microseconds, run right after the settle
-    pause and after the peers have filled the caches with their own data, is timed at its
-    wake-up cost: on the 2-core Zen 5, W1's epoch took 87 us back to back and 177 us after a
-    0.3 s pause. Blocks time what a fit of many epochs sees; --min-block 0 gives lone epochs.
+    implementation. (The first epoch, which pays for first calls, once decided alone: W2's
+    took 5 ms or more in some runs and 3 ms in others on the 2-core Zen 3, and the runs timed
+    lone epochs or blocks of two.) An epoch run right after the settle pause, after the peers
+    have filled the caches with their own data, is timed with its wake-up cost: on the 2-core
+    Zen 5, W1's epoch took 87 us back to back and 177 us after a 0.3 s pause; on the 2-core
+    Zen 3, W2's took 2.3 ms back to back and 3.6 ms after the pause, its first steps slow as
+    from a lowered clock. 20 ms blocks keep that 1.3 ms to a few percent. Blocks time what a
+    fit of many epochs sees; --min-block 0 gives lone epochs.
     """
     X, y = _common.make_data(wl)
     trainers = _make_trainers(wl, impls, X, y, threads, thread_scaling)
@@ -165,9 +170,13 @@ def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3, min_blo
                 dt = own
             if sample:
                 times[t.name].append(dt / reps)
-            elif t.name == "fastmlp" and 0 < dt < min_block:
-                warm = dt
-            losses[t.name].append(float(loss))
+            losses[t.name].append(float(loss))  # in the warm-up, its first epoch's
+            if not sample:  # the warm-up's second epoch, back to back with its first
+                t0 = time.perf_counter()
+                t.run()
+                dt = time.perf_counter() - t0
+                if t.name == "fastmlp" and 0 < dt < min_block:
+                    warm = dt
         if not sample and warm:
             reps = math.ceil(min_block / warm)
     return {"workload": wl.name, "describe": wl.describe(), "epochs": epochs,
@@ -230,7 +239,7 @@ def print_workload(res, rows, checks, peak, out=sys.stdout):
     p(f"\n== {res['describe']}")
     reps = res.get("epochs_per_sample", 1)
     block = "" if reps == 1 else f" (each timed as a block of {reps} epochs)"
-    p(f"   {res['epochs']} timed samples{block} + 1 warm-up, interleaved; "
+    p(f"   {res['epochs']} timed samples{block} + a warm-up of 2 epochs, interleaved; "
       f"{res['flops_per_epoch'] / 1e9:.4g} GFLOP per epoch; wall {res['wall']:.1f} s")
     p("   threads: " + ", ".join(f"{k} {v}" for k, v in res["threads"].items()))
     p(f"   {'implementation':<13} {'s/epoch':>10} {'min - max':>21} {'samples/s':>11} "

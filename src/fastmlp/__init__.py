@@ -45,7 +45,8 @@ def show_config(file=None):
         f"openmp {'on' if _core.openmp_enabled() else 'off (single-threaded build)'}",
         f"threads {get_num_threads()} (CPUs {_cpus()} usable of {os.cpu_count()})",
         f"matrix kernels: fastmlp's own ({isa} path{_ISA_NOTE.get(isa, '')}); "
-        "no BLAS in the hot path" + _isa_setting_note(os.environ.get("FASTMLP_ISA"), isa, _ISA_AT_IMPORT),
+        "no BLAS in the hot path"
+        + _isa_setting_note(os.environ.get("FASTMLP_ISA"), isa, _ISA_AT_IMPORT),
         "numbers below the normal range: "
         + ("flushed to zero by this thread's setting (FTZ/DAZ, set by another library?)"
            if _core.fp_flush() else "kept by the kernels")
