@@ -135,6 +135,11 @@ def main():
         v = getattr(a, name)
         if v is not None and v < 1:
             p.error(f"--{name} must be at least 1, got {v}")
+    if a.threads > 256:  # far above any CPU count here; 2**31 overflowed a C int
+        p.error(f"--threads must be at most 256, got {a.threads}")
+    for w in a.workloads:
+        if a.batch is not None and a.batch > _common.WORKLOADS[w].n:
+            p.error(f"--batch {a.batch} is more than the {_common.WORKLOADS[w].n} rows of {w}")
     if a.loop is not None and not 0.0 < a.loop < float("inf"):
         p.error(f"--loop must be a number of seconds > 0, got {a.loop:g}")
     if a.loop is not None:
