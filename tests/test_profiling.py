@@ -55,6 +55,9 @@ def test_profile_arguments():
         fastmlp.profile(net, X, y, optimizer="sgd")
     with pytest.raises(ValueError, match="features"):
         fastmlp.profile(net, np.zeros((4, 3)), y)
+    # Found by new user #24: a string for net gave an AttributeError on '_X'.
+    with pytest.raises(TypeError, match="net must be a fastmlp.MLP, got str"):
+        fastmlp.profile("net", X, y)
 
 
 def test_profile_reports_the_engines_phases():

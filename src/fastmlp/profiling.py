@@ -21,7 +21,7 @@ import numpy as np
 from fastmlp import _core
 from fastmlp._threads import resolve_threads
 from fastmlp._validation import aligned_copy, aligned_zeros
-from fastmlp.network import ACTIVATIONS, check_seed
+from fastmlp.network import ACTIVATIONS, MLP, check_seed
 from fastmlp.optim import SGD, _Optimizer
 
 
@@ -109,6 +109,9 @@ def profile(net, X, y, optimizer=None, steps=20, n_threads=None, seed=0):
     -------
     Profile (print it for a table)
     """
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be a fastmlp.MLP, got {type(net).__name__} (for a "
+                        f"fastmlp.sklearn estimator, its fitted network_)")
     opt = SGD() if optimizer is None else optimizer
     if not isinstance(opt, _Optimizer):
         raise TypeError(f"optimizer must be a fastmlp.SGD or fastmlp.Adam, got "
