@@ -34,6 +34,40 @@ def seconds(text):
     return v
 
 
+def count(text):
+    """argparse type: a whole number >= 1 (epochs, rounds, repeats, rows)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
+
+
+def threads(text):
+    """argparse type: a thread count from 1 to the CPUs this process may use. More would time
+    the machine's oversubscription, not the implementations (fastmlp itself clamps to the CPUs,
+    OpenBLAS to its build's limit, each silently)."""
+    v = count(text)
+    if v > n_cpus():
+        raise argparse.ArgumentTypeError(f"{v} threads is more than the {n_cpus()} CPUs this "
+                                         f"process may use")
+    return v
+
+
+def json_path(text):
+    """argparse type: a file the run can write its figures to, checked before the run."""
+    path = os.path.abspath(text)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {parent} is not a writable "
+                                         f"directory")
+    return text
+
+
 def clean_blas_env():
     """Re-execute this process without the OpenBLAS overrides (call before importing NumPy)."""
     if not any(k in os.environ for k in BLAS_OVERRIDES):

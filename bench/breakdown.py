@@ -116,10 +116,11 @@ def _workload(name, batch):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workloads", default=",".join(_common.WORKLOADS))
-    p.add_argument("--threads", type=int, default=_common.n_cpus())
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch", type=int, help="a batch size for every workload instead of its "
-                                            "own (e.g. 200: small networks then run as a team)")
+    p.add_argument("--threads", type=_common.threads, default=_common.n_cpus())
+    p.add_argument("--repeats", type=_common.count, default=5)
+    p.add_argument("--batch", type=_common.count,
+                   help="a batch size for every workload instead of its own (e.g. 200: small "
+                        "networks then run as a team)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="adam: the estimators' default solver, with L2 (default sgd)")
     p.add_argument("--loop", type=float, metavar="SECONDS",
@@ -131,12 +132,6 @@ def main():
     for w in a.workloads:
         if w not in _common.WORKLOADS:
             p.error(f"unknown workload {w!r}; choose from {', '.join(_common.WORKLOADS)}")
-    for name in ("threads", "repeats", "batch"):
-        v = getattr(a, name)
-        if v is not None and v < 1:
-            p.error(f"--{name} must be at least 1, got {v}")
-    if a.threads > 256:  # far above any CPU count here; 2**31 overflowed a C int
-        p.error(f"--threads must be at most 256, got {a.threads}")
     for w in a.workloads:
         if a.batch is not None and a.batch > _common.WORKLOADS[w].n:
             p.error(f"--batch {a.batch} is more than the {_common.WORKLOADS[w].n} rows of {w}")

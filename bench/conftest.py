@@ -29,7 +29,7 @@ def pytest_configure(config):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--bench-threads", type=int, default=None,
+    parser.addoption("--bench-threads", type=_common.threads, default=None,
                      help="threads for fastmlp's kernels and NumPy's BLAS "
                           "(default: fastmlp's default)")
 
@@ -49,7 +49,5 @@ def threads(request):
 
     import fastmlp
     n = request.config.getoption("--bench-threads") or fastmlp.get_num_threads()
-    if n < 1:
-        raise pytest.UsageError("--bench-threads must be at least 1")
     with threadpool_limits(n, user_api="blas"):
         yield n

@@ -42,9 +42,12 @@ def measure(wl, rounds, threads):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workloads", default="W2")
-    p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=_common.count, default=30)
+    p.add_argument("--threads", type=_common.threads, default=1)
     a = p.parse_args(argv)
+    for name in a.workloads.split(","):
+        if name not in _common.WORKLOADS:
+            p.error(f"unknown workload {name!r}; choose from {', '.join(_common.WORKLOADS)}")
     print("\n".join(_common.machine_lines()))
     print(f"\ncommand: python bench/diagnostics.py --workloads {a.workloads} "
           f"--rounds {a.rounds} --threads {a.threads}\n")

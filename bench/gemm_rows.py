@@ -62,7 +62,8 @@ def seconds_per_call(M, N, K, nt, rng):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--threads", type=int, nargs="+", default=sorted({1, _common.n_cpus()}))
+    p.add_argument("--threads", type=_common.threads, nargs="+",
+                   default=sorted({1, _common.n_cpus()}))
     a = p.parse_args()
     print("fastmlp product against its rows (float32, NN, us per call)")
     for line in _common.machine_lines():

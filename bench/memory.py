@@ -85,8 +85,9 @@ def _run_child(kind, name, epochs, threads):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--threads", type=int, default=_common.n_cpus())
-    p.add_argument("--epochs", type=int, default=10, help="epochs after the first (flatness)")
+    p.add_argument("--threads", type=_common.threads, default=_common.n_cpus())
+    p.add_argument("--epochs", type=_common.count, default=10,
+                   help="epochs after the first (flatness)")
     p.add_argument("--workload", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", choices=("flat", "peak"), help=argparse.SUPPRESS)
     a = p.parse_args()

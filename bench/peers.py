@@ -4,7 +4,7 @@ Run from the repository root, with fastmlp importable (installed, or built in pl
 PYTHONPATH=src):
 
     python bench/peers.py                       # every workload, every peer found
-    python bench/peers.py --quick               # fewer epochs, a first look in ~1 minute
+    python bench/peers.py --quick               # fewer epochs, a first look in a few minutes
     python bench/peers.py --workloads W1,W2b1 --threads 1 --json out.json
 
 Each workload trains every implementation (fastmlp, fastmlp.fit, NumPy, PyTorch when
@@ -72,9 +72,9 @@ def _parse():
                    help="comma-separated subset of " + ",".join(_common.WORKLOADS))
     p.add_argument("--impls", default=",".join(IMPLS),
                    help="comma-separated subset of " + ",".join(IMPLS))
-    p.add_argument("--threads", type=int, default=_common.n_cpus(),
+    p.add_argument("--threads", type=_common.threads, default=_common.n_cpus(),
                    help="threads for every implementation (default: all CPUs)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=_common.count, default=None,
                    help="timed epochs per workload (default: per workload; see --quick)")
     p.add_argument("--quick", action="store_true", help="fewer epochs")
     p.add_argument("--settle", type=_common.seconds, default=0.3, metavar="SECONDS",
@@ -86,7 +86,8 @@ def _parse():
                         "0.02; 0: one epoch per sample)")
     p.add_argument("--no-thread-scaling", action="store_true",
                    help="skip the one-thread fastmlp run beside W3")
-    p.add_argument("--json", metavar="PATH", help="also write every figure to PATH")
+    p.add_argument("--json", type=_common.json_path, metavar="PATH",
+                   help="also write every figure to PATH")
     p.add_argument("--markdown", action="store_true", help="also print markdown tables")
     a = p.parse_args()
     a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
@@ -97,8 +98,12 @@ def _parse():
     for i in a.impls:
         if i not in IMPLS:
             p.error(f"unknown implementation {i!r}; choose from {', '.join(IMPLS)}")
-    if a.threads < 1:
-        p.error("--threads must be at least 1")
+    if not a.workloads:
+        p.error("--workloads names no workload")
+    if not a.impls:
+        p.error("--impls names no implementation")
+    if a.min_block > 10:
+        p.error(f"--min-block must be at most 10 seconds, got {a.min_block:g}")
     return a
 
 
@@ -181,7 +186,7 @@ def run_workload(wl, impls, epochs, threads, thread_scaling, settle=0.3, min_blo
             reps = math.ceil(min_block / warm)
     return {"workload": wl.name, "describe": wl.describe(), "epochs": epochs,
             "epochs_per_sample": reps,
-            "flops_per_epoch": wl.flops_per_epoch(), "rows": X.shape[0],
+            "flops_per_epoch": wl.flops_per_epoch(), "n_rows": X.shape[0],
             "threads": {t.name: t.threads() for t in trainers},
             "times": times, "losses": losses, "wall": time.perf_counter() - t_start}
 
@@ -199,7 +204,7 @@ def summarize(res, peak, peak1, fma_loop=None):
         final = res["losses"][name][-1]
         rows[name] = {
             "median": med, "min": min(ts), "max": max(ts),
-            "samples_per_s": res["rows"] / med, "gflops": gflops,
+            "samples_per_s": res["n_rows"] / med, "gflops": gflops,
             "peak_fraction": gflops / pk if pk else None,
             "first_loss": res["losses"][name][0], "final_loss": final,
             "loss_gap": (abs(final - ref_loss) / abs(ref_loss)) if ref_loss else None,
@@ -321,8 +326,17 @@ def main():
 
     import fastmlp
     impls, notes = _available(a.impls)
+    if not impls:
+        print("peers.py: none of --impls can run here: " + "; ".join(notes), file=sys.stderr)
+        return 2
+    if "fastmlp" not in impls:
+        notes.append("fastmlp (the engine) is not in --impls: no blocks of epochs, no loss "
+                     "reference and no target checks")
+    elif "W3" in a.workloads and a.threads == 1:
+        notes.append("one thread: W3's check of two threads against one is left out")
+    machine = _common.machine_lines()  # as at the start, for the JSON too
     print("fastmlp peer benchmark")
-    for line in _common.machine_lines():
+    for line in machine:
         print("  " + line)
     print(f"  fastmlp {fastmlp.__version__}: {fastmlp._core.gemm_isa()} kernels, OpenMP "
           f"{'on' if fastmlp._core.openmp_enabled() else 'off'}, threads used {a.threads} "
@@ -368,7 +382,7 @@ def main():
         markdown(results)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"machine": _common.machine_lines(), "threads": a.threads,
+            json.dump({"machine": machine, "threads": a.threads,
                        "peak_gflops": peak, "peak1_gflops": peak1, "results": results}, f,
                       indent=1)
     return 0

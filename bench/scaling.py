@@ -56,8 +56,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--numpy", action="store_true", help="time the NumPy trainer too")
-    p.add_argument("--threads", type=int, default=_common.n_cpus())
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=_common.threads, default=_common.n_cpus())
+    p.add_argument("--repeats", type=_common.count, default=3)
     a = p.parse_args()
     from threadpoolctl import threadpool_limits
     impls = ["fastmlp"] + (["numpy"] if a.numpy else [])

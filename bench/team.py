@@ -42,7 +42,7 @@ MODES = [("one thread", -1, 1), ("blocks in turn", 0, 2), ("team", 1, 2), ("time
 def modes(batches, rounds, epochs):
     X, y = datasets.load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
-    print("\n| batch | " + " | ".join(m[0] + " (ms)" for m in MODES) + " | timed / one |")
+    print("\n| batch | " + " | ".join(m[0] + " (ms)" for m in MODES) + " | one / timed |")
     print("|---|" + "---|" * (len(MODES) + 1))
     for B in batches:
         runs = {}
@@ -113,13 +113,17 @@ def busy(n_epochs):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", default="64,128,200", help="digits batch sizes")
-    ap.add_argument("--rounds", type=int, default=12, help="timed rounds per mode")
-    ap.add_argument("--epochs", type=int, default=40, help="epochs per round")
+    ap.add_argument("--rounds", type=_common.count, default=12, help="timed rounds per mode")
+    ap.add_argument("--epochs", type=_common.count, default=40, help="epochs per round")
     ap.add_argument("--busy", action="store_true", help="also time epochs with the cores busy")
-    ap.add_argument("--busy-epochs", type=int, default=3)
+    ap.add_argument("--busy-epochs", type=_common.count, default=3)
     args = ap.parse_args(argv)
+    try:
+        batches = [_common.count(b) for b in args.batches.split(",")]
+    except argparse.ArgumentTypeError as e:
+        ap.error(f"--batches: {e}")
     print("\n".join(_common.machine_lines()))
-    modes([int(b) for b in args.batches.split(",")], args.rounds, args.epochs)
+    modes(batches, args.rounds, args.epochs)
     if args.busy:
         busy(args.busy_epochs)
 

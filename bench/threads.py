@@ -61,9 +61,9 @@ def timed(fn, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rows", type=_common.count, default=4096)
+    parser.add_argument("--epochs", type=_common.count, default=3)
+    parser.add_argument("--repeats", type=_common.count, default=5)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
