@@ -45,6 +45,25 @@ def count(text):
     return v
 
 
+def counts(text):
+    """argparse type: a comma-separated list of whole numbers >= 1."""
+    return [count(x) for x in text.split(",")]
+
+
+def name_list(choices, what):
+    """argparse type: a comma-separated list of at least one of `choices` (a `what` each)."""
+    def parse(text):
+        names = [x.strip() for x in text.split(",") if x.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"names no {what}")
+        for x in names:
+            if x not in choices:
+                raise argparse.ArgumentTypeError(f"unknown {what} {x!r}; choose from "
+                                                 f"{', '.join(choices)}")
+        return names
+    return parse
+
+
 def threads(text):
     """argparse type: a thread count from 1 to the CPUs this process may use. More would time
     the machine's oversubscription, not the implementations (fastmlp itself clamps to the CPUs,

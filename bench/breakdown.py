@@ -115,7 +115,8 @@ def _workload(name, batch):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workloads", default=",".join(_common.WORKLOADS))
+    p.add_argument("--workloads", type=_common.name_list(_common.WORKLOADS, "workload"),
+                   default=",".join(_common.WORKLOADS))
     p.add_argument("--threads", type=_common.threads, default=_common.n_cpus())
     p.add_argument("--repeats", type=_common.count, default=5)
     p.add_argument("--batch", type=_common.count,
@@ -126,12 +127,6 @@ def main():
     p.add_argument("--loop", type=float, metavar="SECONDS",
                    help="only train full epochs for this long (for a profiler)")
     a = p.parse_args()
-    a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
-    if not a.workloads:
-        p.error("--workloads names no workload")
-    for w in a.workloads:
-        if w not in _common.WORKLOADS:
-            p.error(f"unknown workload {w!r}; choose from {', '.join(_common.WORKLOADS)}")
     for w in a.workloads:
         if a.batch is not None and a.batch > _common.WORKLOADS[w].n:
             p.error(f"--batch {a.batch} is more than the {_common.WORKLOADS[w].n} rows of {w}")

@@ -41,19 +41,17 @@ def measure(wl, rounds, threads):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workloads", default="W2")
+    p.add_argument("--workloads", type=_common.name_list(_common.WORKLOADS, "workload"),
+                   default="W2")
     p.add_argument("--rounds", type=_common.count, default=30)
     p.add_argument("--threads", type=_common.threads, default=1)
     a = p.parse_args(argv)
-    for name in a.workloads.split(","):
-        if name not in _common.WORKLOADS:
-            p.error(f"unknown workload {name!r}; choose from {', '.join(_common.WORKLOADS)}")
     print("\n".join(_common.machine_lines()))
-    print(f"\ncommand: python bench/diagnostics.py --workloads {a.workloads} "
+    print(f"\ncommand: python bench/diagnostics.py --workloads {','.join(a.workloads)} "
           f"--rounds {a.rounds} --threads {a.threads}\n")
     print("| workload | with diagnostics s/epoch (min-max) | without (min-max) | with / without |")
     print("|---|---|---|---|")
-    for name in a.workloads.split(","):
+    for name in a.workloads:
         wl = _common.WORKLOADS[name]
         t = measure(wl, a.rounds, a.threads)
         on, off = statistics.median(t[True]), statistics.median(t[False])

@@ -68,9 +68,11 @@ LOSS_AGREEMENT = 1e-2
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workloads", default=",".join(_common.WORKLOADS),
+    p.add_argument("--workloads", type=_common.name_list(_common.WORKLOADS, "workload"),
+                   default=",".join(_common.WORKLOADS),
                    help="comma-separated subset of " + ",".join(_common.WORKLOADS))
-    p.add_argument("--impls", default=",".join(IMPLS),
+    p.add_argument("--impls", type=_common.name_list(IMPLS, "implementation"),
+                   default=",".join(IMPLS),
                    help="comma-separated subset of " + ",".join(IMPLS))
     p.add_argument("--threads", type=_common.threads, default=_common.n_cpus(),
                    help="threads for every implementation (default: all CPUs)")
@@ -90,18 +92,6 @@ def _parse():
                    help="also write every figure to PATH")
     p.add_argument("--markdown", action="store_true", help="also print markdown tables")
     a = p.parse_args()
-    a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
-    a.impls = [i.strip() for i in a.impls.split(",") if i.strip()]
-    for w in a.workloads:
-        if w not in _common.WORKLOADS:
-            p.error(f"unknown workload {w!r}; choose from {', '.join(_common.WORKLOADS)}")
-    for i in a.impls:
-        if i not in IMPLS:
-            p.error(f"unknown implementation {i!r}; choose from {', '.join(IMPLS)}")
-    if not a.workloads:
-        p.error("--workloads names no workload")
-    if not a.impls:
-        p.error("--impls names no implementation")
     if a.min_block > 10:
         p.error(f"--min-block must be at most 10 seconds, got {a.min_block:g}")
     return a

@@ -112,18 +112,15 @@ def busy(n_epochs):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batches", default="64,128,200", help="digits batch sizes")
+    ap.add_argument("--batches", type=_common.counts, default="64,128,200",
+                    help="digits batch sizes")
     ap.add_argument("--rounds", type=_common.count, default=12, help="timed rounds per mode")
     ap.add_argument("--epochs", type=_common.count, default=40, help="epochs per round")
     ap.add_argument("--busy", action="store_true", help="also time epochs with the cores busy")
     ap.add_argument("--busy-epochs", type=_common.count, default=3)
     args = ap.parse_args(argv)
-    try:
-        batches = [_common.count(b) for b in args.batches.split(",")]
-    except argparse.ArgumentTypeError as e:
-        ap.error(f"--batches: {e}")
     print("\n".join(_common.machine_lines()))
-    modes(batches, args.rounds, args.epochs)
+    modes(args.batches, args.rounds, args.epochs)
     if args.busy:
         busy(args.busy_epochs)
 

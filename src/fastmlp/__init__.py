@@ -62,7 +62,7 @@ def show_config(file=None):
 _ISAS = ("portable", "avx2", "avx512", "amx")  # csrc/gemm.c, lowest first
 
 
-def _isa_setting_note(want, isa, at_import=None):
+def _isa_setting_note(want, isa, at_import):
     """What show_config says of FASTMLP_ISA (`want` now, `at_import` when the kernels read
     it): chose the path, asked above the CPU, set after import, or ignored."""
     if not want:
